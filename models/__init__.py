@@ -1,0 +1,43 @@
+"""A library of Gaussian-VAE-family autoencoders in which every ablation axis is a swappable piece.
+
+Public API:
+    PRESETS                      name -> Config, every model row of the papers' tables
+    Config, ConfigError          one frozen, validated value per ablation axis
+    build(name_or_config, input_shape, **overrides) -> GaussianAutoencoder
+    fit_density(model, train_images, seed) -> Density with .sample(n, seed)
+"""
+from __future__ import annotations
+
+from .autoencoder import GaussianAutoencoder
+from .config import Config, ConfigError
+from .density import DENSITIES, fit_density
+from .presets import PRESETS
+
+__all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
+           "fit_density", "DENSITIES"]
+
+
+def resolve(name_or_config: str | Config | dict, **overrides) -> Config:
+    """A Config from a preset name, a Config or a dict of fields, with fields overridden."""
+    if isinstance(name_or_config, str):
+        if name_or_config not in PRESETS:
+            raise ConfigError(f"unknown preset {name_or_config!r}; known presets: "
+                              f"{', '.join(PRESETS)}")
+        cfg = PRESETS[name_or_config]
+    elif isinstance(name_or_config, dict):
+        cfg = Config.from_dict(name_or_config)
+    elif isinstance(name_or_config, Config):
+        cfg = name_or_config
+    else:
+        raise ConfigError(f"expected a preset name, a Config or a dict, got "
+                          f"{type(name_or_config).__name__}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def build(name_or_config: str | Config | dict, input_shape: tuple[int, ...] = (1, 8, 8),
+          **overrides) -> GaussianAutoencoder:
+    """The model for a preset name or config, for inputs of shape `input_shape` (C, H, W).
+
+    `overrides` replace config fields, e.g. build("UAE", (1, 28, 28), latent_dim=16, beta=0.5).
+    """
+    return GaussianAutoencoder(resolve(name_or_config, **overrides), tuple(input_shape))

@@ -1,0 +1,165 @@
+"""The one Gaussian autoencoder whose loss is composed from the axes of `Config`.
+
+    loss = recon + beta * latent_reg + gamma * decoder_reg + codebook + commitment_w * commitment
+
+(UAE Eq. 7; Takida Eq. 7a/10; MVU-AE Eq. 18.) Each term comes from the dict of its axis; this
+file only wires them together. Encoders and decoders are injected from models/networks.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .codebooks import CODEBOOKS
+from .config import Config
+from .decoder_regs import DECODER_PENALTIES, decoder_output_gradient
+from .networks import auto_arch, build_decoder, build_encoder
+from .posteriors import POSTERIORS, Posterior
+from .regularizers import REGULARIZERS
+from .samplers import SAMPLERS, Samples
+from .variances import RECONSTRUCTIONS, TRAINABLE_VARIANCE_SHAPES
+
+
+class TrainableLogVariance(nn.Module):
+    """log Sigma_x as trainable parameters (Takida Table 4, "trainable Sigma_x").
+
+    Independent of x: one free parameter (Iso-I, Dai & Wipf's log gamma, initialised at 0) or
+    one per pixel (Diag-I). Dependent on x: a linear head on the decoded latent z, giving one
+    value (Iso-D) or one per pixel (Diag-D) per input.
+    """
+
+    def __init__(self, kind: str, x_shape: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        dependence, shape = TRAINABLE_VARIANCE_SHAPES[kind]
+        self.x_shape = x_shape
+        self.out_shape = (1,) * len(x_shape) if shape == "isotropic" else x_shape
+        numel = int(torch.tensor(self.out_shape).prod())
+        if dependence == "independent":
+            self.log_var = nn.Parameter(torch.zeros(self.out_shape))
+            self.head = None
+        else:
+            self.head = nn.Linear(latent_dim, numel)
+            nn.init.zeros_(self.head.weight)  # start at Sigma_x = I, like the independent ones
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # z: (S, B, D)
+        if self.head is None:
+            return self.log_var  # broadcasts against (S, B, *X)
+        return self.head(z).view(*z.shape[:-1], *self.out_shape)  # (S, B, *out_shape)
+
+
+class GaussianAutoencoder(nn.Module):
+    def __init__(self, cfg: Config, input_shape: tuple[int, ...]):
+        super().__init__()
+        self.cfg = cfg
+        self.input_shape = tuple(input_shape)
+        arch = auto_arch(self.input_shape) if cfg.arch == "auto" else cfg.arch
+        self.arch = arch
+        head = POSTERIORS[cfg.posterior]
+        self._from_params = head.from_params
+        self.encoder = build_encoder(arch, self.input_shape, head.num_params(cfg.latent_dim),
+                                     hidden=cfg.hidden, depth=cfg.depth)
+        self.decoder = build_decoder(arch, self.input_shape, cfg.latent_dim, output=cfg.output,
+                                     hidden=cfg.hidden, depth=cfg.depth)
+        self.log_variance = (TrainableLogVariance(cfg.decoder_variance, self.input_shape,
+                                                  cfg.latent_dim)
+                             if cfg.decoder_variance in TRAINABLE_VARIANCE_SHAPES else None)
+        if cfg.codebook != "none":
+            k = cfg.codebook_size
+            # VQ-VAE's initialisation, uniform(-1/K, 1/K)
+            self.codebook = nn.Parameter(torch.empty(k, cfg.latent_dim).uniform_(-1 / k, 1 / k))
+        else:
+            self.codebook = None
+
+    # --- the public API ---
+    def posterior(self, x: torch.Tensor) -> Posterior:
+        return self._from_params(self.encoder(x), self.cfg.latent_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior's mean (B, D) and lower-triangular covariance factor L (B, D, D)."""
+        post = self.posterior(x)
+        return post.mean, post.scale_tril
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder mean for latents of shape (..., D) -> (..., *input_shape)."""
+        lead = z.shape[:-1]
+        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.view(*lead, *self.input_shape)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction D(mu(x)) (through the codebook where there is one)."""
+        post = self.posterior(x)
+        z = post.mean[None]
+        if self.codebook is not None:
+            z, _ = CODEBOOKS[self.cfg.codebook](post.mean, z, self.codebook)
+        return self.decode(z)[0]
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The total under "loss" and every term by name (all 0-dim tensors).
+
+        The terms are unweighted: "recon", "latent_reg", "decoder_reg", "codebook",
+        "commitment" (those the config uses). Diagnostics that are not part of the loss:
+        "mse" (mean squared error per pixel of the decoded latents) and "sigma_x2" (the mean
+        decoder variance used by the reconstruction term, where it has one).
+        """
+        cfg = self.cfg
+        post = self.posterior(x)
+        samples = SAMPLERS[cfg.sampling](post, cfg)
+        z, code_terms = CODEBOOKS[cfg.codebook](post.mean, samples.z, self.codebook)
+        x_hat = self.decode(z)  # (S, B, *X)
+        terms: dict[str, torch.Tensor] = {}
+
+        penalty = DECODER_PENALTIES[cfg.decoder_reg]
+        if penalty is not None:
+            g = decoder_output_gradient(self.decode, z, x_hat)  # (S, B, D)
+            terms["decoder_reg"] = penalty(g, samples.weights, post).mean()
+
+        weights = samples.weights
+        if samples.combine:  # decoded outputs averaged into one before the loss
+            w = weights.view(-1, *([1] * (x_hat.dim() - 1)))
+            x_hat, z = (w * x_hat).sum(0, keepdim=True), (weights[:, None, None] * z).sum(0, True)
+            weights = weights.new_ones(1)
+        log_var = self.log_variance(z) if self.log_variance is not None else None
+        recon, var = RECONSTRUCTIONS[cfg.decoder_variance](x, x_hat, weights, log_var, cfg)
+
+        terms["recon"] = recon.mean()
+        terms["latent_reg"] = REGULARIZERS[cfg.regularizer](post, samples).mean()
+        terms.update({k: v.mean() for k, v in code_terms.items()})
+        total = terms["recon"] + cfg.beta * terms["latent_reg"]
+        if "decoder_reg" in terms:
+            total = total + cfg.gamma * terms["decoder_reg"]
+        if code_terms:
+            total = total + terms["codebook"] + cfg.commitment * terms["commitment"]
+
+        with torch.no_grad():
+            err2 = (x - x_hat).pow(2).flatten(2).mean(-1)  # (S, B)
+            terms["mse"] = (weights[:, None] * err2).sum(0).mean()
+            if var is not None:
+                terms["sigma_x2"] = var.mean()
+        return {"loss": total, **terms}
+
+    # --- training helpers ---
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups: weight decay gamma on the decoder's parameters only
+        for decoder_reg="weight_decay" (RAE-L2), none elsewhere."""
+        decay = self.cfg.gamma if self.cfg.decoder_reg == "weight_decay" else 0.0
+        decoder = list(self.decoder.parameters())
+        ids = {id(p) for p in decoder}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "weight_decay": 0.0},
+                {"params": decoder, "weight_decay": decay}]
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.param_groups(), lr=self.cfg.lr)
+
+    @torch.no_grad()
+    def density_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """One latent per input drawn as in training, for fitting an ex-post density: a random
+        draw, a random sigma point (UAE Sec. 5.1) or the mean. (B, D)"""
+        samples: Samples = SAMPLERS[self.cfg.sampling](self.posterior(x), self.cfg)
+        pick = torch.randint(samples.z.shape[0], (samples.z.shape[1],), device=x.device)
+        z = samples.z[pick, torch.arange(samples.z.shape[1], device=x.device)]
+        if self.codebook is not None and self.cfg.codebook == "vq":
+            z, _ = CODEBOOKS["vq"](z, z[None], self.codebook)
+            z = z[0]
+        return z

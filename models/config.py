@@ -1,0 +1,172 @@
+"""One frozen, validated configuration with a field per ablation axis.
+
+Every model of the four papers is a `Config` value (see `presets.py`); the engine grids over
+its fields. Invalid combinations are rejected in `__post_init__` with one line that names the
+field, the bad value and a way to fix it; nothing is silently patched.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# The values of each axis. Each name is the key of a dict of small functions in its module
+# (posteriors.POSTERIORS, samplers.SAMPLERS, ...); config.py lists them here so that a config
+# can be validated without importing torch.
+POSTERIORS = ("diagonal", "full", "point")
+SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean", "mean")
+REGULARIZERS = ("kl", "wasserstein", "l2", "mmd", "none")
+DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "weight_decay")
+DECODER_VARIANCES = (
+    "mse", "fixed",
+    "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
+    "iso_i_trainable", "iso_d_trainable", "diag_i_trainable", "diag_d_trainable",
+)
+CODEBOOKS = ("none", "soft", "vq")
+DENSITIES = ("prior", "gmm", "second_stage")
+ARCHS = ("auto", "mlp", "conv28", "conv32", "conv64", "conv128")
+OUTPUTS = ("sigmoid", "linear")
+
+_STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message is one line saying how to fix it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A Gaussian-autoencoder-family model as one value per ablation axis."""
+
+    # --- architecture ---
+    latent_dim: int = 16
+    """Latent size D."""
+    arch: str = "auto"
+    """Encoder/decoder networks (models/networks.py); "auto" picks by image size."""
+    hidden: int = 256
+    """Width of the MLP networks ("mlp" arch only)."""
+    depth: int = 2
+    """Number of hidden layers of the MLP networks ("mlp" arch only)."""
+    output: str = "sigmoid"
+    """Decoder output: "sigmoid" for images in [0, 1], "linear" for unbounded data (latents)."""
+
+    # --- posterior q(z|x) and how z is drawn from it ---
+    posterior: str = "diagonal"
+    """"diagonal" N(mu, diag(sigma^2)); "full" N(mu, L L^T), L lower-triangular; "point" z = mu."""
+    sampling: str = "reparam"
+    """"reparam" (k random draws, UAE Eq. 4); "unscented" (num_samples sigma points drawn
+    uniformly per step, UAE Eq. 8); "unscented_all" (all 2D+1 points, each reconstructed, UT
+    weights); "unscented_mean" (num_samples random points, decoded and averaged into one
+    output before the loss, as the UAE authors' code reads Eq. 6); "mean" (z = mu)."""
+    num_samples: int = 1
+    """Random draws (reparam) or sigma points per input and step (unscented)."""
+    kappa: float = 1e-3
+    """Unscented-transform spread: points mu +- sqrt(kappa + D) L[:, i] (UAE Eq. 5); kappa > -D.
+    1e-3 is the UAE authors' code's value."""
+
+    # --- loss terms ---
+    decoder_variance: str = "mse"
+    """The reconstruction term: "mse" (||x - x_hat||^2), "fixed" (Gaussian NLL at sigma_x2),
+    Takida's Iso-I/Iso-D/Diag-I/Diag-D "by MLE" (Table 2, Appendix G) or "trainable"."""
+    sigma_x2: float = 1.0
+    """Decoder variance of decoder_variance="fixed"."""
+    regularizer: str = "kl"
+    """Latent regularizer: "kl" (UAE Eq. 9), "wasserstein" (Eq. 10, 18-19), "l2" (1/2 ||z||^2,
+    RAE), "mmd" (WAE-MMD, inverse multiquadric kernel), "none"."""
+    beta: float = 1.0
+    """Weight of the latent regularizer."""
+    decoder_reg: str = "none"
+    """"gradient_penalty" (RAE-GP), "eig_gradient_penalty" (UAE Eq. 11), "weight_decay" (RAE-L2,
+    an optimizer parameter-group rule on the decoder), or "none"."""
+    gamma: float = 0.0
+    """Weight of the decoder regularizer (the decay coefficient for "weight_decay")."""
+    codebook: str = "none"
+    """Latent codebook: "soft" (MVU-AE Eq. 18, no substitution), "vq" (VQ-VAE, straight-through)."""
+    codebook_size: int = 512
+    """Number of codebook entries K."""
+    commitment: float = 1.0
+    """Weight of the commitment term ||sg[z_q] - E(x)||^2 (1 in MVU-AE Eq. 18, 0.25 in VQ-VAE)."""
+
+    # --- ex-post density for sampling, fitted after training ---
+    density: str = "gmm"
+    """"prior" N(0, I); "gmm" (scikit-learn, full covariance); "second_stage" (Dai & Wipf)."""
+    gmm_components: int = 10
+    second_stage_hidden: int = 1024
+    second_stage_depth: int = 3
+    second_stage_epochs: int = 50
+
+    # --- optimisation ---
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    # free-form label (e.g. the preset's name); the engine never branches on it
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("posterior", POSTERIORS), ("sampling", SAMPLINGS), ("regularizer", REGULARIZERS),
+            ("decoder_reg", DECODER_REGS), ("decoder_variance", DECODER_VARIANCES),
+            ("codebook", CODEBOOKS), ("density", DENSITIES), ("arch", ARCHS), ("output", OUTPUTS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                _fail(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        for name in ("latent_dim", "num_samples", "hidden", "depth", "gmm_components",
+                     "second_stage_hidden", "second_stage_depth", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                _fail(f"{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.second_stage_epochs < 0:
+            _fail(f"second_stage_epochs={self.second_stage_epochs} must be >= 0")
+        for name in ("beta", "gamma", "commitment"):
+            if not getattr(self, name) >= 0:  # also catches NaN
+                _fail(f"{name}={getattr(self, name)} must be >= 0")
+        if not self.sigma_x2 > 0:
+            _fail(f"sigma_x2={self.sigma_x2} must be > 0 (it is a variance)")
+        if not self.lr > 0:
+            _fail(f"lr={self.lr} must be > 0")
+        if not self.kappa > -self.latent_dim:
+            _fail(f"kappa={self.kappa} must be > -latent_dim ({-self.latent_dim}) so that "
+                  "sqrt(kappa + D) is real (UAE Eq. 5)")
+
+        point = self.posterior == "point"
+        if point and self.sampling in _STOCHASTIC_SAMPLINGS:
+            _fail(f"sampling={self.sampling!r} needs a stochastic posterior, but "
+                  "posterior='point'; use sampling='mean' or posterior='diagonal'/'full'")
+        if point and self.regularizer in ("kl", "wasserstein"):
+            _fail(f"regularizer={self.regularizer!r} compares a Gaussian posterior with "
+                  "N(0, I) and is undefined for posterior='point'; use 'l2', 'mmd' or 'none'")
+        if point and self.decoder_reg == "eig_gradient_penalty":
+            _fail("decoder_reg='eig_gradient_penalty' weights by lambda_max(Sigma), which is 0 "
+                  "for posterior='point'; use 'gradient_penalty'")
+        if self.sampling in ("unscented", "unscented_mean") and self.num_samples > 2 * self.latent_dim + 1:
+            _fail(f"num_samples={self.num_samples} exceeds the {2 * self.latent_dim + 1} sigma "
+                  f"points of a latent_dim={self.latent_dim} posterior; use sampling='unscented_all'")
+        if self.sampling == "unscented_all" and self.kappa < 0:
+            _fail(f"kappa={self.kappa} gives the centre sigma point a negative weight, which "
+                  "sampling='unscented_all' cannot use as a loss weight; use kappa >= 0")
+        if self.sampling in ("unscented_all", "mean") and self.num_samples != 1:
+            _fail(f"num_samples={self.num_samples} has no meaning for sampling={self.sampling!r} "
+                  "(it uses a fixed set of points); leave num_samples=1")
+        if self.codebook == "vq" and not point:
+            _fail("codebook='vq' substitutes the nearest code for z and needs posterior='point' "
+                  "with sampling='mean'; use codebook='soft' for a stochastic posterior")
+        if self.codebook != "none" and self.codebook_size < 1:
+            _fail(f"codebook_size={self.codebook_size} must be >= 1")
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            _fail(f"unknown config field(s) {', '.join(sorted(unknown))}; known fields: "
+                  f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return cls().replace(**d)
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
