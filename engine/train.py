@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs < 1:
             raise ValueError(f"--epochs {args.epochs} must be >= 1")
         cfg = models.resolve(args.preset, **_parse_overrides(args.set))
+        data = load_dataset(args.dataset)
+        model = models.build(cfg, data.image_shape)  # e.g. an arch that does not fit the data
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     seed_everything(args.seed)
-    data = load_dataset(args.dataset)
-    model = models.build(cfg, data.image_shape)
+    model = models.build(cfg, data.image_shape)  # again, after seeding: the same init per seed
     opt = model.make_optimizer()
     gen = torch.Generator().manual_seed(args.seed)
     print(f"{cfg.name} on {args.dataset} {tuple(data.image_shape)}, arch={model.arch}, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .codebooks import CODEBOOKS
+from .codebooks import CODEBOOKS, nearest_code
 from .config import Config
 from .decoder_regs import DECODER_PENALTIES, decoder_output_gradient
 from .networks import auto_arch, build_decoder, build_encoder
@@ -159,7 +159,6 @@ class GaussianAutoencoder(nn.Module):
         samples: Samples = SAMPLERS[self.cfg.sampling](self.posterior(x), self.cfg)
         pick = torch.randint(samples.z.shape[0], (samples.z.shape[1],), device=x.device)
         z = samples.z[pick, torch.arange(samples.z.shape[1], device=x.device)]
-        if self.codebook is not None and self.cfg.codebook == "vq":
-            z, _ = CODEBOOKS["vq"](z, z[None], self.codebook)
-            z = z[0]
+        if self.cfg.codebook == "vq":  # the decoder only ever sees codes
+            z = nearest_code(z, self.codebook)
         return z

@@ -114,6 +114,9 @@ class Config:
                      "second_stage_hidden", "second_stage_depth", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 _fail(f"{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.batch_size < 2:
+            _fail(f"batch_size={self.batch_size} must be >= 2: BatchNorm, the MMD and the "
+                  "minibatch MLE of Sigma_x need at least two inputs per batch")
         if self.second_stage_epochs < 0:
             _fail(f"second_stage_epochs={self.second_stage_epochs} must be >= 0")
         for name in ("beta", "gamma", "commitment"):

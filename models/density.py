@@ -81,9 +81,14 @@ def second_stage_config(cfg: Config) -> Config:
 def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
     from .autoencoder import GaussianAutoencoder  # the same composed model, on vectors
 
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+        torch.manual_seed(seed)
+        return _train_second_stage(GaussianAutoencoder, latents, cfg, seed)
+
+
+def _train_second_stage(model_class, latents: torch.Tensor, cfg: Config, seed: int) -> Density:
     stage2_cfg = second_stage_config(cfg)
-    vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,))
+    vae = model_class(stage2_cfg, (cfg.latent_dim,))
     opt = vae.make_optimizer()
     data = latents.detach().float().cpu()
     gen = torch.Generator().manual_seed(seed)
@@ -111,12 +116,13 @@ def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None 
     """Fit the config's ex-post density (or `density`) on one latent per training image."""
     was_training = model.training
     model.eval()
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)  # the latents drawn (random sigma points, draws) are reproducible
     device = next(model.parameters()).device
-    latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device)).cpu()
-                         for i in range(0, len(images), batch_size)])
-    torch.set_rng_state(gen_state)
+    # the latents drawn (random sigma points, draws) are reproducible per seed, and the
+    # caller's RNG streams (CPU and the model's GPU) are left as they were
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device)).cpu()
+                             for i in range(0, len(images), batch_size)])
     model.train(was_training)
     name = density or model.cfg.density
     return DENSITIES[name](latents, model.cfg, seed)

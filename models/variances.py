@@ -51,7 +51,9 @@ def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float):
     """The NLL at the MLE of the variance, averaging the squared error over `reduce_dims`."""
     def nll_at_mle(x, x_hat, weights, log_var=None, cfg=None):
         err2 = _weighted((x - x_hat).pow(2), weights)  # (B, *X): E_q[(x - mu_theta(z))^2]
-        var = err2.mean(dim=reduce_dims(err2), keepdim=True) + eps
+        dims = reduce_dims(err2)
+        # an empty dims tuple would make torch's mean reduce over everything
+        var = (err2.mean(dim=dims, keepdim=True) if dims else err2) + eps
         return gaussian_nll(x, x_hat, weights, var), var.detach()
     return nll_at_mle
 

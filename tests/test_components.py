@@ -1,0 +1,303 @@
+"""Every loss component against a closed form or an independent computation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
+
+from models import Config
+from models.codebooks import soft_codebook, vector_quantized
+from models.decoder_regs import decoder_output_gradient, eig_gradient_penalty, gradient_penalty
+from models.posteriors import POSTERIORS, Posterior
+from models.regularizers import (
+    half_squared_norm, imq_kernel, kl_to_standard_normal, mmd_to_standard_normal,
+    wasserstein2_to_standard_normal)
+from models.samplers import SAMPLERS, Samples, sigma_points
+from models.variances import MLE_EPS, RECONSTRUCTIONS
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Closed forms are compared to 1e-10, so these tests run in double precision."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def random_posterior(b=5, d=4, full=True, seed=0) -> Posterior:
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(b, d, generator=g)
+    if full:
+        L = torch.randn(b, d, d, generator=g).tril(-1)
+    else:
+        L = torch.zeros(b, d, d)
+    L = L + torch.diag_embed(torch.rand(b, d, generator=g) + 0.3)
+    return Posterior(mean, L)
+
+
+# --- posteriors --------------------------------------------------------------------------
+
+def test_full_head_builds_lower_triangular_factor_with_positive_diagonal():
+    d = 4
+    h = torch.randn(3, POSTERIORS["full"].num_params(d))
+    post = POSTERIORS["full"].from_params(h, d)
+    assert torch.equal(post.scale_tril, post.scale_tril.tril())
+    assert (torch.diagonal(post.scale_tril, dim1=-2, dim2=-1) > 0).all()
+    # the diagonal is exp(log_var / 2) and the off-diagonal entries are the raw parameters
+    assert torch.allclose(torch.diagonal(post.scale_tril, dim1=-2, dim2=-1), torch.exp(h[:, d:2 * d] / 2))
+    rows, cols = torch.tril_indices(d, d, offset=-1)
+    assert torch.equal(post.scale_tril[:, rows, cols], h[:, 2 * d:])
+
+
+def test_diagonal_and_point_heads():
+    d = 3
+    h = torch.randn(2, 2 * d)
+    post = POSTERIORS["diagonal"].from_params(h, d)
+    assert torch.allclose(post.variance, torch.exp(h[:, d:]))
+    assert torch.count_nonzero(post.scale_tril - torch.diag_embed(post.variance.sqrt())) == 0
+    point = POSTERIORS["point"].from_params(h[:, :d], d)
+    assert torch.equal(point.mean, h[:, :d]) and not point.scale_tril.any()
+
+
+# --- latent regularizers -----------------------------------------------------------------
+
+@pytest.mark.parametrize("full", [False, True])
+def test_kl_matches_torch_distributions(full):
+    post = random_posterior(full=full)
+    d = post.mean.shape[1]
+    expected = kl_divergence(MultivariateNormal(post.mean, scale_tril=post.scale_tril),
+                             MultivariateNormal(torch.zeros(d), torch.eye(d)))
+    assert torch.allclose(kl_to_standard_normal(post, None), expected, atol=1e-10)
+
+
+def test_wasserstein_identity_eq19_and_exact_w2_for_diagonal():
+    post = random_posterior(full=True)
+    d = post.mean.shape[1]
+    value = wasserstein2_to_standard_normal(post, None)
+    cov = post.covariance
+    # Eq. 18-19: ||mu||^2 + tr(Sigma) + n - 2 tr(L) == ||mu||^2 + ||L - I||_F^2
+    eq18 = (post.mean.pow(2).sum(-1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + d
+            - 2 * post.scale_tril.diagonal(dim1=-2, dim2=-1).sum(-1))
+    assert torch.allclose(value, eq18, atol=1e-10)
+    # the exact W2^2 to N(0, I) uses tr(Sigma^(1/2)) >= tr(L): the paper's form bounds it above
+    exact = torch.tensor([
+        float(m @ m) + float(np.trace(c)) + d - 2 * float(np.trace(scipy.linalg.sqrtm(c)).real)
+        for m, c in zip(post.mean.numpy(), cov.numpy())])
+    assert (value >= exact - 1e-9).all() and (value > exact + 1e-6).any()
+    diag = random_posterior(full=False)
+    exact_diag = (diag.mean.pow(2).sum(-1)
+                  + (diag.variance.sqrt() - 1).pow(2).sum(-1))  # sum_i (sigma_i - 1)^2
+    assert torch.allclose(wasserstein2_to_standard_normal(diag, None), exact_diag, atol=1e-10)
+
+
+def test_half_squared_norm_is_weighted_over_samples():
+    z = torch.randn(3, 4, 2)
+    w = torch.tensor([0.5, 0.25, 0.25])
+    expected = sum(w[s] * 0.5 * (z[s] ** 2).sum(-1) for s in range(3))
+    assert torch.allclose(half_squared_norm(None, Samples(z, w)), expected)
+
+
+def test_mmd_matches_an_explicit_double_loop():
+    z = torch.randn(1, 6, 3)
+    torch.manual_seed(7)
+    value = mmd_to_standard_normal(None, Samples(z, torch.ones(1)))
+    torch.manual_seed(7)
+    prior = torch.randn(6, 3)  # the same draws as inside the function
+    x = z[0]
+
+    def k(a, b):
+        return sum(2 * 3 * s / (2 * 3 * s + float(((a - b) ** 2).sum()))
+                   for s in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0))
+    n = 6
+    zz = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    pp = sum(k(prior[i], prior[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    zp = sum(k(x[i], prior[j]) for i in range(n) for j in range(n)) / n ** 2
+    assert value.item() == pytest.approx(zz + pp - 2 * zp, rel=1e-10)
+    assert imq_kernel(x, x).diagonal().allclose(torch.full((n,), 7.0))  # k(x, x) = #scales
+
+
+# --- samplers ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kappa", [0.0, 1e-3, 2.0, -1.5])
+def test_sigma_points_reproduce_mean_and_covariance_exactly(kappa):
+    post = random_posterior(full=True, d=4)
+    points, w = sigma_points(post.mean, post.scale_tril, kappa)
+    assert points.shape == (9, 5, 4) and w.sum().item() == pytest.approx(1.0)
+    mean = torch.einsum("s,sbd->bd", w, points)
+    centred = points - mean
+    cov = torch.einsum("s,sbi,sbj->bij", w, centred, centred)
+    assert torch.allclose(mean, post.mean, atol=1e-12)
+    assert torch.allclose(cov, post.covariance, atol=1e-12)
+    # the points lie at mu +- sqrt(kappa + D) L[:, i] (UAE Eq. 5)
+    assert torch.allclose(points[1] - post.mean, math.sqrt(kappa + 4) * post.scale_tril[:, :, 0])
+    assert torch.allclose(points[5] - post.mean, -math.sqrt(kappa + 4) * post.scale_tril[:, :, 0])
+
+
+def test_reparameterized_draws_have_the_posterior_moments():
+    post = random_posterior(b=1, d=3, full=True)
+    torch.manual_seed(0)
+    s = SAMPLERS["reparam"](post, Config(latent_dim=3, num_samples=200_000))
+    z = s.z[:, 0]
+    assert s.weights.sum().item() == pytest.approx(1.0)
+    assert torch.allclose(z.mean(0), post.mean[0], atol=0.02)
+    assert torch.allclose(torch.cov(z.T), post.covariance[0], atol=0.03)
+
+
+def test_unscented_random_picks_distinct_sigma_points_per_input():
+    post = random_posterior(b=6, d=3, full=True)
+    cfg = Config(latent_dim=3, sampling="unscented", num_samples=4)
+    torch.manual_seed(0)
+    s = SAMPLERS["unscented"](post, cfg)
+    points, _ = sigma_points(post.mean, post.scale_tril, cfg.kappa)
+    assert s.z.shape == (4, 6, 3) and torch.allclose(s.weights, torch.full((4,), 0.25))
+    for b in range(6):
+        idx = [int(torch.cdist(s.z[k, b][None], points[:, b]).argmin()) for k in range(4)]
+        assert all(torch.allclose(s.z[k, b], points[i, b]) for k, i in enumerate(idx))
+        assert len(set(idx)) == 4  # without replacement
+    # over many steps every point gets picked: the draw is uniform over all 2D+1
+    seen = {int(torch.cdist(SAMPLERS["unscented"](post, cfg).z[0, :1], points[:, 0]).argmin())
+            for _ in range(200)}
+    assert seen == set(range(7))
+
+
+def test_unscented_all_and_mean_flags():
+    post = random_posterior(b=2, d=3)
+    cfg = Config(latent_dim=3, sampling="unscented_all")
+    s = SAMPLERS["unscented_all"](post, cfg)
+    points, w = sigma_points(post.mean, post.scale_tril, cfg.kappa)
+    assert torch.equal(s.z, points) and torch.equal(s.weights, w) and not s.combine
+    m = SAMPLERS["unscented_mean"](post, Config(latent_dim=3, sampling="unscented_mean",
+                                               num_samples=3))
+    assert m.combine and m.z.shape == (3, 2, 3)
+    assert torch.equal(SAMPLERS["mean"](post, cfg).z[0], post.mean)
+
+
+# --- reconstruction terms ----------------------------------------------------------------
+
+def _recon_inputs(s=3, b=4, x_shape=(1, 2, 3), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, *x_shape, generator=g)
+    x_hat = torch.rand(s, b, *x_shape, generator=g)
+    w = torch.rand(s, generator=g)
+    return x, x_hat, w / w.sum()
+
+
+def _nll(x, x_hat, w, var):
+    """-sum_pixels log N(x | x_hat, var), weighted over samples, per input (torch.distributions)."""
+    var = torch.as_tensor(var).expand_as(x_hat) if torch.as_tensor(var).dim() == 0 else var
+    lp = Normal(x_hat, var.sqrt().expand_as(x_hat)).log_prob(x.expand_as(x_hat))
+    return -(w.view(-1, 1, 1, 1, 1) * lp).sum(0).flatten(1).sum(-1)
+
+
+def test_mse_and_fixed_variance():
+    x, x_hat, w = _recon_inputs()
+    mse, _ = RECONSTRUCTIONS["mse"](x, x_hat, w, None, None)
+    expected = sum(w[s] * ((x - x_hat[s]) ** 2).flatten(1).mean(-1) for s in range(3))
+    assert torch.allclose(mse, expected)
+    fixed, var = RECONSTRUCTIONS["fixed"](x, x_hat, w, None, Config(sigma_x2=0.3))
+    assert torch.allclose(fixed, _nll(x, x_hat, w, torch.tensor(0.3)))
+
+
+def _numpy_mle(x, x_hat, w, kind):
+    """The MLE of Sigma_x by its definition (Takida G.4, G.7, G.11, G.15), in numpy."""
+    e = np.einsum("s,sb...->b...", w.numpy(), (x[None].numpy() - x_hat.numpy()) ** 2)
+    b = e.shape[0]
+    if kind == "iso_i":
+        return np.full_like(e, e.mean())
+    if kind == "iso_d":
+        return np.broadcast_to(e.reshape(b, -1).mean(1).reshape(b, 1, 1, 1), e.shape) + MLE_EPS
+    if kind == "diag_i":
+        return np.broadcast_to(e.mean(0, keepdims=True), e.shape) + MLE_EPS
+    return e + MLE_EPS  # diag_d
+
+
+@pytest.mark.parametrize("kind", ["iso_i", "iso_d", "diag_i", "diag_d"])
+def test_mle_objective_is_the_gaussian_nll_at_the_estimated_variance(kind):
+    x, x_hat, w = _recon_inputs()
+    value, var = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, w, None, None)
+    var_np = torch.from_numpy(np.ascontiguousarray(_numpy_mle(x, x_hat, w, kind)))
+    assert torch.allclose(var.expand_as(var_np), var_np, rtol=1e-12)
+    assert torch.allclose(value, _nll(x, x_hat, w, var_np[None].expand_as(x_hat)), rtol=1e-10)
+
+
+def test_iso_i_mle_closed_form_g5_and_stationarity():
+    """G.5: the Iso-I objective is d/2 (1 + log 2 pi) + d/2 log E||x - mu||^2 - d/2 log d,
+    and the estimate is where the NLL's derivative in sigma^2 vanishes."""
+    x, x_hat, w = _recon_inputs(s=1, b=6)
+    w = torch.ones(1)
+    value, var = RECONSTRUCTIONS["iso_i_mle"](x, x_hat, w, None, None)
+    d = x[0].numel()
+    mean_sq = ((x - x_hat[0]) ** 2).flatten(1).sum(-1).mean()
+    g5 = d / 2 * (1 + math.log(2 * math.pi)) + d / 2 * torch.log(mean_sq) - d / 2 * math.log(d)
+    assert value.mean().item() == pytest.approx(g5.item(), rel=1e-12)
+    s2 = var.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_nll(x, x_hat, w, s2.expand_as(x_hat)).mean(), s2)
+    assert abs(grad.item()) < 1e-9
+
+
+def test_trainable_variance_is_the_gaussian_nll_at_exp_log_var():
+    x, x_hat, w = _recon_inputs()
+    log_var = torch.randn(1, 1, 2, 3)  # Diag-I shaped: one per pixel
+    value, var = RECONSTRUCTIONS["diag_i_trainable"](x, x_hat, w, log_var, None)
+    assert torch.allclose(value, _nll(x, x_hat, w, torch.exp(log_var).expand_as(x_hat)))
+
+
+# --- decoder regularizers ----------------------------------------------------------------
+
+def test_gradient_penalty_on_a_linear_decoder_matches_closed_form_in_z():
+    """RAE code: d ||D(z)||^2 / dz = 2 W^T (W z + b) for D(z) = W z + b."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 5)
+    post = random_posterior(b=4, d=3, full=True)
+    z = (post.mean[None] + 0.1 * torch.randn(2, 4, 3)).requires_grad_(True)  # (S, B, D)
+    x_hat = lin(z)
+    g = decoder_output_gradient(lin, z, x_hat)
+    closed = 2 * (lin(z) @ lin.weight)  # 2 (W z + b)^T W, row-wise
+    assert torch.allclose(g, closed.detach(), atol=1e-12)
+    w = torch.tensor([0.3, 0.7])
+    gp = gradient_penalty(g, w, post)
+    expected = (w[:, None] * closed.pow(2).sum(-1)).sum(0)
+    assert torch.allclose(gp, expected.detach())
+    # the eigenvalue weighting: largest diagonal entry of Sigma (UAE Eq. 11)
+    lam = torch.stack([post.covariance[b].diagonal().max() for b in range(4)])
+    assert torch.allclose(eig_gradient_penalty(g, w, post), lam * gp)
+    # the penalty is differentiable in the decoder weights (create_graph) ...
+    assert torch.autograd.grad(gp.sum(), lin.weight)[0].abs().sum() > 0
+    # ... and the same under no_grad, by decoding again
+    with torch.no_grad():
+        g2 = decoder_output_gradient(lin, z.detach())
+    assert torch.allclose(g2, g.detach())
+
+
+# --- codebooks ---------------------------------------------------------------------------
+
+def test_vq_substitutes_nearest_code_with_straight_through_gradient():
+    codes = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-2.0, 0.5]], requires_grad=True)
+    mu = torch.tensor([[0.9, 1.2], [-1.5, 0.2], [0.1, -0.1]], requires_grad=True)
+    z_dec, terms = vector_quantized(mu, mu[None], codes)
+    assert torch.equal(z_dec[0].detach(), codes.detach()[[1, 2, 0]])
+    c = torch.randn(1, 3, 2)
+    (g_mu,) = torch.autograd.grad((z_dec * c).sum(), mu)
+    assert torch.allclose(g_mu, c[0])  # the decoder's gradient copied to the encoder
+    # the codebook term moves only the codes, the commitment term only the encoder
+    g_codes_cb, g_mu_cb = torch.autograd.grad(terms["codebook"].sum(), [codes, mu],
+                                              allow_unused=True)
+    assert g_mu_cb is None or not g_mu_cb.any()
+    assert torch.allclose(g_codes_cb[1], 2 * (codes[1] - mu[0]).detach())
+    g_codes_cm, g_mu_cm = torch.autograd.grad(terms["commitment"].sum(), [codes, mu],
+                                              allow_unused=True)
+    assert g_codes_cm is None or not g_codes_cm.any()
+    assert torch.allclose(g_mu_cm[0], 2 * (mu[0] - codes[1]).detach())
+
+
+def test_soft_codebook_leaves_z_unchanged_and_penalises_distance_to_nearest_code():
+    codes = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    mu = torch.tensor([[0.9, 1.2], [0.1, -0.3]])
+    z = mu[None] + 0.5
+    z_dec, terms = soft_codebook(mu, z, codes)
+    assert torch.equal(z_dec, z)
+    assert torch.allclose(terms["codebook"], torch.tensor([0.01 + 0.04, 0.01 + 0.09]))
+    assert torch.allclose(terms["commitment"], terms["codebook"])
