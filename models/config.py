@@ -17,7 +17,7 @@ SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean", "mean")
 REGULARIZERS = ("kl", "wasserstein", "l2", "mmd", "none")
 DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "weight_decay")
 DECODER_VARIANCES = (
-    "mse", "fixed",
+    "mse", "sse", "fixed",
     "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
     "iso_i_trainable", "iso_d_trainable", "diag_i_trainable", "diag_d_trainable",
 )
@@ -65,7 +65,7 @@ class Config:
 
     # --- loss terms ---
     decoder_variance: str = "mse"
-    """The reconstruction term: "mse" (||x - x_hat||^2), "fixed" (Gaussian NLL at sigma_x2),
+    """The reconstruction term: "mse" (||x - x_hat||^2 / d_x), "sse" (summed), "fixed" (Gaussian NLL at sigma_x2),
     Takida's Iso-I/Iso-D/Diag-I/Diag-D "by MLE" (Table 2, Appendix G) or "trainable"."""
     sigma_x2: float = 1.0
     """Decoder variance of decoder_variance="fixed"."""
@@ -110,15 +110,16 @@ class Config:
             value = getattr(self, name)
             if value not in allowed:
                 _fail(f"{name}={value!r} is not one of {', '.join(allowed)}")
-        for name in ("latent_dim", "num_samples", "hidden", "depth", "gmm_components",
-                     "second_stage_hidden", "second_stage_depth", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                _fail(f"{name}={getattr(self, name)!r} must be an integer >= 1")
+        for name, minimum in (("latent_dim", 1), ("num_samples", 1), ("hidden", 1), ("depth", 1),
+                              ("gmm_components", 1), ("second_stage_hidden", 1),
+                              ("second_stage_depth", 1), ("batch_size", 1),
+                              ("codebook_size", 1), ("second_stage_epochs", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                _fail(f"{name}={value!r} must be an integer >= {minimum}")
         if self.batch_size < 2:
             _fail(f"batch_size={self.batch_size} must be >= 2: BatchNorm, the MMD and the "
                   "minibatch MLE of Sigma_x need at least two inputs per batch")
-        if self.second_stage_epochs < 0:
-            _fail(f"second_stage_epochs={self.second_stage_epochs} must be >= 0")
         for name in ("beta", "gamma", "commitment"):
             if not getattr(self, name) >= 0:  # also catches NaN
                 _fail(f"{name}={getattr(self, name)} must be >= 0")
@@ -152,8 +153,6 @@ class Config:
         if self.codebook == "vq" and not point:
             _fail("codebook='vq' substitutes the nearest code for z and needs posterior='point' "
                   "with sampling='mean'; use codebook='soft' for a stochastic posterior")
-        if self.codebook != "none" and self.codebook_size < 1:
-            _fail(f"codebook_size={self.codebook_size} must be >= 1")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (validated again)."""

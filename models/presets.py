@@ -60,8 +60,11 @@ PRESETS.update({
     "Iso-D": _VAE.replace(decoder_variance="iso_d_mle"),
     "Diag-D": _VAE.replace(decoder_variance="diag_d_mle"),
 
-    # --- MVU-AE (Eq. 18): soft codebook penalty, no substitution; VQ-VAE for comparison ---
-    "MVU-AE": _DET.replace(codebook="soft", codebook_size=512, commitment=1.0),
-    "VQ-VAE": _DET.replace(codebook="vq", codebook_size=512, commitment=0.25),  # VQ-VAE's 0.25
+    # --- MVU-AE (Eq. 18): soft codebook penalty, no substitution; VQ-VAE for comparison;
+    # both beside a summed ||x - x_hat||^2 as Eq. 18 writes it ---
+    "MVU-AE": _DET.replace(decoder_variance="sse", codebook="soft", codebook_size=512,
+                           commitment=1.0),
+    "VQ-VAE": _DET.replace(decoder_variance="sse", codebook="vq", codebook_size=512,
+                           commitment=0.25),  # VQ-VAE's 0.25
 })
 PRESETS = {name: cfg.replace(name=name) for name, cfg in PRESETS.items()}

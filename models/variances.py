@@ -4,6 +4,7 @@ Every function takes x (B, *X), the decoded x_hat (S, B, *X), the sample weights
 for the trainable parameterizations, log Sigma_x broadcastable to x_hat, and returns the
 per-input loss (B,) and the variance it used (for logging).
 
+- "sse": ||x - x_hat||^2 summed over pixels, as MVU-AE Eq. 18 writes it beside its code terms.
 - "mse": ||x - x_hat||^2 / d_x, UAE Eq. 8 per pixel, as the UAE and RAE authors' code
   optimise it (a per-pixel mean), so their regularizer weights carry over unchanged.
 - "fixed": the Gaussian NLL at a fixed sigma_x^2 (Takida Eq. 3; Dai & Wipf's fixed gamma).
@@ -42,6 +43,11 @@ def squared_error(x, x_hat, weights, log_var=None, cfg=None):
     return _weighted((x - x_hat).pow(2), weights).flatten(1).mean(-1), None
 
 
+def summed_squared_error(x, x_hat, weights, log_var=None, cfg=None):
+    """||x - x_hat||^2 summed over pixels (MVU-AE Eq. 18)."""
+    return _weighted((x - x_hat).pow(2), weights).flatten(1).sum(-1), None
+
+
 def fixed_variance(x, x_hat, weights, log_var=None, cfg=None):
     var = x.new_tensor(cfg.sigma_x2)
     return gaussian_nll(x, x_hat, weights, var), var
@@ -53,8 +59,11 @@ def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float):
         err2 = _weighted((x - x_hat).pow(2), weights)  # (B, *X): E_q[(x - mu_theta(z))^2]
         dims = reduce_dims(err2)
         # an empty dims tuple would make torch's mean reduce over everything
-        var = (err2.mean(dim=dims, keepdim=True) if dims else err2) + eps
-        return gaussian_nll(x, x_hat, weights, var), var.detach()
+        var = ((err2.mean(dim=dims, keepdim=True) if dims else err2) + eps).detach()
+        # var is held fixed in the gradient, as in the alternating update of Eq. 9a/9b: the
+        # gradient is then exactly that of the closed forms G.5-G.17 (with the 1e-6 inside
+        # the log), where differentiating through var would double it for errors near eps
+        return gaussian_nll(x, x_hat, weights, var), var
     return nll_at_mle
 
 
@@ -71,6 +80,7 @@ def trainable_variance(x, x_hat, weights, log_var=None, cfg=None):
 
 RECONSTRUCTIONS: dict[str, Callable] = {
     "mse": squared_error,
+    "sse": summed_squared_error,
     "fixed": fixed_variance,
     "iso_i_mle": iso_i_mle,
     "iso_d_mle": iso_d_mle,

@@ -42,7 +42,7 @@ def test_every_valid_combination_trains(posterior, sampling):
         expected = {"loss", "recon", "latent_reg", "mse"}
         expected |= {"decoder_reg"} if dreg in ("gradient_penalty", "eig_gradient_penalty") else set()
         expected |= {"codebook", "commitment"} if code != "none" else set()
-        expected |= {"sigma_x2"} if var != "mse" else set()
+        expected |= {"sigma_x2"} if var not in ("mse", "sse") else set()
         problems = []
         if set(out) != expected:
             problems.append(f"terms {sorted(out)} != {sorted(expected)}")
@@ -65,6 +65,8 @@ def test_every_valid_combination_trains(posterior, sampling):
     (dict(posterior="point", sampling="unscented"), "sampling='unscented' needs a stochastic"),
     (dict(posterior="point", sampling="reparam"), "posterior='point'"),
     (dict(codebook="soft", codebook_size=0), "codebook_size=0"),
+    (dict(codebook="soft", codebook_size=2.5), "codebook_size=2.5 must be an integer"),
+    (dict(second_stage_epochs=True), "second_stage_epochs=True must be an integer >= 0"),
     (dict(sigma_x2=0.0), "sigma_x2=0.0 must be > 0"),
     (dict(sigma_x2=-1.0), "sigma_x2=-1.0"),
     (dict(posterior="point", sampling="mean", regularizer="kl"), "regularizer='kl'"),

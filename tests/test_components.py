@@ -192,11 +192,13 @@ def _nll(x, x_hat, w, var):
     return -(w.view(-1, 1, 1, 1, 1) * lp).sum(0).flatten(1).sum(-1)
 
 
-def test_mse_and_fixed_variance():
+def test_mse_sse_and_fixed_variance():
     x, x_hat, w = _recon_inputs()
     mse, _ = RECONSTRUCTIONS["mse"](x, x_hat, w, None, None)
     expected = sum(w[s] * ((x - x_hat[s]) ** 2).flatten(1).mean(-1) for s in range(3))
     assert torch.allclose(mse, expected)
+    sse, _ = RECONSTRUCTIONS["sse"](x, x_hat, w, None, None)
+    assert torch.allclose(sse, expected * x[0].numel())
     fixed, var = RECONSTRUCTIONS["fixed"](x, x_hat, w, None, Config(sigma_x2=0.3))
     assert torch.allclose(fixed, _nll(x, x_hat, w, torch.tensor(0.3)))
 
@@ -221,6 +223,24 @@ def test_mle_objective_is_the_gaussian_nll_at_the_estimated_variance(kind):
     var_np = torch.from_numpy(np.ascontiguousarray(_numpy_mle(x, x_hat, w, kind)))
     assert torch.allclose(var.expand_as(var_np), var_np, rtol=1e-12)
     assert torch.allclose(value, _nll(x, x_hat, w, var_np[None].expand_as(x_hat)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind,closed_form", [
+    # Takida G.9, G.13, G.17 without their constants: the objective's gradient must be theirs
+    ("iso_d", lambda e: e.shape[-1] / 2 * torch.log(e.mean(-1) + MLE_EPS).sum()),
+    ("diag_i", lambda e: e.shape[0] * 0.5 * torch.log(e.mean(0) + MLE_EPS).sum()),
+    ("diag_d", lambda e: 0.5 * torch.log(e + MLE_EPS).sum()),
+])
+def test_mle_gradient_is_the_gradient_of_the_closed_form(kind, closed_form):
+    x, x_hat, _ = _recon_inputs(s=1, b=4)
+    x_hat = x_hat.clone()
+    x_hat[0, 0, 0, 0, :2] = x[0, 0, 0, :2] + 1e-4  # errors near eps, where a wrong gradient shows
+    x_hat.requires_grad_(True)
+    value, _ = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, torch.ones(1), None, None)
+    (g,) = torch.autograd.grad(value.sum(), x_hat)
+    e = (x - x_hat[0]).pow(2).flatten(1)  # (B, d)
+    (g_ref,) = torch.autograd.grad(closed_form(e), x_hat)
+    assert torch.allclose(g, g_ref, rtol=1e-9, atol=1e-12)
 
 
 def test_iso_i_mle_closed_form_g5_and_stationarity():
