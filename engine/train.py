@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override config fields, e.g. --set beta=0.5 latent_dim=8")
     args = p.parse_args(argv)
+    seed_everything(args.seed)  # before building: the same initial weights per seed
     try:
         if args.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
@@ -80,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    seed_everything(args.seed)
-    model = models.build(cfg, data.image_shape)  # again, after seeding: the same init per seed
     opt = model.make_optimizer()
     gen = torch.Generator().manual_seed(args.seed)
     print(f"{cfg.name} on {args.dataset} {tuple(data.image_shape)}, arch={model.arch}, "
