@@ -79,16 +79,16 @@ def second_stage_config(cfg: Config) -> Config:
 
 
 def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
-    from .autoencoder import GaussianAutoencoder  # the same composed model, on vectors
-
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
         torch.manual_seed(seed)
-        return _train_second_stage(GaussianAutoencoder, latents, cfg, seed)
+        return _train_second_stage(latents, cfg, seed)
 
 
-def _train_second_stage(model_class, latents: torch.Tensor, cfg: Config, seed: int) -> Density:
+def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int) -> Density:
+    from .autoencoder import GaussianAutoencoder  # the same composed model, on vectors
+
     stage2_cfg = second_stage_config(cfg)
-    vae = model_class(stage2_cfg, (cfg.latent_dim,))
+    vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,))
     opt = vae.make_optimizer()
     data = latents.detach().float().cpu()
     gen = torch.Generator().manual_seed(seed)

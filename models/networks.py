@@ -60,20 +60,22 @@ class Reshape(nn.Module):
 # a redundant parameter whose gradient is exactly zero in training mode.
 # ----------------------------------------------------------------------------------------------
 
-def _conv5(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
-    """5x5 stride-2 convolution (halves H and W), [BN], ReLU."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 5, stride=2, padding=2, bias=not bn)]
+def _conv(c_in: int, c_out: int, bn: bool, k: int = 5) -> list[nn.Module]:
+    """k x k stride-2 convolution (halves H and W: padding (k-1)//2), [BN], ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride=2, padding=(k - 1) // 2, bias=not bn)
+    ]
     if bn:
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.ReLU())
     return layers
 
 
-def _convt5(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
-    """5x5 stride-2 transposed convolution (doubles H and W), [BN], ReLU."""
-    layers: list[nn.Module] = [
-        nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1, bias=not bn)
-    ]
+def _convt(c_in: int, c_out: int, bn: bool, k: int = 5) -> list[nn.Module]:
+    """k x k stride-2 transposed convolution (doubles H and W: padding (k-1)//2, output
+    padding k % 2), [BN], ReLU."""
+    layers: list[nn.Module] = [nn.ConvTranspose2d(
+        c_in, c_out, k, stride=2, padding=(k - 1) // 2, output_padding=k % 2, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.ReLU())
@@ -109,8 +111,8 @@ def _encoder_conv28(shape: tuple[int, ...], out: int, hidden: int, depth: int) -
     # Takida et al., Appendix I.1: no BN in the conv layers, BN only after FC_1024.
     c = shape[0]
     return nn.Sequential(
-        *_conv5(c, 64, bn=False),                      # (B, 64, 14, 14)
-        *_conv5(64, 128, bn=False),                    # (B, 128, 7, 7)
+        *_conv(c, 64, bn=False),                      # (B, 64, 14, 14)
+        *_conv(64, 128, bn=False),                    # (B, 128, 7, 7)
         nn.Flatten(),                                  # (B, 6272)
         nn.Linear(128 * 7 * 7, 1024, bias=False),
         nn.BatchNorm1d(1024),
@@ -126,15 +128,9 @@ def _encoder_conv32(shape: tuple[int, ...], out: int, hidden: int, depth: int) -
     cores). Three halvings take 32x32 to 4x4."""
     c = shape[0]
     return nn.Sequential(
-        nn.Conv2d(c, 64, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),                                     # (B, 64, 16, 16)
-        nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(128),
-        nn.ReLU(),                                     # (B, 128, 8, 8)
-        nn.Conv2d(128, 256, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(256),
-        nn.ReLU(),                                     # (B, 256, 4, 4)
+        *_conv(c, 64, bn=True, k=4),                   # (B, 64, 16, 16)
+        *_conv(64, 128, bn=True, k=4),                 # (B, 128, 8, 8)
+        *_conv(128, 256, bn=True, k=4),                # (B, 256, 4, 4)
         nn.Flatten(),                                  # (B, 4096)
         nn.Linear(256 * 4 * 4, out),                   # (B, out)
     )
@@ -148,10 +144,10 @@ def _encoder_celeba(side: int) -> Callable[..., nn.Module]:
     def build(shape: tuple[int, ...], out: int, hidden: int, depth: int) -> nn.Module:
         c, s = shape[0], side // 16                    # s = 4 (64x64) or 8 (128x128)
         return nn.Sequential(
-            *_conv5(c, 128, bn=False),                 # (B, 128, side/2, side/2)
-            *_conv5(128, 256, bn=True),                # (B, 256, side/4, side/4)
-            *_conv5(256, 512, bn=True),                # (B, 512, side/8, side/8)
-            *_conv5(512, 1024, bn=True),               # (B, 1024, s, s)
+            *_conv(c, 128, bn=False),                 # (B, 128, side/2, side/2)
+            *_conv(128, 256, bn=True),                # (B, 256, side/4, side/4)
+            *_conv(256, 512, bn=True),                # (B, 512, side/8, side/8)
+            *_conv(512, 1024, bn=True),               # (B, 1024, s, s)
             nn.Flatten(),                              # (B, 1024 * s * s)
             nn.Linear(1024 * s * s, out),              # (B, out)
         )
@@ -186,7 +182,7 @@ def _decoder_conv28(shape: tuple[int, ...], latent: int, output: str, hidden: in
         nn.BatchNorm1d(128 * 7 * 7),
         nn.ReLU(),
         Reshape(128, 7, 7),                            # (B, 128, 7, 7)
-        *_convt5(128, 64, bn=True),                    # (B, 64, 14, 14)
+        *_convt(128, 64, bn=True),                    # (B, 64, 14, 14)
         nn.ConvTranspose2d(64, c, 5, stride=2, padding=2, output_padding=1),  # (B, C, 28, 28)
         _output_activation(output),
     )
@@ -202,12 +198,8 @@ def _decoder_conv32(shape: tuple[int, ...], latent: int, output: str, hidden: in
         nn.BatchNorm1d(256 * 4 * 4),
         nn.ReLU(),
         Reshape(256, 4, 4),                            # (B, 256, 4, 4)
-        nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(128),
-        nn.ReLU(),                                     # (B, 128, 8, 8)
-        nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),                                     # (B, 64, 16, 16)
+        *_convt(256, 128, bn=True, k=4),               # (B, 128, 8, 8)
+        *_convt(128, 64, bn=True, k=4),                # (B, 64, 16, 16)
         nn.ConvTranspose2d(64, c, 4, stride=2, padding=1),  # (B, C, 32, 32)
         _output_activation(output),
     )
@@ -226,9 +218,9 @@ def _decoder_celeba(side: int) -> Callable[..., nn.Module]:
         return nn.Sequential(
             nn.Linear(latent, 1024 * s * s),
             Reshape(1024, s, s),                       # (B, 1024, s, s)
-            *_convt5(1024, 512, bn=False),             # (B, 512, side/4, side/4)
-            *_convt5(512, 256, bn=True),               # (B, 256, side/2, side/2)
-            *_convt5(256, 128, bn=True),               # (B, 128, side, side)
+            *_convt(1024, 512, bn=False),             # (B, 512, side/4, side/4)
+            *_convt(512, 256, bn=True),               # (B, 256, side/2, side/2)
+            *_convt(256, 128, bn=True),               # (B, 128, side, side)
             nn.ConvTranspose2d(128, c, 5, stride=1, padding=2),  # (B, C, side, side)
             _output_activation(output),
         )

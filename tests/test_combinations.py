@@ -137,3 +137,19 @@ def test_encode_returns_mean_and_covariance_factor():
     assert torch.equal(L, L.tril()) and (L.diagonal(dim1=-2, dim2=-1) > 0).all()
     assert model.decode(mean).shape == (3, 1, 8, 8)
     assert model.decode(torch.zeros(2, 3, 5)).shape == (2, 3, 1, 8, 8)  # any leading dims
+
+
+def test_config_lists_exactly_the_values_each_axis_module_implements():
+    """config.py lists the axis values (to validate without building anything); each must have
+    its function in the axis's dict, and no function may be unreachable from a Config."""
+    from models import codebooks, decoder_regs, density, networks, posteriors, regularizers
+    from models import samplers, variances
+    assert set(C.POSTERIORS) == set(posteriors.POSTERIORS)
+    assert set(C.SAMPLINGS) == set(samplers.SAMPLERS)
+    assert set(C.REGULARIZERS) == set(regularizers.REGULARIZERS)
+    assert set(C.DECODER_REGS) == set(decoder_regs.DECODER_PENALTIES)
+    assert set(C.DECODER_VARIANCES) == set(variances.RECONSTRUCTIONS)
+    assert set(C.CODEBOOKS) == set(codebooks.CODEBOOKS)
+    assert set(C.DENSITIES) == set(density.DENSITIES)
+    assert set(C.ARCHS) == {"auto", *networks.ARCHS}
+    assert set(C.OUTPUTS) == set(networks.OUTPUTS)
