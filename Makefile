@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/python -m engine.train --preset UAE --dataset digits --epochs 30
+	$(BIN)/python searches/ablation_uae.py
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -8,7 +8,6 @@ and PSNR. It uses only the models' public API (build, loss, make_optimizer, reco
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -16,47 +15,14 @@ import torch
 
 import models
 from engine.data import load_dataset
+from engine.evaluate import psnr, reconstruction_mse
+from engine.trial import train_epoch
+
+__all__ = ["main", "train_epoch", "reconstruction_mse", "psnr"]
 
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
-
-
-def train_epoch(model, opt, images: torch.Tensor, batch_size: int,
-                gen: torch.Generator) -> dict[str, float]:
-    """One pass over `images` in shuffled minibatches; returns the mean of every term."""
-    model.train()
-    order = torch.randperm(len(images), generator=gen)
-    sums: dict[str, float] = {}
-    n = 0
-    for i in range(0, len(images), batch_size):
-        batch = images[order[i:i + batch_size]]
-        if len(batch) < 2:  # BatchNorm and the MMD need 2 inputs; a lone last row waits
-            continue
-        terms = model.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        opt.step()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
-        n += len(batch)
-    return {k: v / n for k, v in sums.items()}
-
-
-@torch.no_grad()
-def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 512) -> float:
-    """Mean squared error per pixel of the deterministic reconstruction D(mu(x))."""
-    model.eval()
-    total = 0.0
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
-        total += (model.reconstruct(x) - x).pow(2).flatten(1).mean(1).sum().item()
-    return total / len(images)
-
-
-def psnr(mse: float, data_range: float = 1.0) -> float:
-    """10 log10(range^2 / MSE), of the mean MSE over the set."""
-    return 10 * math.log10(data_range ** 2 / mse) if mse > 0 else math.inf
 
 
 def main(argv: list[str] | None = None) -> int:

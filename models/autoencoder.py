@@ -94,6 +94,11 @@ class GaussianAutoencoder(nn.Module):
             z, _ = CODEBOOKS[self.cfg.codebook](post.mean, z, self.codebook)
         return self.decode(z)[0]
 
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same as `loss(x)`: DistributedDataParallel synchronises gradients only for
+        what goes through forward(), so a DDP-wrapped model is called as model(x)."""
+        return self.loss(x)
+
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The total under "loss" and every term by name (all 0-dim tensors).
 

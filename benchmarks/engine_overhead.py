@@ -1,0 +1,132 @@
+"""What the engine costs, and what ASHA saves, measured in one run on this machine.
+
+    python benchmarks/engine_overhead.py            # ~4 min on 2 cores
+    python benchmarks/engine_overhead.py --quick    # smaller budget, for a look
+
+Prints four ratios against the baselines they name (issue 3's goals in brackets):
+1. start-up of a one-worker trial under Tune: from Tune starting the trial to its first
+   result, minus that epoch's own compute; median over the trials of the default search
+   [<= 1 s];
+2. time per epoch through the engine (train, validate, report, checkpoint, TensorBoard)
+   over a plain PyTorch loop (train_epoch + validation) on the same model, data and seed,
+   one trial at a time [<= 1.05];
+3. epochs ASHA spends on the ablation_uae grid over the full grid's, and whether ASHA keeps
+   the full grid's best row (lowest mean final val/mse over seeds) [<= 1/3, kept];
+4. wall time of the default `python searches/ablation_uae.py` [< 600 s].
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from ray import tune  # noqa: E402
+
+import models  # noqa: E402
+from engine.data import load_dataset  # noqa: E402
+from engine.evaluate import reconstruction_mse  # noqa: E402
+from engine.report import load_trials  # noqa: E402
+from engine.search import run  # noqa: E402
+from engine.trial import train_epoch  # noqa: E402
+from searches.ablation_uae import SEARCH  # noqa: E402
+
+
+class Timer(tune.Callback):
+    """Driver-side clock of each trial's start and results."""
+
+    def __init__(self):
+        self.start, self.results = {}, defaultdict(list)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.start[trial.trial_id] = time.perf_counter()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results[trial.trial_id].append((time.perf_counter(), result))
+
+    def startups(self) -> list[float]:
+        return [res[0][0] - self.start[t] - res[0][1]["time/epoch_s"]
+                for t, res in self.results.items() if t in self.start and res]
+
+    def epoch_periods(self) -> list[float]:
+        return [b[0] - a[0] for res in self.results.values() for a, b in zip(res, res[1:])]
+
+
+def search(argv, out: Path) -> tuple[Timer, float]:
+    timer = Timer()
+    t0 = time.perf_counter()
+    code = run(SEARCH, [*argv, "--out", str(out)], callbacks=(timer,))
+    if code != 0:
+        sys.exit(f"the search {argv} exited with {code}")
+    return timer, time.perf_counter() - t0
+
+
+def plain_loop_epoch(preset: str, dataset: str, epochs: int) -> float:
+    """Median seconds per epoch of the bare loop: train_epoch + validation MSE."""
+    torch.set_num_threads(1)  # as the trial (1 CPU per trial)
+    data = load_dataset(dataset)
+    torch.manual_seed(0)
+    model = models.build(preset, data.image_shape)
+    opt, gen = model.make_optimizer(), torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        train_epoch(model, opt, data.train.images, model.cfg.batch_size, gen)
+        reconstruction_mse(model, data.val.images)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def best_row(trials) -> str:
+    done = trials[trials["status"] == "completed"]
+    return done.groupby("label")["val/mse"].mean().idxmin()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="10 epochs, 2 seeds")
+    args = p.parse_args()
+    epochs, seeds = (10, 2) if args.quick else (30, 3)
+    work = Path(tempfile.mkdtemp(prefix="engine-bench-"))
+    budget = ["--epochs", str(epochs), "--seeds", str(seeds)]
+
+    full, full_wall = search(budget, work / "full")
+    asha, _ = search([*budget, "--scheduler", "asha"], work / "asha")
+    # one trial at a time, as the plain loop runs: a tiny epoch (digits) and a longer one
+    overhead = {}
+    for preset, dataset, n in (("UAE", "digits", 20), ("VAE", "patches", 5)):
+        timer, _ = search(["--rows", preset, "--dataset", dataset, "--seeds", "1", "--epochs",
+                           str(n), "--max-concurrent", "1"], work / f"overhead-{dataset}")
+        overhead[preset, dataset] = (statistics.median(timer.epoch_periods()),
+                                     plain_loop_epoch(preset, dataset, n))
+
+    startups = full.startups()
+    t_full, t_asha = load_trials(work / "full"), load_trials(work / "asha")
+    e_full, e_asha = t_full["epochs_done"].sum(), t_asha["epochs_done"].sum()
+    kept = best_row(t_full) == best_row(t_asha)
+
+    print(f"\n== engine benchmark ({epochs} epochs x {seeds} seeds x {len(SEARCH.rows)} rows, "
+          f"digits, 2 cores; run folders in {work})")
+    print(f"1. trial start-up under Tune: median {statistics.median(startups):.3f} s, max "
+          f"{max(startups):.2f} s over {len(startups)} trials (the first starts the worker "
+          f"processes) -> {statistics.median(startups) / 1.0:.2f} x the 1 s goal")
+    for (preset, dataset), (engine, plain) in overhead.items():
+        print(f"2. time per epoch, {preset} on {dataset}: engine {engine * 1e3:.1f} ms, plain "
+              f"loop {plain * 1e3:.1f} ms -> ratio {engine / plain:.3f} (goal <= 1.05), "
+              f"{(engine - plain) * 1e3:+.1f} ms per epoch")
+    print(f"3. ASHA: {e_asha} of the full grid's {e_full} epochs -> ratio "
+          f"{e_asha / e_full:.3f} (goal <= 0.333); best row full grid {best_row(t_full)!r}, "
+          f"ASHA {best_row(t_asha)!r} -> {'kept' if kept else 'NOT kept'}")
+    print(f"4. default search wall time: {full_wall:.0f} s -> {full_wall / 600:.2f} x the "
+          f"10 min goal")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+"""Reports of a run folder, finished or partial: one tidy row per trial, the per-epoch curves,
+the ablation table (mean ± std over seeds, the paper's numbers beside ours when they compare),
+as CSV / Parquet / Markdown / LaTeX, and two plots.
+
+    python -m engine report runs/ablation_uae
+
+It reads only what the engine writes (search.json, each trial's params.json, result.json and
+error.txt, finished.json), imports neither Ray nor torch, so it runs wherever a run folder was
+copied to, and never branches on a model's name: a table row is a label plus a config.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
+from matplotlib.ticker import MaxNLocator
+
+from engine.files import write_atomic
+
+# status -> the table's count column
+COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
+          "unfinished": "unfinished"}
+REPORT_FILES = ("table.md", "table.tex", "table.csv", "trials.csv", "trials.parquet",
+                "curves.csv", "val_curves.png", "final_bar.png")
+CURVE_COLUMNS = ["trial", "label", "seed", "epoch", "metric", "value"]
+
+
+class NotARunFolder(ValueError):
+    """The folder has no readable search.json; the message is one line."""
+
+
+def load_search(run_dir) -> dict:
+    """The search's description (search.json): name, dataset, epochs, seeds, rows, paper, ..."""
+    path = Path(run_dir) / "search.json"
+    if not path.is_file():
+        raise NotARunFolder(f"{run_dir} is not a run folder (no search.json); give the folder a "
+                            "search wrote, the one holding search.json and a sub-folder per trial")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise NotARunFolder(f"{path} cannot be read as JSON ({e})") from None
+
+
+def load_trials(run_dir) -> pd.DataFrame:
+    """One row per trial: trial, trial_id, label, seed, config/<field>..., status, epochs_done,
+    error, the metrics of its last reported line (val/mse, test/psnr, ...), time_total_s.
+    Sorted by the search's row order, then seed."""
+    run = Path(run_dir)
+    search = load_search(run)
+    finished = (run / "finished.json").is_file()
+    records = []
+    for folder, params, lines in _read_trials(run, search):
+        last = lines[-1] if lines else {}
+        config = params.get("config") or {}
+        epochs_done = _epoch(last) if last else 0
+        error = _error_message(folder / "error.txt")
+        records.append({
+            "trial": folder.name, "trial_id": last.get("trial_id"),
+            "label": _label(params, folder), "seed": params.get("seed"),
+            **{f"config/{k}": _scalar(v) for k, v in config.items()},
+            "status": _status(last, error is not None, epochs_done,
+                              params.get("epochs", search.get("epochs")), finished),
+            "epochs_done": epochs_done, "error": error,
+            "diverged_at_epoch": last.get("diverged_at_epoch"),
+            **_metrics(last),
+            "time_total_s": _num(last.get("time_total_s")),
+        })
+    # columns in a fixed order: trials report different metrics (test/ only at the end)
+    found = list(dict.fromkeys(k for r in records for k in r))
+    metrics = sorted(k for k in found if "/" in k and not k.startswith("config/"))
+    columns = ["trial", "trial_id", "label", "seed",
+               *[k for k in found if k.startswith("config/")],
+               "status", "epochs_done", "error", "diverged_at_epoch", *metrics, "time_total_s"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def load_curves(run_dir) -> pd.DataFrame:
+    """Every per-epoch numeric metric of every trial, long: trial, label, seed, epoch, metric,
+    value (null and NaN reports are kept as NaN)."""
+    run = Path(run_dir)
+    rows = [(folder.name, _label(params, folder), params.get("seed"), _epoch(line), metric, value)
+            for folder, params, lines in _read_trials(run, load_search(run))
+            for line in lines for metric, value in _metrics(line).items()]
+    curves = pd.DataFrame(rows, columns=CURVE_COLUMNS).astype({"epoch": int, "value": float})
+    # a restored trial reports again the epochs after its last checkpoint: the later one counts
+    return curves.drop_duplicates(["trial", "epoch", "metric"], keep="last", ignore_index=True)
+
+
+def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
+    """The ablation table: one row per configuration (label + every config field, not the
+    seed), in the search's row order, index = label (with the fields that tell apart rows
+    sharing a label). Columns per metric "<m> mean", "<m> std" (ddof=1, over completed trials)
+    and "<m> (paper)" where the paper compares, then the counts n (completed), diverged,
+    stopped early, errors, unfinished. table.attrs["notes"] lists what a reader must know
+    (why no paper numbers, metrics missing, no trial completed, ...); table.attrs["dataset"]
+    names the data set for format_table."""
+    groups = _groups(trials, search)
+    metrics = _table_metrics(trials, search)
+    published, notes = _paper(search, [(g["label"], g["config"]) for g in groups], metrics)
+    records = []
+    for g in groups:
+        sub = trials.loc[g["index"]]
+        done = sub[sub["status"] == "completed"]
+        record = {}
+        for m in metrics:
+            values = pd.to_numeric(done[m], errors="coerce") if m in done else pd.Series(
+                dtype=float)
+            record[f"{m} mean"] = values.mean()
+            record[f"{m} std"] = values.std(ddof=1)  # NaN for one seed, never a fake 0
+            if m in published.get("metrics", ()):
+                record[f"{m} (paper)"] = _num(published["numbers"].get(g["label"], {}).get(m))
+        record["n"] = len(done)
+        for status, column in COUNTS.items():
+            record[column] = int((sub["status"] == status).sum())
+        records.append(record)
+    columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "(paper)")
+               if part != "(paper)" or m in published.get("metrics", ())]
+    table = pd.DataFrame.from_records(records, columns=[*columns, "n", *COUNTS.values()],
+                                      index=pd.Index([g["name"] for g in groups], name="label"))
+    table.attrs["dataset"] = str(search.get("dataset", ""))
+    table.attrs["notes"] = notes + _status_notes(trials, groups, table, search.get("rows") or [])
+    return table
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for display: cells "0.0123 ± 0.0004" (4 significant digits), "0.0123 (n=1)",
+    "—" where no trial completed, with columns (dataset, metric) as the papers lay them out,
+    then (trials, count) for the counts that are not all zero."""
+    dataset = table.attrs.get("dataset", "")
+    columns: dict[tuple[str, str], list[str]] = {}
+    for metric in [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]:
+        stats = zip(table[f"{metric} mean"], table[f"{metric} std"], table["n"])
+        columns[(dataset, metric)] = [_cell(m, s, n) for m, s, n in stats]
+        if f"{metric} (paper)" in table:
+            columns[(dataset, f"{metric} (paper)")] = [
+                "" if pd.isna(v) else f"{v:.4g}" for v in table[f"{metric} (paper)"]]
+    for column in ["n", *COUNTS.values()]:
+        if column == "n" or table[column].any():
+            columns[("trials", column)] = [str(int(v)) for v in table[column]]
+    shown = pd.DataFrame(columns, index=table.index)
+    shown.columns = pd.MultiIndex.from_tuples(list(columns), names=["dataset", "metric"])
+    return shown
+
+
+def write_report(run_dir) -> str:
+    """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
+    curves.csv, val_curves.png, final_bar.png), each file atomically, and return the text to
+    print: a title line, the Markdown table, its notes, the trials' statuses, where the files
+    are."""
+    run = Path(run_dir)
+    search = load_search(run)
+    trials, curves = load_trials(run), load_curves(run)
+    table = ablation_table(trials, search)
+    shown = format_table(table)
+    notes = table.attrs["notes"]
+    title = _title(search, (run / "finished.json").is_file())
+    markdown = _markdown(shown)
+    note_lines = "".join(f"- {n}\n" for n in notes)
+    names = {trial: g["name"] for g in _groups(trials, search)
+             for trial in trials.loc[g["index"], "trial"]}
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+    writers: dict[str, Callable[[Path], object]] = {
+        "table.md": lambda p: p.write_text(f"# {title}\n\n{markdown}\n\n{note_lines}"),
+        "table.tex": lambda p: p.write_text(_latex_table(shown, notes)),
+        "table.csv": lambda p: table.to_csv(p),
+        "trials.csv": lambda p: trials.to_csv(p, index=False),
+        "trials.parquet": lambda p: trials.to_parquet(p, index=False),
+        "curves.csv": lambda p: curves.to_csv(p, index=False),
+        "val_curves.png": lambda p: _curves_figure(curves, names, table.index, search)
+        .savefig(p, format="png", dpi=120),
+        "final_bar.png": lambda p: _bar_figure(table, search).savefig(p, format="png", dpi=120),
+    }
+    for name, write in writers.items():
+        write_atomic(out / name, write)
+    return "\n\n".join([title, markdown, note_lines.rstrip("\n"), _status_text(trials)
+                        + f"\nfiles: {out}/ ({', '.join(REPORT_FILES)})"])
+
+
+# --- reading the run folder ---------------------------------------------------------------
+
+def _read_trials(run: Path, search: dict) -> list[tuple[Path, dict, list[dict]]]:
+    """(folder, params, result lines) of every trial, in the search's row order, then seed."""
+    trials = []
+    for folder in _trial_dirs(run):
+        try:
+            params = json.loads((folder / "params.json").read_text())
+        except (OSError, ValueError):
+            continue  # a trial that is starting right now has not finished writing it
+        trials.append((folder, params, _read_lines(folder / "result.json")))
+    rows = search.get("rows") or []
+
+    def order(item):
+        folder, params, _ = item
+        seed = params.get("seed")
+        return (_match_row(_label(params, folder), params.get("config") or {}, rows)[0],
+                str(_label(params, folder)), (seed is None, seed if seed is not None else 0),
+                folder.name)
+    return sorted(trials, key=order)
+
+
+def _trial_dirs(run: Path) -> list[Path]:
+    """The folders that hold a params.json, outermost only (a trial's own sub-folders, such as
+    checkpoints, are not trials), whatever Tune named them."""
+    found = []
+    for root, dirs, files in os.walk(run):
+        if Path(root) != run and "params.json" in files:
+            found.append(Path(root))
+            dirs.clear()
+        elif Path(root) == run and "report" in dirs:
+            dirs.remove("report")
+    return found
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """result.json's JSON lines (json accepts the NaN token); a half-written last line of a
+    running trial is skipped rather than failing the report."""
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines
+
+
+def _error_message(path: Path) -> str | None:
+    """The last non-empty line of error.txt (a traceback ends with the exception)."""
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "error (error.txt is empty)"
+
+
+def _status(last: dict, errored: bool, epochs_done: int, epochs, finished: bool) -> str:
+    reported = last.get("status")
+    if reported in ("completed", "diverged"):
+        return reported
+    if errored:
+        return "error"
+    if finished and epochs is not None and epochs_done < epochs:
+        return "stopped early"  # the search ended without it: ASHA stopped it
+    return "unfinished"  # the search is running or was interrupted
+
+
+def _metrics(line: dict) -> dict[str, float]:
+    """The namespaced numbers of one result line ("val/mse", "test/psnr", ...); Tune's own
+    fields have no "/", and a nested config would come flattened as "config/..."."""
+    return {k: _num(v) for k, v in line.items()
+            if "/" in k and not k.startswith("config/") and (v is None or _is_number(v))}
+
+
+def _epoch(line: dict) -> int:
+    return int(line.get("epoch", line.get("training_iteration", 0)) or 0)
+
+
+def _label(params: dict, folder: Path) -> str:
+    return params.get("label") or (params.get("config") or {}).get("name") or folder.name
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _num(v) -> float:
+    return float(v) if _is_number(v) else math.nan
+
+
+def _scalar(v):
+    """A config value as a table cell: lists and dicts as JSON text, so rows can be grouped."""
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+
+
+def _same(a, b) -> bool:
+    if _is_number(a) and _is_number(b):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def _match_row(label, config: dict, rows: list[dict]) -> tuple[int, bool]:
+    """The trial's position among search.json's rows and whether its config is the row's:
+    the row of the same label and the same value of every field both configs have, so two
+    rows that share a label (a beta sweep) stay apart; else the first row of the label (a
+    sampled search varies its row's config); else after all rows."""
+    of_label = [i for i, row in enumerate(rows) if row.get("label") == label]
+    for i in of_label:
+        if all(_same(_scalar(v), _scalar(config[k]))
+               for k, v in (rows[i].get("config") or {}).items() if k in config):
+            return i, True
+    return (of_label[0], False) if of_label else (len(rows), False)
+
+
+# --- the ablation table -------------------------------------------------------------------
+
+def _groups(trials: pd.DataFrame, search: dict) -> list[dict]:
+    """The table's rows: trials grouped by label and every config field (not the seed), plus
+    the search's rows that no trial has reached yet, in the search's row order. Each is a dict:
+    name (shown), label, config, index (the trials' index labels), row (position in
+    search.json's rows), exact (its config is that row's)."""
+    config_cols = [c for c in trials.columns if c.startswith("config/")]
+    found: dict[tuple, dict] = {}
+    for i, row in trials.iterrows():
+        values = [None if _missing(row[c]) else row[c] for c in config_cols]
+        key = (row["label"], *values)
+        if key not in found:
+            config = {c[len("config/"):]: v for c, v in zip(config_cols, values) if v is not None}
+            found[key] = {"label": row["label"], "config": config, "index": []}
+        found[key]["index"].append(i)
+    rows = search.get("rows") or []
+    groups = list(found.values())
+    for g in groups:
+        g["row"], g["exact"] = _match_row(g["label"], g["config"], rows)
+    reached = {g["row"] for g in groups}
+    groups += [{"label": row.get("label"), "config": row.get("config") or {}, "index": [],
+                "row": i, "exact": True} for i, row in enumerate(rows) if i not in reached]
+    groups.sort(key=lambda g: g["row"])  # stable: unmatched groups keep their first appearance
+    for g, name in zip(groups, _row_names([(g["label"], g["config"]) for g in groups])):
+        g["name"] = name
+    return groups
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _row_names(rows: list[tuple[str, dict]]) -> list[str]:
+    """Each row's label, plus the config fields that tell apart rows sharing it: a beta sweep
+    of "VAE" reads "VAE (beta=0.5)", "VAE (beta=1)"."""
+    names = []
+    for label, config in rows:
+        twins = [c for other, c in rows if other == label]
+        fields = sorted(set().union(*twins)) if len(twins) > 1 else []
+        differ = [k for k in fields if len({json.dumps(c.get(k), default=str) for c in twins}) > 1]
+        shown = ", ".join(f"{k}={_short(config.get(k))}" for k in differ)
+        names.append(f"{label} ({shown})" if shown else str(label))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # still equal only if their configs are: number them
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name} [{seen[name]}]"
+    return names
+
+
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
+    """The search's table metrics (else its search metric), then every eval/ metric reported."""
+    metrics = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
+    return metrics + sorted(c for c in trials.columns if c.startswith("eval/") and c not in metrics)
+
+
+def _paper(search: dict, rows: list[tuple[str, dict]],
+           metrics: list[str]) -> tuple[dict, list[str]]:
+    """The paper's numbers for this run's data set, {"numbers": {label: {metric: v}}, "metrics":
+    [...]}, when they compare (same data set, every row at the paper's setting); else {}. And
+    the notes that say which, and which of the paper's metrics this run lacks."""
+    paper = search.get("paper")
+    if not paper:
+        return {}, []
+    source = paper.get("source") or "the paper"
+    numbers = paper.get("numbers") or {}
+    dataset = search.get("dataset")
+    if dataset not in numbers:
+        return {}, [f"{source} reports {', '.join(numbers) or 'no data set'}; this run is on "
+                    f"{dataset}, so no published numbers stand beside ours."]
+    published = numbers[dataset]
+    reported = list(dict.fromkeys(m for row in published.values() for m in row))
+    notes = [f"the paper's {m} is not computed in this run." for m in reported if m not in metrics]
+    setting = paper.get("setting") or {}
+    if isinstance(setting.get(dataset), dict):  # a setting per data set (e.g. latent sizes)
+        setting = setting[dataset]
+    off = [f"{label} has {k}={config.get(k)}" for label, config in rows
+           for k, v in setting.items() if not _same(config.get(k), v)]
+    at = ", ".join(f"{k}={v}" for k, v in setting.items())
+    if off:
+        more = f" and {len(off) - 3} more" if len(off) > 3 else ""
+        return {}, [f"{source} is at {at}, but {'; '.join(off[:3])}{more}, so no published "
+                    "numbers stand beside ours.", *notes]
+    notes.insert(0, f"the (paper) columns are {source} on {dataset}"
+                    + (f", at {at}." if at else "."))
+    missing = sorted({str(label) for label, _ in rows if label not in published})
+    if missing:
+        notes.append(f"{source} has no {dataset} numbers for {', '.join(missing)}.")
+    return {"numbers": published, "metrics": [m for m in reported if m in metrics]}, notes
+
+
+def _status_notes(trials: pd.DataFrame, groups: list[dict], table: pd.DataFrame,
+                  search_rows: list) -> list[str]:
+    notes = ["mean ± std (ddof=1) over the completed seeds of each row, n of them; diverged, "
+             "stopped-early, errored and unfinished trials are counted, not averaged."]
+    if table.empty or not table["n"].any():
+        notes.append(f"no trial has completed yet ({_status_counts(trials)}), so the table has "
+                     "no numbers.")
+    strays = [g["name"] for g in groups if g["row"] == len(search_rows)]
+    if strays:
+        notes.append(f"{', '.join(strays)}: no row of search.json has this label; listed last.")
+    varied = pd.Series([g["label"] for g in groups
+                        if not g["exact"] and g["row"] < len(search_rows)], dtype=object)
+    for label, k in varied.value_counts(sort=False).items():
+        many = (f"{k} configurations of {label} differ" if k > 1
+                else f"1 configuration of {label} differs")
+        notes.append(f"{many} from its row in search.json (sampled by the search, or the row "
+                     "was edited).")
+    waiting = [g["name"] for g in groups if not g["index"]]
+    if waiting:
+        notes.append(f"no trial of {', '.join(waiting)} has started (no trial folder yet).")
+    return notes
+
+
+def _status_counts(trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
+    order = ["completed", *COUNTS]
+    return ", ".join(f"{counts[s]} {s}" for s in order if s in counts) or "no trials"
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if pd.isna(mean):
+        return "—"
+    if pd.isna(std):
+        return f"{_sig(mean)} (n=1)" if n <= 1 else f"{_sig(mean)} ± –"
+    return f"{_sig(mean)} ± {_sig(std)}"
+
+
+def _sig(v: float) -> str:
+    """4 significant digits, trailing zeros kept: they state the precision ("0.01300")."""
+    return f"{v:#.4g}".rstrip(".").replace(".e", "e")
+
+
+# --- writing ------------------------------------------------------------------------------
+
+def _title(search: dict, finished: bool) -> str:
+    state = "search finished" if finished else "partial: search running or interrupted"
+    seeds = ", ".join(str(s) for s in search.get("seeds") or [])
+    return (f"{search.get('title') or search.get('name', 'search')} ({search.get('name', '')}): "
+            f"{search.get('dataset')}, {search.get('epochs')} epochs, seeds {seeds}, "
+            f"{search.get('metric')} ({search.get('mode')}); {state}")
+
+
+def _markdown(shown: pd.DataFrame) -> str:
+    flat = shown.copy()
+    flat.columns = [metric if top == "trials" else f"{top}: {metric}"
+                    for top, metric in shown.columns]
+    # disable_numparse: the cells are already formatted; tabulate would round them again
+    return flat.to_markdown(disable_numparse=True)
+
+
+def _status_text(trials: pd.DataFrame) -> str:
+    lines = [f"trials: {len(trials)} ({_status_counts(trials)})"]
+    errored = trials[trials["status"] == "error"] if len(trials) else trials
+    for message, sub in errored.groupby("error", sort=False):
+        who = ", ".join(f"{r.label} seed {_short(r.seed)}" for r in sub.itertuples())
+        lines.append(f"  error in {who}: {message}")
+    return "\n".join(lines)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+          "*": "{*}",  # braced: after a row's \\ a bare * would read as \\*
+          "±": r"$\pm$", "—": "---", "–": "--", "×": r"$\times$", "·": r"$\cdot$",
+          "≤": r"$\leq$", "≥": r"$\geq$", "√": r"$\surd$"}
+_GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
+                   "Psi", "Omega"}
+
+
+def _latex(text) -> str:
+    """Plain ASCII LaTeX for any text (labels like "UT-VAE*-full-Σ", metrics like "val/mse"),
+    so table.tex compiles under pdflatex without extra packages (booktabs aside)."""
+    return "".join(_LATEX.get(ch) or (ch if ord(ch) < 128 else _latex_unicode(ch))
+                   for ch in str(text))
+
+
+def _latex_unicode(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    if name.startswith("SUPERSCRIPT "):
+        return f"$^{{{unicodedata.normalize('NFKC', ch)}}}$"
+    if name.startswith("SUBSCRIPT "):
+        return f"$_{{{unicodedata.normalize('NFKC', ch)}}}$"
+    greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER (FINAL )?([A-Z]+)", name)
+    if greek:
+        letter = greek.group(3).capitalize()
+        if greek.group(1) == "SMALL":
+            return "o" if letter == "Omicron" else f"$\\{letter.lower()}$"
+        return f"$\\{letter}$" if letter in _GREEK_CAPITALS else f"$\\mathrm{{{letter[0]}}}$"
+    ascii_text = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    return "".join(_LATEX.get(c, c) for c in ascii_text) or "?"
+
+
+def _latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
+    escaped = shown.map(_latex)
+    escaped.index = [_latex(i) for i in shown.index]
+    escaped.columns = pd.MultiIndex.from_tuples(
+        [(_latex(top), _latex(metric)) for top, metric in shown.columns])
+    comments = "".join(f"% {_latex(n)}\n" for n in notes)
+    return ("% needs \\usepackage{booktabs}\n" + comments
+            + escaped.to_latex(escape=False, multicolumn_format="c"))
+
+
+# --- plots --------------------------------------------------------------------------------
+
+def _curves_figure(curves: pd.DataFrame, names: dict, order, search: dict) -> Figure:
+    """The search metric per epoch: mean over every trial of a row that reported the epoch
+    (so a partial run shows its progress), with a ±std band."""
+    metric = search.get("metric", "val/mse")
+    fig = Figure(figsize=(8, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    data = curves[curves["metric"] == metric].assign(row=lambda d: d["trial"].map(names))
+    # a trial that diverged before any finite epoch reports its metric as ±inf: not a point
+    data = data.assign(value=data["value"].where(np.isfinite(data["value"])))
+    for name in order:
+        stats = data[data["row"] == name].groupby("epoch")["value"].agg(["mean", "std"]).dropna(
+            subset=["mean"])
+        if stats.empty:
+            continue
+        (line,) = ax.plot(stats.index, stats["mean"], label=name, lw=1.5)
+        band = stats["std"].fillna(0)
+        ax.fill_between(stats.index, stats["mean"] - band, stats["mean"] + band,
+                        color=line.get_color(), alpha=0.2, lw=0)
+    values = data["value"].dropna()
+    if values.empty:
+        ax.text(0.5, 0.5, f"no trial has reported {metric} yet", transform=ax.transAxes,
+                ha="center", va="center")
+    elif values.min() > 0 and values.max() / values.min() > 10:
+        ax.set_yscale("log")  # losses fall by decades; a linear axis hides the later epochs
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel=metric,
+           title=f"{metric} ({search.get('mode', '')}): mean ± std over seeds")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def _bar_figure(table: pd.DataFrame, search: dict) -> Figure:
+    """The first table metric per row: mean over completed seeds, std error bars."""
+    metric = _table_metrics(pd.DataFrame(), search)[0]
+    fig = Figure(figsize=(max(5.0, 0.6 * len(table) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(table))
+    mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
+    std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
+    done = ~np.isnan(mean)
+    ax.bar(x[done], mean[done], color="C0")
+    spread = done & ~np.isnan(std)  # no error bar where one seed gives no std (not a zero one)
+    ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="k", capsize=3)
+    top = mean[done].max() if done.any() else 1.0
+    for i, n in zip(x, table["n"]):
+        ax.text(i, 0.02 * top, f"n={n}" if done[i] else "—", ha="center", va="bottom",
+                fontsize=7, color="w" if done[i] else "k")
+    ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel=metric, title=f"{metric}: mean ± std over completed seeds")
+    ax.title.set_fontsize(9)
+    return fig

@@ -1,0 +1,85 @@
+"""TensorBoard for one trial: every reported metric as a scalar, image grids of
+reconstructions and samples at intervals, and the HParams summary at the end, in
+<trial dir>/tensorboard. `tensorboard --logdir <run folder>` shows every trial of a search
+side by side, filterable by configuration field in the HPARAMS tab.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+import models
+
+GRID = 16  # images per grid row
+
+
+class TrialBoard:
+    def __init__(self, trial_dir: str, params: dict, data, start_epoch: int):
+        # purge_step drops what a crashed run logged after its last checkpoint
+        self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
+                                    purge_step=start_epoch if start_epoch > 1 else None)
+        self.params, self.data = params, data
+        self.every = max(1, int(params.get("image_every", 10)))
+        self.fixed = data.val.images[:GRID]  # the same inputs every time: (16, C, H, W)
+        self.prior_z = torch.randn(GRID, models.resolve(params["config"]).latent_dim,
+                                   generator=torch.Generator().manual_seed(0))
+
+    def epoch(self, model, metrics: dict, epoch: int, final: bool) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
+                self.writer.add_scalar(k, v, epoch)
+        if final or epoch % self.every == 0 or epoch == 1:
+            self._guard("images", self._images, model, epoch)
+        if final:
+            self._guard("density samples", self._density_samples, model, epoch)
+            self._guard("hparams", self._hparams, metrics)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def _guard(self, what, fn, *args) -> None:
+        # A picture that cannot be drawn must not cost the trial its result; say so.
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            print(f"tensorboard: {what} not written: {type(e).__name__}: {e}", file=sys.stderr)
+            self.writer.add_text("errors", f"{what} not written: {e}")
+
+    @torch.no_grad()
+    def _images(self, model, epoch: int) -> None:
+        model.eval()
+        dev = next(model.parameters()).device
+        x = self.fixed.to(dev)
+        # top row the inputs, bottom row their reconstructions D(mu(x))
+        self.writer.add_image("reconstructions", make_grid(
+            torch.cat([x, model.reconstruct(x)]).clamp(0, 1).cpu(), nrow=GRID), epoch)
+        self.writer.add_image("samples/prior", make_grid(
+            model.decode(self.prior_z.to(dev)).clamp(0, 1).cpu(), nrow=GRID), epoch)
+
+    def _density_samples(self, model, epoch: int) -> None:
+        # fitting may train (a second-stage VAE), so no no_grad around it
+        dev = next(model.parameters()).device
+        density = models.fit_density(model, self.data.train.images.to(dev),
+                                     seed=self.params["seed"])
+        with torch.no_grad():
+            x = model.decode(density.sample(2 * GRID, seed=0).to(dev))
+        self.writer.add_image(f"samples/{model.cfg.density}",
+                              make_grid(x.clamp(0, 1).cpu(), nrow=GRID), epoch)
+
+    def _hparams(self, metrics: dict) -> None:
+        hp = {"label": self.params["label"], "seed": self.params["seed"],
+              **{k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                 for k, v in self.params["config"].items()}}
+        final = {f"final/{k}": v for k, v in metrics.items()
+                 if isinstance(v, float) and k.split("/")[0] in ("val", "test", "eval")}
+        writer = self.writer._get_file_writer()
+        for summary in hparams(hp, final):  # experiment, session start, session end
+            writer.add_summary(summary)
+        for k, v in final.items():  # the values the HParams table shows
+            self.writer.add_scalar(k, v)

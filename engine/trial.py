@@ -1,0 +1,165 @@
+"""One trial: one configuration and one seed, trained for the search's budget.
+
+Every epoch it reports the mean of each training term (`train/<term>`), the validation
+reconstruction error (`val/mse`, `val/psnr`, the metric ASHA stops on) and its time, and
+saves a checkpoint; the last epoch adds the evaluation (`test/...`). A NaN or infinite loss
+ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
+Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
+Ray: engine/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
+public API (build, forward/loss, reconstruct, make_optimizer, fit_density).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+import models
+from engine.data import load_dataset
+from engine.evaluate import evaluate, psnr, reconstruction_mse
+from engine.tensorboard import TrialBoard
+
+STATE_FILE = "state.pt"
+
+
+class Diverged(Exception):
+    """A training loss turned NaN or infinite."""
+
+
+@dataclass
+class Session:
+    """What the trial needs from whoever runs it (Tune, or a Ray Train worker)."""
+    report: Callable[[dict, str | None], None]  # (metrics, checkpoint folder or None)
+    trial_dir: str  # TensorBoard goes in <trial_dir>/tensorboard (rank 0 only)
+    resume: dict | None = None  # the state saved by the last checkpoint, if restarting
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m  # e.g. DDP
+    all_reduce: Callable[[torch.Tensor], None] | None = None  # in-place sum over workers
+
+
+def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Generator,
+                rank: int = 0, world: int = 1,
+                all_reduce: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+    """One pass over `images` in shuffled minibatches of `batch_size` (summed over workers);
+    returns the mean of every loss term over the examples of all workers.
+
+    `net(x)` returns the loss dict (a DDP wrapper syncs gradients through forward). Every
+    worker draws the same permutation from `gen` and takes rows rank::world of each batch, so
+    W workers step exactly as one worker on the whole batch would (up to batch statistics).
+    Raises Diverged before stepping on a non-finite loss, so the parameters stay finite.
+    """
+    net.train()
+    order = torch.randperm(len(images), generator=gen)
+    sums: dict[str, float] = {}
+    n = 0
+    for i in range(0, len(images), batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
+            continue
+        batch = images[idx[rank::world]]
+        terms = net(batch)
+        bad = not math.isfinite(terms["loss"].item())
+        if world > 1:  # every worker must stop at the same batch, or the next all-reduce hangs
+            flag = torch.tensor([float(bad)], device=batch.device)
+            all_reduce(flag)
+            bad = flag.item() > 0
+        if bad:
+            raise Diverged(f"non-finite loss in the batch starting at example {i}")
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
+        n += len(batch)
+    if world > 1:  # sums and counts over workers, so the means are over every example
+        keys = sorted(sums)
+        packed = torch.tensor([sums[k] for k in keys] + [n], dtype=torch.float64,
+                              device=images.device)
+        all_reduce(packed)
+        sums, n = dict(zip(keys, packed[:-1].tolist())), packed[-1].item()
+    return {k: v / n for k, v in sums.items()}
+
+
+def run_trial(params: dict, session: Session) -> None:
+    """Train params["config"] with params["seed"] on params["dataset"] for params["epochs"].
+
+    params (the Tune trial's config, stored by Tune as params.json) also holds "label",
+    "metric"/"mode" (the search's stopping metric) and "image_every".
+    """
+    seed, epochs = params["seed"], params["epochs"]
+    cfg = models.resolve(params["config"])
+    data = load_dataset(params["dataset"])
+    dev = session.device
+    torch.manual_seed(seed)  # the same initial weights for a seed on any worker
+    model = models.build(cfg, data.image_shape).to(dev)
+    opt = model.make_optimizer()
+    gen = torch.Generator().manual_seed(seed)
+    start, last = 1, {}
+    if session.resume is not None:  # restart after a failure or an interrupted search
+        model.load_state_dict(session.resume["model"])
+        opt.load_state_dict(session.resume["optimizer"])
+        gen.set_state(session.resume["generator"])
+        start, last = session.resume["epoch"] + 1, session.resume["metrics"]
+    net = session.wrap(model)
+    train, val = data.train.images.to(dev), data.val.images.to(dev)
+    board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None
+    try:
+        for epoch in range(start, epochs + 1):
+            t0 = time.perf_counter()
+            try:
+                terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
+                                    session.world, session.all_reduce)
+                val_mse = reconstruction_mse(model, val)
+                if not math.isfinite(val_mse):
+                    raise Diverged("non-finite validation error")
+            except Diverged:
+                session.report(_diverged(last, epoch, params), None)
+                return
+            metrics = {"epoch": epoch, "status": "running",
+                       **{f"train/{k}": v for k, v in terms.items()},
+                       "val/mse": val_mse, "val/psnr": psnr(val_mse),
+                       "time/epoch_s": time.perf_counter() - t0}
+            if epoch == epochs:
+                metrics.update(evaluate(model, data, dev))
+                metrics["status"] = "completed"
+            if board is not None:
+                board.epoch(model, metrics, epoch, final=epoch == epochs)
+            last = metrics
+            _report_with_checkpoint(session, metrics, model, opt, gen, params)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _diverged(last: dict, epoch: int, params: dict) -> dict:
+    """The last finite metrics, marked; the stopping metric at its worst if there are none."""
+    out = dict(last) if last else {params["metric"]: math.inf if params["mode"] == "min"
+                                   else -math.inf}
+    out.update(epoch=epoch, status="diverged", diverged_at_epoch=epoch)
+    return out
+
+
+def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
+                            params: dict) -> None:
+    """Report with a checkpoint that holds everything to continue and to trace the result:
+    weights, optimizer, the shuffling generator, the epoch, and the resolved params."""
+    if session.rank != 0:  # only rank 0 writes; every worker still reports (a barrier)
+        session.report(metrics, None)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "epoch": metrics["epoch"],
+                    "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
+        session.report(metrics, d)  # Ray copies the folder to the run's storage
+
+
+def load_state(folder: str) -> dict:
+    """A checkpoint's state; weights_only, so a checkpoint cannot run code when loaded."""
+    return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)

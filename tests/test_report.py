@@ -1,0 +1,273 @@
+"""Reports of run folders (engine/report.py and `python -m engine report`) on small synthetic
+runs written in the engine's format: search.json, one folder per trial with params.json,
+result.json (JSON lines, Tune's fields and ours), error.txt, and finished.json once the search
+ended. The paper numbers here are made up for the test."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import report
+from models.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+UT = "UT-VAE*-full-Σ"  # a label with characters LaTeX and file names trip on
+# (label, config fields): two rows share the label VAE and differ in beta; V before U, so the
+# row order is neither alphabetical nor grouped by label
+ROWS = [("VAE", {"beta": 1.0}),
+        (UT, {"posterior": "full", "sampling": "unscented", "regularizer": "wasserstein",
+              "beta": 2.5e-4}),
+        ("VAE", {"beta": 0.5})]
+# (row, seed, kind, test/mse): what each trial did
+TRIALS = [(0, 0, "completed", 0.010), (0, 1, "completed", 0.012), (0, 2, "completed", 0.017),
+          (1, 0, "completed", 0.008), (1, 1, "diverged", None), (1, 2, "error", None),
+          (2, 0, "completed", 0.020), (2, 1, "running", None), (2, 2, "no result", None)]
+PAPER = {"source": "UAE Table 2 (FID, lower is better)", "setting": {"latent_dim": 16},
+         "numbers": {"fashion": {"VAE": {"eval/fid_rec": 47.38, "eval/fid_sample": 51.74},
+                                 UT: {"eval/fid_rec": 39.5, "eval/fid_sample": 44.25}},
+                     "cifar10": {"VAE": {"eval/fid_rec": 91.0}}}}
+
+
+def make_run(tmp_path: Path, *, trials=TRIALS, rows=ROWS, dataset="digits", finished=False,
+             paper=None, fid=False) -> Path:
+    """A run folder as the engine writes it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    configs = [Config(name=label, **fields).to_dict() for label, fields in rows]
+    (run / "search.json").write_text(json.dumps({
+        "name": "ablation_test", "title": "Test ablation", "dataset": dataset, "epochs": EPOCHS,
+        "seeds": [0, 1, 2], "metric": "val/mse", "mode": "min",
+        "rows": [{"label": label, "config": c} for (label, _), c in zip(rows, configs)],
+        "table_metrics": ["test/mse", "test/psnr"], "paper": paper}))
+    for k, (row, seed, kind, test_mse) in enumerate(trials):
+        # folder names sort against the row order, as Tune's trial names may
+        folder = run / f"train_fn_{(7 * k) % 10:05d}_seed={seed}"
+        (folder / "checkpoint_000000").mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({
+            "label": rows[row][0], "config": configs[row], "seed": seed, "dataset": dataset,
+            "epochs": EPOCHS, "git_commit": "abc123"}))
+        if kind == "no result":
+            continue
+        last = {"completed": EPOCHS, "diverged": 2, "error": 1, "running": 2}[kind]
+        lines = [_line(k, epoch, seed, "running") for epoch in range(1, last + 1)]
+        if kind == "completed":
+            lines[-1].update(status="completed", **{"test/mse": test_mse,
+                                                     "test/psnr": -10 * math.log10(test_mse)})
+            if fid:
+                lines[-1]["eval/fid_rec"] = 30.0 + 1000 * test_mse
+        if kind == "diverged":
+            lines[-1].update(status="diverged", diverged_at_epoch=2, **{"train/recon": math.nan})
+        text = "".join(json.dumps(line) + "\n" for line in lines)  # json writes NaN as NaN
+        if kind == "running":
+            text += '{"epoch": 3, "val/ms'  # a line being written right now
+        (folder / "result.json").write_text(text)
+        if kind == "error":
+            (folder / "error.txt").write_text(
+                "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                "ValueError: boom at epoch 2\n\n")
+    if finished:
+        (run / "finished.json").write_text("{}")
+    return run
+
+
+def _line(k: int, epoch: int, seed: int, status: str) -> dict:
+    val = 0.05 / epoch + 0.001 * seed
+    return {"training_iteration": epoch, "trial_id": f"t{k:05d}", "time_total_s": 1.5 * epoch,
+            "time_this_iter_s": 1.5, "done": False, "timestamp": 1_700_000_000 + epoch,
+            "config": {"seed": seed}, "hostname": "node", "epoch": epoch, "status": status,
+            "train/loss": 1.0 / epoch, "train/recon": 0.9 / epoch,
+            "train/latent_reg": None if epoch == 1 else 0.1, "val/mse": val,
+            "val/psnr": -10 * math.log10(val), "time/epoch_s": 1.5}
+
+
+def _search(run: Path) -> dict:
+    return json.loads((run / "search.json").read_text())
+
+
+def test_status_epochs_and_errors_of_a_partial_run(tmp_path):
+    run = make_run(tmp_path)
+    trials = report.load_trials(run)
+    assert list(trials.trial) != sorted(trials.trial)  # the order below is not the folders'
+    got = list(zip(trials.label, trials["config/beta"], trials.seed, trials.status,
+                   trials.epochs_done))
+    assert got == [("VAE", 1.0, 0, "completed", 3), ("VAE", 1.0, 1, "completed", 3),
+                   ("VAE", 1.0, 2, "completed", 3), (UT, 2.5e-4, 0, "completed", 3),
+                   (UT, 2.5e-4, 1, "diverged", 2), (UT, 2.5e-4, 2, "error", 1),
+                   ("VAE", 0.5, 0, "completed", 3), ("VAE", 0.5, 1, "unfinished", 2),
+                   ("VAE", 0.5, 2, "unfinished", 0)]
+    assert trials.error[5] == "ValueError: boom at epoch 2"
+    assert trials.error.drop(index=5).isna().all()
+    assert trials["test/mse"][1] == 0.012 and trials["diverged_at_epoch"][4] == 2
+    assert np.isnan(trials["train/recon"][4])  # the NaN token
+    assert trials["time_total_s"][0] == 4.5 and trials["trial_id"][0].startswith("t")
+    assert {f"config/{k}" for k in Config().to_dict()} <= set(trials.columns)
+    assert "config/seed" not in trials.columns and "hostname" not in trials.columns
+
+
+def test_unfinished_trials_are_stopped_early_once_the_search_finished(tmp_path):
+    trials = report.load_trials(make_run(tmp_path, finished=True))
+    assert list(trials.status[6:]) == ["completed", "stopped early", "stopped early"]
+    assert list(trials.status[3:6]) == ["completed", "diverged", "error"]
+
+
+def test_curves_are_long_and_keep_every_epoch(tmp_path):
+    curves = report.load_curves(make_run(tmp_path))
+    assert list(curves.columns) == ["trial", "label", "seed", "epoch", "metric", "value"]
+    vae0 = curves[(curves.label == "VAE") & (curves.seed == 0) & (curves.metric == "val/mse")]
+    assert len(vae0) == 2 * EPOCHS  # both VAE rows' seed 0
+    assert sorted(vae0.value) == pytest.approx(sorted(2 * [0.05, 0.025, 0.05 / 3]))
+    assert set(curves.metric) >= {"train/loss", "val/psnr", "time/epoch_s", "test/mse"}
+    diverged = curves[(curves.label == UT) & (curves.seed == 1) & (curves.metric == "train/recon")]
+    assert np.isnan(diverged.value.iloc[-1])
+
+
+def test_table_mean_std_and_counts_per_configuration(tmp_path):
+    run = make_run(tmp_path)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert list(table.index) == ["VAE (beta=1)", UT, "VAE (beta=0.5)"]  # the search's order
+    vae = [0.010, 0.012, 0.017]
+    assert table.loc["VAE (beta=1)", "test/mse mean"] == pytest.approx(np.mean(vae))
+    assert table.loc["VAE (beta=1)", "test/mse std"] == pytest.approx(np.std(vae, ddof=1))
+    psnr = [-10 * math.log10(v) for v in vae]
+    assert table.loc["VAE (beta=1)", "test/psnr std"] == pytest.approx(np.std(psnr, ddof=1))
+    counts = table[["n", "diverged", "stopped early", "errors", "unfinished"]]
+    assert counts.values.tolist() == [[3, 0, 0, 0, 0], [1, 1, 0, 1, 0], [1, 0, 0, 0, 2]]
+    assert table.loc[UT, "test/mse mean"] == 0.008 and np.isnan(table.loc[UT, "test/mse std"])
+    assert not any(c.endswith("(paper)") for c in table.columns)
+
+    shown = report.format_table(table)
+    assert shown.columns.names == ["dataset", "metric"]
+    # 4 significant digits, trailing zeros kept: mean 0.013, std 0.0036055...
+    assert shown.loc["VAE (beta=1)", ("digits", "test/mse")] == "0.01300 ± 0.003606"
+    assert shown.loc[UT, ("digits", "test/mse")] == "0.008000 (n=1)"
+    assert ("trials", "stopped early") not in shown.columns  # all zero: not shown
+
+
+def test_paper_numbers_stand_beside_ours_when_dataset_and_setting_match(tmp_path):
+    run = make_run(tmp_path, dataset="fashion", paper=PAPER, fid=True)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert table["eval/fid_rec (paper)"].tolist() == [47.38, 39.5, 47.38]
+    assert table.loc[UT, "eval/fid_rec mean"] == pytest.approx(38.0)
+    assert "eval/fid_sample (paper)" not in table and "test/mse (paper)" not in table
+    notes = " ".join(table.attrs["notes"])
+    assert "the paper's eval/fid_sample is not computed in this run" in notes
+    cols = list(report.format_table(table).columns)
+    ours = cols.index(("fashion", "eval/fid_rec"))
+    assert cols[ours + 1] == ("fashion", "eval/fid_rec (paper)")
+
+
+def test_no_paper_numbers_on_another_dataset(tmp_path):
+    run = make_run(tmp_path, dataset="digits", paper=PAPER, fid=True)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert not any(c.endswith("(paper)") for c in table.columns)
+    assert any("reports fashion, cifar10; this run is on digits, so no published numbers" in n
+               for n in table.attrs["notes"])
+
+
+def test_no_paper_numbers_when_a_row_is_off_the_papers_setting(tmp_path):
+    paper = {**PAPER, "setting": {"latent_dim": 32}}
+    run = make_run(tmp_path, dataset="fashion", paper=paper, fid=True)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert not any(c.endswith("(paper)") for c in table.columns)
+    assert any("latent_dim=32" in n and "VAE has latent_dim=16" in n for n in table.attrs["notes"])
+
+
+def test_write_report_writes_every_file_atomically_and_round_trips(tmp_path):
+    run = make_run(tmp_path)
+    text = report.write_report(run)
+    out = run / "report"
+    assert sorted(os.listdir(out)) == sorted(report.REPORT_FILES)  # no temp files left
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    back = pd.read_csv(out / "table.csv", index_col=0)
+    assert list(back.index) == list(table.index)
+    pd.testing.assert_series_equal(back["test/mse mean"], table["test/mse mean"])
+    assert back["n"].tolist() == [3, 1, 1]
+    assert len(pd.read_parquet(out / "trials.parquet")) == len(TRIALS)
+    assert len(pd.read_csv(out / "trials.csv")) == len(TRIALS)
+    for png in ("val_curves.png", "final_bar.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    tex = (out / "table.tex").read_text()
+    assert tex.isascii() and r"UT-VAE{*}-full-$\Sigma$" in tex and r"test/mse" in tex
+    assert re.search(r"(?<!\\)[_#]", tex) is None and r"$\pm$" in tex
+    assert all(line.startswith("%") for line in tex.splitlines() if re.search(r"(?<!\\)%", line))
+    md = (out / "table.md").read_text()
+    assert "VAE (beta=1)" in md and "±" in md and "mean ± std (ddof=1)" in md
+    assert text.splitlines()[0].startswith("Test ablation (ablation_test): digits")
+    assert "error in UT-VAE*-full-Σ seed 2: ValueError: boom at epoch 2" in text
+    assert "9 (5 completed, 1 diverged, 1 error, 2 unfinished)" in text
+    report.write_report(run)  # again, over the files of the first report
+    assert sorted(os.listdir(out)) == sorted(report.REPORT_FILES)
+
+
+def test_a_run_with_no_completed_trial_reports_dashes_and_why(tmp_path):
+    trials = [(0, 0, "running", None), (1, 0, "error", None), (1, 1, "no result", None)]
+    run = make_run(tmp_path, trials=trials)
+    text = report.write_report(run)
+    shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
+    assert (shown[[c for c in shown.columns if c[0] == "digits"]] == "—").all().all()
+    assert "no trial has completed yet (1 error, 2 unfinished)" in text
+    assert "no trial of VAE (beta=0.5) has started" in text  # the row without a folder
+    assert (run / "report" / "final_bar.png").is_file()
+
+
+def test_a_run_with_no_trial_folder_yet(tmp_path):
+    run = make_run(tmp_path, trials=[])
+    text = report.write_report(run)
+    assert "trials: 0 (no trials)" in text
+    assert len(pd.read_csv(run / "report" / "table.csv")) == len(ROWS)
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_rejects_a_folder_without_search_json(tmp_path):
+    done = _cli("report", str(tmp_path))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: {tmp_path} is not a run folder (no search.json); ")
+
+
+def test_cli_prints_the_table_of_a_run(tmp_path):
+    run = make_run(tmp_path, finished=True)
+    done = _cli("report", str(run))
+    assert done.returncode == 0, done.stderr
+    assert "| VAE (beta=0.5)" in done.stdout and "search finished" in done.stdout
+    assert (run / "report" / "table.md").is_file()
+
+
+def test_report_imports_neither_ray_nor_torch():
+    code = "import sys, engine.report; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_trials_off_the_search_rows_are_kept_apart_with_a_note(tmp_path):
+    trials = [(2, 0, "completed", 0.02), (0, 0, "completed", 0.01), (0, 1, "completed", 0.03)]
+    run = make_run(tmp_path, trials=trials)
+    for folder in (p for p in run.iterdir() if (p / "params.json").is_file()):
+        params = json.loads((folder / "params.json").read_text())
+        if params["config"]["beta"] == 1.0 and params["seed"] == 0:
+            params["config"]["lr"] = 0.01  # sampled by the search, or the row was edited
+        elif params["config"]["beta"] == 1.0:
+            params["label"] = "AE"  # a row that search.json does not have
+        (folder / "params.json").write_text(json.dumps(params))
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert list(table.index) == ["VAE (beta=1, lr=0.01)", UT, "VAE (beta=0.5, lr=0.001)", "AE"]
+    assert table["n"].tolist() == [1, 0, 1, 1]
+    notes = table.attrs["notes"]
+    assert "AE: no row of search.json has this label; listed last." in notes
+    assert any(n.startswith("1 configuration of VAE differs from its row") for n in notes)
+    assert any(n.startswith(f"no trial of {UT} has started") for n in notes)

@@ -1,0 +1,218 @@
+"""The engine end to end: search scripts run as subprocesses at --smoke size (Ray local on
+this machine), resume, divergence, ASHA, Optuna, a 2-worker TorchTrainer trial, TensorBoard,
+and input refused before anything starts."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import models
+from engine.report import load_trials
+from engine.search import Search, run
+
+ROOT = Path(__file__).resolve().parent.parent
+UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def search(args, timeout=600, script="searches/ablation_uae.py", **kw):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def write_script(tmp_path, body: str) -> str:
+    path = tmp_path / "study.py"
+    path.write_text("import sys\nfrom engine.search import Search, run, grid\n" + body)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "uae"
+    proc = search(["--smoke", "--seeds", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
+    out, proc = smoke_run
+    trials = load_trials(out)
+    assert len(trials) == 16 and set(trials["status"]) == {"completed"}
+    assert sorted(trials["label"].unique()) == sorted(UAE_ROWS)
+    table = (out / "report" / "table.md").read_text()
+    for label in UAE_ROWS:
+        assert f"| {label} " in table and label in proc.stdout
+    for name in ("table.tex", "table.csv", "trials.csv", "val_curves.png", "final_bar.png"):
+        assert (out / "report" / name).stat().st_size > 0
+    # every trial stores its fully resolved configuration: the preset of its row
+    for params in out.glob("*/params.json"):
+        p = json.loads(params.read_text())
+        assert models.Config.from_dict(p["config"]) == models.PRESETS[p["label"]]
+        assert p["epochs"] == 2 and p["seed"] in (0, 1)
+    search_json = json.loads((out / "search.json").read_text())
+    assert search_json["git"] and [r["label"] for r in search_json["rows"]] == UAE_ROWS
+
+
+def test_the_report_command_rebuilds_the_same_table(smoke_run):
+    out, _ = smoke_run
+    before = (out / "report" / "table.csv").read_text()
+    (out / "report" / "table.csv").unlink()
+    proc = subprocess.run([sys.executable, "-m", "engine", "report", str(out)], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report" / "table.csv").read_text() == before
+
+
+def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out, _ = smoke_run
+    logdir = next(out.glob("UAE_seed0_*/tensorboard"))
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/recon", "train/latent_reg", "train/decoder_reg",
+                "val/mse", "test/mse"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in acc.Scalars("val/mse")] == [1, 2]
+    assert {"reconstructions", "samples/prior", "samples/gmm"} <= set(tags["images"])
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+
+
+def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
+    out = tmp_path / "run"
+    args = ["--smoke", "--seeds", "3", "--epochs", "3", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    finished = {}
+    while time.time() < deadline and len(finished) < 4:
+        time.sleep(0.5)
+        for f in out.glob("*/result.json"):
+            lines = f.read_text().splitlines()
+            if lines and '"completed"' in lines[-1]:
+                finished[f.parent.name] = f.read_text()
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-search
+    proc.wait()
+    assert len(finished) >= 4 and not (out / "finished.json").exists()
+    time.sleep(1)
+    done_before = {f.parent.name: f.read_text() for f in out.glob("*/result.json")
+                   if '"completed"' in (f.read_text().splitlines() or [""])[-1]}
+
+    resumed = search(["--resume", *args])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = load_trials(out)
+    assert len(trials) == 24 and set(trials["status"]) == {"completed"}
+    assert trials.groupby(["label", "seed"]).size().eq(1).all()  # each exactly once
+    for name, text in done_before.items():  # finished trials were not run again
+        assert (out / name / "result.json").read_text() == text
+    for f in out.glob("*/result.json"):  # and no trial repeated an epoch
+        epochs = [json.loads(line)["epoch"] for line in f.read_text().splitlines()]
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 3
+
+
+def test_a_diverging_trial_does_not_stop_the_others(tmp_path):
+    script = write_script(tmp_path, """
+SEARCH = Search(name="div", title="divergence", seeds=1, epochs=3,
+                rows={"AE": "AE", "AE-lr-1e30": ("AE", {"lr": 1e30}), "VAE": "VAE"})
+sys.exit(run(SEARCH))
+""")
+    out = tmp_path / "run"
+    proc = search(["--out", str(out)], script=script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out).set_index("label")
+    assert trials.loc["AE-lr-1e30", "status"] == "diverged"
+    assert trials.loc["AE", "status"] == "completed" and trials.loc["VAE", "status"] == "completed"
+    assert pd.notna(trials.loc["AE", "test/mse"])
+    assert "diverged" in (out / "report" / "table.md").read_text()
+
+
+def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
+    out = tmp_path / "run"
+    proc = search(["--scheduler", "asha", "--epochs", "9", "--seeds", "1", "--out", str(out),
+                   "--image-every", "100"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out)
+    assert "stopped early" in set(trials["status"]) and "completed" in set(trials["status"])
+    assert trials["epochs_done"].sum() < 8 * 9
+    assert set(trials.loc[trials["status"] == "stopped early", "epochs_done"]) <= {1, 3}
+
+
+def test_optuna_samples_the_declared_space(tmp_path):
+    script = write_script(tmp_path, """
+from ray import tune
+SEARCH = Search(name="opt", title="optuna", seeds=1, epochs=2, rows={"UAE": "UAE"},
+                space={"beta": tune.loguniform(1e-5, 1e-2), "lr": tune.loguniform(1e-4, 1e-2)})
+sys.exit(run(SEARCH))
+""")
+    out = tmp_path / "run"
+    proc = search(["--search", "optuna", "--samples", "3", "--out", str(out)], script=script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    configs = [json.loads(p.read_text())["config"] for p in out.glob("*/params.json")]
+    assert len(configs) == 3 and len({c["beta"] for c in configs}) == 3
+    assert all(1e-5 <= c["beta"] <= 1e-2 and 1e-4 <= c["lr"] <= 1e-2 for c in configs)
+    assert all(c["posterior"] == "full" for c in configs)  # the rest is the UAE preset
+
+
+def test_a_two_worker_trial_runs_through_torch_trainer(tmp_path):
+    out = tmp_path / "run"
+    proc = search(["--smoke", "--rows", "VAE", "--workers-per-trial", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load_trials(out)
+    assert list(trials["status"]) == ["completed"] and pd.notna(trials["test/mse"][0])
+    trial_dir = next(out.glob("VAE_seed0_*"))
+    assert (trial_dir / "ddp").is_dir()  # the TorchTrainer's own run, named in the trial
+    assert list((trial_dir / "tensorboard").iterdir())  # rank 0 wrote TensorBoard
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "beta=-1"], "beta"),
+    (["--set", "bogus=1"], "bogus"),
+    (["--rows", "VAE,Nope"], "Nope"),
+    (["--dataset", "imagenet"], "imagenet"),
+    (["--epochs", "0"], "--epochs"),
+    (["--workers-per-trial", "0"], "--workers-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--search", "optuna"], "space"),
+    (["--set", "arch=conv64"], "conv64"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, tmp_path,
+                                                                 capsys):
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    out = tmp_path / "run"
+    assert run(SEARCH, [*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
+    assert not out.exists()
+
+
+def test_a_gpu_request_on_a_machine_without_one_is_refused(tmp_path):
+    out = tmp_path / "run"
+    proc = search(["--smoke", "--gpus-per-trial", "0.25", "--out", str(out)])
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "GPU" in err[0]
+    assert not (out / "search.json").exists()
+
+
+def test_engine_never_imports_a_model_internal_or_names_a_preset():
+    """engine/ uses the models' public API only (DESIGN: engine/ knows nothing of models)."""
+    presets = set(models.PRESETS) - {"AE"}
+    for path in (ROOT / "engine").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("models."), (path.name, node.module)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in presets, (path.name, node.value)

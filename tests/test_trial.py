@@ -1,0 +1,126 @@
+"""The trial loop without Ray: per-epoch reports, checkpoints that resume exactly, divergence,
+and the multi-worker batch split."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import models
+from engine.trial import Diverged, Session, load_state, run_trial, train_epoch
+
+
+def params(**kw):
+    p = {"label": "AE", "config": models.PRESETS["AE"].to_dict(), "seed": 3, "dataset": "digits",
+         "epochs": 3, "metric": "val/mse", "mode": "min", "image_every": 1}
+    p.update(kw)
+    return p
+
+
+class Recorder:
+    """A Session.report that keeps every report and loads every checkpoint."""
+
+    def __init__(self):
+        self.reports, self.states = [], []
+
+    def __call__(self, metrics, folder):
+        self.reports.append(metrics)
+        self.states.append(load_state(folder) if folder else None)
+
+
+def run(p, tmp_path, resume=None):
+    rec = Recorder()
+    run_trial(p, Session(report=rec, trial_dir=str(tmp_path), resume=resume))
+    return rec
+
+
+def test_reports_every_epoch_and_evaluates_at_the_end(tmp_path):
+    rec = run(params(), tmp_path)
+    assert [r["epoch"] for r in rec.reports] == [1, 2, 3]
+    assert [r["status"] for r in rec.reports] == ["running", "running", "completed"]
+    last = rec.reports[-1]
+    assert {"train/loss", "train/recon", "val/mse", "val/psnr", "test/mse", "test/psnr"} <= set(last)
+    assert "test/mse" not in rec.reports[0]
+    assert last["val/psnr"] == pytest.approx(10 * math.log10(1 / last["val/mse"]))
+    assert rec.reports[-1]["val/mse"] < rec.reports[0]["val/mse"]
+    # the checkpoint holds the resolved params and the epoch, loadable with weights_only
+    assert rec.states[1]["epoch"] == 2 and rec.states[1]["params"]["config"]["name"] == "AE"
+
+
+def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
+    full = run(params(), tmp_path / "a")
+    resumed = run(params(), tmp_path / "b", resume=full.states[0])  # as if killed after epoch 1
+    assert [r["epoch"] for r in resumed.reports] == [2, 3]
+    for a, b in zip(full.reports[1:], resumed.reports):
+        for k in ("train/loss", "val/mse", "test/mse"):
+            if k in a:
+                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
+    wa, wb = full.states[-1]["model"], resumed.states[-1]["model"]
+    assert all(torch.allclose(wa[k], wb[k]) for k in wa)
+
+
+def test_a_nan_loss_ends_the_trial_as_diverged_with_its_last_finite_metrics(tmp_path):
+    cfg = models.PRESETS["AE"].replace(lr=1e30).to_dict()  # the first Adam steps blow it up
+    rec = run(params(config=cfg, epochs=5), tmp_path)
+    last = rec.reports[-1]
+    assert last["status"] == "diverged" and len(rec.reports) <= 5
+    assert rec.states[-1] is None  # no checkpoint of a diverged state
+    if len(rec.reports) > 1:  # the metrics are those of the last finite epoch
+        assert last["val/mse"] == rec.reports[-2]["val/mse"]
+        assert last["diverged_at_epoch"] == rec.reports[-2]["epoch"] + 1
+    else:  # diverged in epoch 1: the stopping metric at its worst, not NaN
+        assert last["val/mse"] == math.inf
+    assert all(math.isfinite(v) for k, v in last.items()
+               if isinstance(v, float) and k != "val/mse")
+
+
+def test_train_epoch_raises_before_stepping_on_a_nan(tmp_path):
+    model = models.build("AE", (1, 8, 8))
+    opt = model.make_optimizer()
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.rand(8, 1, 8, 8)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(Diverged):
+        train_epoch(model, opt, x, 8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_two_workers_split_each_batch_and_average_over_all_examples():
+    """Rank r takes rows r::W of every batch; the all-reduced means equal one worker's mean
+    over the whole batches (the model here has no batch statistics: an MLP AE)."""
+    torch.manual_seed(0)
+    model = models.build("AE", (1, 8, 8))
+    x = torch.rand(40, 1, 8, 8)
+    seen = {0: [], 1: []}
+    totals = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, rank):
+            super().__init__()
+            self.rank, self.m = rank, model
+
+        def forward(self, b):
+            seen[self.rank].append(b.clone())
+            return self.m.loss(b)
+
+    class NoStep:
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad()
+
+        def step(self):
+            pass
+
+    def reduce_into(t):  # a stand-in all_reduce: remember, add the other rank later
+        totals.append(t.clone())
+
+    for rank in (0, 1):
+        train_epoch(Spy(rank), NoStep(), x, 16, torch.Generator().manual_seed(1), rank, 2,
+                    reduce_into)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    for i, start in enumerate(range(0, 40, 16)):
+        idx = order[start:start + 16]
+        assert torch.equal(seen[0][i], x[idx[0::2]]) and torch.equal(seen[1][i], x[idx[1::2]])
+    # the per-epoch packs (term sums + count) of both ranks add to the whole data's count
+    packs = [t for t in totals if t.dtype == torch.float64]
+    assert packs[0][-1] + packs[1][-1] == 40
