@@ -75,7 +75,9 @@ def one_worker_trial(params: dict) -> None:
     """A Tune function trainable: the trial's loop in this process."""
     _quiet()
     torch.set_num_threads(max(1, int(params["resources"]["cpu"])))
-    use_gpu = params["resources"]["gpu"] > 0 and torch.cuda.is_available()
+    use_gpu = params["resources"]["gpu"] > 0
+    if use_gpu and not torch.cuda.is_available():  # never train on CPU while holding a GPU
+        raise RuntimeError("the trial was given a GPU but torch sees no CUDA device here")
 
     def report(metrics: dict, folder: str | None) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder)
@@ -139,7 +141,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    scheduler: str, search_alg: str, num_samples: int, epochs: int,
                    max_concurrent: int, resume: bool, verbose: int = 0,
                    callbacks: list | None = None):
-    """Run (or, with `resume`, finish) the experiment in `run_dir`; returns Tune's ResultGrid.
+    """Run (or, with `resume`, finish) the experiment in `run_dir`; returns whether every
+    trial ended (False when the search was interrupted).
 
     `param_space` holds "label" (a grid over `rows`' keys, or one label for a sampled
     search), "seed" (a grid), "config" (filled in from `rows` by label unless the search
@@ -152,10 +155,13 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         trainable = tune.with_resources(ddp_trial, {"cpu": 0, "memory": 1})
     else:
         trainable = tune.with_resources(one_worker_trial, {"cpu": cpu, "gpu": gpu})
+    progress = _Progress(metric)
     if resume:
         tuner = tune.Tuner.restore(run_dir, trainable, resume_unfinished=True,
                                    resume_errored=True)
-        return tuner.fit()
+        tuner._local_tuner._run_config.callbacks.append(progress)  # noqa: SLF001
+        tuner.fit()
+        return progress.complete
     space = dict(param_space)
     if "config" not in space:  # explicit rows: the resolved config is looked up by label
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
@@ -167,20 +173,25 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         trial_dirname_creator=_dirname, trial_name_creator=_dirname)
     run_config = tune.RunConfig(
         name=os.path.basename(run_dir), storage_path=os.path.dirname(run_dir),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), _Progress(metric),
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress,
                    *(callbacks or [])],
         verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-    return tune.Tuner(trainable, param_space=space, tune_config=tune_config,
-                      run_config=run_config).fit()
+    tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+               run_config=run_config).fit()
+    return progress.complete
 
 
 class _Progress(tune.Callback):
     """One line per finished trial instead of Tune's wide status table."""
 
     def __init__(self, metric: str):
-        self.metric, self.done = metric, 0
+        self.metric, self.done, self.complete = metric, 0, False
+
+    def on_experiment_end(self, trials, **info):
+        # also called when Ctrl-C interrupts fit(), which then returns normally
+        self.complete = all(t.status in ("TERMINATED", "ERROR") for t in trials)
 
     def _line(self, trial, what: str) -> None:
         self.done += 1
@@ -213,7 +224,8 @@ def _scheduler(name: str, epochs: int):
     if name == "fifo":
         return FIFOScheduler()
     # rungs at epochs/9, epochs/3, epochs (reduction factor 3), counted in reported epochs
-    return ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+    # on the epoch, not Tune's iteration count, which restarts when a DDP trial is retried
+    return ASHAScheduler(time_attr="epoch", max_t=epochs,
                          grace_period=max(1, epochs // 9), reduction_factor=3)
 
 

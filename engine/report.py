@@ -141,7 +141,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         columns[(dataset, metric)] = [_cell(m, s, n) for m, s, n in stats]
         if f"{metric} (paper)" in table:
             columns[(dataset, f"{metric} (paper)")] = [
-                "" if pd.isna(v) else f"{v:.4g}" for v in table[f"{metric} (paper)"]]
+                "" if pd.isna(v) else f"{v:g}" for v in table[f"{metric} (paper)"]]  # as published
     for column in ["n", *COUNTS.values()]:
         if column == "n" or table[column].any():
             columns[("trials", column)] = [str(int(v)) for v in table[column]]

@@ -51,10 +51,11 @@ class Search:
 def grid(base: str | models.Config, **axes: list) -> dict:
     """Rows for the product of `axes` over a base preset, labelled "field=value, ...".
 
-    grid("UAE", beta=[1e-4, 1e-3], kappa=[1e-3, 1.0]) -> four rows."""
+    grid("UAE", beta=[1e-4, 1e-3], kappa=[1e-3, 1.0]) -> four rows, e.g. "beta=0.0001 kappa=1.0"
+    (space-separated, so that --rows can name them with commas)."""
     import itertools
     keys = list(axes)
-    return {", ".join(f"{k}={v}" for k, v in zip(keys, values)):
+    return {" ".join(f"{k}={v}" for k, v in zip(keys, values)):
             (base, dict(zip(keys, values))) for values in itertools.product(*axes.values())}
 
 
@@ -91,6 +92,8 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="override a config field in every row, e.g. --set latent_dim=8")
     p.add_argument("--image-every", type=int, default=10,
                    help="epochs between TensorBoard image grids")
+    p.add_argument("--checkpoint-every", type=int, default=1,
+                   help="epochs between checkpoints (and always the last)")
     args = p.parse_args(argv)
     budget = search.smoke if args.smoke else {}
     if args.epochs is None:
@@ -137,6 +140,7 @@ def check_args(search: Search, args) -> None:
     for name, value, low in (("--epochs", args.epochs, 1), ("--seeds", args.seeds, 1),
                              ("--workers-per-trial", args.workers_per_trial, 1),
                              ("--samples", args.samples, 1), ("--image-every", args.image_every, 1),
+                             ("--checkpoint-every", args.checkpoint_every, 1),
                              ("--max-concurrent", args.max_concurrent, 0)):
         if value < low:
             raise BadInput(f"{name} {value} must be >= {low}")
@@ -146,6 +150,10 @@ def check_args(search: Search, args) -> None:
         raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0")
     if args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
         raise BadInput(f"--gpus-per-trial {args.gpus_per_trial}: above 1 it must be whole")
+    if args.workers_per_trial > 1 and 0 < args.gpus_per_trial < 1:
+        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial "
+                       f"{args.workers_per_trial} would put two DDP ranks on one GPU, which NCCL "
+                       "refuses; give each worker a whole GPU")
     if args.search == "optuna" and not search.space:
         raise BadInput(f"--search optuna: {search.name} declares no space to sample; it runs "
                        "its rows as a grid")
@@ -170,6 +178,17 @@ def run_folder(search: Search, args) -> Path:
         out = runs / f"{search.name}-{args.dataset}-{n}"
     if args.resume and not (out / "search.json").is_file():
         raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
+    if args.resume:
+        import json
+        saved = json.loads((out / "search.json").read_text())
+        workers = saved.get("resources", {}).get("workers", 1)
+        if workers != args.workers_per_trial:  # a different trainable cannot be restored
+            raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
+                           "same")
+        from ray import tune
+        if not tune.Tuner.can_restore(str(out)):
+            raise BadInput(f"--resume: Tune saved no state in {out} yet; start it again "
+                           "without --resume into a new --out")
     if not args.resume and out.exists() and any(out.iterdir()):
         raise BadInput(f"--out {out} already holds a run; pass --resume to finish it or "
                        "choose another folder")
@@ -209,7 +228,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
             base_label = next(iter(rows))
             for point in _space_bounds(search.space):
                 try:
-                    rows[base_label].replace(**point)
+                    models.build(rows[base_label].replace(**point),
+                                 load_dataset(args.dataset).image_shape)
                 except ValueError as e:
                     raise BadInput(f"space of {search.name}: {e}") from None
         out = run_folder(search, args)
@@ -241,6 +261,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
             "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
             "rows": [{"label": k, "config": c.to_dict()} for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
+            "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
+                          "workers": args.workers_per_trial},
             "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
     (out / "finished.json").unlink(missing_ok=True)
 
@@ -248,6 +270,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
                  "workers": args.workers_per_trial}
     space = {"label": None, "seed": None, "dataset": args.dataset, "epochs": args.epochs,
              "metric": search.metric, "mode": search.mode, "image_every": args.image_every,
+             "checkpoint_every": args.checkpoint_every,
              "resources": resources}
     from ray import tune
     if args.search == "optuna":
@@ -268,17 +291,21 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     print(f"{search.title}: {len(rows)} rows x {len(seeds)} seeds on {args.dataset}, "
           f"{args.epochs} epochs, scheduler {args.scheduler} -> {out}", flush=True)
     rows_as_dicts = {k: c.to_dict() for k, c in rows.items()}
-    ray_backend.run_experiment(
+    complete = ray_backend.run_experiment(
         str(out), space, rows_as_dicts, workers=args.workers_per_trial,
         cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
         mode=search.mode, scheduler=args.scheduler, search_alg=args.search,
         num_samples=num_samples, epochs=args.epochs, max_concurrent=max_concurrent,
         resume=args.resume, callbacks=list(callbacks))
-    write_json_atomic(out / "finished.json", {"finished": True})
+    if complete:
+        write_json_atomic(out / "finished.json", {"finished": True})
     from engine.report import write_report
     text = write_report(out)
     print(text)
     print(f"TensorBoard: tensorboard --logdir {out}")
+    if not complete:
+        print(f"interrupted: finish it with --resume --out {out}", file=sys.stderr)
+        return 130
     return 1 if "error" in _statuses(out) else 0
 
 

@@ -22,7 +22,7 @@ class TrialBoard:
     def __init__(self, trial_dir: str, params: dict, data, start_epoch: int):
         # purge_step drops what a crashed run logged after its last checkpoint
         self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
-                                    purge_step=start_epoch if start_epoch > 1 else None)
+                                    purge_step=start_epoch)
         self.params, self.data = params, data
         self.every = max(1, int(params.get("image_every", 10)))
         self.fixed = data.val.images[:GRID]  # the same inputs every time: (16, C, H, W)

@@ -91,7 +91,7 @@ def run_trial(params: dict, session: Session) -> None:
     """Train params["config"] with params["seed"] on params["dataset"] for params["epochs"].
 
     params (the Tune trial's config, stored by Tune as params.json) also holds "label",
-    "metric"/"mode" (the search's stopping metric) and "image_every".
+    "metric"/"mode" (the search's stopping metric), "image_every" and "checkpoint_every".
     """
     seed, epochs = params["seed"], params["epochs"]
     cfg = models.resolve(params["config"])
@@ -99,6 +99,9 @@ def run_trial(params: dict, session: Session) -> None:
     dev = session.device
     torch.manual_seed(seed)  # the same initial weights for a seed on any worker
     model = models.build(cfg, data.image_shape).to(dev)
+    # then each worker its own noise stream (rank 0 continues the one-worker stream)
+    if session.rank:
+        torch.manual_seed(seed + 100_003 * session.rank)
     opt = model.make_optimizer()
     gen = torch.Generator().manual_seed(seed)
     start, last = 1, {}
@@ -106,6 +109,9 @@ def run_trial(params: dict, session: Session) -> None:
         model.load_state_dict(session.resume["model"])
         opt.load_state_dict(session.resume["optimizer"])
         gen.set_state(session.resume["generator"])
+        torch.set_rng_state(session.resume["torch_rng"])  # the noise of sampling, dropout
+        if dev.type == "cuda" and "cuda_rng" in session.resume:
+            torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
@@ -117,7 +123,12 @@ def run_trial(params: dict, session: Session) -> None:
                 terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
                                     session.world, session.all_reduce)
                 val_mse = reconstruction_mse(model, val)
-                if not math.isfinite(val_mse):
+                bad = not math.isfinite(val_mse)
+                if session.world > 1:  # BatchNorm statistics differ per rank: agree, or hang
+                    flag = torch.tensor([float(bad)], device=dev)
+                    session.all_reduce(flag)
+                    bad = flag.item() > 0
+                if bad:
                     raise Diverged("non-finite validation error")
             except Diverged:
                 session.report(_diverged(last, epoch, params), None)
@@ -132,16 +143,25 @@ def run_trial(params: dict, session: Session) -> None:
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs)
             last = metrics
-            _report_with_checkpoint(session, metrics, model, opt, gen, params)
+            every = params.get("checkpoint_every", 1)
+            if epoch % every == 0 or epoch == epochs:
+                _report_with_checkpoint(session, metrics, model, opt, gen, params)
+            else:  # a checkpoint costs ~10 ms: on tiny epochs the user may space them out
+                session.report(metrics, None)
     finally:
         if board is not None:
             board.close()
 
 
 def _diverged(last: dict, epoch: int, params: dict) -> dict:
-    """The last finite metrics, marked; the stopping metric at its worst if there are none."""
-    out = dict(last) if last else {params["metric"]: math.inf if params["mode"] == "min"
-                                   else -math.inf}
+    """The last finite metrics, marked, with the stopping metric at its worst, so that ASHA
+    and Optuna never take a diverging configuration for a good one; its last finite value
+    stays under "diverged/<metric>"."""
+    metric = params["metric"]
+    out = dict(last)
+    if metric in last:
+        out[f"diverged/{metric}"] = last[metric]
+    out[metric] = math.inf if params["mode"] == "min" else -math.inf
     out.update(epoch=epoch, status="diverged", diverged_at_epoch=epoch)
     return out
 
@@ -155,9 +175,16 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
         return
     with tempfile.TemporaryDirectory() as d:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "generator": gen.get_state(), "epoch": metrics["epoch"],
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(model_device(model))}
+                       if model_device(model).type == "cuda" else {}),
+                    "epoch": metrics["epoch"],
                     "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
         session.report(metrics, d)  # Ray copies the folder to the run's storage
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def load_state(folder: str) -> dict:

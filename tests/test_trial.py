@@ -46,11 +46,14 @@ def test_reports_every_epoch_and_evaluates_at_the_end(tmp_path):
     assert rec.reports[-1]["val/mse"] < rec.reports[0]["val/mse"]
     # the checkpoint holds the resolved params and the epoch, loadable with weights_only
     assert rec.states[1]["epoch"] == 2 and rec.states[1]["params"]["config"]["name"] == "AE"
+    assert rec.states[1]["torch_rng"].dtype == torch.uint8  # the noise stream is saved too
 
 
-def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
-    full = run(params(), tmp_path / "a")
-    resumed = run(params(), tmp_path / "b", resume=full.states[0])  # as if killed after epoch 1
+@pytest.mark.parametrize("preset", ["AE", "VAE", "UAE"])  # no noise, draws, sigma points
+def test_resuming_from_a_checkpoint_continues_exactly(tmp_path, preset):
+    p = params(label=preset, config=models.PRESETS[preset].to_dict())
+    full = run(p, tmp_path / "a")
+    resumed = run(p, tmp_path / "b", resume=full.states[0])  # as if killed after epoch 1
     assert [r["epoch"] for r in resumed.reports] == [2, 3]
     for a, b in zip(full.reports[1:], resumed.reports):
         for k in ("train/loss", "val/mse", "test/mse"):
@@ -66,11 +69,11 @@ def test_a_nan_loss_ends_the_trial_as_diverged_with_its_last_finite_metrics(tmp_
     last = rec.reports[-1]
     assert last["status"] == "diverged" and len(rec.reports) <= 5
     assert rec.states[-1] is None  # no checkpoint of a diverged state
-    if len(rec.reports) > 1:  # the metrics are those of the last finite epoch
-        assert last["val/mse"] == rec.reports[-2]["val/mse"]
+    assert last["val/mse"] == math.inf  # the stopping metric at its worst, for ASHA/Optuna
+    if len(rec.reports) > 1:  # the other metrics are those of the last finite epoch
+        assert last["diverged/val/mse"] == rec.reports[-2]["val/mse"]
+        assert last["train/loss"] == rec.reports[-2]["train/loss"]
         assert last["diverged_at_epoch"] == rec.reports[-2]["epoch"] + 1
-    else:  # diverged in epoch 1: the stopping metric at its worst, not NaN
-        assert last["val/mse"] == math.inf
     assert all(math.isfinite(v) for k, v in last.items()
                if isinstance(v, float) and k != "val/mse")
 
