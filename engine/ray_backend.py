@@ -47,10 +47,6 @@ def cluster_resources() -> dict[str, float]:
     return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
 
 
-def shutdown() -> None:
-    ray.shutdown()
-
-
 # --- one trial ---
 
 def _trial_storage_dir() -> str:
@@ -236,5 +232,5 @@ def _search_alg(name: str, metric: str, mode: str):
     return OptunaSearch(metric=metric, mode=mode, seed=0)
 
 
-__all__ = ["init", "cluster_resources", "shutdown", "run_experiment", "can_resume",
+__all__ = ["init", "cluster_resources", "run_experiment", "can_resume",
            "one_worker_trial", "ddp_trial"]

@@ -103,8 +103,8 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def resolve_rows(search: Search, args) -> dict[str, models.Config]:
-    """Every row as a validated Config that builds for the data set (else BadInput)."""
+def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, models.Config]:
+    """Every row as a validated Config that builds for images of `shape` (else BadInput)."""
     try:
         overrides = _parse_overrides(args.set)
     except ValueError as e:
@@ -117,7 +117,6 @@ def resolve_rows(search: Search, args) -> dict[str, models.Config]:
             raise BadInput(f"--rows: unknown row {unknown[0]!r}; rows of {search.name}: "
                            f"{', '.join(labels)}")
         labels = wanted
-    shape = load_dataset(args.dataset).image_shape
     out = {}
     for label in labels:
         spec = search.rows[label]
@@ -185,8 +184,8 @@ def run_folder(search: Search, args) -> Path:
         if workers != args.workers_per_trial:  # a different trainable cannot be restored
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
                            "same")
-        from ray import tune
-        if not tune.Tuner.can_restore(str(out)):
+        from engine import ray_backend  # every Ray call lives there
+        if not ray_backend.can_resume(str(out)):
             raise BadInput(f"--resume: Tune saved no state in {out} yet; start it again "
                            "without --resume into a new --out")
     if not args.resume and out.exists() and any(out.iterdir()):
@@ -223,13 +222,13 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     args = parse_args(search, argv)
     try:
         check_args(search, args)
-        rows = resolve_rows(search, args)
+        shape = load_dataset(args.dataset).image_shape
+        rows = resolve_rows(search, args, shape)
         if args.search == "optuna":
             base_label = next(iter(rows))
             for point in _space_bounds(search.space):
                 try:
-                    models.build(rows[base_label].replace(**point),
-                                 load_dataset(args.dataset).image_shape)
+                    models.build(rows[base_label].replace(**point), shape)
                 except ValueError as e:
                     raise BadInput(f"space of {search.name}: {e}") from None
         out = run_folder(search, args)

@@ -65,12 +65,9 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
             continue
         batch = images[idx[rank::world]]
         terms = net(batch)
-        bad = not math.isfinite(terms["loss"].item())
-        if world > 1:  # every worker must stop at the same batch, or the next all-reduce hangs
-            flag = torch.tensor([float(bad)], device=batch.device)
-            all_reduce(flag)
-            bad = flag.item() > 0
-        if bad:
+        # every worker must stop at the same batch, or the next all-reduce hangs
+        if _any_worker(not math.isfinite(terms["loss"].item()), world, all_reduce,
+                       batch.device):
             raise Diverged(f"non-finite loss in the batch starting at example {i}")
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -85,6 +82,15 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
         all_reduce(packed)
         sums, n = dict(zip(keys, packed[:-1].tolist())), packed[-1].item()
     return {k: v / n for k, v in sums.items()}
+
+
+def _any_worker(bad: bool, world: int, all_reduce, device) -> bool:
+    """Whether `bad` holds on any worker (one tiny all-reduce when there are several)."""
+    if world == 1:
+        return bad
+    flag = torch.tensor([float(bad)], device=device)
+    all_reduce(flag)
+    return flag.item() > 0
 
 
 def run_trial(params: dict, session: Session) -> None:
@@ -123,12 +129,9 @@ def run_trial(params: dict, session: Session) -> None:
                 terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
                                     session.world, session.all_reduce)
                 val_mse = reconstruction_mse(model, val)
-                bad = not math.isfinite(val_mse)
-                if session.world > 1:  # BatchNorm statistics differ per rank: agree, or hang
-                    flag = torch.tensor([float(bad)], device=dev)
-                    session.all_reduce(flag)
-                    bad = flag.item() > 0
-                if bad:
+                # BatchNorm statistics differ per rank: the workers must agree, or hang
+                if _any_worker(not math.isfinite(val_mse), session.world,
+                               session.all_reduce, dev):
                     raise Diverged("non-finite validation error")
             except Diverged:
                 session.report(_diverged(last, epoch, params), None)
