@@ -1,8 +1,10 @@
 """The engine's command line.
 
     python -m engine report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
+    python -m engine evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
 
-Bad input (a folder that is not a run folder) is one line on stderr and exit code 2.
+Bad input (a folder that is not a run folder, or holds no checkpoint) is one line on stderr
+and exit code 2.
 """
 from __future__ import annotations
 
@@ -17,7 +19,21 @@ def main(argv: list[str] | None = None) -> int:
         "report", help="tables (Markdown, LaTeX, CSV) and plots of a finished or partial run",
         description="Write <run folder>/report/ and print the ablation table.")
     report.add_argument("run_dir", metavar="RUN_FOLDER", help="the folder a search wrote")
+    ev = commands.add_parser(
+        "evaluate", help="run the evaluation suite on a trial's newest checkpoint",
+        description="Evaluate the newest checkpoint in a trial folder (or a checkpoint folder) "
+        "with the settings its search used, changed by the flags; print the metrics and write "
+        "them as JSON.")
+    ev.add_argument("folder", metavar="TRIAL_FOLDER")
+    ev.add_argument("--eval", help="groups, comma-separated, or all")
+    ev.add_argument("--fid-samples", type=int)
+    ev.add_argument("--features", choices=("auto", "inception", "classifier"))
+    ev.add_argument("--inception-weights", metavar="PATH")
+    ev.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ev.add_argument("--out", help="the JSON file (default <folder>/evaluation.json)")
     args = p.parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)
 
     if args.command == "report":
         # imported here: other commands may need Ray, a report needs only pandas and matplotlib
@@ -27,6 +43,62 @@ def main(argv: list[str] | None = None) -> int:
         except NotARunFolder as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def _evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    import models
+    from engine.data import load_dataset
+    from engine.evaluate import GROUPS, EvalSettings, evaluate
+    from engine.files import write_json_atomic
+    from engine.trial import load_state, newest_state
+
+    folder = Path(args.folder)
+    try:
+        state = (load_state(str(folder)) if (folder / "state.pt").is_file()
+                 else newest_state(str(folder)) or newest_state(str(folder / "ddp")))
+    except Exception as e:  # noqa: BLE001  (an unreadable checkpoint)
+        print(f"error: {folder}: the checkpoint cannot be read: {e}", file=sys.stderr)
+        return 2
+    if state is None:
+        print(f"error: {folder} holds no checkpoint (checkpoint_*/state.pt); pass a trial "
+              "folder of a run", file=sys.stderr)
+        return 2
+    params = state["params"]
+    changes = {k: getattr(args, k) for k in ("fid_samples", "features", "inception_weights")
+               if getattr(args, k) is not None}
+    if args.eval:
+        changes["metrics"] = GROUPS if args.eval == "all" else tuple(args.eval.split(","))
+    try:
+        settings = EvalSettings.from_dict(params.get("evaluation")).replace(**changes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    data = load_dataset(params["dataset"])
+    model = models.build(models.resolve(params["config"]), data.image_shape)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    out = evaluate(model, data, device, settings, seed=params["seed"], out_dir=folder)
+    out = {"epoch": state["epoch"], "settings": settings.to_dict(), **out}
+    path = Path(args.out) if args.out else folder / "evaluation.json"
+    write_json_atomic(path, out)
+    for k, v in out.items():
+        if isinstance(v, float):
+            print(f"{k} = {v:.6g}")
+    for k, why in out["notes"].items():
+        print(f"{k}: {why}")
+    print(f"written: {path}")
     return 0
 
 

@@ -1,15 +1,123 @@
-"""The evaluation every trial gets at its end, on the test split.
+"""The evaluation every trial gets at its end: every metric the four papers report.
 
-For now the reconstruction error that the model library gives directly: `test/mse` (per
-pixel, of the deterministic reconstruction D(mu(x))) and `test/psnr`. The evaluation suite
-(FID, LPIPS, SSIM, ...) extends `EVALUATIONS`; the engine calls only `evaluate`.
+`evaluate(model, data, device, settings, seed)` runs the metric groups named in
+`settings.metrics` and returns flat namespaced metrics plus "notes": for each metric that
+could not be computed, one line saying why (the report prints them), and the feature space
+FID was computed in. A group that fails is noted, never fatal to the trial.
+
+Groups (the paper table each serves):
+- "reconstruction" (UAE Table 2, MVU-AE Table 1): test/mse, test/psnr, test/ssim, test/lpips.
+- "fid" (UAE Table 2; Takida Tables 4-6; Dai & Wipf Table 1; MVU-AE Table 2): eval/fid_rec,
+  eval/fid_sample_<density> (prior, gmm10, gmm100, second_stage), eval/fid_interp_mid /
+  _rand (Takida Table 5), eval/precision_<set> / eval/recall_<set>, eval/is_<set> (Inception
+  only).
+- "latent" (MVU-AE Table 4): eval/latent_var, eval/ppl.
+- "likelihood" (Takida Table 7): eval/nll (k-sample importance weighting), eval/nll_bpd.
+- "diagnostics" (Takida Table 1; Dai & Wipf; UAE Sec. 4.2 / App. B): eval/gap_1e-2,
+  eval/gap_1e-3, eval/els, eval/kl, eval/sigma_z2, eval/mi, eval/mse_train_sum (Takida's MSE,
+  summed over pixels) and eval/mse_train on training images; eval/active_dims,
+  eval/inactive_dims, eval/gamma; eval/grad_var_<sampling>; the encoder spectrum is saved
+  beside the trial (encoder_spectrum.json).
+
+Sample counts are settings (`EvalSettings`); the papers use 10,000 for FID.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
+import models
+
+GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics")
+DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10}),
+                "gmm100": ("gmm", {"gmm_components": 100}),
+                "second_stage": ("second_stage", {})}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to evaluate and with how many samples (flags: --eval, --fid-samples, --features,
+    --inception-weights, --eval-set FIELD=VALUE)."""
+    metrics: tuple[str, ...] = GROUPS
+    features: str = "auto"  # "auto" | "inception" | "classifier" (engine/metrics/features.py)
+    inception_weights: str | None = None  # pytorch-fid's weights file, else the hub cache
+    reference_split: str = "test"  # FID's real images (and the reconstructed / interpolated)
+    fid_samples: int = 10_000  # generated images per FID (the papers: 10,000)
+    densities: tuple[str, ...] = ("prior", "gmm10", "gmm100", "second_stage")
+    pr_k: int = 3  # Kynkäänniemi et al.'s k
+    lpips_net: str = "alex"
+    ppl_samples: int = 10_000
+    ppl_epsilon: float = 1e-4  # MVU-AE / StyleGAN
+    iwae_k: int = 500  # Takida Table 7
+    nll_images: int = 1_000  # test images for the NLL bound (0: all)
+    diagnostic_images: int = 1_000  # training images for Takida Table 1 (as App. D: train set)
+    grad_var_draws: int = 32
+    batch_size: int = 500
+
+    def validate(self) -> "EvalSettings":
+        """Raise ValueError with one line naming the bad setting."""
+        bad = [m for m in self.metrics if m not in GROUPS]
+        if bad:
+            raise ValueError(f"--eval: unknown metric group {bad[0]!r}; groups: "
+                             f"{', '.join(GROUPS)} (or all / none)")
+        if self.features not in ("auto", "inception", "classifier"):
+            raise ValueError(f"--features {self.features!r}: use auto, inception or classifier")
+        if self.reference_split not in ("train", "val", "test"):
+            raise ValueError(f"reference_split {self.reference_split!r}: use train, val or test")
+        unknown = [d for d in self.densities if d not in DENSITY_SETS]
+        if unknown:
+            raise ValueError(f"densities: unknown {unknown[0]!r}; known: "
+                             f"{', '.join(DENSITY_SETS)}")
+        for name in ("fid_samples", "pr_k", "ppl_samples", "iwae_k", "grad_var_draws",
+                     "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
+        for name in ("nll_images", "diagnostic_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 0 (0: all)")
+        if not self.ppl_epsilon > 0:
+            raise ValueError(f"ppl_epsilon {self.ppl_epsilon} must be > 0")
+        if self.lpips_net not in ("alex", "vgg", "squeeze"):
+            raise ValueError(f"lpips_net {self.lpips_net!r}: use alex, vgg or squeeze")
+        return self
+
+    def replace(self, **changes) -> "EvalSettings":
+        return dataclasses.replace(self, **changes).validate()
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "EvalSettings":
+        d = dict(d or {})
+        for k in ("metrics", "densities"):
+            if k in d and not isinstance(d[k], str):
+                d[k] = tuple(d[k])
+        return cls(**d).validate()
+
+
+@dataclass
+class Context:
+    model: torch.nn.Module  # eval mode, on `device`
+    data: object  # engine.data.Dataset
+    device: torch.device
+    settings: EvalSettings
+    seed: int
+    out_dir: Path | None  # the trial's folder, for arrays (spectra); None: not saved
+    notes: dict = field(default_factory=dict)  # metric -> why it was not computed
+    cache: dict = field(default_factory=dict)  # shared between groups (LPIPS, features)
+
+
+# --- reconstruction -------------------------------------------------------------------------
 
 @torch.no_grad()
 def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 512) -> float:
@@ -27,17 +135,213 @@ def psnr(mse: float, data_range: float = 1.0) -> float:
     return 10 * math.log10(data_range ** 2 / mse) if mse > 0 else math.inf
 
 
-def test_reconstruction(model, data, device) -> dict[str, float]:
-    mse = reconstruction_mse(model, data.test.images.to(device))
-    return {"test/mse": mse, "test/psnr": psnr(mse)}
+def ssim_kernel(shape: tuple[int, ...]) -> int:
+    """Wang et al.'s 11x11 Gaussian window, or the largest odd size that fits smaller images
+    (7 for 8x8 digits)."""
+    side = min(shape[-2:])
+    return min(11, side if side % 2 else side - 1)
 
 
-EVALUATIONS = [test_reconstruction]
+@torch.no_grad()
+def ssim(model, images: torch.Tensor, device, batch_size: int) -> float:
+    """Mean SSIM of D(mu(x)) against x (torchmetrics; Gaussian window, sigma 1.5, range 1)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+    k = ssim_kernel(images.shape)
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device)
+        total += float(ssim_fn(model.reconstruct(x).clamp(0, 1), x, data_range=1.0,
+                               kernel_size=k, reduction="sum"))
+    return total / len(images)
 
 
-def evaluate(model, data, device=torch.device("cpu")) -> dict[str, float]:
-    """Every evaluation's metrics for a trained model, namespaced ("test/mse", ...)."""
-    out: dict[str, float] = {}
-    for fn in EVALUATIONS:
-        out.update(fn(model, data, device))
+def _lpips(ctx: Context):
+    if "lpips" not in ctx.cache:
+        from engine.metrics.pretrained import WeightsMissing, load_lpips
+        try:
+            ctx.cache["lpips"] = load_lpips(ctx.settings.lpips_net, device=ctx.device)
+        except WeightsMissing as e:
+            ctx.cache["lpips"] = str(e)
+    return ctx.cache["lpips"]
+
+
+@torch.no_grad()
+def reconstruction(ctx: Context) -> dict:
+    images = ctx.data.test.images.to(ctx.device)
+    mse = reconstruction_mse(ctx.model, images, ctx.settings.batch_size)
+    out: dict = {"test/mse": mse, "test/psnr": psnr(mse),
+                 "test/ssim": ssim(ctx.model, images, ctx.device, ctx.settings.batch_size)}
+    lp = _lpips(ctx)
+    if isinstance(lp, str):
+        out["test/lpips"] = lp
+    else:
+        bs = ctx.settings.batch_size
+        d = torch.cat([lp(ctx.model.reconstruct(images[i:i + bs]).clamp(0, 1), images[i:i + bs])
+                       for i in range(0, len(images), bs)])
+        out["test/lpips"] = float(d.mean())
     return out
+
+
+# --- FID, precision / recall, IS ------------------------------------------------------------
+
+def _density_latents(ctx: Context) -> torch.Tensor:
+    if "train_latents" not in ctx.cache:
+        ctx.cache["train_latents"] = models.draw_latents(ctx.model, ctx.data.train.images, ctx.seed)
+    return ctx.cache["train_latents"]
+
+
+def _image_sets(ctx: Context) -> dict[str, Callable]:
+    """name -> a function giving an iterator of image batches (evaluated lazily, one at a
+    time, so a failing density costs only its own metrics)."""
+    from engine.metrics import sample_quality as sq
+    m, s, dev = ctx.model, ctx.settings, ctx.device
+    ref = getattr(ctx.data, s.reference_split).images
+    sets: dict[str, Callable] = {"rec": lambda: sq.reconstructions(m, ref, dev, s.batch_size)}
+
+    def density_set(kind: str, overrides: dict):
+        def make():
+            density = models.DENSITIES[kind](_density_latents(ctx), m.cfg.replace(**overrides),
+                                             ctx.seed)
+            z = density.sample(s.fid_samples, seed=ctx.seed).float()
+            return sq.decoded(m, z, dev, s.batch_size)
+        return make
+
+    for name in s.densities:
+        sets[f"sample_{name}"] = density_set(*DENSITY_SETS[name])
+    for ratio in ("mid", "rand"):
+        sets[f"interp_{ratio}"] = (lambda r=ratio: sq.decoded(
+            m, sq.interpolation_latents(m, ref, s.fid_samples, r, ctx.seed, dev, s.batch_size),
+            dev, s.batch_size))
+    return sets
+
+
+@torch.no_grad()
+def fid(ctx: Context) -> dict:
+    from engine.metrics.features import NotComputed, choose_features, reference
+    from engine.metrics.frechet import TooFewSamples, frechet_distance, statistics
+    from engine.metrics.sample_quality import inception_score, precision_recall
+    s = ctx.settings
+    sets = _image_sets(ctx)
+    names = [f"eval/{k}_{n}" for n in sets for k in ("fid", "precision", "recall")]
+    try:
+        space = choose_features(ctx.data, s.features, ctx.device, s.inception_weights)
+        ref = reference(ctx.data, s.reference_split, space, ctx.device)
+    except (NotComputed, TooFewSamples) as e:
+        return {n: str(e) for n in names}
+    ctx.notes["features"] = f"{space.name}: {space.description}"
+    out: dict = {}
+    for name, make in sets.items():
+        try:
+            feats, logits = _features_of(space, make(), ctx.device)
+            out[f"eval/fid_{name}"] = frechet_distance(ref.stats, statistics(feats))
+            out[f"eval/precision_{name}"], out[f"eval/recall_{name}"] = precision_recall(
+                ref.features, feats, s.pr_k)
+            if logits is not None and space.has_inception_logits:
+                out[f"eval/is_{name}"] = inception_score(logits)
+        except Exception as e:  # noqa: BLE001  (a GMM that cannot be fitted, too few samples)
+            for k in ("fid", "precision", "recall"):
+                out[f"eval/{k}_{name}"] = f"{type(e).__name__}: {e}"
+    if not space.has_inception_logits:
+        ctx.notes["eval/is_*"] = (f"the Inception Score needs Inception's classes; FID here is "
+                                  f"in {space.name}")
+    return out
+
+
+def _features_of(space, batches, device) -> tuple[np.ndarray, np.ndarray | None]:
+    from engine.metrics.features import extract
+    feats, logits = [], []
+    for images in batches:
+        f, lg = extract(space, images, device)
+        feats.append(f)
+        if lg is not None:
+            logits.append(lg)
+    return np.concatenate(feats), (np.concatenate(logits) if logits else None)
+
+
+# --- latent space, likelihood, diagnostics --------------------------------------------------
+
+@torch.no_grad()
+def latent(ctx: Context) -> dict:
+    from engine.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
+    images = ctx.data.test.images.to(ctx.device)
+    out: dict = {f"eval/{k}": v for k, v in latent_variance(ctx.model, images).items()}
+    lp = _lpips(ctx)
+    if isinstance(lp, str):
+        out["eval/ppl"] = f"PPL is measured in LPIPS: {lp}"
+        return out
+    z, _ = encoded_latents(ctx.model, images)
+    out["eval/ppl"] = perceptual_path_length(
+        ctx.model, ctx.settings.ppl_samples, lp, ctx.settings.ppl_epsilon, latents=z,
+        seed=ctx.seed, batch_size=ctx.settings.batch_size)["ppl"]
+    return out
+
+
+def likelihood(ctx: Context) -> dict:
+    from engine.metrics.likelihood import NotComputable, iwae_nll
+    s = ctx.settings
+    images = ctx.data.test.images
+    images = images[:s.nll_images] if s.nll_images else images
+    try:
+        r = iwae_nll(ctx.model, images.to(ctx.device), k=s.iwae_k, seed=ctx.seed,
+                     train_images=ctx.data.train.images.to(ctx.device))
+    except NotComputable as e:
+        return {"eval/nll": str(e), "eval/nll_bpd": str(e)}
+    return {"eval/nll": r["nll"], "eval/nll_bpd": r["nll_bpd"]}
+
+
+def diagnostics(ctx: Context) -> dict:
+    from engine.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
+    s = ctx.settings
+    train = ctx.data.train.images
+    train = train[:s.diagnostic_images] if s.diagnostic_images else train
+    train = train.to(ctx.device)
+    out: dict = {}
+    # Takida's MSE is summed over pixels, on training images: named apart from test/mse
+    names = {"mse": "mse_train_sum", "mse_per_pixel": "mse_train"}
+    for k, v in takida_table1(ctx.model, train, seed=ctx.seed).items():
+        out[f"eval/{names.get(k, k)}"] = v
+    summary, spectrum = encoder_spectrum(ctx.model, train)
+    out.update({f"eval/{k}": v for k, v in summary.items()})
+    if ctx.out_dir is not None:
+        (ctx.out_dir / "encoder_spectrum.json").write_text(json.dumps(
+            [float(v) for v in np.asarray(spectrum)]))
+    batch = train[:min(len(train), ctx.model.cfg.batch_size)]
+    out.update({f"eval/{k}": v for k, v in gradient_variance(
+        ctx.model, batch, draws=s.grad_var_draws, seed=ctx.seed).items()})
+    return out
+
+
+EVALUATIONS: dict[str, Callable[[Context], dict]] = {
+    "reconstruction": reconstruction, "fid": fid, "latent": latent,
+    "likelihood": likelihood, "diagnostics": diagnostics,
+}
+
+
+def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | None = None,
+             seed: int = 0, out_dir: str | Path | None = None) -> dict:
+    """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
+    computed, "features": the FID feature space}; "time/eval_<group>_s" per group."""
+    settings = settings or EvalSettings()
+    was_training = model.training
+    model.eval()
+    ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None)
+    metrics: dict = {}
+    try:
+        for name in settings.metrics:
+            start = time.perf_counter()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)  # each group's draws independent of the others
+                try:
+                    result = EVALUATIONS[name](ctx)
+                except Exception as e:  # noqa: BLE001  (never lose the trial for a metric)
+                    ctx.notes[name] = f"failed: {type(e).__name__}: {e}"
+                    result = {}
+            for k, v in result.items():
+                if isinstance(v, str):
+                    ctx.notes[k] = v
+                else:
+                    metrics[k] = float(v)
+            metrics[f"time/eval_{name}_s"] = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    return {**metrics, "notes": ctx.notes}

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
-from engine.trial import Session, load_state, run_trial  # noqa: E402
+from engine.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
 
 def init(address: str | None) -> None:
@@ -54,11 +54,14 @@ def _trial_storage_dir() -> str:
     return tune.get_context().get_storage().trial_fs_path
 
 
-def _load_resume(checkpoint) -> dict | None:
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as d:
-        return load_state(d)
+def _load_resume(checkpoint, folder: str) -> dict | None:
+    """The state to continue from: Tune's or Train's checkpoint for a restored or retried
+    trial, else the newest readable checkpoint already in the trial's folder (a trial that
+    a resumed search continues in its old folder), else None (a fresh start)."""
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            return load_state(d)
+    return newest_state(folder)
 
 
 def _quiet() -> None:
@@ -79,8 +82,9 @@ def one_worker_trial(params: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder)
                     if folder else None)
 
-    run_trial(params, Session(report=report, trial_dir=_trial_storage_dir(),
-                              resume=_load_resume(tune.get_checkpoint()),
+    trial_dir = _trial_storage_dir()
+    run_trial(params, Session(report=report, trial_dir=trial_dir,
+                              resume=_load_resume(tune.get_checkpoint(), trial_dir),
                               device=torch.device("cuda" if use_gpu else "cpu")))
 
 
@@ -124,7 +128,8 @@ def _ddp_worker(loop_config: dict) -> None:
 
     run_trial(params, Session(
         report=report, trial_dir=loop_config["trial_dir"],
-        resume=_load_resume(train.get_checkpoint()),
+        resume=_load_resume(train.get_checkpoint(),
+                            os.path.join(loop_config["trial_dir"], "ddp")),
         rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=get_device(),
         wrap=lambda m: prepare_model(m, move_to_device=False),
         all_reduce=lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM)))
@@ -136,13 +141,15 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    workers: int, cpu: float, gpu: float, metric: str, mode: str,
                    scheduler: str, search_alg: str, num_samples: int, epochs: int,
                    max_concurrent: int, resume: bool, verbose: int = 0,
-                   callbacks: list | None = None):
+                   callbacks: list | None = None, pairs: list[tuple[str, int]] | None = None):
     """Run (or, with `resume`, finish) the experiment in `run_dir`; returns whether every
     trial ended (False when the search was interrupted).
 
     `param_space` holds "label" (a grid over `rows`' keys, or one label for a sampled
     search), "seed" (a grid), "config" (filled in from `rows` by label unless the search
-    samples it) and the search's constants.
+    samples it) and the search's constants. `pairs` instead runs exactly these (label, seed,
+    trial folder or None) trials as a new experiment in the same run folder; a trial given its
+    old folder continues from the newest checkpoint there (to repair what a restore lost).
     """
     if workers > 1:
         # The trial function only waits on its TorchTrainer, whose workers hold the CPUs and
@@ -159,6 +166,10 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         tuner.fit()
         return progress.complete
     space = dict(param_space)
+    if pairs:  # [label, seed, folder or None]: a trial continues in its folder if it has one
+        space.update(pair=tune.grid_search([list(p) for p in pairs]),
+                     label=tune.sample_from(lambda config: config["pair"][0]),
+                     seed=tune.sample_from(lambda config: config["pair"][1]))
     if "config" not in space:  # explicit rows: the resolved config is looked up by label
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
     tune_config = tune.TuneConfig(
@@ -210,7 +221,11 @@ def can_resume(run_dir: str) -> bool:
 
 
 def _dirname(trial) -> str:
-    """Readable in TensorBoard's run list and unique by the trial id, which restore uses."""
+    """Readable in TensorBoard's run list and unique by the trial id, which restore uses; a
+    continued trial keeps its old folder."""
+    pair = trial.config.get("pair")
+    if pair and pair[2]:
+        return pair[2]
     label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(trial.config["label"]))
     return f"{label}_seed{trial.config['seed']}_{trial.trial_id}"
 

@@ -70,6 +70,8 @@ def load_trials(run_dir) -> pd.DataFrame:
                               params.get("epochs", search.get("epochs")), finished),
             "epochs_done": epochs_done, "error": error,
             "diverged_at_epoch": last.get("diverged_at_epoch"),
+            "eval_notes": json.dumps(last["notes"]) if isinstance(last.get("notes"), dict)
+            else None,
             **_metrics(last),
             "time_total_s": _num(last.get("time_total_s")),
         })
@@ -78,7 +80,8 @@ def load_trials(run_dir) -> pd.DataFrame:
     metrics = sorted(k for k in found if "/" in k and not k.startswith("config/"))
     columns = ["trial", "trial_id", "label", "seed",
                *[k for k in found if k.startswith("config/")],
-               "status", "epochs_done", "error", "diverged_at_epoch", *metrics, "time_total_s"]
+               "status", "epochs_done", "error", "diverged_at_epoch", *metrics, "time_total_s",
+               "eval_notes"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -126,7 +129,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
     table = pd.DataFrame.from_records(records, columns=[*columns, "n", *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
-    table.attrs["notes"] = notes + _status_notes(trials, groups, table, search.get("rows") or [])
+    table.attrs["notes"] = notes + _evaluation_notes(trials, metrics) + _status_notes(trials, groups, table, search.get("rows") or [])
     return table
 
 
@@ -358,9 +361,34 @@ def _short(v) -> str:
 
 
 def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
-    """The search's table metrics (else its search metric), then every eval/ metric reported."""
+    """The search's table metrics (else its search metric), then every other metric reported
+    that the paper has numbers for; trials.csv has every metric."""
     metrics = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
-    return metrics + sorted(c for c in trials.columns if c.startswith("eval/") and c not in metrics)
+    numbers = (search.get("paper") or {}).get("numbers") or {}
+    published = {m for rows in numbers.values() for row in rows.values() for m in row}
+    return metrics + sorted(c for c in trials.columns if c in published and c not in metrics)
+
+
+def _evaluation_notes(trials: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """What the evaluation said about the table's metrics: the feature space FID was computed
+    in, and why a metric (or a group) could not be computed, with how many trials said so."""
+    said: dict[tuple[str, str], int] = {}
+    for text in trials.get("eval_notes", pd.Series(dtype=object)).dropna():
+        for key, reason in json.loads(text).items():
+            said[(key, reason)] = said.get((key, reason), 0) + 1
+    groups = ("reconstruction", "fid", "latent", "likelihood", "diagnostics")
+    notes = []
+    for (key, reason), n in said.items():
+        wanted = (key == "features" and any("fid" in m or "precision" in m or "recall" in m
+                                             for m in metrics)) \
+            or key in metrics or key in groups or (key.endswith("*") and any(
+                m.startswith(key[:-1]) for m in metrics))
+        if not wanted:
+            continue
+        who = f" ({n} trial{'s' if n > 1 else ''})"
+        notes.append(f"FID, precision and recall in {reason}{who}." if key == "features"
+                     else f"{key} not computed{who}: {reason}")
+    return notes
 
 
 def _paper(search: dict, rows: list[tuple[str, dict]],

@@ -14,6 +14,7 @@ other bad input, is one line on stderr and exit code 2. Seeds are an explicit ax
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import models
 from engine.data import DATASETS, load_dataset
-from engine.files import write_json_atomic
+from engine.evaluate import GROUPS, EvalSettings
+from engine.files import write_json_atomic, write_text_atomic
 from engine.train import _parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,16 @@ class Search:
     scheduler: str = "fifo"  # an ablation table wants every row at the full budget
     space: dict | None = None  # config field -> ray.tune domain, for --search optuna
     smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
+    # what every trial is evaluated on at its end (engine/evaluate.py); --smoke shrinks the
+    # sample counts to SMOKE_EVAL unless the flags give them
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
+
+
+# Sample counts of --smoke: enough for a full-rank covariance of 64-d classifier features;
+# and the densities it leaves out.
+SMOKE_EVAL = {"fid_samples": 300, "ppl_samples": 200, "iwae_k": 20, "nll_images": 100,
+              "diagnostic_images": 200, "grad_var_draws": 4}
+SMOKE_SKIPS = ("gmm100", "second_stage")
 
 
 def grid(base: str | models.Config, **axes: list) -> dict:
@@ -69,7 +81,8 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help=f"training epochs per trial ({search.epochs})")
     p.add_argument("--seeds", type=int, help=f"seeds 0..K-1 per row ({search.seeds})")
     p.add_argument("--smoke", action="store_true",
-                   help=f"tiny budget for tests: {search.smoke}, unless given explicitly")
+                   help=f"tiny budget for tests: {search.smoke}, unless given explicitly; "
+                   f"the evaluation with {SMOKE_EVAL} and without {', '.join(SMOKE_SKIPS)}")
     p.add_argument("--out", help="the run folder (default runs/<search>-<dataset>-<n>)")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run (the latest one, or --out)")
@@ -94,6 +107,20 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="epochs between TensorBoard image grids")
     p.add_argument("--checkpoint-every", type=int, default=1,
                    help="epochs between checkpoints (and always the last)")
+    p.add_argument("--eval", help=f"metric groups evaluated at the end, comma-separated: "
+                   f"{', '.join(GROUPS)}, all or none (default: "
+                   f"{','.join(search.evaluation.metrics) or 'none'})")
+    p.add_argument("--fid-samples", type=int,
+                   help=f"generated images per FID ({search.evaluation.fid_samples})")
+    p.add_argument("--features", choices=("auto", "inception", "classifier"),
+                   help="FID's feature space (default auto: Inception where its weights are "
+                   "and the images are >= 28 px, else the data set's own classifier)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the "
+                   "torch hub cache)")
+    p.add_argument("--eval-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
+                   "densities=prior,gmm10 (see engine/evaluate.py EvalSettings)")
     args = p.parse_args(argv)
     budget = search.smoke if args.smoke else {}
     if args.epochs is None:
@@ -131,6 +158,48 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
                            f"examples to each of {args.workers_per_trial} workers")
         out[label] = cfg
     return out
+
+
+def eval_settings(search: Search, args) -> EvalSettings:
+    """The search's EvalSettings with --smoke's sample counts and the flags applied
+    (BadInput on an unknown or bad setting)."""
+    fields = {f.name: f for f in dataclasses.fields(EvalSettings)}
+    changes: dict = dict(SMOKE_EVAL) if args.smoke else {}
+    if args.smoke:  # fitting GMM-100 and training the second stage take longest
+        changes["densities"] = tuple(d for d in search.evaluation.densities
+                                     if d not in SMOKE_SKIPS) or ("prior",)
+    for item in args.eval_set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise BadInput(f"--eval-set {item!r}: expected FIELD=VALUE with FIELD one of "
+                           f"{', '.join(fields)}")
+        default = getattr(EvalSettings(), key)
+        try:
+            if isinstance(default, tuple):
+                changes[key] = tuple(v for v in value.split(",") if v)
+            elif isinstance(default, bool):
+                changes[key] = value.lower() in ("1", "true", "yes")
+            elif default is None or isinstance(default, str):
+                changes[key] = value
+            else:
+                changes[key] = type(default)(value)
+        except ValueError:
+            raise BadInput(f"--eval-set {item!r}: {value!r} is not a {type(default).__name__}"
+                           ) from None
+    if args.eval is not None:
+        groups = {"all": GROUPS, "none": ()}.get(args.eval)
+        changes["metrics"] = groups if groups is not None else tuple(
+            g.strip() for g in args.eval.split(",") if g.strip())
+    for flag in ("fid_samples", "features", "inception_weights"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    try:
+        settings = search.evaluation.replace(**changes)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if settings.inception_weights and not Path(settings.inception_weights).is_file():
+        raise BadInput(f"--inception-weights {settings.inception_weights}: no such file")
+    return settings
 
 
 def check_args(search: Search, args) -> None:
@@ -222,6 +291,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     args = parse_args(search, argv)
     try:
         check_args(search, args)
+        evaluation = eval_settings(search, args)
         shape = load_dataset(args.dataset).image_shape
         rows = resolve_rows(search, args, shape)
         if args.search == "optuna":
@@ -260,6 +330,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
             "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
             "rows": [{"label": k, "config": c.to_dict()} for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
+            "evaluation": evaluation.to_dict(),
             "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
                           "workers": args.workers_per_trial},
             "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
@@ -269,7 +340,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
                  "workers": args.workers_per_trial}
     space = {"label": None, "seed": None, "dataset": args.dataset, "epochs": args.epochs,
              "metric": search.metric, "mode": search.mode, "image_every": args.image_every,
-             "checkpoint_every": args.checkpoint_every,
+             "checkpoint_every": args.checkpoint_every, "evaluation": evaluation.to_dict(),
              "resources": resources}
     from ray import tune
     if args.search == "optuna":
@@ -296,6 +367,28 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
         mode=search.mode, scheduler=args.scheduler, search_alg=args.search,
         num_samples=num_samples, epochs=args.epochs, max_concurrent=max_concurrent,
         resume=args.resume, callbacks=list(callbacks))
+    repair = _trials_to_repair(out, rows, seeds) if complete and args.resume else []
+    if repair and args.search == "grid":
+        # Tune's saved state can lag behind the run folder when the driver died: trials it had
+        # not created yet are missing from it, and a trial's checkpoint it refers to may have
+        # been replaced already, so the restore ends without the first and errors the second.
+        # Run exactly those, each continuing from the newest checkpoint in its folder.
+        print(f"resume: {len(repair)} trial(s) the restore did not finish, continuing them: "
+              + ", ".join(f"{label} seed {seed}" for label, seed, _ in repair), flush=True)
+        before = {}
+        for _, _, folder in repair:
+            if folder and (out / folder / "error.txt").exists():
+                (out / folder / "error.txt").replace(out / folder / "error-before-resume.txt")
+            if folder and (out / folder / "result.json").exists():
+                before[folder] = (out / folder / "result.json").read_text().splitlines()
+        complete = ray_backend.run_experiment(
+            str(out), space, rows_as_dicts, workers=args.workers_per_trial,
+            cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
+            mode=search.mode, scheduler=args.scheduler, search_alg="grid", num_samples=1,
+            epochs=args.epochs, max_concurrent=max_concurrent, resume=False,
+            callbacks=list(callbacks), pairs=repair)
+        for folder, lines in before.items():  # Tune rewrote result.json with the new epochs
+            _prepend_results(out / folder / "result.json", lines)
     if complete:
         write_json_atomic(out / "finished.json", {"finished": True})
     from engine.report import write_report
@@ -306,6 +399,27 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
         print(f"interrupted: finish it with --resume --out {out}", file=sys.stderr)
         return 130
     return 1 if "error" in _statuses(out) else 0
+
+
+def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
+                      ) -> list[tuple[str, int, str | None]]:
+    """(label, seed, trial folder or None) of the grid's trials that a finished restore left
+    without a folder or in error."""
+    from engine.report import load_trials
+    trials = load_trials(out)
+    found = {(t.label, t.seed): (t.trial, t.status) for t in trials.itertuples()}
+    return [(label, seed, found.get((label, seed), (None,))[0])
+            for label in rows for seed in seeds
+            if found.get((label, seed), (None, "error"))[1] == "error"]
+
+
+def _prepend_results(path: Path, old: list[str]) -> None:
+    """Put back a continued trial's earlier result lines, those before its first new epoch."""
+    import json
+    new = path.read_text().splitlines() if path.exists() else []
+    first = json.loads(new[0]).get("epoch", 0) if new else float("inf")
+    kept = [line for line in old if line.strip() and json.loads(line).get("epoch", 0) < first]
+    write_text_atomic(path, "".join(line + "\n" for line in kept + new))
 
 
 def _statuses(out: Path) -> set[str]:

@@ -15,13 +15,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 import models
 from engine.data import load_dataset
-from engine.evaluate import evaluate, psnr, reconstruction_mse
+from engine.evaluate import EvalSettings, evaluate, psnr, reconstruction_mse
 from engine.tensorboard import TrialBoard
 
 STATE_FILE = "state.pt"
@@ -141,7 +142,10 @@ def run_trial(params: dict, session: Session) -> None:
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
                        "time/epoch_s": time.perf_counter() - t0}
             if epoch == epochs:
-                metrics.update(evaluate(model, data, dev))
+                if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
+                    metrics.update(evaluate(
+                        model, data, dev, EvalSettings.from_dict(params.get("evaluation")),
+                        seed=seed, out_dir=session.trial_dir))
                 metrics["status"] = "completed"
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs)
@@ -188,6 +192,20 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def newest_state(folder: str) -> dict | None:
+    """The state of the latest epoch among the checkpoint_*/ folders in `folder` that load
+    (one half-copied when a process died is skipped), or None if there is none."""
+    best = None
+    for path in sorted(Path(folder).glob(f"checkpoint_*/{STATE_FILE}")):
+        try:
+            state = load_state(str(path.parent))
+        except Exception:  # noqa: BLE001  (truncated zip, half-written file)
+            continue
+        if best is None or state["epoch"] > best["epoch"]:
+            best = state
+    return best
 
 
 def load_state(folder: str) -> dict:

@@ -5,16 +5,18 @@ Public API:
     Config, ConfigError          one frozen, validated value per ablation axis
     build(name_or_config, input_shape, **overrides) -> GaussianAutoencoder
     fit_density(model, train_images, seed) -> Density with .sample(n, seed)
+    draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
+    DENSITIES                    name -> fit(latents, cfg, seed) -> Density
 """
 from __future__ import annotations
 
 from .autoencoder import GaussianAutoencoder
 from .config import Config, ConfigError
-from .density import DENSITIES, fit_density
+from .density import DENSITIES, draw_latents, fit_density
 from .presets import PRESETS
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "DENSITIES"]
+           "fit_density", "draw_latents", "DENSITIES"]
 
 
 def resolve(name_or_config: str | Config | dict, **overrides) -> Config:

@@ -79,7 +79,8 @@ def second_stage_config(cfg: Config) -> Config:
 
 
 def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+    # seeded, without touching the caller's RNG; trained even when called under no_grad
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         return _train_second_stage(latents, cfg, seed)
 
@@ -111,9 +112,10 @@ DENSITIES: dict[str, Callable[[torch.Tensor, Config, int], Density]] = {
 }
 
 
-def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None = None,
-                batch_size: int = 512) -> Density:
-    """Fit the config's ex-post density (or `density`) on one latent per training image."""
+def draw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 512
+                 ) -> torch.Tensor:
+    """One latent per training image, drawn as in training (model.density_latents), for
+    fitting an ex-post density; reproducible per seed. (N, D) on the CPU"""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -124,5 +126,11 @@ def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None 
         latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device)).cpu()
                              for i in range(0, len(images), batch_size)])
     model.train(was_training)
-    name = density or model.cfg.density
-    return DENSITIES[name](latents, model.cfg, seed)
+    return latents
+
+
+def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None = None,
+                batch_size: int = 512) -> Density:
+    """Fit the config's ex-post density (or `density`) on one latent per training image."""
+    latents = draw_latents(model, images, seed, batch_size)
+    return DENSITIES[density or model.cfg.density](latents, model.cfg, seed)

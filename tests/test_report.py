@@ -33,8 +33,8 @@ TRIALS = [(0, 0, "completed", 0.010), (0, 1, "completed", 0.012), (0, 2, "comple
           (1, 0, "completed", 0.008), (1, 1, "diverged", None), (1, 2, "error", None),
           (2, 0, "completed", 0.020), (2, 1, "running", None), (2, 2, "no result", None)]
 PAPER = {"source": "UAE Table 2 (FID, lower is better)", "setting": {"latent_dim": 16},
-         "numbers": {"fashion": {"VAE": {"eval/fid_rec": 47.38, "eval/fid_sample": 51.74},
-                                 UT: {"eval/fid_rec": 39.5, "eval/fid_sample": 44.25}},
+         "numbers": {"fashion": {"VAE": {"eval/fid_rec": 47.38, "eval/fid_sample_gmm10": 51.74},
+                                 UT: {"eval/fid_rec": 39.5, "eval/fid_sample_gmm10": 44.25}},
                      "cifar10": {"VAE": {"eval/fid_rec": 91.0}}}}
 
 
@@ -158,9 +158,9 @@ def test_paper_numbers_stand_beside_ours_when_dataset_and_setting_match(tmp_path
     table = report.ablation_table(report.load_trials(run), _search(run))
     assert table["eval/fid_rec (paper)"].tolist() == [47.38, 39.5, 47.38]
     assert table.loc[UT, "eval/fid_rec mean"] == pytest.approx(38.0)
-    assert "eval/fid_sample (paper)" not in table and "test/mse (paper)" not in table
+    assert "eval/fid_sample_gmm10 (paper)" not in table and "test/mse (paper)" not in table
     notes = " ".join(table.attrs["notes"])
-    assert "the paper's eval/fid_sample is not computed in this run" in notes
+    assert "the paper's eval/fid_sample_gmm10 is not computed in this run" in notes
     cols = list(report.format_table(table).columns)
     ours = cols.index(("fashion", "eval/fid_rec"))
     assert cols[ours + 1] == ("fashion", "eval/fid_rec (paper)")

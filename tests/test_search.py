@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import models
 from engine.report import load_trials
@@ -60,6 +62,30 @@ def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
         assert p["epochs"] == 2 and p["seed"] in (0, 1)
     search_json = json.loads((out / "search.json").read_text())
     assert search_json["git"] and [r["label"] for r in search_json["rows"]] == UAE_ROWS
+    # the evaluation: UAE Table 2's FIDs for every trial, in the feature space it names
+    for metric in ("eval/fid_rec", "eval/fid_sample_gmm10", "eval/fid_interp_mid"):
+        assert trials[metric].notna().all() and (trials[metric] > 0).all(), metric
+        assert f"digits: {metric}" in table
+    assert "FID, precision and recall in classifier-digits" in table
+    assert "test/lpips not computed" not in table  # not one of this search's table metrics
+
+
+def test_evaluate_command_reproduces_a_trials_final_evaluation(smoke_run):
+    out, _ = smoke_run
+    folder = next(out.glob("RAE_seed1_*"))
+    reported = json.loads((folder / "result.json").read_text().splitlines()[-1])
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(folder),
+                           "--out", str(folder / "again.json")], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((folder / "again.json").read_text())
+    for metric in ("test/mse", "test/ssim", "eval/fid_rec", "eval/fid_sample_gmm10",
+                   "eval/fid_interp_rand", "eval/recall_rec"):
+        assert again[metric] == pytest.approx(reported[metric], rel=1e-4), metric
+    assert again["notes"]["features"] == reported["notes"]["features"]
+    bad = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(out)], cwd=ROOT,
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "holds no checkpoint" in bad.stderr
 
 
 def test_the_report_command_rebuilds_the_same_table(smoke_run):
@@ -121,6 +147,42 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
         assert epochs == sorted(set(epochs)) and epochs[-1] == 3
 
 
+def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
+    # Tune's saved state can lag behind the run folder when the driver is killed: trials it
+    # had not created are missing from it, and a checkpoint it refers to may already be
+    # replaced (the trial then errors on restore). Both are made here by hand, on a finished
+    # run whose Tune state is intact: one trial's folder is gone, another looks errored
+    # after epoch 1 with its epoch-1 checkpoint.
+    out = tmp_path / "run"
+    args = ["--smoke", "--rows", "RAE,VAE", "--seeds", "2", "--out", str(out)]
+    assert search(args).returncode == 0
+    shutil.rmtree(next(out.glob("VAE_seed1_*")))
+    broken = next(out.glob("RAE_seed0_*"))
+    lines = (broken / "result.json").read_text().splitlines()
+    (broken / "result.json").write_text(lines[0] + "\n")
+    (broken / "error.txt").write_text("ValueError: Could not recover from checkpoint\n")
+    [ckpt] = broken.glob("checkpoint_*/state.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["epoch"] = 1
+    torch.save(state, ckpt)
+    kept = {f.parent.name: f.read_text() for f in out.glob("*/result.json")
+            if f.parent != broken}
+
+    resumed = search(["--resume", *args])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "2 trial(s) the restore did not finish" in resumed.stdout
+    trials = load_trials(out)
+    assert sorted(zip(trials["label"], trials["seed"])) == [("RAE", 0), ("RAE", 1),
+                                                             ("VAE", 0), ("VAE", 1)]
+    assert set(trials["status"]) == {"completed"}
+    epochs = [json.loads(x)["epoch"] for x in (broken / "result.json").read_text().splitlines()]
+    assert epochs == [1, 2]  # continued from its checkpoint, not from scratch
+    assert (broken / "error-before-resume.txt").exists()
+    for name, text in kept.items():  # the others were not run again
+        assert (out / name / "result.json").read_text() == text
+    assert (out / "finished.json").exists()
+
+
 def test_a_diverging_trial_does_not_stop_the_others(tmp_path):
     script = write_script(tmp_path, """
 SEARCH = Search(name="div", title="divergence", seeds=1, epochs=3,
@@ -128,7 +190,7 @@ SEARCH = Search(name="div", title="divergence", seeds=1, epochs=3,
 sys.exit(run(SEARCH))
 """)
     out = tmp_path / "run"
-    proc = search(["--out", str(out)], script=script)
+    proc = search(["--eval", "reconstruction", "--out", str(out)], script=script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out).set_index("label")
     assert trials.loc["AE-lr-1e30", "status"] == "diverged"
@@ -139,7 +201,8 @@ sys.exit(run(SEARCH))
 
 def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
     out = tmp_path / "run"
-    proc = search(["--scheduler", "asha", "--epochs", "9", "--seeds", "1", "--out", str(out),
+    proc = search(["--scheduler", "asha", "--epochs", "9", "--seeds", "1", "--eval",
+                   "reconstruction", "--out", str(out),
                    "--image-every", "100"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out)
@@ -156,7 +219,8 @@ SEARCH = Search(name="opt", title="optuna", seeds=1, epochs=2, rows={"UAE": "UAE
 sys.exit(run(SEARCH))
 """)
     out = tmp_path / "run"
-    proc = search(["--search", "optuna", "--samples", "3", "--out", str(out)], script=script)
+    proc = search(["--search", "optuna", "--samples", "3", "--eval", "reconstruction", "--out",
+                   str(out)], script=script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     configs = [json.loads(p.read_text())["config"] for p in out.glob("*/params.json")]
     assert len(configs) == 3 and len({c["beta"] for c in configs}) == 3
@@ -185,6 +249,12 @@ def test_a_two_worker_trial_runs_through_torch_trainer(tmp_path):
     (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
     (["--search", "optuna"], "space"),
     (["--set", "arch=conv64"], "conv64"),
+    (["--eval", "fid,bogus"], "bogus"),
+    (["--fid-samples", "0"], "fid_samples"),
+    (["--eval-set", "iwae_k=many"], "iwae_k"),
+    (["--eval-set", "densities=gmm7"], "gmm7"),
+    (["--eval-set", "nonsense=1"], "nonsense"),
+    (["--inception-weights", "/no/such/file.pth"], "/no/such/file.pth"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, tmp_path,
                                                                  capsys):

@@ -13,7 +13,8 @@ from engine.trial import Diverged, Session, load_state, run_trial, train_epoch
 
 def params(**kw):
     p = {"label": "AE", "config": models.PRESETS["AE"].to_dict(), "seed": 3, "dataset": "digits",
-         "epochs": 3, "metric": "val/mse", "mode": "min", "image_every": 1}
+         "epochs": 3, "metric": "val/mse", "mode": "min", "image_every": 1,
+         "evaluation": {"metrics": ["reconstruction"]}}  # the loop, not the suite, is tested
     p.update(kw)
     return p
 

@@ -1,0 +1,83 @@
+"""Cost of the evaluation suite, measured in one run.
+
+1. The Fréchet step for 2,048-d features (Inception's size): ours (one symmetric eigenvalue
+   problem, the reference's square root cached) against pytorch-fid's own
+   calculate_frechet_distance (scipy sqrtm of the product) on the same statistics; the ratio
+   and the agreement.
+2. Evaluating one trial (ablation_uae's evaluation: reconstruction + FID of reconstructions,
+   GMM-10 samples and interpolations, 10,000 samples, on digits) with the data set's reference
+   statistics cached against recomputing them (the classifier itself cached in both).
+
+    python benchmarks/evaluation.py [--quick]   # --quick: 2,000 FID samples
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def frechet_step() -> None:
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from engine.metrics.frechet import frechet_distance, statistics
+    rng = np.random.default_rng(0)
+    d = 2048
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    real = rng.standard_normal((4000, d)) @ mix
+    fake = rng.standard_normal((4000, d)) @ (mix * 1.1) + 0.05
+    ref, gen = statistics(real), statistics(fake)
+    t = time.perf_counter()
+    ref.with_sqrt()  # once per data set, cached with the statistics
+    t_root = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = frechet_distance(ref, gen)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = calculate_frechet_distance(ref.mu, ref.cov, gen.mu, gen.cov)
+    t_theirs = time.perf_counter() - t
+    print(f"Fréchet step, 2048-d: ours {t_ours:.2f} s (+ {t_root:.2f} s once per reference for "
+          f"its square root), pytorch-fid {t_theirs:.2f} s, ratio ours/pytorch-fid "
+          f"{t_ours / t_theirs:.3f}; FID {ours:.6f} vs {theirs:.6f}, relative difference "
+          f"{abs(ours - theirs) / abs(theirs):.1e}")
+
+
+def one_trial(samples: int) -> None:
+    import models
+    from engine.data import load_dataset
+    from engine.evaluate import evaluate
+    from searches.ablation_uae import SEARCH
+    cache = Path(tempfile.mkdtemp(prefix="eval-bench-"))
+    os.environ["VAE_ABLATIONS_CACHE"] = str(cache)
+    try:
+        data = load_dataset("digits")
+        torch.manual_seed(0)
+        model = models.build("UAE", data.image_shape)
+        settings = SEARCH.evaluation.replace(fid_samples=samples)
+        evaluate(model, data, torch.device("cpu"), settings)  # trains the classifier once
+        shutil.rmtree(cache / "reference")
+        t = time.perf_counter()
+        evaluate(model, data, torch.device("cpu"), settings)  # computes the reference
+        t_recompute = time.perf_counter() - t
+        t = time.perf_counter()
+        evaluate(model, data, torch.device("cpu"), settings)  # reads it from the cache
+        t_cached = time.perf_counter() - t
+        print(f"one trial's evaluation ({', '.join(settings.metrics)}; {samples} samples per "
+              f"FID, digits): cached reference {t_cached:.2f} s, recomputed {t_recompute:.2f} s,"
+              f" ratio cached/recomputed {t_cached / t_recompute:.3f}")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    one_trial(2_000 if args.quick else 10_000)
+    frechet_step()

@@ -1,0 +1,102 @@
+"""Sample quality in a named feature space: FID of reconstructions, of samples drawn through
+each ex-post density and of interpolations; precision and recall; Inception Score.
+
+- FID (Heusel et al. 2017) as UAE Table 2, Takida Tables 4-6 and Dai & Wipf Table 1 use it:
+  reconstructions of the reference split, samples from N(0, I) / GMM-10 / GMM-100 / the
+  second-stage VAE fitted on the training latents, and decodings of spherical interpolations
+  between random pairs of the reference split at the midpoint and at a U(0, 1) ratio
+  (Takida Sec. 6.2 / Table 5).
+- Improved precision and recall (Kynkäänniemi et al. 2019, Sec. 3): a sample is "in" a set's
+  manifold if it lies within the k-th-nearest-neighbour radius of one of the set's points.
+- Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), only where the
+  feature space has Inception's logits.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from engine.metrics.latent import slerp
+
+# --- image sets, produced in batches so 10,000 CelebA-size images never sit in memory ---
+
+
+def reconstructions(model, images: torch.Tensor, device, batch_size: int) -> Iterator:
+    """D(mu(x)) of every image (through the codebook where there is one)."""
+    for i in range(0, len(images), batch_size):
+        yield model.reconstruct(images[i:i + batch_size].to(device))
+
+
+def decoded(model, latents: torch.Tensor, device, batch_size: int) -> Iterator:
+    """The decoder mean of each latent (n, D)."""
+    for i in range(0, len(latents), batch_size):
+        yield model.decode(latents[i:i + batch_size].to(device))
+
+
+def interpolation_latents(model, images: torch.Tensor, n: int, ratio: str, seed: int,
+                          device, batch_size: int) -> torch.Tensor:
+    """n slerps between the posterior means of random pairs of `images`, at t = 0.5
+    ("mid") or t ~ U(0, 1) per pair ("rand"). (n, D)"""
+    gen = torch.Generator().manual_seed(seed)
+    i = torch.randint(len(images), (n,), generator=gen)
+    j = torch.randint(len(images), (n,), generator=gen)
+    t = torch.full((n,), 0.5) if ratio == "mid" else torch.rand(n, generator=gen)
+    out = []
+    for s in range(0, n, batch_size):
+        sl = slice(s, s + batch_size)
+        mu_i = model.encode(images[i[sl]].to(device))[0]
+        mu_j = model.encode(images[j[sl]].to(device))[0]
+        out.append(slerp(mu_i, mu_j, t[sl].to(device)).cpu())
+    return torch.cat(out)
+
+
+# --- precision / recall ---
+
+def _kth_radius(x: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    """Distance of each row of x to its k-th nearest other row. (n,)"""
+    radii = []
+    for s in range(0, len(x), batch):
+        d = torch.cdist(x[s:s + batch], x)  # (b, n), includes the 0 distance to itself
+        radii.append(d.kthvalue(k + 1, dim=1).values)
+    return torch.cat(radii)
+
+
+def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
+              batch: int) -> float:
+    """Fraction of points inside at least one ball (centre, radius)."""
+    inside = []
+    for s in range(0, len(points), batch):
+        d = torch.cdist(points[s:s + batch], centres)  # (b, m)
+        inside.append((d <= radii[None]).any(1))
+    return float(torch.cat(inside).float().mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, batch: int = 1000
+                     ) -> tuple[float, float]:
+    """Kynkäänniemi et al. 2019, Eq. 1-3: precision = share of fake samples inside the real
+    manifold (union of k-NN balls of the real features), recall = share of real samples
+    inside the fake manifold. Both sets are cut to the same size, as the paper uses them."""
+    n = min(len(real), len(fake))
+    r = torch.from_numpy(np.asarray(real[:n], dtype=np.float32))
+    f = torch.from_numpy(np.asarray(fake[:n], dtype=np.float32))
+    precision = _coverage(f, r, _kth_radius(r, k, batch), batch)
+    recall = _coverage(r, f, _kth_radius(f, k, batch), batch)
+    return precision, recall
+
+
+# --- Inception Score ---
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) averaged over `splits` equal parts (Salimans et al. 2016,
+    as in their and torch-fidelity's code); the mean over splits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))  # log p(y|x), (n, C)
+    scores = []
+    for part in np.array_split(logp, splits):
+        p_y = np.log(np.exp(part).mean(0))  # log p(y) over the part, (C,)
+        kl = (np.exp(part) * (part - p_y)).sum(1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores))

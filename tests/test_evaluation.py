@@ -1,0 +1,183 @@
+"""The evaluation suite: the Fréchet distance, precision/recall, IS, SSIM, the classifier
+feature space and its cached reference statistics, and evaluate()'s notes."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+from skimage.metrics import structural_similarity
+
+import models
+from engine.data import load_dataset
+from engine.evaluate import EvalSettings, evaluate, psnr, ssim, ssim_kernel
+from engine.metrics import features as F
+from engine.metrics.frechet import TooFewSamples, frechet_distance, statistics
+from engine.metrics.sample_quality import inception_score, precision_recall
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _gaussian(rng, n, d, shift=0.0, scale=1.0):
+    a = rng.standard_normal((d, d)) / math.sqrt(d)
+    return (rng.standard_normal((n, d)) @ a) * scale + shift
+
+
+def test_frechet_agrees_with_pytorch_fid_to_1e_6():
+    rng = np.random.default_rng(0)
+    x, y = _gaussian(rng, 400, 32), _gaussian(rng, 500, 32, 0.3, 1.5)
+    a, b = statistics(x).with_sqrt(), statistics(y)
+    ours = frechet_distance(a, b)
+    theirs = calculate_frechet_distance(a.mu, a.cov, b.mu, b.cov)
+    assert abs(ours - theirs) <= 1e-6 * abs(theirs)
+    assert frechet_distance(statistics(x), b) == pytest.approx(ours, rel=1e-9)  # no cached root
+
+
+def test_frechet_of_identical_sets_is_zero_and_of_shifted_gaussians_the_closed_form():
+    rng = np.random.default_rng(1)
+    x = _gaussian(rng, 300, 16)
+    s = statistics(x).with_sqrt()
+    assert abs(frechet_distance(s, statistics(x))) < 1e-8
+    # same covariance, mean shifted by delta: d^2 = ||delta||^2 exactly
+    delta = rng.standard_normal(16)
+    assert frechet_distance(s, statistics(x + delta)) == pytest.approx(delta @ delta, rel=1e-8)
+    # N(0, I) vs N(m, c^2 I): d^2 = ||m||^2 + d (1 - c)^2
+    a = type(s)(np.zeros(16), np.eye(16), 10).with_sqrt()
+    b = type(s)(np.full(16, 0.5), 4 * np.eye(16), 10)
+    assert frechet_distance(a, b) == pytest.approx(16 * 0.25 + 16 * 1.0, rel=1e-12)
+
+
+def test_fewer_samples_than_feature_dimensions_is_refused():
+    with pytest.raises(TooFewSamples, match="rank-deficient"):
+        statistics(np.zeros((64, 64)))
+
+
+def test_precision_recall_against_brute_force_numpy():
+    rng = np.random.default_rng(2)
+    real, fake = rng.standard_normal((200, 5)), rng.standard_normal((200, 5)) * 0.5 + 0.4
+
+    def manifold(points, k=3):
+        d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        return np.sort(d, axis=1)[:, k]  # [:, 0] is the point itself
+
+    def inside(q, points, radii):
+        return (np.linalg.norm(q[:, None] - points[None], axis=-1) <= radii[None]).any(1).mean()
+
+    p, r = precision_recall(real, fake, k=3, batch=64)
+    assert p == pytest.approx(inside(fake, real, manifold(real)))
+    assert r == pytest.approx(inside(real, fake, manifold(fake)))
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+
+
+def test_inception_score_known_answers():
+    n, c = 1000, 10
+    uniform = np.zeros((n, c))  # p(y|x) uniform: no information, IS 1
+    assert inception_score(uniform) == pytest.approx(1.0)
+    confident = np.full((n, c), -1e4)  # one-hot predictions, classes balanced in each split
+    confident[np.arange(n), np.arange(n) % c] = 0
+    assert inception_score(confident) == pytest.approx(c, rel=1e-6)
+
+
+def test_psnr_of_a_known_noise_level():
+    x = torch.rand(2000, 1, 8, 8)
+    noisy = x + 0.1 * torch.randn_like(x)
+    mse = float((noisy - x).pow(2).mean())
+    assert psnr(mse) == pytest.approx(20.0, abs=0.05)  # 10 log10(1 / 0.01)
+
+
+class _Noisy:
+    """A stand-in model whose reconstruction is x plus fixed noise (clamped to [0, 1])."""
+
+    def __init__(self, noise):
+        self.noise, self.at = noise, 0
+
+    def reconstruct(self, x):
+        out = (x + self.noise[self.at:self.at + len(x)]).clamp(0, 1)
+        self.at += len(x)
+        return out
+
+
+def test_ssim_is_one_for_a_perfect_reconstruction_and_agrees_with_scikit_image():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.rand(20, 1, 56, 56, generator=gen), 2)  # 28x28
+    assert ssim(_Noisy(torch.zeros_like(x)), x, torch.device("cpu"), 8) == pytest.approx(1.0)
+    noise = 0.1 * torch.randn(x.shape, generator=gen)
+    ours = ssim(_Noisy(noise), x, torch.device("cpu"), 8)
+    rec = (x + noise).clamp(0, 1)
+    theirs = np.mean([structural_similarity(a[0].numpy(), b[0].numpy(), data_range=1.0,
+                                            gaussian_weights=True, sigma=1.5, win_size=11,
+                                            use_sample_covariance=False)
+                      for a, b in zip(rec, x)])
+    assert ssim_kernel(x.shape) == 11 and ssim_kernel((1, 8, 8)) == 7
+    assert ours == pytest.approx(theirs, abs=0.01)  # the two treat the borders differently
+    assert ssim(_Noisy(2 * noise), x, torch.device("cpu"), 8) < ours - 0.1
+
+
+def test_classifier_features_are_trained_once_deterministically_and_cached(
+        digits, tmp_path, monkeypatch):
+    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(F, "train_classifier", functools.partial(TRAIN, steps=60))  # shortened
+    a = F.classifier_space(digits, torch.device("cpu"))
+    calls = []
+    monkeypatch.setattr(F, "train_classifier", lambda *a, **k: calls.append(1))
+    b = F.classifier_space(digits, torch.device("cpu"))  # from the cache: not trained again
+    assert not calls and a.name == b.name == "classifier-digits"
+    x = digits.test.images[:16]
+    assert torch.equal(a.net(x)[0], b.net(x)[0])
+    net1, acc1 = TRAIN(digits, steps=30)
+    net2, acc2 = TRAIN(digits, steps=30)
+    assert acc1 == acc2 and all(torch.equal(p, q) for p, q in
+                                zip(net1.state_dict().values(), net2.state_dict().values()))
+    ref = F.reference(digits, "test", a, torch.device("cpu"))
+    feats, _ = F.extract(a, digits.test.images, torch.device("cpu"))
+    np.testing.assert_allclose(ref.stats.mu, feats.mean(0), rtol=1e-10)
+    assert len(list((tmp_path / "reference").glob("digits-test-classifier-digits-*.npz"))) == 1
+    again = F.reference(digits, "test", a, torch.device("cpu"))  # read back from the cache
+    np.testing.assert_array_equal(again.stats.sqrt_cov, ref.stats.sqrt_cov)
+
+
+TRAIN = F.train_classifier
+
+
+def test_asking_for_inception_without_weights_never_falls_back(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    with pytest.raises(F.NotComputed, match="pt_inception-2015-12-05-6726825d.pth"):
+        F.choose_features(digits, "inception", torch.device("cpu"))
+    patches = load_dataset("patches")  # no labels: nothing to fall back to, and it says so
+    with pytest.raises(F.NotComputed, match="no labels"):
+        F.choose_features(patches, "auto", torch.device("cpu"))
+
+
+def test_evaluate_notes_what_it_cannot_compute_and_names_the_feature_space(
+        digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS backbone here
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    model = models.build("AE", digits.image_shape, latent_dim=4)
+    settings = EvalSettings(metrics=("reconstruction", "fid", "likelihood"), fid_samples=300,
+                            densities=("prior", "gmm10"))
+    out = evaluate(model, digits, torch.device("cpu"), settings, seed=0)
+    notes = out["notes"]
+    assert notes["features"].startswith("classifier-digits")
+    assert "alexnet-owt-7be5be79.pth" in notes["test/lpips"] and "test/lpips" not in out
+    assert "decoder likelihood" in notes["eval/nll"]
+    for key in ("test/mse", "test/psnr", "test/ssim", "eval/fid_rec", "eval/fid_sample_prior",
+                "eval/fid_sample_gmm10", "eval/fid_interp_mid", "eval/fid_interp_rand",
+                "eval/precision_rec", "eval/recall_rec"):
+        assert math.isfinite(out[key]), key
+    assert model.training  # left as it was
+    again = evaluate(model, digits, torch.device("cpu"), settings, seed=0)
+    assert again["eval/fid_sample_gmm10"] == out["eval/fid_sample_gmm10"]  # seeded
+
+
+def test_bad_evaluation_settings_are_one_line():
+    with pytest.raises(ValueError, match="unknown metric group 'fdi'"):
+        EvalSettings(metrics=("fdi",)).validate()
+    with pytest.raises(ValueError, match="densities: unknown 'gmm7'"):
+        EvalSettings(densities=("gmm7",)).validate()
