@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--fid-samples", type=int)
     ev.add_argument("--features", choices=("auto", "inception", "classifier"))
     ev.add_argument("--inception-weights", metavar="PATH")
-    ev.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ev.add_argument("--data-root", help="where the data set's files are now (default: where "
+                    "the run read them)")
+    ev.add_argument("--device", help="cuda or cpu (default: cuda where there is one)")
     ev.add_argument("--out", help="the JSON file (default <folder>/evaluation.json)")
     args = p.parse_args(argv)
     if args.command == "evaluate":
@@ -46,13 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 def _evaluate(args) -> int:
-    import json
     from pathlib import Path
 
     import torch
@@ -64,6 +60,8 @@ def _evaluate(args) -> int:
     from engine.trial import load_state, newest_state
 
     folder = Path(args.folder)
+    # a checkpoint folder is Tune's to replace: what the evaluation writes goes to its trial
+    trial_dir = folder.parent if (folder / "state.pt").is_file() else folder
     try:
         state = (load_state(str(folder)) if (folder / "state.pt").is_file()
                  else newest_state(str(folder)) or newest_state(str(folder / "ddp")))
@@ -78,20 +76,21 @@ def _evaluate(args) -> int:
     changes = {k: getattr(args, k) for k in ("fid_samples", "features", "inception_weights")
                if getattr(args, k) is not None}
     if args.eval:
-        changes["metrics"] = GROUPS if args.eval == "all" else tuple(args.eval.split(","))
+        changes["metrics"] = {"all": GROUPS, "none": ()}.get(args.eval) or tuple(
+            g.strip() for g in args.eval.split(",") if g.strip())
     try:
         settings = EvalSettings.from_dict(params.get("evaluation")).replace(**changes)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = torch.device(args.device)
-    data = load_dataset(params["dataset"])
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_dataset(params["dataset"], args.data_root or params.get("data_root"))
     model = models.build(models.resolve(params["config"]), data.image_shape)
     model.load_state_dict(state["model"])
     model.to(device)
-    out = evaluate(model, data, device, settings, seed=params["seed"], out_dir=folder)
+    out = evaluate(model, data, device, settings, seed=params["seed"], out_dir=trial_dir)
     out = {"epoch": state["epoch"], "settings": settings.to_dict(), **out}
-    path = Path(args.out) if args.out else folder / "evaluation.json"
+    path = Path(args.out) if args.out else trial_dir / "evaluation.json"
     write_json_atomic(path, out)
     for k, v in out.items():
         if isinstance(v, float):

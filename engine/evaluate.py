@@ -24,7 +24,6 @@ Sample counts are settings (`EvalSettings`); the papers use 10,000 for FID.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 import models
+from engine.files import write_json_atomic
 
 GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics")
 DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10}),
@@ -98,9 +98,17 @@ class EvalSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EvalSettings":
-        d = dict(d or {})
+        """Settings from a trial's params or search.json. None (a run from before the suite)
+        is the reconstruction group only, as such runs were evaluated; fields this version
+        does not know are dropped (a run written by another version)."""
+        if d is None:
+            return cls(metrics=("reconstruction",))
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         for k in ("metrics", "densities"):
-            if k in d and not isinstance(d[k], str):
+            if isinstance(d.get(k), str):
+                d[k] = tuple(v.strip() for v in d[k].split(",") if v.strip())
+            elif k in d:
                 d[k] = tuple(d[k])
         return cls(**d).validate()
 
@@ -155,6 +163,24 @@ def ssim(model, images: torch.Tensor, device, batch_size: int) -> float:
     return total / len(images)
 
 
+def _guarded(out: dict, names: list[str], step: Callable[[], dict]) -> None:
+    """out.update(step()); if it raises, each of `names` gets the reason instead, so one
+    failing metric never takes the others of its group with it."""
+    try:
+        out.update(step())
+    except Exception as e:  # noqa: BLE001
+        out.update({n: f"failed: {type(e).__name__}: {e}" for n in names})
+
+
+def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n images drawn without replacement by `seed` (all for n = 0 or n >= len), so a subset
+    is not the first images of a split that is ordered (patches: one photo, then the next)."""
+    if not n or n >= len(images):
+        return images
+    gen = torch.Generator().manual_seed(seed)
+    return images[torch.randperm(len(images), generator=gen)[:n].sort().values]
+
+
 def _lpips(ctx: Context):
     if "lpips" not in ctx.cache:
         from engine.metrics.pretrained import WeightsMissing, load_lpips
@@ -168,17 +194,18 @@ def _lpips(ctx: Context):
 @torch.no_grad()
 def reconstruction(ctx: Context) -> dict:
     images = ctx.data.test.images.to(ctx.device)
-    mse = reconstruction_mse(ctx.model, images, ctx.settings.batch_size)
-    out: dict = {"test/mse": mse, "test/psnr": psnr(mse),
-                 "test/ssim": ssim(ctx.model, images, ctx.device, ctx.settings.batch_size)}
+    bs = ctx.settings.batch_size
+    mse = reconstruction_mse(ctx.model, images, bs)
+    out: dict = {"test/mse": mse, "test/psnr": psnr(mse)}
+    _guarded(out, ["test/ssim"],
+             lambda: {"test/ssim": ssim(ctx.model, images, ctx.device, bs)})
     lp = _lpips(ctx)
     if isinstance(lp, str):
         out["test/lpips"] = lp
     else:
-        bs = ctx.settings.batch_size
-        d = torch.cat([lp(ctx.model.reconstruct(images[i:i + bs]).clamp(0, 1), images[i:i + bs])
-                       for i in range(0, len(images), bs)])
-        out["test/lpips"] = float(d.mean())
+        _guarded(out, ["test/lpips"], lambda: {"test/lpips": float(torch.cat([
+            lp(ctx.model.reconstruct(images[i:i + bs]).clamp(0, 1), images[i:i + bs])
+            for i in range(0, len(images), bs)]).mean())})
     return out
 
 
@@ -186,7 +213,8 @@ def reconstruction(ctx: Context) -> dict:
 
 def _density_latents(ctx: Context) -> torch.Tensor:
     if "train_latents" not in ctx.cache:
-        ctx.cache["train_latents"] = models.draw_latents(ctx.model, ctx.data.train.images, ctx.seed)
+        ctx.cache["train_latents"] = models.draw_latents(ctx.model, ctx.data.train.images,
+                                                         ctx.seed)
     return ctx.cache["train_latents"]
 
 
@@ -231,27 +259,32 @@ def fid(ctx: Context) -> dict:
     ctx.notes["features"] = f"{space.name}: {space.description}"
     out: dict = {}
     for name, make in sets.items():
-        try:
-            feats, logits = _features_of(space, make(), ctx.device)
-            out[f"eval/fid_{name}"] = frechet_distance(ref.stats, statistics(feats))
-            out[f"eval/precision_{name}"], out[f"eval/recall_{name}"] = precision_recall(
-                ref.features, feats, s.pr_k)
-            if logits is not None and space.has_inception_logits:
-                out[f"eval/is_{name}"] = inception_score(logits)
-        except Exception as e:  # noqa: BLE001  (a GMM that cannot be fitted, too few samples)
-            for k in ("fid", "precision", "recall"):
-                out[f"eval/{k}_{name}"] = f"{type(e).__name__}: {e}"
+        try:  # the images and their features (a GMM that cannot be fitted fails here)
+            feats, logits = _features_of(space, make(), ctx.device, s.batch_size)
+        except Exception as e:  # noqa: BLE001
+            out.update({f"eval/{k}_{name}": f"failed: {type(e).__name__}: {e}"
+                        for k in ("fid", "precision", "recall")})
+            continue
+        _guarded(out, [f"eval/fid_{name}"], lambda: {
+            f"eval/fid_{name}": frechet_distance(ref.stats, statistics(feats))})
+        _guarded(out, [f"eval/precision_{name}", f"eval/recall_{name}"], lambda: dict(zip(
+            (f"eval/precision_{name}", f"eval/recall_{name}"),
+            precision_recall(ref.features, feats, s.pr_k, device=ctx.device, seed=ctx.seed))))
+        if logits is not None and space.has_inception_logits:
+            _guarded(out, [f"eval/is_{name}"],
+                     lambda: {f"eval/is_{name}": inception_score(logits)})
     if not space.has_inception_logits:
         ctx.notes["eval/is_*"] = (f"the Inception Score needs Inception's classes; FID here is "
                                   f"in {space.name}")
     return out
 
 
-def _features_of(space, batches, device) -> tuple[np.ndarray, np.ndarray | None]:
+def _features_of(space, batches, device, batch_size: int
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     from engine.metrics.features import extract
     feats, logits = [], []
     for images in batches:
-        f, lg = extract(space, images, device)
+        f, lg = extract(space, images, device, batch_size)
         feats.append(f)
         if lg is not None:
             logits.append(lg)
@@ -279,11 +312,10 @@ def latent(ctx: Context) -> dict:
 def likelihood(ctx: Context) -> dict:
     from engine.metrics.likelihood import NotComputable, iwae_nll
     s = ctx.settings
-    images = ctx.data.test.images
-    images = images[:s.nll_images] if s.nll_images else images
-    try:
+    images = _subset(ctx.data.test.images, s.nll_images, ctx.seed)
+    try:  # the training images stay on the CPU: only *_i_mle reads them, batch by batch
         r = iwae_nll(ctx.model, images.to(ctx.device), k=s.iwae_k, seed=ctx.seed,
-                     train_images=ctx.data.train.images.to(ctx.device))
+                     train_images=ctx.data.train.images)
     except NotComputable as e:
         return {"eval/nll": str(e), "eval/nll_bpd": str(e)}
     return {"eval/nll": r["nll"], "eval/nll_bpd": r["nll_bpd"]}
@@ -292,22 +324,25 @@ def likelihood(ctx: Context) -> dict:
 def diagnostics(ctx: Context) -> dict:
     from engine.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
     s = ctx.settings
-    train = ctx.data.train.images
-    train = train[:s.diagnostic_images] if s.diagnostic_images else train
-    train = train.to(ctx.device)
+    train = _subset(ctx.data.train.images, s.diagnostic_images, ctx.seed).to(ctx.device)
     out: dict = {}
     # Takida's MSE is summed over pixels, on training images: named apart from test/mse
     names = {"mse": "mse_train_sum", "mse_per_pixel": "mse_train"}
-    for k, v in takida_table1(ctx.model, train, seed=ctx.seed).items():
-        out[f"eval/{names.get(k, k)}"] = v
-    summary, spectrum = encoder_spectrum(ctx.model, train)
-    out.update({f"eval/{k}": v for k, v in summary.items()})
-    if ctx.out_dir is not None:
-        (ctx.out_dir / "encoder_spectrum.json").write_text(json.dumps(
-            [float(v) for v in np.asarray(spectrum)]))
-    batch = train[:min(len(train), ctx.model.cfg.batch_size)]
-    out.update({f"eval/{k}": v for k, v in gradient_variance(
-        ctx.model, batch, draws=s.grad_var_draws, seed=ctx.seed).items()})
+    _guarded(out, ["eval/takida_table1"], lambda: {
+        f"eval/{names.get(k, k)}": v
+        for k, v in takida_table1(ctx.model, train, seed=ctx.seed).items()})
+
+    def spectrum() -> dict:
+        summary, eigenvalues = encoder_spectrum(ctx.model, train)
+        if ctx.out_dir is not None:
+            write_json_atomic(ctx.out_dir / "encoder_spectrum.json",
+                              [float(v) for v in np.asarray(eigenvalues)])
+        return {f"eval/{k}": v for k, v in summary.items()}
+    _guarded(out, ["eval/encoder_spectrum"], spectrum)
+    batch = train[:min(len(train), ctx.model.cfg.batch_size)]  # one minibatch, held fixed
+    _guarded(out, ["eval/grad_var"], lambda: {
+        f"eval/{k}": v for k, v in gradient_variance(
+            ctx.model, batch, draws=s.grad_var_draws, seed=ctx.seed).items()})
     return out
 
 
@@ -322,26 +357,28 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
     """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
     computed, "features": the FID feature space}; "time/eval_<group>_s" per group."""
     settings = settings or EvalSettings()
-    was_training = model.training
+    device = torch.device(device)
+    modes = [(m, m.training) for m in model.modules()]  # each module's own mode, restored
     model.eval()
     ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None)
+    # every CUDA device's RNG is reseeded by manual_seed, so every one is forked
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     metrics: dict = {}
     try:
         for name in settings.metrics:
             start = time.perf_counter()
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(seed)  # each group's draws independent of the others
                 try:
-                    result = EVALUATIONS[name](ctx)
+                    for k, v in EVALUATIONS[name](ctx).items():
+                        if isinstance(v, str):
+                            ctx.notes[k] = v
+                        else:
+                            metrics[k] = float(v)
                 except Exception as e:  # noqa: BLE001  (never lose the trial for a metric)
                     ctx.notes[name] = f"failed: {type(e).__name__}: {e}"
-                    result = {}
-            for k, v in result.items():
-                if isinstance(v, str):
-                    ctx.notes[k] = v
-                else:
-                    metrics[k] = float(v)
             metrics[f"time/eval_{name}_s"] = time.perf_counter() - start
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     return {**metrics, "notes": ctx.notes}

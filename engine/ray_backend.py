@@ -141,7 +141,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    workers: int, cpu: float, gpu: float, metric: str, mode: str,
                    scheduler: str, search_alg: str, num_samples: int, epochs: int,
                    max_concurrent: int, resume: bool, verbose: int = 0,
-                   callbacks: list | None = None, pairs: list[tuple[str, int]] | None = None):
+                   callbacks: list | None = None,
+                   pairs: list[tuple[str, int, str | None]] | None = None):
     """Run (or, with `resume`, finish) the experiment in `run_dir`; returns whether every
     trial ended (False when the search was interrupted).
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from engine.data import DATASETS, load_dataset
+from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, dataset_shape,
+                         load_dataset)
 from engine.evaluate import GROUPS, EvalSettings
 from engine.files import write_json_atomic, write_text_atomic
 from engine.train import _parse_overrides
@@ -78,6 +79,8 @@ class BadInput(ValueError):
 def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=search.title)
     p.add_argument("--dataset", default=search.dataset, help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--data-root", help="where the real data sets' files are (default "
+                   "$VAE_DATA_ROOT, else ~/data); downloaded there if missing and possible")
     p.add_argument("--epochs", type=int, help=f"training epochs per trial ({search.epochs})")
     p.add_argument("--seeds", type=int, help=f"seeds 0..K-1 per row ({search.seeds})")
     p.add_argument("--smoke", action="store_true",
@@ -292,7 +295,12 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     try:
         check_args(search, args)
         evaluation = eval_settings(search, args)
-        shape = load_dataset(args.dataset).image_shape
+        shape = dataset_shape(args.dataset)
+        try:  # the files are there (or downloaded) before any trial starts
+            root = check_data(args.dataset, args.data_root)
+        except DataError as e:
+            raise BadInput(str(e)) from None
+        args.data_root = str(root) if root else None
         rows = resolve_rows(search, args, shape)
         if args.search == "optuna":
             base_label = next(iter(rows))
@@ -302,6 +310,15 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
                 except ValueError as e:
                     raise BadInput(f"space of {search.name}: {e}") from None
         out = run_folder(search, args)
+        if args.resume:
+            rows, evaluation = _saved_settings(out, args)
+        else:  # "auto" decided here, once, so no node's trial picks another feature space
+            from engine.metrics.features import resolve_auto
+            if evaluation.features == "auto" and "fid" in evaluation.metrics:
+                n_ref = (len(getattr(load_dataset(args.dataset), evaluation.reference_split)
+                             .images) if args.dataset in EMBEDDED_DATASETS else None)
+                evaluation = evaluation.replace(features=resolve_auto(
+                    shape, n_ref, evaluation.inception_weights))
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -321,16 +338,18 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
               "--cpus-per-trial / --gpus-per-trial / --workers-per-trial", file=sys.stderr)
         return 2
 
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seeds)) if not args.resume else args.saved_seeds
     if not args.resume:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "search.json", {
             "name": search.name, "title": search.title, "dataset": args.dataset,
+            "data_root": args.data_root,
             "epochs": args.epochs, "seeds": seeds, "metric": search.metric,
             "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
             "rows": [{"label": k, "config": c.to_dict()} for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
-            "evaluation": evaluation.to_dict(),
+            "evaluation": evaluation.to_dict(), "image_every": args.image_every,
+            "checkpoint_every": args.checkpoint_every,
             "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
                           "workers": args.workers_per_trial},
             "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
@@ -338,7 +357,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
 
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
                  "workers": args.workers_per_trial}
-    space = {"label": None, "seed": None, "dataset": args.dataset, "epochs": args.epochs,
+    space = {"label": None, "seed": None, "dataset": args.dataset,
+             "data_root": args.data_root, "epochs": args.epochs,
              "metric": search.metric, "mode": search.mode, "image_every": args.image_every,
              "checkpoint_every": args.checkpoint_every, "evaluation": evaluation.to_dict(),
              "resources": resources}
@@ -375,20 +395,26 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
         # Run exactly those, each continuing from the newest checkpoint in its folder.
         print(f"resume: {len(repair)} trial(s) the restore did not finish, continuing them: "
               + ", ".join(f"{label} seed {seed}" for label, seed, _ in repair), flush=True)
-        before = {}
-        for _, _, folder in repair:
-            if folder and (out / folder / "error.txt").exists():
-                (out / folder / "error.txt").replace(out / folder / "error-before-resume.txt")
-            if folder and (out / folder / "result.json").exists():
-                before[folder] = (out / folder / "result.json").read_text().splitlines()
-        complete = ray_backend.run_experiment(
-            str(out), space, rows_as_dicts, workers=args.workers_per_trial,
-            cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
-            mode=search.mode, scheduler=args.scheduler, search_alg="grid", num_samples=1,
-            epochs=args.epochs, max_concurrent=max_concurrent, resume=False,
-            callbacks=list(callbacks), pairs=repair)
-        for folder, lines in before.items():  # Tune rewrote result.json with the new epochs
-            _prepend_results(out / folder / "result.json", lines)
+        folders = [out / folder for _, _, folder in repair if folder]
+        for folder in folders:
+            if (folder / "error.txt").exists():
+                (folder / "error.txt").replace(folder / "error-before-resume.txt")
+            # Tune rewrites result.json with the new epochs: the earlier lines wait on disk
+            # (a driver killed during the repair loses nothing; the next resume merges them)
+            if (folder / "result.json").exists() and not (folder / BEFORE_RESUME).exists():
+                (folder / "result.json").replace(folder / BEFORE_RESUME)
+        try:
+            complete = ray_backend.run_experiment(
+                str(out), space, rows_as_dicts, workers=args.workers_per_trial,
+                cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
+                mode=search.mode, scheduler=args.scheduler, search_alg="grid", num_samples=1,
+                epochs=args.epochs, max_concurrent=max_concurrent, resume=False,
+                callbacks=list(callbacks), pairs=repair)
+        finally:
+            for folder in folders:
+                _merge_results(folder)
+    for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a repair whose driver was killed
+        _merge_results(kept.parent)
     if complete:
         write_json_atomic(out / "finished.json", {"finished": True})
     from engine.report import write_report
@@ -401,25 +427,73 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     return 1 if "error" in _statuses(out) else 0
 
 
+BEFORE_RESUME = "result-before-resume.json"
+
+
+def _saved_settings(out: Path, args) -> tuple[dict, EvalSettings]:
+    """A resumed run's own rows, seeds, data set, budget and evaluation, from search.json:
+    the trials a resume continues or repairs are the run's, whatever the flags say now."""
+    import json
+    saved = json.loads((out / "search.json").read_text())
+    rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
+    args.dataset, args.epochs, args.saved_seeds = (saved["dataset"], saved["epochs"],
+                                                   list(saved["seeds"]))
+    args.image_every = saved.get("image_every", args.image_every)
+    args.data_root = args.data_root or saved.get("data_root")  # the data may have moved
+    args.checkpoint_every = saved.get("checkpoint_every", args.checkpoint_every)
+    evaluation = EvalSettings.from_dict(saved.get("evaluation"))
+    print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
+          f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, evaluation "
+          f"{','.join(evaluation.metrics) or 'none'}; other flags given now are ignored",
+          flush=True)
+    return rows, evaluation
+
+
 def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
                       ) -> list[tuple[str, int, str | None]]:
     """(label, seed, trial folder or None) of the grid's trials that a finished restore left
-    without a folder or in error."""
+    without a folder, or in error because their checkpoint was gone (Tune's saved state
+    pointed at one already replaced). A trial with any finished folder is left alone; other
+    errors were already retried by the restore."""
     from engine.report import load_trials
     trials = load_trials(out)
-    found = {(t.label, t.seed): (t.trial, t.status) for t in trials.itertuples()}
-    return [(label, seed, found.get((label, seed), (None,))[0])
-            for label in rows for seed in seeds
-            if found.get((label, seed), (None, "error"))[1] == "error"]
+    repair = []
+    for label in rows:
+        for seed in seeds:
+            mine = trials[(trials["label"] == label) & (trials["seed"] == seed)]
+            if mine["status"].isin(["completed", "diverged"]).any():
+                continue
+            if mine.empty:
+                repair.append((label, seed, None))
+                continue
+            lost = mine[mine["error"].fillna("").str.contains("Could not recover from checkpoint")]
+            if not lost.empty:
+                repair.append((label, seed, lost["trial"].iloc[0]))
+    return repair
 
 
-def _prepend_results(path: Path, old: list[str]) -> None:
-    """Put back a continued trial's earlier result lines, those before its first new epoch."""
+def _merge_results(folder: Path) -> None:
+    """Put a continued trial's earlier result lines (kept in BEFORE_RESUME) before its new
+    ones: those before its first new epoch; unreadable lines (a driver killed mid-write) are
+    dropped."""
     import json
-    new = path.read_text().splitlines() if path.exists() else []
-    first = json.loads(new[0]).get("epoch", 0) if new else float("inf")
-    kept = [line for line in old if line.strip() and json.loads(line).get("epoch", 0) < first]
-    write_text_atomic(path, "".join(line + "\n" for line in kept + new))
+
+    def read(path: Path) -> list[tuple[int, str]]:
+        lines = []
+        for text in (path.read_text().splitlines() if path.exists() else []):
+            try:
+                lines.append((json.loads(text).get("epoch", 0), text))
+            except ValueError:
+                continue
+        return lines
+    old_path, new_path = folder / BEFORE_RESUME, folder / "result.json"
+    if not old_path.exists():
+        return
+    old, new = read(old_path), read(new_path)
+    first = new[0][0] if new else float("inf")
+    write_text_atomic(new_path, "".join(t + "\n" for e, t in old if e < first)
+                      + "".join(t + "\n" for _, t in new))
+    old_path.unlink()
 
 
 def _statuses(out: Path) -> set[str]:

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="UAE")
     p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-root", help="the real data sets' folder (default $VAE_DATA_ROOT, "
+                   "else ~/data)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs < 1:
             raise ValueError(f"--epochs {args.epochs} must be >= 1")
         cfg = models.resolve(args.preset, **_parse_overrides(args.set))
-        data = load_dataset(args.dataset)
+        data = load_dataset(args.dataset, args.data_root)
         model = models.build(cfg, data.image_shape)  # e.g. an arch that does not fit the data
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -102,7 +102,8 @@ def run_trial(params: dict, session: Session) -> None:
     """
     seed, epochs = params["seed"], params["epochs"]
     cfg = models.resolve(params["config"])
-    data = load_dataset(params["dataset"])
+    data = load_dataset(params["dataset"], params.get("data_root"))
+    evaluation = EvalSettings.from_dict(params.get("evaluation"))  # bad settings fail now
     dev = session.device
     torch.manual_seed(seed)  # the same initial weights for a seed on any worker
     model = models.build(cfg, data.image_shape).to(dev)
@@ -120,6 +121,9 @@ def run_trial(params: dict, session: Session) -> None:
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
+        if start > epochs:  # continued from its final checkpoint: report what it ended with
+            session.report(last, None)
+            return
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
     board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None
@@ -143,9 +147,8 @@ def run_trial(params: dict, session: Session) -> None:
                        "time/epoch_s": time.perf_counter() - t0}
             if epoch == epochs:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
-                    metrics.update(evaluate(
-                        model, data, dev, EvalSettings.from_dict(params.get("evaluation")),
-                        seed=seed, out_dir=session.trial_dir))
+                    metrics.update(evaluate(model, data, dev, evaluation, seed=seed,
+                                            out_dir=session.trial_dir))
                 metrics["status"] = "completed"
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs)

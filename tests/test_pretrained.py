@@ -192,3 +192,20 @@ def test_lpips_missing_backbone_says_where(hub):
     # What the guard spares us: lpips itself goes for the network.
     with pytest.raises(DownloadAttempted):
         lpips.LPIPS(net="alex", verbose=False)
+
+
+def test_the_evaluations_inception_feature_space_and_auto_choice(hub, fid_state_dict):
+    from types import SimpleNamespace
+
+    from engine.metrics import features
+    big = SimpleNamespace(name="fake", image_shape=(1, 28, 28))
+    assert features.resolve_auto((1, 28, 28), 2049) == "classifier"  # no weights yet
+    torch.save(fid_state_dict, hub / "pt_inception-2015-12-05-6726825d.pth")
+    assert features.resolve_auto((1, 28, 28), 2049) == "inception"
+    assert features.resolve_auto((3, 64, 64), None) == "inception"  # a real set's test split
+    assert features.resolve_auto((1, 8, 8), 2049) == "classifier"  # 8 px does not suit it
+    assert features.resolve_auto((1, 28, 28), 2048) == "classifier"  # no full-rank covariance
+    space = features.choose_features(big, "inception", torch.device("cpu"))
+    assert space.name == "inception-pool3" and space.dim == 2048 and space.has_inception_logits
+    feats, logits = features.extract(space, torch.rand(3, 1, 28, 28), torch.device("cpu"))
+    assert feats.shape == (3, 2048) and logits.shape == (3, 1008)

@@ -168,8 +168,9 @@ def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
     kept = {f.parent.name: f.read_text() for f in out.glob("*/result.json")
             if f.parent != broken}
 
-    resumed = search(["--resume", *args])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = search(["--resume", *args, "--epochs", "5", "--seeds", "3"])  # flags ignored:
+    assert resumed.returncode == 0, resumed.stderr[-3000:]      # the run's own settings hold
+    assert "own settings (search.json): 2 rows x 2 seeds on digits, 2 epochs" in resumed.stdout
     assert "2 trial(s) the restore did not finish" in resumed.stdout
     trials = load_trials(out)
     assert sorted(zip(trials["label"], trials["seed"])) == [("RAE", 0), ("RAE", 1),
@@ -181,6 +182,24 @@ def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
     for name, text in kept.items():  # the others were not run again
         assert (out / name / "result.json").read_text() == text
     assert (out / "finished.json").exists()
+
+
+def test_a_search_runs_on_a_real_data_set_from_its_files(tmp_path):
+    # Fashion-MNIST's gzipped IDX files (tiny, written here) under --data-root; the network
+    # for the 28x28 images is picked by size, nothing names an architecture
+    from test_real_data import write_mnist
+    write_mnist(tmp_path / "data", "FashionMNIST", n_train=48, n_test=12)
+    out = tmp_path / "run"
+    proc = search(["--smoke", "--rows", "RAE", "--dataset", "fashion", "--data-root",
+                   str(tmp_path / "data"), "--eval", "reconstruction", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [trial] = load_trials(out).itertuples()
+    assert trial.status == "completed" and trial.epochs_done == 2
+    [ckpt] = out.glob("RAE_seed0_*/checkpoint_*/state.pt")
+    state = torch.load(ckpt, weights_only=True)
+    model = models.build(models.Config.from_dict(state["params"]["config"]), (1, 28, 28))
+    model.load_state_dict(state["model"])  # strict: the trial trained this conv28 network
+    assert model.arch == "conv28" and state["params"]["data_root"] == str(tmp_path / "data")
 
 
 def test_a_diverging_trial_does_not_stop_the_others(tmp_path):
@@ -255,6 +274,7 @@ def test_a_two_worker_trial_runs_through_torch_trainer(tmp_path):
     (["--eval-set", "densities=gmm7"], "gmm7"),
     (["--eval-set", "nonsense=1"], "nonsense"),
     (["--inception-weights", "/no/such/file.pth"], "/no/such/file.pth"),
+    (["--dataset", "celebahq", "--data-root", "/no/such/root"], "/no/such/root/celebahq"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, tmp_path,
                                                                  capsys):

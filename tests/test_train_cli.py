@@ -62,7 +62,9 @@ def test_a_run_is_reproducible_per_seed(capsys):
 
 @pytest.mark.parametrize("argv, names", [
     (["--preset", "NoSuchPreset"], ["unknown preset", "'NoSuchPreset'"]),
-    (["--dataset", "mnist"], ["unknown dataset", "'mnist'"]),
+    (["--dataset", "imagenet"], ["unknown dataset", "'imagenet'"]),
+    (["--dataset", "celebahq", "--data-root", "/no/such"], ["CelebA-HQ not found",
+                                                            "/no/such/celebahq"]),
     (["--epochs", "0"], ["--epochs 0"]),
     (["--epochs", "-2"], ["--epochs -2"]),
     (["--set", "nosuchfield=1"], ["nosuchfield=1"]),

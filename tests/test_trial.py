@@ -64,6 +64,28 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path, preset):
     assert all(torch.allclose(wa[k], wb[k]) for k in wa)
 
 
+def test_continuing_from_the_final_checkpoint_reports_its_final_metrics_once(tmp_path):
+    # a resume can hand a trial its last checkpoint (Tune's state older than the folder):
+    # nothing is trained again, and the report it ends with is the completed one
+    full = run(params(), tmp_path / "a")
+    again = run(params(), tmp_path / "b", resume=full.states[-1])
+    assert again.reports == [full.reports[-1]] and again.reports[0]["status"] == "completed"
+    assert again.states == [None]
+
+
+def test_newest_state_takes_the_latest_epoch_and_skips_a_half_written_checkpoint(tmp_path):
+    from engine.trial import newest_state
+    full = run(params(), tmp_path / "a")
+    for name, state in (("checkpoint_000007", full.states[0]),
+                        ("checkpoint_000002", full.states[1])):
+        (tmp_path / "t" / name).mkdir(parents=True)
+        torch.save(state, tmp_path / "t" / name / "state.pt")
+    (tmp_path / "t" / "checkpoint_000009").mkdir()
+    (tmp_path / "t" / "checkpoint_000009" / "state.pt").write_bytes(b"PK\x03\x04trunc")
+    assert newest_state(str(tmp_path / "t"))["epoch"] == 2  # by epoch, not folder name
+    assert newest_state(str(tmp_path / "empty")) is None
+
+
 def test_a_nan_loss_ends_the_trial_as_diverged_with_its_last_finite_metrics(tmp_path):
     cfg = models.PRESETS["AE"].replace(lr=1e30).to_dict()  # the first Adam steps blow it up
     rec = run(params(config=cfg, epochs=5), tmp_path)

@@ -52,6 +52,7 @@ class FeatureSpace:
     net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]  # -> (feat, logits)
     has_inception_logits: bool
     description: str  # for the report, e.g. "own CNN on digits' labels, test accuracy 0.97"
+    key: str  # which network exactly (classifier cache key, weights file hash): cache keys
 
 
 @torch.no_grad()
@@ -99,8 +100,11 @@ def _fingerprint(data) -> str:
 
 def train_classifier(data, steps: int = CLASSIFIER_STEPS, batch_size: int = 128, seed: int = 0
                      ) -> tuple[Classifier, float]:
-    """Train on data.train's labels with a fixed seed on the CPU (the same weights on every
-    machine); returns the classifier (eval mode) and its test accuracy."""
+    """Train on data.train's labels with a fixed seed on the CPU; returns the classifier (eval
+    mode) and its test accuracy. Reproducible on one machine; another machine (another BLAS,
+    thread count) may differ in the last bits, so a cluster should share one cache folder
+    ($VAE_ABLATIONS_CACHE on the shared file system) for its trials' FIDs to share one
+    network."""
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers run under no_grad
         torch.manual_seed(seed)
         x, y = data.train.images.float(), data.train.labels
@@ -146,16 +150,38 @@ def classifier_space(data, device) -> FeatureSpace:
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.to(device).eval()
     return FeatureSpace(f"classifier-{data.name}", CLASSIFIER_DIM, net, False,
-                        f"own CNN trained on {data.name}'s labels (test accuracy "
+                        f"own CNN trained on the labels of {data.name} (test accuracy "
                         f"{info['test_accuracy']:.3f}), 64-d features; not comparable with "
-                        "Inception FIDs")
+                        "Inception FIDs", key=key)
 
 
 def inception_space(device, weights: str | None = None) -> FeatureSpace:
-    from engine.metrics.pretrained import load_inception
-    net = load_inception(weights, device=device)
+    from engine.metrics.pretrained import inception_weights_path, load_inception
+    path = inception_weights_path(weights)
+    net = load_inception(path, device=device)
+    stat = path.stat()  # the file's identity, cheaper than hashing 100 MB per trial
     return FeatureSpace("inception-pool3", 2048, net, True,
-                        "pytorch-fid's Inception-v3 pool3 (the standard FID)")
+                        "pytorch-fid's Inception-v3 pool3 (the standard FID)",
+                        key=f"inception-{stat.st_size}-{int(stat.st_mtime)}")
+
+
+def resolve_auto(image_shape: tuple[int, ...], n_reference: int | None,
+                 inception_weights: str | None = None) -> str:
+    """What "auto" means for this data set on this machine: "inception" where the images
+    (C, H, W) suit it, its weights are here and the reference split has more than 2,048
+    images (a full-rank covariance; None: not known, as for the real data sets, whose test
+    splits all have more), else "classifier". A search resolves it once, on the driver, so
+    that no trial on another node silently computes its FIDs in another space."""
+    from engine.metrics.pretrained import WeightsMissing, inception_weights_path
+    suits = (min(image_shape[1:]) >= INCEPTION_MIN_SIZE
+             and (n_reference is None or n_reference > 2048))
+    if not suits:
+        return "classifier"
+    try:
+        inception_weights_path(inception_weights)
+    except WeightsMissing:
+        return "classifier"
+    return "inception"
 
 
 def choose_features(data, which: str, device, inception_weights: str | None = None
@@ -195,7 +221,7 @@ def reference(data, split: str, space: FeatureSpace, device, recompute: bool = F
     digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
     folder = cache_dir() / "reference"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{data.name}-{split}-{space.name}-{digest}.npz"
+    path = folder / f"{data.name}-{split}-{space.key}-{digest}.npz"
     if path.is_file() and not recompute:
         z = np.load(path)
         return Reference(Stats(z["mu"], z["cov"], int(z["n"]), z["sqrt_cov"]), z["features"])

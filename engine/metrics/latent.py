@@ -185,7 +185,7 @@ def filtered_mean(distances: torch.Tensor, low: float = 1.0, high: float = 99.0)
 # Perceptual path length
 # ---------------------------------------------------------------------------------------------
 
-def _generate(model, z: torch.Tensor) -> torch.Tensor:
+def generate(model, z: torch.Tensor) -> torch.Tensor:
     """G(z): the decoder mean, through the nearest code for a VQ codebook. (N, D) -> (N, *X)"""
     if model.cfg.codebook == "vq":
         z = nearest_code(z, model.codebook)
@@ -204,7 +204,7 @@ def path_distances(model, z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor,
         for i in range(0, len(t), batch_size):
             a, b, s = z1[i:i + batch_size], z2[i:i + batch_size], t[i:i + batch_size]
             z = torch.cat([path(a, b, s), path(a, b, s + epsilon)])  # (2B, D): one decoder call
-            images = _generate(model, z)  # (2B, *X)
+            images = generate(model, z)  # (2B, *X)
             n = len(s)
             out.append(distance(images[:n], images[n:]).double() / epsilon ** 2)  # (B,)
     return torch.cat(out)

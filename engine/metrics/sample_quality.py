@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from engine.metrics.latent import slerp
+from engine.metrics.latent import generate, slerp
 
 # --- image sets, produced in batches so 10,000 CelebA-size images never sit in memory ---
 
@@ -30,9 +30,10 @@ def reconstructions(model, images: torch.Tensor, device, batch_size: int) -> Ite
 
 
 def decoded(model, latents: torch.Tensor, device, batch_size: int) -> Iterator:
-    """The decoder mean of each latent (n, D)."""
+    """The decoder mean of each latent (n, D), through the nearest code for a VQ model (whose
+    decoder only ever sees codes)."""
     for i in range(0, len(latents), batch_size):
-        yield model.decode(latents[i:i + batch_size].to(device))
+        yield generate(model, latents[i:i + batch_size].to(device))
 
 
 def interpolation_latents(model, images: torch.Tensor, n: int, ratio: str, seed: int,
@@ -73,14 +74,19 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
     return float(torch.cat(inside).float().mean())
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, batch: int = 1000
-                     ) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, batch: int = 1000,
+                     device="cpu", seed: int = 0) -> tuple[float, float]:
     """Kynkäänniemi et al. 2019, Eq. 1-3: precision = share of fake samples inside the real
     manifold (union of k-NN balls of the real features), recall = share of real samples
-    inside the fake manifold. Both sets are cut to the same size, as the paper uses them."""
+    inside the fake manifold. Both sets are cut to the same size by a seeded random subset
+    (the paper compares equal numbers), and the distances are computed on `device`."""
     n = min(len(real), len(fake))
-    r = torch.from_numpy(np.asarray(real[:n], dtype=np.float32))
-    f = torch.from_numpy(np.asarray(fake[:n], dtype=np.float32))
+    rng = np.random.default_rng(seed)
+
+    def subset(a: np.ndarray) -> torch.Tensor:  # (n, d) on device
+        rows = np.sort(rng.choice(len(a), n, replace=False)) if len(a) > n else slice(None)
+        return torch.from_numpy(np.asarray(a[rows], dtype=np.float32)).to(device)
+    r, f = subset(real), subset(fake)
     precision = _coverage(f, r, _kth_radius(r, k, batch), batch)
     recall = _coverage(r, f, _kth_radius(f, k, batch), batch)
     return precision, recall
