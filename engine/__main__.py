@@ -84,7 +84,11 @@ def _evaluate(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = load_dataset(params["dataset"], args.data_root or params.get("data_root"))
+    try:
+        data = load_dataset(params["dataset"], args.data_root or params.get("data_root"))
+    except ValueError as e:  # DataNotFound, DataError: one line naming the file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     model = models.build(models.resolve(params["config"]), data.image_shape)
     model.load_state_dict(state["model"])
     model.to(device)

@@ -162,7 +162,7 @@ def _gunzip(src: Path, dst: Path) -> None:
 def _decode_mnist(name: str, root: Path, alloc: Alloc) -> dict:
     cls, raw = _MNIST_CLASSES[name], _mnist_raw(name, root)
     sources = _mnist_sources(name, root)
-    _warn_unofficial(name, [(raw / f"{f}.gz", md5) for f, md5 in cls.resources])
+    _warn_unofficial(name, [(raw / f, md5) for f, md5 in cls.resources])  # names end in .gz
     # torchvision's MNIST reads only the uncompressed files (its download gunzips the .gz
     # next to them). Where only the .gz files are there, they are gunzipped into a temporary
     # folder in its layout instead: nothing is written into the data root, which may be

@@ -61,7 +61,10 @@ def _load_resume(checkpoint, folder: str) -> dict | None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             return load_state(d)
-    return newest_state(folder)
+    state = newest_state(folder)
+    if state is not None:
+        state["from_folder"] = True  # not Tune's: its results are not in Tune's result.json
+    return state
 
 
 def _quiet() -> None:

@@ -295,26 +295,24 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     try:
         check_args(search, args)
         evaluation = eval_settings(search, args)
-        shape = dataset_shape(args.dataset)
-        try:  # the files are there (or downloaded) before any trial starts
-            root = check_data(args.dataset, args.data_root)
-        except DataError as e:
-            raise BadInput(str(e)) from None
-        args.data_root = str(root) if root else None
-        rows = resolve_rows(search, args, shape)
-        if args.search == "optuna":
-            base_label = next(iter(rows))
-            for point in _space_bounds(search.space):
-                try:
-                    models.build(rows[base_label].replace(**point), shape)
-                except ValueError as e:
-                    raise BadInput(f"space of {search.name}: {e}") from None
         out = run_folder(search, args)
-        if args.resume:
+        if args.resume:  # the run's own rows, data set, budget and evaluation
             rows, evaluation = _saved_settings(out, args)
-        else:  # "auto" decided here, once, so no node's trial picks another feature space
-            from engine.metrics.features import resolve_auto
+            _check_files(args)
+        else:
+            _check_files(args)
+            shape = dataset_shape(args.dataset)
+            rows = resolve_rows(search, args, shape)
+            if args.search == "optuna":
+                base_label = next(iter(rows))
+                for point in _space_bounds(search.space):
+                    try:
+                        models.build(rows[base_label].replace(**point), shape)
+                    except ValueError as e:
+                        raise BadInput(f"space of {search.name}: {e}") from None
+            # "auto" decided here, once, so that no node's trial picks another feature space
             if evaluation.features == "auto" and "fid" in evaluation.metrics:
+                from engine.metrics.features import resolve_auto
                 n_ref = (len(getattr(load_dataset(args.dataset), evaluation.reference_split)
                              .images) if args.dataset in EMBEDDED_DATASETS else None)
                 evaluation = evaluation.replace(features=resolve_auto(
@@ -428,6 +426,18 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
 
 
 BEFORE_RESUME = "result-before-resume.json"
+
+
+def _check_files(args) -> None:
+    """The data set's files are there (or downloaded) before any trial starts. The root is
+    kept as given (made absolute), None when not given, so that each node of a cluster finds
+    its own $VAE_DATA_ROOT; this checks the driver's machine only."""
+    if args.data_root:
+        args.data_root = str(Path(args.data_root).expanduser().resolve())
+    try:
+        check_data(args.dataset, args.data_root)
+    except (DataError, OSError) as e:  # OSError: e.g. a cache folder that cannot be locked
+        raise BadInput(str(e).splitlines()[0] if str(e) else repr(e)) from None
 
 
 def _saved_settings(out: Path, args) -> tuple[dict, EvalSettings]:

@@ -121,9 +121,10 @@ def run_trial(params: dict, session: Session) -> None:
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
-        if start > epochs:  # continued from its final checkpoint: report what it ended with
-            session.report(last, None)
-            return
+        if start > epochs:  # restored at its final checkpoint: nothing left to train
+            if session.resume.get("from_folder"):  # its result lines were set aside: say it
+                session.report(last, None)
+            return  # (restored by Tune, whose result.json already ends with it: say nothing)
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
     board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None

@@ -506,3 +506,9 @@ def test_unofficial_files_are_said_once(tmp_path):
     write_cifar(tmp_path)
     with pytest.warns(UnofficialFilesWarning, match="data_batch_1, .*differ from the official release"):
         load_dataset("cifar10", root=tmp_path)
+
+
+def test_unofficial_mnist_archives_are_said_too(tmp_path):
+    write_mnist(tmp_path, "MNIST")  # the .gz names torchvision's resources list carry
+    with pytest.warns(UnofficialFilesWarning, match="train-images-idx3-ubyte.gz"):
+        load_dataset("mnist", root=tmp_path)

@@ -64,11 +64,14 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path, preset):
     assert all(torch.allclose(wa[k], wb[k]) for k in wa)
 
 
-def test_continuing_from_the_final_checkpoint_reports_its_final_metrics_once(tmp_path):
-    # a resume can hand a trial its last checkpoint (Tune's state older than the folder):
-    # nothing is trained again, and the report it ends with is the completed one
+def test_restored_at_the_final_checkpoint_trains_nothing_and_reports_only_if_set_aside(
+        tmp_path):
     full = run(params(), tmp_path / "a")
-    again = run(params(), tmp_path / "b", resume=full.states[-1])
+    # restored by Tune from its final checkpoint: Tune's result.json already ends with it
+    assert run(params(), tmp_path / "b", resume=full.states[-1]).reports == []
+    # continued from the newest checkpoint in its folder (a resume's repair), whose earlier
+    # result lines were set aside: it reports the completed line once
+    again = run(params(), tmp_path / "c", resume={**full.states[-1], "from_folder": True})
     assert again.reports == [full.reports[-1]] and again.reports[0]["status"] == "completed"
     assert again.states == [None]
 
