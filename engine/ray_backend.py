@@ -43,6 +43,13 @@ def init(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
+def restart(address: str | None) -> None:
+    """Disconnect (which ends this driver's actors, e.g. the trials of a failed restore) and
+    connect again."""
+    ray.shutdown()
+    init(address)
+
+
 def cluster_resources() -> dict[str, float]:
     return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
 
@@ -251,5 +258,5 @@ def _search_alg(name: str, metric: str, mode: str):
     return OptunaSearch(metric=metric, mode=mode, seed=0)
 
 
-__all__ = ["init", "cluster_resources", "run_experiment", "can_resume",
+__all__ = ["init", "restart", "cluster_resources", "run_experiment", "can_resume",
            "one_worker_trial", "ddp_trial"]

@@ -379,13 +379,26 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     print(f"{search.title}: {len(rows)} rows x {len(seeds)} seeds on {args.dataset}, "
           f"{args.epochs} epochs, scheduler {args.scheduler} -> {out}", flush=True)
     rows_as_dicts = {k: c.to_dict() for k, c in rows.items()}
-    complete = ray_backend.run_experiment(
-        str(out), space, rows_as_dicts, workers=args.workers_per_trial,
-        cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
-        mode=search.mode, scheduler=args.scheduler, search_alg=args.search,
-        num_samples=num_samples, epochs=args.epochs, max_concurrent=max_concurrent,
-        resume=args.resume, callbacks=list(callbacks))
-    repair = _trials_to_repair(out, rows, seeds) if complete and args.resume else []
+    restored = True
+    try:
+        complete = ray_backend.run_experiment(
+            str(out), space, rows_as_dicts, workers=args.workers_per_trial,
+            cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
+            mode=search.mode, scheduler=args.scheduler, search_alg=args.search,
+            num_samples=num_samples, epochs=args.epochs, max_concurrent=max_concurrent,
+            resume=args.resume, callbacks=list(callbacks))
+    except Exception as e:  # noqa: BLE001
+        if not (args.resume and args.search == "grid"):
+            raise
+        # Tune's saved state can be cut short by the killed driver (a searcher state file
+        # half-synced); the trials' own folders are whole: continue from them instead
+        print(f"resume: Tune's saved state did not restore ({type(e).__name__}: "
+              f"{str(e).splitlines()[0] if str(e) else ''}); continuing every unfinished "
+              "trial from its own checkpoints", flush=True)
+        ray_backend.restart(args.address)  # no actor of the failed restore trains on
+        complete, restored = True, False
+    repair = (_trials_to_repair(out, rows, seeds, every_unfinished=not restored)
+              if complete and args.resume else [])
     if repair and args.search == "grid":
         # Tune's saved state can lag behind the run folder when the driver died: trials it had
         # not created yet are missing from it, and a trial's checkpoint it refers to may have
@@ -459,12 +472,13 @@ def _saved_settings(out: Path, args) -> tuple[dict, EvalSettings]:
     return rows, evaluation
 
 
-def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
+def _trials_to_repair(out: Path, rows: dict, seeds: list[int], every_unfinished: bool = False
                       ) -> list[tuple[str, int, str | None]]:
     """(label, seed, trial folder or None) of the grid's trials that a finished restore left
     without a folder, or in error because their checkpoint was gone (Tune's saved state
-    pointed at one already replaced). A trial with any finished folder is left alone; other
-    errors were already retried by the restore."""
+    pointed at one already replaced); with `every_unfinished` (no restore happened), every
+    trial not completed or diverged, from its folder with the most epochs. A trial with any
+    finished folder is left alone; other errors were already retried by the restore."""
     from engine.report import load_trials
     trials = load_trials(out)
     repair = []
@@ -477,6 +491,8 @@ def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
                 repair.append((label, seed, None))
                 continue
             lost = mine[mine["error"].fillna("").str.contains("Could not recover from checkpoint")]
+            if every_unfinished:
+                lost = mine.sort_values("epochs_done", ascending=False)
             if not lost.empty:
                 repair.append((label, seed, lost["trial"].iloc[0]))
     return repair

@@ -184,6 +184,33 @@ def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
     assert (out / "finished.json").exists()
 
 
+def test_resume_continues_from_the_trials_own_checkpoints_when_tunes_state_is_broken(tmp_path):
+    # a driver killed while Tune synced its state can leave it unreadable: the resume then
+    # continues every unfinished trial from its own folder instead of failing
+    out = tmp_path / "run"
+    args = ["--smoke", "--rows", "RAE", "--seeds", "2", "--out", str(out)]
+    assert search(args).returncode == 0
+    broken = next(out.glob("RAE_seed1_*"))
+    lines = (broken / "result.json").read_text().splitlines()
+    (broken / "result.json").write_text(lines[0] + "\n")  # interrupted after epoch 1
+    [ckpt] = broken.glob("checkpoint_*/state.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["epoch"] = 1
+    torch.save(state, ckpt)
+    done = next(out.glob("RAE_seed0_*"))
+    kept = (done / "result.json").read_text()
+    for f in out.glob("experiment_state-*.json"):
+        f.write_text(f.read_text()[:100])  # cut short
+    resumed = search(["--resume", *args])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Tune's saved state did not restore" in resumed.stdout
+    trials = load_trials(out)
+    assert sorted(zip(trials["label"], trials["seed"])) == [("RAE", 0), ("RAE", 1)]
+    assert set(trials["status"]) == {"completed"}
+    epochs = [json.loads(x)["epoch"] for x in (broken / "result.json").read_text().splitlines()]
+    assert epochs == [1, 2] and (done / "result.json").read_text() == kept
+
+
 def test_a_search_runs_on_a_real_data_set_from_its_files(tmp_path):
     # Fashion-MNIST's gzipped IDX files (tiny, written here) under --data-root; the network
     # for the 28x28 images is picked by size, nothing names an architecture
