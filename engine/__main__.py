@@ -55,7 +55,7 @@ def _evaluate(args) -> int:
 
     import models
     from engine.data import load_dataset
-    from engine.evaluate import GROUPS, EvalSettings, evaluate
+    from engine.evaluate import EvalSettings, evaluate, parse_groups
     from engine.files import write_json_atomic
     from engine.trial import load_state, newest_state
 
@@ -76,8 +76,7 @@ def _evaluate(args) -> int:
     changes = {k: getattr(args, k) for k in ("fid_samples", "features", "inception_weights")
                if getattr(args, k) is not None}
     if args.eval:
-        changes["metrics"] = {"all": GROUPS, "none": ()}.get(args.eval) or tuple(
-            g.strip() for g in args.eval.split(",") if g.strip())
+        changes["metrics"] = parse_groups(args.eval)
     try:
         settings = EvalSettings.from_dict(params.get("evaluation")).replace(**changes)
     except (ValueError, TypeError) as e:

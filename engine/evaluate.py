@@ -42,6 +42,14 @@ DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10})
                 "second_stage": ("second_stage", {})}
 
 
+def parse_groups(text: str) -> tuple[str, ...]:
+    """--eval's value: "all", "none", or group names separated by commas."""
+    special = {"all": GROUPS, "none": ()}
+    if text.strip() in special:
+        return special[text.strip()]
+    return tuple(g.strip() for g in text.split(",") if g.strip())
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """What to evaluate and with how many samples (flags: --eval, --fid-samples, --features,
@@ -105,10 +113,12 @@ class EvalSettings:
             return cls(metrics=("reconstruction",))
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("metrics"), str):
+            d["metrics"] = parse_groups(d["metrics"])
+        if isinstance(d.get("densities"), str):
+            d["densities"] = tuple(v.strip() for v in d["densities"].split(",") if v.strip())
         for k in ("metrics", "densities"):
-            if isinstance(d.get(k), str):
-                d[k] = tuple(v.strip() for v in d[k].split(",") if v.strip())
-            elif k in d:
+            if k in d:
                 d[k] = tuple(d[k])
         return cls(**d).validate()
 
@@ -356,15 +366,14 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
              seed: int = 0, out_dir: str | Path | None = None) -> dict:
     """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
     computed, "features": the FID feature space}; "time/eval_<group>_s" per group."""
+    from engine.metrics import evaluating
     settings = settings or EvalSettings()
     device = torch.device(device)
-    modes = [(m, m.training) for m in model.modules()]  # each module's own mode, restored
-    model.eval()
     ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None)
     # every CUDA device's RNG is reseeded by manual_seed, so every one is forked
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     metrics: dict = {}
-    try:
+    with evaluating(model):  # each module's own training flag restored after
         for name in settings.metrics:
             start = time.perf_counter()
             with torch.random.fork_rng(devices=cuda):
@@ -378,7 +387,4 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
                 except Exception as e:  # noqa: BLE001  (never lose the trial for a metric)
                     ctx.notes[name] = f"failed: {type(e).__name__}: {e}"
             metrics[f"time/eval_{name}_s"] = time.perf_counter() - start
-    finally:
-        for m, training in modes:
-            m.training = training
     return {**metrics, "notes": ctx.notes}

@@ -129,7 +129,8 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
     table = pd.DataFrame.from_records(records, columns=[*columns, "n", *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
-    table.attrs["notes"] = notes + _evaluation_notes(trials, metrics) + _status_notes(trials, groups, table, search.get("rows") or [])
+    table.attrs["notes"] = (notes + _evaluation_notes(trials, metrics)
+                            + _status_notes(trials, groups, table, search.get("rows") or []))
     return table
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import models
 from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, dataset_shape,
                          load_dataset)
-from engine.evaluate import GROUPS, EvalSettings
+from engine.evaluate import GROUPS, EvalSettings, parse_groups
 from engine.files import write_json_atomic, write_text_atomic
 from engine.train import _parse_overrides
 
@@ -180,8 +180,6 @@ def eval_settings(search: Search, args) -> EvalSettings:
         try:
             if isinstance(default, tuple):
                 changes[key] = tuple(v for v in value.split(",") if v)
-            elif isinstance(default, bool):
-                changes[key] = value.lower() in ("1", "true", "yes")
             elif default is None or isinstance(default, str):
                 changes[key] = value
             else:
@@ -190,9 +188,7 @@ def eval_settings(search: Search, args) -> EvalSettings:
             raise BadInput(f"--eval-set {item!r}: {value!r} is not a {type(default).__name__}"
                            ) from None
     if args.eval is not None:
-        groups = {"all": GROUPS, "none": ()}.get(args.eval)
-        changes["metrics"] = groups if groups is not None else tuple(
-            g.strip() for g in args.eval.split(",") if g.strip())
+        changes["metrics"] = parse_groups(args.eval)
     for flag in ("fid_samples", "features", "inception_weights"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
@@ -379,14 +375,17 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     print(f"{search.title}: {len(rows)} rows x {len(seeds)} seeds on {args.dataset}, "
           f"{args.epochs} epochs, scheduler {args.scheduler} -> {out}", flush=True)
     rows_as_dicts = {k: c.to_dict() for k, c in rows.items()}
-    restored = True
-    try:
-        complete = ray_backend.run_experiment(
+
+    def experiment(**kw) -> bool:  # this run's Tune experiment; kw: what differs per call
+        return ray_backend.run_experiment(
             str(out), space, rows_as_dicts, workers=args.workers_per_trial,
             cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
-            mode=search.mode, scheduler=args.scheduler, search_alg=args.search,
-            num_samples=num_samples, epochs=args.epochs, max_concurrent=max_concurrent,
-            resume=args.resume, callbacks=list(callbacks))
+            mode=search.mode, scheduler=args.scheduler, epochs=args.epochs,
+            max_concurrent=max_concurrent, callbacks=list(callbacks), **kw)
+    restored = True
+    try:
+        complete = experiment(search_alg=args.search, num_samples=num_samples,
+                              resume=args.resume)
     except Exception as e:  # noqa: BLE001
         if not (args.resume and args.search == "grid"):
             raise
@@ -415,12 +414,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
             if (folder / "result.json").exists() and not (folder / BEFORE_RESUME).exists():
                 (folder / "result.json").replace(folder / BEFORE_RESUME)
         try:
-            complete = ray_backend.run_experiment(
-                str(out), space, rows_as_dicts, workers=args.workers_per_trial,
-                cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
-                mode=search.mode, scheduler=args.scheduler, search_alg="grid", num_samples=1,
-                epochs=args.epochs, max_concurrent=max_concurrent, resume=False,
-                callbacks=list(callbacks), pairs=repair)
+            complete = experiment(search_alg="grid", num_samples=1, resume=False,
+                                  pairs=repair)
         finally:
             for folder in folders:
                 _merge_results(folder)

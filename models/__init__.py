@@ -7,16 +7,23 @@ Public API:
     fit_density(model, train_images, seed) -> Density with .sample(n, seed)
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
     DENSITIES                    name -> fit(latents, cfg, seed) -> Density
+    Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+                                 what the evaluation suite computes with (engine/metrics/)
 """
 from __future__ import annotations
 
 from .autoencoder import GaussianAutoencoder
-from .config import Config, ConfigError
+from .codebooks import nearest_code
+from .config import SAMPLINGS, Config, ConfigError
 from .density import DENSITIES, draw_latents, fit_density
+from .posteriors import Posterior
 from .presets import PRESETS
+from .regularizers import REGULARIZERS
+from .variances import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "draw_latents", "DENSITIES"]
+           "fit_density", "draw_latents", "DENSITIES", "Posterior", "REGULARIZERS",
+           "SAMPLINGS", "nearest_code", "MLE_EPS", "TRAINABLE_VARIANCE_SHAPES"]
 
 
 def resolve(name_or_config: str | Config | dict, **overrides) -> Config:

@@ -181,3 +181,10 @@ def test_bad_evaluation_settings_are_one_line():
         EvalSettings(metrics=("fdi",)).validate()
     with pytest.raises(ValueError, match="densities: unknown 'gmm7'"):
         EvalSettings(densities=("gmm7",)).validate()
+
+
+def test_eval_groups_parse_the_same_for_searches_and_the_evaluate_command():
+    from engine.evaluate import GROUPS, parse_groups
+    assert parse_groups("all") == GROUPS and parse_groups("none") == ()
+    assert parse_groups("fid, latent") == ("fid", "latent")
+    assert EvalSettings.from_dict({"metrics": "none"}).metrics == ()

@@ -326,7 +326,7 @@ def test_a_gpu_request_on_a_machine_without_one_is_refused(tmp_path):
 def test_engine_never_imports_a_model_internal_or_names_a_preset():
     """engine/ uses the models' public API only (DESIGN: engine/ knows nothing of models)."""
     presets = set(models.PRESETS)
-    for path in (ROOT / "engine").glob("*.py"):
+    for path in (ROOT / "engine").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:

@@ -18,14 +18,14 @@ a `seed`, so a call is deterministic.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from models.config import SAMPLINGS, ConfigError
+import models
+from engine.metrics import evaluating
 
 # Elements of the largest (queries x components x D) block the MI bound builds at once.
 _MI_BLOCK = 1 << 24
@@ -35,24 +35,6 @@ _MI_BLOCK = 1 << 24
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-@contextlib.contextmanager
-def _evaluating(model: torch.nn.Module, cfg=None) -> Iterator[None]:
-    """Eval mode (and `cfg` in place of model.cfg, which is frozen, so it is swapped, not
-    edited) for the duration; every submodule's training flag and the config are restored
-    even when the body raises."""
-    modes = [(m, m.training) for m in model.modules()]
-    old_cfg = model.cfg
-    model.eval()
-    if cfg is not None:
-        model.cfg = cfg
-    try:
-        yield
-    finally:
-        model.cfg = old_cfg
-        for m, training in modes:
-            m.training = training
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device
@@ -76,14 +58,9 @@ def _check_gaussian(scale_tril: torch.Tensor) -> None:
 # --------------------------------------------------------------------------- Takida Table 1
 
 def kl_to_standard_normal(mean: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, L L^T) || N(0, I)) = 1/2 [||L||_F^2 + ||mu||^2 - D - 2 sum_j log L_jj], (B,).
-
-    Takida Sec. 3.1 (the diagonal case below Eq. 3) and Dai & Wipf Eq. 9 with a full Sigma_z:
-    tr Sigma = ||L||_F^2 and log|Sigma| = 2 sum_j log L_jj for a Cholesky factor L.
-    """
-    d = mean.shape[-1]
-    log_det = 2 * torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
-    return 0.5 * (scale_tril.pow(2).flatten(-2).sum(-1) + mean.pow(2).sum(-1) - d - log_det)
+    """KL(N(mu, L L^T) || N(0, I)), (B,): the model library's own KL regularizer (Takida Sec.
+    3.1 below Eq. 3; Dai & Wipf Eq. 9 with a full Sigma_z), on these moments."""
+    return models.REGULARIZERS["kl"](models.Posterior(mean, scale_tril), None)
 
 
 def expected_gap(decode, mean: torch.Tensor, s_z2: float, draws: int,
@@ -246,7 +223,7 @@ def takida_table1(model, images: torch.Tensor, s_z2: Sequence[float] = (1e-2, 1e
     n_total = len(images)
     n_chunks = max(1, math.ceil(n_total / mi_batch_size))
     point = None
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for chunk in torch.tensor_split(images, n_chunks):
             means, trils = [], []
             for x in _batches(chunk, batch_size, device):
@@ -327,7 +304,7 @@ def encoder_spectrum(model, images: torch.Tensor, batch_size: int = 256,
     d = model.cfg.latent_dim
     total = torch.zeros(d, d, dtype=torch.float64, device=device)
     active_per_input = 0.0
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for x in _batches(images, batch_size, device):
             cov = model.posterior(x).covariance.double()  # (B, D, D)
             total += cov.sum(0)
@@ -402,10 +379,11 @@ def gradient_variance(model, images: torch.Tensor,
     fork_devices = [device] if device.type == "cuda" else []
     out: dict[str, float] = {}
     for name in samplings:
-        if name not in SAMPLINGS:  # checked here: a point posterior never builds its config
-            raise ConfigError(f"sampling={name!r} is not one of {', '.join(SAMPLINGS)}")
+        if name not in models.SAMPLINGS:  # checked here: a point posterior never builds its config
+            raise models.ConfigError(f"sampling={name!r} is not one of "
+                                     f"{', '.join(models.SAMPLINGS)}")
         cfg = sampling_config(model.cfg, "mean" if point else name)
-        with _evaluating(model, cfg), torch.random.fork_rng(devices=fork_devices):
+        with evaluating(model, cfg), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if point:
                 g = encoder_gradient(model, images, params, batch_size).double()

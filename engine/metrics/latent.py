@@ -47,9 +47,9 @@ from typing import Callable
 
 import torch
 
-from models.codebooks import nearest_code
+from models import nearest_code
 
-from .likelihood import eval_mode
+from engine.metrics import evaluating
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, C, H, W) x 2 -> (B,)
 Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> (n, D), e.g. Density.sample
@@ -71,7 +71,7 @@ def encoded_latents(model, images: torch.Tensor, batch_size: int = 512,
     tr Sigma_phi(x). -> (N, D) on the model's device, (N,) float64"""
     p = _param(model)
     means, spreads = [], []
-    with eval_mode(model):
+    with evaluating(model):
         for i in range(0, len(images), batch_size):
             post = model.posterior(images[i:i + batch_size].to(p.device, p.dtype))
             z = post.mean  # (B, D)
@@ -200,7 +200,7 @@ def path_distances(model, z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor,
     before the expectation). -> (n,) float64 on the model's device"""
     path = INTERPOLATIONS[interpolation]
     out = []
-    with eval_mode(model):
+    with evaluating(model):
         for i in range(0, len(t), batch_size):
             a, b, s = z1[i:i + batch_size], z2[i:i + batch_size], t[i:i + batch_size]
             z = torch.cat([path(a, b, s), path(a, b, s + epsilon)])  # (2B, D): one decoder call

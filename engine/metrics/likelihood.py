@@ -38,13 +38,13 @@ summed over pixels, and the log weights combined by logsumexp, in float64.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator
 
 import torch
 
-from models.variances import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+from models import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+
+from engine.metrics import evaluating
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -54,17 +54,6 @@ INPUT_DEPENDENT_MLE = ("iso_d_mle", "diag_d_mle")
 
 class NotComputable(Exception):
     """A metric that has no value for this model; the message is one line saying why."""
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """The model in eval mode (BatchNorm's running statistics) and back to its mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def check_computable(cfg) -> None:
@@ -137,7 +126,7 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
     p = _param(model)
     gen = torch.Generator(device=p.device).manual_seed(seed)
     total = torch.zeros(model.input_shape, dtype=torch.float64, device=p.device)  # (*X)
-    with eval_mode(model):
+    with evaluating(model):
         for i in range(0, len(train_images), batch_size):
             x = train_images[i:i + batch_size].to(p.device, p.dtype)  # (B, *X)
             post = model.posterior(x)
@@ -223,7 +212,7 @@ def iwae_nll(model, images: torch.Tensor, k: int = 500, batch_size: int = 100, s
     d_x = math.prod(model.input_shape)
     gen = torch.Generator(device=p.device).manual_seed(seed)
     total = 0.0
-    with eval_mode(model):
+    with evaluating(model):
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(p.device, p.dtype)  # (B, *X)
             eps = torch.randn((k, x.shape[0], cfg.latent_dim), generator=gen, device=p.device,
