@@ -224,6 +224,10 @@ def check_args(search: Search, args) -> None:
     if args.search == "optuna" and not search.space:
         raise BadInput(f"--search optuna: {search.name} declares no space to sample; it runs "
                        "its rows as a grid")
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise BadInput(f"--data-root {args.data_root}: no such folder; give the folder that "
+                       f"holds the data sets' folders (e.g. <root>/{args.dataset}), or create "
+                       "it for a download")
     if search.metric.split("/")[0] not in ("val", "train"):
         raise BadInput(f"metric {search.metric!r}: early stopping needs a per-epoch "
                        "val/ or train/ metric")

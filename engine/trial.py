@@ -53,7 +53,9 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
 
     `net(x)` returns the loss dict (a DDP wrapper syncs gradients through forward). Every
     worker draws the same permutation from `gen` and takes rows rank::world of each batch, so
-    W workers step exactly as one worker on the whole batch would (up to batch statistics).
+    W workers step exactly as one worker on the whole batch would, for a loss that is a mean
+    over examples (not for batch statistics: BatchNorm, the MMD, each worker's own noise)
+    and up to float rounding (tests/test_faults.py compares the parameters).
     Raises Diverged before stepping on a non-finite loss, so the parameters stay finite.
     """
     net.train()
@@ -71,7 +73,11 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
                        batch.device):
             raise Diverged(f"non-finite loss in the batch starting at example {i}")
         opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        # DDP averages the workers' gradients; a worker's loss is a mean over its own rows, so
+        # weighting it by world * its share of the batch makes that average the gradient of
+        # the whole batch's mean even when the batch does not split evenly (75 -> 38 + 37)
+        share = world * len(batch) / len(idx) if world > 1 else 1.0
+        (terms["loss"] * share).backward()
         opt.step()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
@@ -143,6 +149,8 @@ def run_trial(params: dict, session: Session) -> None:
                 session.report(_diverged(last, epoch, params), None)
                 return
             metrics = {"epoch": epoch, "status": "running",
+                       # a trial restarted after a failure says from where (tests, users)
+                       **({"restored_from_epoch": start - 1} if start > 1 else {}),
                        **{f"train/{k}": v for k, v in terms.items()},
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
                        "time/epoch_s": time.perf_counter() - t0}

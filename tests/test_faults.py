@@ -1,0 +1,168 @@
+"""Multi-worker correctness and faults on this machine: a 2-worker DDP trial (gloo on CPU)
+ends with the parameters of one worker trained on the combined batches; a trial whose worker
+process is killed mid-trial continues from its last checkpoint. (The driver killed
+mid-search: tests/test_search.py; a lost node: tests/test_cluster.py.)"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from engine.report import load_trials
+from engine.trial import Session, load_state, run_trial
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def search(args, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, **kw)
+
+
+def final_state(folder: Path, epoch: int) -> dict:
+    states = [load_state(str(p.parent)) for p in folder.rglob("checkpoint_*/state.pt")]
+    return next(s for s in states if s["epoch"] == epoch)
+
+
+def session_processes(sid: int, name: str) -> list[int]:
+    """PIDs of this search's processes (its session: the driver and the Ray it started,
+    never another run's) whose command line, as Ray titles its workers, holds `name`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and os.getsid(int(proc.name)) == sid
+                    and name in (proc / "cmdline").read_bytes().decode(errors="replace")):
+                pids.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return pids
+
+
+def run_and_kill(args: list[str], progress, victim) -> tuple[subprocess.Popen, str, dict]:
+    """Run the search in its own session; once `progress(run folder)` returns a dict (how
+    far a trial got, read from its files), SIGKILL the pid `victim(search pid, that dict)`
+    names (None: not yet). Returns the finished search, its stderr and that dict. Whatever
+    of the search is left (the driver, the Ray it started) is killed at the end, passed or
+    not."""
+    out = Path(args[args.index("--out") + 1])
+    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        killed, deadline = {}, time.time() + 400
+        while not killed and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            seen = progress(out)
+            pid = victim(proc.pid, seen) if seen else None
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed = seen
+        _, stderr = proc.communicate(timeout=600)
+        return proc, stderr, killed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def last_line(folder_glob: str, after: int):
+    """progress: the last result line of the trial folder matching `folder_glob` once it
+    reports an epoch >= `after` and is still running."""
+    def progress(out: Path) -> dict | None:
+        for f in out.glob(f"{folder_glob}/result.json"):
+            lines = f.read_text().splitlines()
+            last = json.loads(lines[-1]) if lines and lines[-1].endswith("}") else {}
+            if last.get("epoch", 0) >= after and last.get("status") == "running":
+                return last
+        return None
+    return progress
+
+
+def ddp_checkpoint(out: Path) -> dict | None:
+    """progress: the epoch of a DDP trial's first Ray Train checkpoint (Tune's result.json
+    hears of a TorchTrainer's epochs only in batches, so it cannot tell when to kill)."""
+    for path in out.glob("*/ddp/checkpoint_*/state.pt"):
+        with contextlib.suppress(Exception):  # still being written
+            return {"epoch": load_state(str(path.parent))["epoch"]}
+    return None
+
+
+def test_two_ddp_workers_end_with_one_workers_parameters_even_after_losing_one(tmp_path):
+    """A 2-worker TorchTrainer trial, one of whose Ray Train workers is SIGKILLed after
+    epoch 1, against one worker in this process. RAE (deterministic, no batch statistics: an
+    MLP on digits) with batches of 75, which split 38 + 37: without weighting each worker's
+    loss by its share, the two workers' step would differ from one worker's on the whole
+    batch. Ray Train (FailureConfig max_failures=1) restarts the workers from the newest
+    checkpoint; a restart from scratch or a lost optimizer state would change the weights.
+    A 1024-wide MLP makes an epoch long enough to be killed in; 5 epochs keep the rounding
+    of the workers' other summation order below the tolerance (Adam turns it into
+    lr-sized steps where a gradient is ~0: 12 epochs drift ~1e-2 apart, 4 epochs ~1e-6)."""
+    out, epochs = tmp_path / "run", 5
+    proc, stderr, killed = run_and_kill(
+        ["--rows", "RAE", "--seeds", "1", "--epochs", str(epochs), "--workers-per-trial", "2",
+         "--set", "batch_size=75", "hidden=1024", "--eval", "reconstruction", "--out", str(out)],
+        ddp_checkpoint, lambda sid, seen: max(session_processes(sid, "RayTrainWorker"),
+                                              default=None))
+    assert killed and killed["epoch"] < epochs, "nothing was killed mid-trial"
+    assert proc.returncode == 0, stderr[-3000:]
+    trial_dir = next(out.glob("RAE_seed0_*"))
+    assert (trial_dir / "ddp").is_dir()  # the TorchTrainer's own run, named in the trial
+    assert list((trial_dir / "tensorboard").iterdir())  # rank 0 wrote TensorBoard
+    lines = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    restored = {line.get("restored_from_epoch") for line in lines} - {None}
+    assert len(restored) == 1 and 1 <= restored.pop() <= killed["epoch"] + 1  # not scratch
+    ddp = final_state(trial_dir, epochs)
+    params = json.loads((trial_dir / "params.json").read_text())
+
+    reports = []
+    run_trial(params, Session(report=lambda m, f: reports.append(
+        (m, load_state(f) if f else None)), trial_dir=str(tmp_path / "one")))
+    one = reports[-1][1]
+    assert one["epoch"] == epochs
+    # float sums in another order over 85 Adam steps: each weight tensor within 3.5e-5 of
+    # its norm (measured; Adam turns rounding into lr-sized steps where a gradient is ~0);
+    # the unweighted split of 38 + 37 left 7e-3 to 0.12
+    drift = {name: ((ddp["model"][name] - p).norm() / p.norm()).item()
+             for name, p in one["model"].items()}
+    assert max(drift.values()) < 1e-3, drift
+    # the training terms are means over both workers' examples, as one worker's are
+    for key in ("train/loss", "train/recon"):
+        assert abs(ddp["metrics"][key] - one["metrics"][key]) <= 1e-4 * one["metrics"][key]
+    # and the table's test error is that of the one-worker model
+    trials = load_trials(out)
+    assert len(trials) == 1 and trials["status"][0] == "completed"
+    assert abs(trials["test/mse"][0] - one["metrics"]["test/mse"]) < 1e-4 * one["metrics"][
+        "test/mse"]
+
+
+def test_a_killed_trial_process_continues_from_its_last_checkpoint(tmp_path):
+    """SIGKILL the process running a trial after its 3rd epoch: Tune (FailureConfig
+    max_failures=1) restarts it from its newest checkpoint; its result lines then go on
+    from there, no epoch is trained twice from scratch, and the other trial is untouched."""
+    out = tmp_path / "run"
+    proc, stderr, killed = run_and_kill(
+        ["--rows", "RAE", "--seeds", "2", "--epochs", "40", "--eval", "reconstruction",
+         "--out", str(out)], last_line("RAE_seed0_*", 3), lambda sid, line: line["pid"])
+    assert killed, "the trial finished before it could be killed"
+    assert proc.returncode == 0, stderr[-3000:]
+    trials = load_trials(out)
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    lines = [json.loads(line) for line in
+             next(out.glob("RAE_seed0_*/result.json")).read_text().splitlines()]
+    epochs = [line["epoch"] for line in lines]
+    pids = [line["pid"] for line in lines]
+    assert killed["pid"] in pids and pids[-1] != killed["pid"]  # another process finished it
+    restart = pids.index(pids[-1])
+    # it restarted at the epoch after a checkpoint it had written (every epoch here), not at 1
+    assert 1 < epochs[restart] <= killed["epoch"] + 2
+    assert lines[-1]["restored_from_epoch"] == epochs[restart] - 1
+    assert epochs[-1] == 40 and set(epochs) == set(range(1, 41))
+    other = [json.loads(line)["epoch"] for line in
+             next(out.glob("RAE_seed1_*/result.json")).read_text().splitlines()]
+    assert other == list(range(1, 41))
