@@ -129,7 +129,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
     table = pd.DataFrame.from_records(records, columns=[*columns, "n", *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
-    table.attrs["notes"] = (notes + _evaluation_notes(trials, metrics)
+    table.attrs["notes"] = (notes + _order_notes(table, search) + _evaluation_notes(trials, metrics)
                             + _status_notes(trials, groups, table, search.get("rows") or []))
     return table
 
@@ -425,6 +425,56 @@ def _paper(search: dict, rows: list[tuple[str, dict]],
     if missing:
         notes.append(f"{source} has no {dataset} numbers for {', '.join(missing)}.")
     return {"numbers": published, "metrics": [m for m in reported if m in metrics]}, notes
+
+
+def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
+    """The paper's ordering of rows beside ours: a sentence per entry of paper["orders"], each
+    {"metric": m or {label: m}, "what": its name in the sentence, and either "ascending": the
+    labels in the order the paper's text claims (with "claim", where it says so), or "rows":
+    the labels to order by the paper's numbers on each of its data sets (only the run's own
+    where the paper has it; default: every row it has)}. Ours are the rows' means on the
+    run's data set; ties keep the paper's order, so they count as agreeing."""
+    paper = search.get("paper") or {}
+    numbers, dataset = paper.get("numbers") or {}, search.get("dataset")
+    notes = []
+    for spec in paper.get("orders") or []:
+        metric = spec["metric"]
+        of = metric.get if isinstance(metric, dict) else (lambda label, m=metric: m)
+        source = paper.get("source") or "the paper"
+        if "ascending" in spec:
+            claims = [(spec.get("claim") or source, list(spec["ascending"]))]
+        else:
+            claims = []
+            for ds in [dataset] if dataset in numbers else list(numbers):
+                values = {label: _num(numbers[ds].get(label, {}).get(of(label)))
+                          for label in spec.get("rows") or numbers[ds]}
+                claims.append((f"{source} on {ds}", sorted(
+                    (k for k, v in values.items() if not math.isnan(v)), key=values.get)))
+        for claim, theirs in claims:
+            theirs = [label for label in theirs if label in table.index]
+            if len(theirs) < 2:
+                continue
+            ours = {label: _num(table[f"{of(label)} mean"].get(label)) if f"{of(label)} mean"
+                    in table else math.nan for label in theirs}
+            # a sweep's labels share a stem ("stochastic log σx²="): named once
+            stem = os.path.commonprefix(theirs)
+            stem = stem[:max(stem.rfind("="), stem.rfind(" ")) + 1]
+            short = {label: label[len(stem):] for label in theirs}
+            head = (f"order {f'of {stem}… ' if stem else ''}by {spec.get('what') or metric} "
+                    f"(ascending), {claim}: {' < '.join(map(short.get, theirs))}; ours on "
+                    f"{dataset}: ")
+            missing = [label for label, v in ours.items() if math.isnan(v)]
+            if missing:
+                notes.append(f"{head}not comparable, no value for {', '.join(missing)}.")
+                continue
+            mine = sorted(theirs, key=lambda label: (ours[label], theirs.index(label)))
+            swapped = sum(mine.index(a) > mine.index(b)
+                          for i, a in enumerate(theirs) for b in theirs[i + 1:])
+            pairs = len(theirs) * (len(theirs) - 1) // 2
+            notes.append(head + ("the same order." if not swapped else
+                                 f"{' < '.join(map(short.get, mine))}, which differs from the "
+                                 f"paper's ({swapped} of {pairs} pairs swapped)."))
+    return notes
 
 
 def _status_notes(trials: pd.DataFrame, groups: list[dict], table: pd.DataFrame,

@@ -287,10 +287,13 @@ def _space_bounds(space: dict) -> list[dict]:
     return points
 
 
-def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) -> int:
+def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
+        after=None) -> int:
     """Validate, run the search with Ray Tune, write and print the report. Exit code:
     0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input.
-    `callbacks` are extra ray.tune.Callback objects (e.g. a benchmark's timer)."""
+    `callbacks` are extra ray.tune.Callback objects (e.g. a benchmark's timer). `after(run
+    folder)`, if given, runs once the report is written (a study's own plots into
+    <run>/report/); if it raises, the error is one line on stderr and the exit code 1."""
     args = parse_args(search, argv)
     try:
         check_args(search, args)
@@ -431,10 +434,18 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = ()) ->
     text = write_report(out)
     print(text)
     print(f"TensorBoard: tensorboard --logdir {out}")
+    failed = False
+    if after is not None:
+        try:
+            after(out)
+        except Exception as e:  # noqa: BLE001  (the trials' results are written already)
+            print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            failed = True
     if not complete:
         print(f"interrupted: finish it with --resume --out {out}", file=sys.stderr)
         return 130
-    return 1 if "error" in _statuses(out) else 0
+    return 1 if failed or "error" in _statuses(out) else 0
 
 
 BEFORE_RESUME = "result-before-resume.json"

@@ -148,12 +148,16 @@ def run_trial(params: dict, session: Session) -> None:
             except Diverged:
                 session.report(_diverged(last, epoch, params), None)
                 return
+            took = time.perf_counter() - t0
+            # the mean over epochs 1..epoch (a resumed trial's `last` holds the earlier mean),
+            # so the final line, which the report tables, has the whole run's time per epoch
+            mean = (last.get("time/epoch_mean_s", took) * (epoch - 1) + took) / epoch
             metrics = {"epoch": epoch, "status": "running",
                        # a trial restarted after a failure says from where (tests, users)
                        **({"restored_from_epoch": start - 1} if start > 1 else {}),
                        **{f"train/{k}": v for k, v in terms.items()},
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
-                       "time/epoch_s": time.perf_counter() - t0}
+                       "time/epoch_s": took, "time/epoch_mean_s": mean}
             if epoch == epochs:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
                     metrics.update(evaluate(model, data, dev, evaluation, seed=seed,

@@ -160,7 +160,8 @@ def mutual_information_bound(mean: torch.Tensor, scale_tril: torch.Tensor, z: to
     draw's own ||eps||^2/2. The expectation is the same; the draw-by-draw term is never above
     log N, is exactly 0 when all posteriors coincide and log N when they are far apart, where
     D.1's constant leaves noise of sd sqrt(d_z / (2 N S)) (0.02 at N = 10,000, S = 1, d_z = 8,
-    more than Table 1's collapsed-row MI of 3.97e-4).
+    as large as Table 1's collapsed-row MI, 0.00 or 0.03: our copy's extraction of that row
+    cannot tell its KL from its MI; its 3.97e-4 is the ELS, see searches/papers.py).
     Cost: S N^2 D (diagonal) or S N^2 D^2 (full) operations, e.g. 10^9 for Takida's N = 10,000,
     S = 1, D = 8 full covariances: meant for an accelerator at the paper's minibatch size.
     """
