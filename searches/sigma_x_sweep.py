@@ -89,7 +89,9 @@ def plot_sweep(run_dir: Path) -> None:
     fig.axes[-1].axis("off")
     fig.suptitle(f"{search['title']} ({search['dataset']}, {search['epochs']} epochs): "
                  "mean ± std over seeds")
-    fig.savefig(run_dir / "report" / "sweep.png", dpi=110)
+    from engine.files import write_atomic  # a crash leaves no half-written figure
+    write_atomic(run_dir / "report" / "sweep.png",
+                 lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def plot_gamma_and_spectrum(run_dir: Path) -> None:
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.savefig(run_dir / "report" / "gamma_spectrum.png", dpi=110)
+    from engine.files import write_atomic  # a crash leaves no half-written figure
+    write_atomic(run_dir / "report" / "gamma_spectrum.png",
+                 lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 if __name__ == "__main__":
