@@ -14,7 +14,6 @@ other bad input, is one line on stderr and exit code 2. Seeds are an explicit ax
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import re
 import subprocess
@@ -27,7 +26,7 @@ from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, dat
                          load_dataset)
 from engine.evaluate import GROUPS, EvalSettings, parse_groups
 from engine.files import write_json_atomic, write_text_atomic
-from engine.train import _parse_overrides
+from engine.train import parse_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +135,7 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
 def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, models.Config]:
     """Every row as a validated Config that builds for images of `shape` (else BadInput)."""
     try:
-        overrides = _parse_overrides(args.set)
+        overrides = parse_assignments("--set", args.set, models.Config())
     except ValueError as e:
         raise BadInput(str(e)) from None
     labels = list(search.rows)
@@ -166,27 +165,14 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
 def eval_settings(search: Search, args) -> EvalSettings:
     """The search's EvalSettings with --smoke's sample counts and the flags applied
     (BadInput on an unknown or bad setting)."""
-    fields = {f.name: f for f in dataclasses.fields(EvalSettings)}
     changes: dict = dict(SMOKE_EVAL) if args.smoke else {}
     if args.smoke:  # fitting GMM-100 and training the second stage take longest
         changes["densities"] = tuple(d for d in search.evaluation.densities
                                      if d not in SMOKE_SKIPS) or ("prior",)
-    for item in args.eval_set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in fields:
-            raise BadInput(f"--eval-set {item!r}: expected FIELD=VALUE with FIELD one of "
-                           f"{', '.join(fields)}")
-        default = getattr(EvalSettings(), key)
-        try:
-            if isinstance(default, tuple):
-                changes[key] = tuple(v for v in value.split(",") if v)
-            elif default is None or isinstance(default, str):
-                changes[key] = value
-            else:
-                changes[key] = type(default)(value)
-        except ValueError:
-            raise BadInput(f"--eval-set {item!r}: {value!r} is not a {type(default).__name__}"
-                           ) from None
+    try:
+        changes.update(parse_assignments("--eval-set", args.eval_set, EvalSettings()))
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     if args.eval is not None:
         changes["metrics"] = parse_groups(args.eval)
     for flag in ("fid_samples", "features", "inception_weights"):

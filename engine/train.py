@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.epochs < 1:
             raise ValueError(f"--epochs {args.epochs} must be >= 1")
-        cfg = models.resolve(args.preset, **_parse_overrides(args.set))
+        cfg = models.resolve(args.preset, **parse_assignments("--set", args.set,
+                                                                 models.Config()))
         data = load_dataset(args.dataset, args.data_root)
         model = models.build(cfg, data.image_shape)  # e.g. an arch that does not fit the data
     except ValueError as e:
@@ -62,20 +63,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
+def parse_assignments(flag: str, pairs: list[str], defaults) -> dict:
+    """FIELD=VALUE pairs of a flag (--set, --eval-set) for the dataclass instance `defaults`,
+    each VALUE cast to its field's default's type (a tuple: comma-separated; None: text).
+    Raises ValueError, one line, on a pair that is malformed, names no field (with the
+    closest field's name for a misspelling) or does not cast."""
     import dataclasses
-    types = {f.name: f.type for f in dataclasses.fields(models.Config)}
+    import difflib
+    fields = [f.name for f in dataclasses.fields(defaults)]
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in types:
-            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(types)}")
-        kind = {"int": int, "float": float}.get(types[key], str)
+        if not sep or key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(fields)}"
+                             + (f" (did you mean {key} -> {close[0]}?)" if close else ""))
+        default = getattr(defaults, key)
         try:
-            out[key] = kind(value)
+            if isinstance(default, tuple):
+                out[key] = tuple(v for v in value.split(",") if v)
+            elif default is None or isinstance(default, str):
+                out[key] = value
+            else:
+                out[key] = type(default)(value)
         except ValueError:
-            raise ValueError(f"--set {pair!r}: {key} needs a {types[key]} value") from None
+            raise ValueError(f"{flag} {pair!r}: {value!r} is not a valid "
+                             f"{type(default).__name__} for {key}") from None
     return out
 
 

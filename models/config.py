@@ -7,6 +7,7 @@ field, the bad value and a way to fix it; nothing is silently patched.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 
 # The values of each axis. Each name is the key of a dict of small functions in its module
@@ -156,10 +157,14 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (validated again)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(known))
         if unknown:
-            _fail(f"unknown config field(s) {', '.join(sorted(unknown))}; known fields: "
-                  f"{', '.join(f.name for f in dataclasses.fields(self))}")
+            guesses = [f"{u} -> {close[0]}" for u in unknown
+                       if (close := difflib.get_close_matches(u, known, n=1))]
+            _fail(f"unknown config field(s) {', '.join(unknown)}"
+                  + (f" (did you mean {', '.join(guesses)}?)" if guesses else "")
+                  + f"; known fields: {', '.join(known)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

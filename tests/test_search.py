@@ -277,6 +277,7 @@ sys.exit(run(SEARCH))
 @pytest.mark.parametrize("argv, message", [
     (["--set", "beta=-1"], "beta"),
     (["--set", "bogus=1"], "bogus"),
+    (["--set", "laten_dim=8"], "did you mean laten_dim -> latent_dim?"),
     (["--rows", "VAE,Nope"], "Nope"),
     (["--dataset", "imagenet"], "imagenet"),
     (["--epochs", "0"], "--epochs"),
