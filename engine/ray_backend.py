@@ -251,6 +251,15 @@ def _scheduler(name: str, epochs: int):
                          grace_period=max(1, epochs // 9), reduction_factor=3)
 
 
+def describe_space(space: dict) -> dict[str, str]:
+    """{field: the Optuna distribution as JSON} of a space of ray.tune domains, as
+    OptunaSearch samples it (so that a report can rebuild an Optuna study from the trials)."""
+    from optuna.distributions import distribution_to_json
+    from ray.tune.search.optuna import OptunaSearch
+    return {name: distribution_to_json(d)
+            for name, d in OptunaSearch.convert_search_space(space).items()}
+
+
 def _search_alg(name: str, metric: str, mode: str):
     if name == "grid":
         return None  # Tune's default: every grid point (x seeds), in order
@@ -259,4 +268,4 @@ def _search_alg(name: str, metric: str, mode: str):
 
 
 __all__ = ["init", "restart", "cluster_resources", "run_experiment", "can_resume",
-           "one_worker_trial", "ddp_trial"]
+           "describe_space", "one_worker_trial", "ddp_trial"]

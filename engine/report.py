@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
+from engine import tuning
 from engine.files import write_atomic
 
 # status -> the table's count column
@@ -156,9 +157,10 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(run_dir) -> str:
     """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
-    curves.csv, val_curves.png, final_bar.png), each file atomically, and return the text to
-    print: a title line, the Markdown table, its notes, the trials' statuses, where the files
-    are."""
+    curves.csv, val_curves.png, final_bar.png; for a sampled search also its best
+    configurations and parameter importances, engine/tuning.py), each file atomically, and
+    return the text to print: a title line, the Markdown table, its notes, the trials'
+    statuses, where the files are."""
     run = Path(run_dir)
     search = load_search(run)
     trials, curves = load_trials(run), load_curves(run)
@@ -170,10 +172,14 @@ def write_report(run_dir) -> str:
     note_lines = "".join(f"- {n}\n" for n in notes)
     names = {trial: g["name"] for g in _groups(trials, search)
              for trial in trials.loc[g["index"], "trial"]}
+    sections, texts = (tuning.report_sections(trials, search) if tuning.is_sampled(search)
+                       else ("", {}))  # a sampled search: its best configurations, importances
+    files = [*REPORT_FILES, *texts]
     out = run / "report"
     out.mkdir(exist_ok=True)
     writers: dict[str, Callable[[Path], object]] = {
-        "table.md": lambda p: p.write_text(f"# {title}\n\n{markdown}\n\n{note_lines}"),
+        "table.md": lambda p: p.write_text(f"# {title}\n\n{markdown}\n\n{note_lines}"
+                                           + (f"\n{sections}" if sections else "")),
         "table.tex": lambda p: p.write_text(_latex_table(shown, notes)),
         "table.csv": lambda p: table.to_csv(p),
         "trials.csv": lambda p: trials.to_csv(p, index=False),
@@ -183,10 +189,12 @@ def write_report(run_dir) -> str:
         .savefig(p, format="png", dpi=120),
         "final_bar.png": lambda p: _bar_figure(table, search).savefig(p, format="png", dpi=120),
     }
+    writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
     for name, write in writers.items():
         write_atomic(out / name, write)
-    return "\n\n".join([title, markdown, note_lines.rstrip("\n"), _status_text(trials)
-                        + f"\nfiles: {out}/ ({', '.join(REPORT_FILES)})"])
+    return "\n\n".join([title, markdown, note_lines.rstrip("\n"), *([sections.rstrip("\n")]
+                                                                      if sections else []),
+                        _status_text(trials) + f"\nfiles: {out}/ ({', '.join(files)})"])
 
 
 # --- reading the run folder ---------------------------------------------------------------

@@ -47,7 +47,9 @@ class Search:
     paper: dict | None = None  # {"source", "setting", "numbers": {dataset: {label: {metric: v}}}}
     scheduler: str = "fifo"  # an ablation table wants every row at the full budget
     space: dict | None = None  # config field -> ray.tune domain, for --search optuna
-    smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
+    search: str = "grid"  # the default of --search: "optuna" samples `space` on the first row
+    samples: int = 20  # the default of --samples (trials of --search optuna)
+    smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})  # may give "samples"
     # what every trial is evaluated on at its end (engine/evaluate.py); --smoke shrinks the
     # sample counts to SMOKE_EVAL unless the flags give them
     evaluation: EvalSettings = field(default_factory=EvalSettings)
@@ -97,9 +99,11 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="DDP workers per trial (a TorchTrainer inside the trial when > 1)")
     p.add_argument("--scheduler", choices=("fifo", "asha"), default=search.scheduler,
                    help=f"asha stops weak trials early on {search.metric}")
-    p.add_argument("--search", choices=("grid", "optuna"), default="grid",
-                   help="optuna samples the search's space instead of running its rows")
-    p.add_argument("--samples", type=int, default=20, help="trials for --search optuna")
+    p.add_argument("--search", choices=("grid", "optuna"), default=search.search,
+                   help="optuna samples the search's space instead of running its rows "
+                   f"({search.search})")
+    p.add_argument("--samples", type=int,
+                   help=f"trials for --search optuna ({search.samples})")
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="at most this many trials at once (default: as resources allow)")
     p.add_argument("--rows", help="only these rows, comma-separated labels")
@@ -129,6 +133,8 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
         args.epochs = budget.get("epochs", search.epochs)
     if args.seeds is None:
         args.seeds = budget.get("seeds", search.seeds)
+    if args.samples is None:
+        args.samples = budget.get("samples", search.samples)
     return args
 
 
@@ -335,6 +341,9 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
             "rows": [{"label": k, "config": c.to_dict()} for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
+            # the sampled space as Optuna distributions (JSON), for the report's importances
+            **({"samples": args.samples, "space": ray_backend.describe_space(search.space)}
+               if args.search == "optuna" else {}),
             "evaluation": evaluation.to_dict(), "image_every": args.image_every,
             "checkpoint_every": args.checkpoint_every,
             "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
