@@ -155,6 +155,11 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def save_figure(fig: Figure, path) -> None:
+    """A study's own figure as a PNG, written atomically like the report's files."""
+    write_atomic(Path(path), lambda p: fig.savefig(p, format="png", dpi=110))
+
+
 def write_report(run_dir) -> str:
     """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
     curves.csv, val_curves.png, final_bar.png; for a sampled search also its best

@@ -50,6 +50,7 @@ def plot_against_codebook_size(run_dir: Path) -> None:
     """report/codebook.png: PSNR, SSIM and latent variance against K per codebook row."""
     import pandas as pd
     from matplotlib.figure import Figure
+    from engine.report import save_figure
     table = pd.read_csv(run_dir / "report" / "table.csv", index_col="label")
     metrics = ("test/psnr", "test/ssim", "eval/latent_var")
     fig = Figure(figsize=(13, 4), layout="constrained")
@@ -72,7 +73,7 @@ def plot_against_codebook_size(run_dir: Path) -> None:
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.savefig(run_dir / "report" / "codebook.png", dpi=110)
+    save_figure(fig, run_dir / "report" / "codebook.png")  # atomically
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def plot_sweep(run_dir: Path) -> None:
     import json
     import numpy as np
     from matplotlib.figure import Figure
-    from engine.report import load_trials
+    from engine.report import load_trials, save_figure
     trials = load_trials(run_dir)
     done = trials[trials["status"] == "completed"].assign(
         log_s=lambda t: np.log10(t["config/sigma_x2"].astype(float)).round(2),
@@ -89,9 +89,7 @@ def plot_sweep(run_dir: Path) -> None:
     fig.axes[-1].axis("off")
     fig.suptitle(f"{search['title']} ({search['dataset']}, {search['epochs']} epochs): "
                  "mean ± std over seeds")
-    from engine.files import write_atomic  # a crash leaves no half-written figure
-    write_atomic(run_dir / "report" / "sweep.png",
-                 lambda p: fig.savefig(p, format="png", dpi=110))
+    save_figure(fig, run_dir / "report" / "sweep.png")  # atomically
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def plot_gamma_and_spectrum(run_dir: Path) -> None:
     import json
     import numpy as np
     from matplotlib.figure import Figure
-    from engine.report import load_curves, load_trials
+    from engine.report import load_curves, load_trials, save_figure
     curves = load_curves(run_dir)
     gamma = curves[curves["metric"] == "train/sigma_x2"]
     trials = load_trials(run_dir)
@@ -93,9 +93,7 @@ def plot_gamma_and_spectrum(run_dir: Path) -> None:
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    from engine.files import write_atomic  # a crash leaves no half-written figure
-    write_atomic(run_dir / "report" / "gamma_spectrum.png",
-                 lambda p: fig.savefig(p, format="png", dpi=110))
+    save_figure(fig, run_dir / "report" / "gamma_spectrum.png")  # atomically
 
 
 if __name__ == "__main__":
