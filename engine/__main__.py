@@ -54,7 +54,7 @@ def _evaluate(args) -> int:
     import torch
 
     import models
-    from engine.data import load_dataset
+    from engine.data import apply_options, load_dataset
     from engine.evaluate import EvalSettings, evaluate, parse_groups
     from engine.files import write_json_atomic
     from engine.trial import load_state, newest_state
@@ -84,7 +84,9 @@ def _evaluate(args) -> int:
         return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        data = load_dataset(params["dataset"], args.data_root or params.get("data_root"))
+        data = apply_options(load_dataset(params["dataset"],
+                                          args.data_root or params.get("data_root")),
+                             params.get("data"))  # the row's noise, if any
     except ValueError as e:  # DataNotFound, DataError: one line naming the file
         print(f"error: {e}", file=sys.stderr)
         return 2

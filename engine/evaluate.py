@@ -6,13 +6,18 @@ could not be computed, one line saying why (the report prints them), and the fea
 FID was computed in. A group that fails is noted, never fatal to the trial.
 
 Groups (the paper table each serves):
-- "reconstruction" (UAE Table 2, MVU-AE Table 1): test/mse, test/psnr, test/ssim, test/lpips.
+- "reconstruction" (UAE Table 2, MVU-AE Table 1): test/mse, test/psnr, test/ssim, test/lpips;
+  test/mse_sum (summed over pixels, Takida Tables 4 and 6).
 - "fid" (UAE Table 2; Takida Tables 4-6; Dai & Wipf Table 1; MVU-AE Table 2): eval/fid_rec,
   eval/fid_sample_<density> (prior, gmm10, gmm100, second_stage), eval/fid_interp_mid /
   _rand (Takida Table 5), eval/precision_<set> / eval/recall_<set>, eval/is_<set> (Inception
   only).
 - "latent" (MVU-AE Table 4): eval/latent_var, eval/ppl.
 - "likelihood" (Takida Table 7): eval/nll (k-sample importance weighting), eval/nll_bpd.
+- "variance" (Takida Table 3): eval/sigma_x2, the model's decoder variance Sigma_x estimated
+  for each test image and pixel, averaged; eval/sigma_x2_<cell>, averaged over each cell of
+  engine/data.py's partition (SU, SL, BU, BL: labels in the lower / upper half of the classes,
+  upper / lower half of the rows; U, L without labels).
 - "diagnostics" (Takida Table 1; Dai & Wipf; UAE Sec. 4.2 / App. B): eval/gap_1e-2,
   eval/gap_1e-3, eval/els, eval/kl, eval/sigma_z2, eval/mi, eval/mse_train_sum (Takida's MSE,
   summed over pixels) and eval/mse_train on training images; eval/active_dims,
@@ -36,7 +41,7 @@ import torch
 import models
 from engine.files import write_json_atomic
 
-GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics")
+GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
 DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10}),
                 "gmm100": ("gmm", {"gmm_components": 100}),
                 "second_stage": ("second_stage", {})}
@@ -68,6 +73,7 @@ class EvalSettings:
     nll_images: int = 1_000  # test images for the NLL bound (0: all)
     diagnostic_images: int = 1_000  # training images for Takida Table 1 (as App. D: train set)
     grad_var_draws: int = 32
+    variance_draws: int = 8  # z ~ q(z|x) per test image for the "variance" group
     batch_size: int = 500
 
     def validate(self) -> "EvalSettings":
@@ -85,7 +91,7 @@ class EvalSettings:
             raise ValueError(f"densities: unknown {unknown[0]!r}; known: "
                              f"{', '.join(DENSITY_SETS)}")
         for name in ("fid_samples", "pr_k", "ppl_samples", "iwae_k", "grad_var_draws",
-                     "batch_size"):
+                     "variance_draws", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
         for name in ("nll_images", "diagnostic_images"):
@@ -206,7 +212,8 @@ def reconstruction(ctx: Context) -> dict:
     images = ctx.data.test.images.to(ctx.device)
     bs = ctx.settings.batch_size
     mse = reconstruction_mse(ctx.model, images, bs)
-    out: dict = {"test/mse": mse, "test/psnr": psnr(mse)}
+    out: dict = {"test/mse": mse, "test/psnr": psnr(mse),
+                 "test/mse_sum": mse * math.prod(images.shape[1:])}
     _guarded(out, ["test/ssim"],
              lambda: {"test/ssim": ssim(ctx.model, images, ctx.device, bs)})
     lp = _lpips(ctx)
@@ -356,9 +363,27 @@ def diagnostics(ctx: Context) -> dict:
     return out
 
 
+def variance(ctx: Context) -> dict:
+    from engine.data import cell_masks
+    from engine.metrics.likelihood import NotComputable, decoder_variance_map
+    test = ctx.data.test
+    try:
+        var = decoder_variance_map(ctx.model, test.images, ctx.data.train.images,
+                                   ctx.settings.variance_draws, ctx.seed,
+                                   ctx.settings.batch_size)  # (N, *X)
+    except NotComputable as e:
+        return {"eval/sigma_x2": str(e)}
+    out = {"eval/sigma_x2": float(var.mean())}
+    for cell, mask in cell_masks(test, ctx.data.num_classes).items():
+        mask = mask.expand_as(var)
+        if mask.any():
+            out[f"eval/sigma_x2_{cell}"] = float(var[mask].mean())
+    return out
+
+
 EVALUATIONS: dict[str, Callable[[Context], dict]] = {
     "reconstruction": reconstruction, "fid": fid, "latent": latent,
-    "likelihood": likelihood, "diagnostics": diagnostics,
+    "likelihood": likelihood, "diagnostics": diagnostics, "variance": variance,
 }
 
 

@@ -152,7 +152,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    scheduler: str, search_alg: str, num_samples: int, epochs: int,
                    max_concurrent: int, resume: bool, verbose: int = 0,
                    callbacks: list | None = None,
-                   pairs: list[tuple[str, int, str | None]] | None = None):
+                   pairs: list[tuple[str, int, str | None]] | None = None,
+                   data: dict[str, dict] | None = None):
     """Run (or, with `resume`, finish) the experiment in `run_dir`; returns whether every
     trial ended (False when the search was interrupted).
 
@@ -161,6 +162,7 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
     samples it) and the search's constants. `pairs` instead runs exactly these (label, seed,
     trial folder or None) trials as a new experiment in the same run folder; a trial given its
     old folder continues from the newest checkpoint there (to repair what a restore lost).
+    `data` maps the labels of rows with data options (noise) to them: the trial's "data".
     """
     if workers > 1:
         # The trial function only waits on its TorchTrainer, whose workers hold the CPUs and
@@ -183,6 +185,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                      seed=tune.sample_from(lambda config: config["pair"][1]))
     if "config" not in space:  # explicit rows: the resolved config is looked up by label
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
+    if data:  # only rows with data options: every other search's params stay as they were
+        space["data"] = tune.sample_from(lambda config: data.get(config["label"]))
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
         scheduler=_scheduler(scheduler, epochs),

@@ -390,7 +390,7 @@ def _evaluation_notes(trials: pd.DataFrame, metrics: list[str]) -> list[str]:
     for text in trials.get("eval_notes", pd.Series(dtype=object)).dropna():
         for key, reason in json.loads(text).items():
             said[(key, reason)] = said.get((key, reason), 0) + 1
-    groups = ("reconstruction", "fid", "latent", "likelihood", "diagnostics")
+    groups = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
     notes = []
     for (key, reason), n in said.items():
         wanted = (key == "features" and any("fid" in m or "precision" in m or "recall" in m

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, dataset_shape,
-                         load_dataset)
+from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, check_options,
+                         dataset_shape, load_dataset)
 from engine.evaluate import GROUPS, EvalSettings, parse_groups
 from engine.files import write_json_atomic, write_text_atomic
 from engine.train import parse_assignments
@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Search:
-    """A study: `rows` maps a label (a table row) to a preset name, a Config, or a
-    (preset, {field: value}) pair."""
+    """A study: `rows` maps a label (a table row) to a preset name, a Config, a
+    (preset, {field: value}) pair, or a (preset, {field: value}, data options) triple whose
+    data options change the data the row trains and is evaluated on (engine/data.py,
+    check_options: e.g. {"noise": {"partition": "spatial", "variance": 0.1}})."""
     name: str
     title: str
     rows: dict
@@ -154,8 +156,7 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
         labels = wanted
     out = {}
     for label in labels:
-        spec = search.rows[label]
-        base, extra = spec if isinstance(spec, tuple) else (spec, {})
+        base, extra, _ = _row_spec(search.rows[label])
         try:
             cfg = models.resolve(base, **{**extra, **overrides})
             models.build(cfg, shape)  # e.g. an architecture that does not fit the data
@@ -165,6 +166,28 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
             raise BadInput(f"row {label!r}: batch_size {cfg.batch_size} gives fewer than 2 "
                            f"examples to each of {args.workers_per_trial} workers")
         out[label] = cfg
+    return out
+
+
+def _row_spec(spec) -> tuple:
+    """(preset or Config, {field: value}, data options or None) of a row of Search.rows."""
+    if not isinstance(spec, tuple):
+        return spec, {}, None
+    return (*spec, None) if len(spec) == 2 else spec
+
+
+def row_data(search: Search, labels, dataset: str) -> dict[str, dict]:
+    """label -> data options of the rows that have any, each checked for `dataset`
+    (BadInput, one line, on a bad one)."""
+    out = {}
+    for label in labels:
+        options = _row_spec(search.rows[label])[2]
+        try:
+            check_options(options, dataset)
+        except ValueError as e:
+            raise BadInput(f"row {label!r}: {e}") from None
+        if options:
+            out[label] = options
     return out
 
 
@@ -292,12 +315,13 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         evaluation = eval_settings(search, args)
         out = run_folder(search, args)
         if args.resume:  # the run's own rows, data set, budget and evaluation
-            rows, evaluation = _saved_settings(out, args)
+            rows, data_options, evaluation = _saved_settings(out, args)
             _check_files(args)
         else:
             _check_files(args)
             shape = dataset_shape(args.dataset)
             rows = resolve_rows(search, args, shape)
+            data_options = row_data(search, rows, args.dataset)
             if args.search == "optuna":
                 base_label = next(iter(rows))
                 for point in _space_bounds(search.space):
@@ -339,7 +363,9 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             "data_root": args.data_root,
             "epochs": args.epochs, "seeds": seeds, "metric": search.metric,
             "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
-            "rows": [{"label": k, "config": c.to_dict()} for k, c in rows.items()],
+            "rows": [{"label": k, "config": c.to_dict(),
+                      **({"data": data_options[k]} if k in data_options else {})}
+                     for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
             # the sampled space as Optuna distributions (JSON), for the report's importances
             **({"samples": args.samples, "space": ray_backend.describe_space(search.space)}
@@ -383,7 +409,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             str(out), space, rows_as_dicts, workers=args.workers_per_trial,
             cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
             mode=search.mode, scheduler=args.scheduler, epochs=args.epochs,
-            max_concurrent=max_concurrent, callbacks=list(callbacks), **kw)
+            max_concurrent=max_concurrent, callbacks=list(callbacks), data=data_options,
+            **kw)
     restored = True
     try:
         complete = experiment(search_alg=args.search, num_samples=num_samples,
@@ -458,12 +485,13 @@ def _check_files(args) -> None:
         raise BadInput(str(e).splitlines()[0] if str(e) else repr(e)) from None
 
 
-def _saved_settings(out: Path, args) -> tuple[dict, EvalSettings]:
+def _saved_settings(out: Path, args) -> tuple[dict, dict, EvalSettings]:
     """A resumed run's own rows, seeds, data set, budget and evaluation, from search.json:
     the trials a resume continues or repairs are the run's, whatever the flags say now."""
     import json
     saved = json.loads((out / "search.json").read_text())
     rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
+    data_options = {r["label"]: r["data"] for r in saved["rows"] if r.get("data")}
     args.dataset, args.epochs, args.saved_seeds = (saved["dataset"], saved["epochs"],
                                                    list(saved["seeds"]))
     args.image_every = saved.get("image_every", args.image_every)
@@ -474,7 +502,7 @@ def _saved_settings(out: Path, args) -> tuple[dict, EvalSettings]:
           f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, evaluation "
           f"{','.join(evaluation.metrics) or 'none'}; other flags given now are ignored",
           flush=True)
-    return rows, evaluation
+    return rows, data_options, evaluation
 
 
 def _trials_to_repair(out: Path, rows: dict, seeds: list[int], every_unfinished: bool = False

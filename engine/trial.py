@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 import models
-from engine.data import load_dataset
+from engine.data import apply_options, load_dataset
 from engine.evaluate import EvalSettings, evaluate, psnr, reconstruction_mse
 from engine.tensorboard import TrialBoard
 
@@ -104,11 +104,13 @@ def run_trial(params: dict, session: Session) -> None:
     """Train params["config"] with params["seed"] on params["dataset"] for params["epochs"].
 
     params (the Tune trial's config, stored by Tune as params.json) also holds "label",
-    "metric"/"mode" (the search's stopping metric), "image_every" and "checkpoint_every".
+    "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" and,
+    for a row with data options, "data" (e.g. noise added to the images, engine/data.py).
     """
     seed, epochs = params["seed"], params["epochs"]
     cfg = models.resolve(params["config"])
-    data = load_dataset(params["dataset"], params.get("data_root"))
+    data = apply_options(load_dataset(params["dataset"], params.get("data_root")),
+                         params.get("data"))
     evaluation = EvalSettings.from_dict(params.get("evaluation"))  # bad settings fail now
     dev = session.device
     torch.manual_seed(seed)  # the same initial weights for a seed on any worker

@@ -108,6 +108,18 @@ def gaussian_log_likelihood(x: torch.Tensor, x_hat: torch.Tensor, var: torch.Ten
     return -0.5 * per_pixel.flatten(2).sum(-1)
 
 
+def _posterior_draws(model, images: torch.Tensor, draws: int, seed: int, batch_size: int):
+    """(x (B, *X), q(z|x), eps (draws, B, D)) per batch of `batch_size` images, on the model's
+    device, eps = randn((draws, B, D)) from one generator seeded with `seed`."""
+    p = _param(model)
+    gen = torch.Generator(device=p.device).manual_seed(seed)
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(p.device, p.dtype)
+        post = model.posterior(x)
+        yield x, post, torch.randn((draws, *post.mean.shape), generator=gen, device=p.device,
+                                   dtype=p.dtype)
+
+
 @torch.no_grad()
 def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, seed: int = 0,
                           batch_size: int = 256) -> torch.Tensor:
@@ -123,15 +135,10 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
     if kind not in INPUT_INDEPENDENT_MLE:
         raise ValueError(f"decoder_variance={kind!r} has no input-independent MLE; expected one "
                          f"of {', '.join(INPUT_INDEPENDENT_MLE)}")
-    p = _param(model)
-    gen = torch.Generator(device=p.device).manual_seed(seed)
-    total = torch.zeros(model.input_shape, dtype=torch.float64, device=p.device)  # (*X)
+    total = torch.zeros(model.input_shape, dtype=torch.float64,
+                        device=_param(model).device)  # (*X)
     with evaluating(model):
-        for i in range(0, len(train_images), batch_size):
-            x = train_images[i:i + batch_size].to(p.device, p.dtype)  # (B, *X)
-            post = model.posterior(x)
-            eps = torch.randn((draws, *post.mean.shape), generator=gen, device=p.device,
-                              dtype=p.dtype)
+        for x, post, eps in _posterior_draws(model, train_images, draws, seed, batch_size):
             z, _ = draw_posterior(post, eps)
             total += (x - model.decode(z)).double().pow(2).sum((0, 1))
     per_pixel = total / (draws * len(train_images))  # (*X), G.11
@@ -152,6 +159,43 @@ def _input_dependent_variance(model, x: torch.Tensor, post, eps: torch.Tensor,
     if model.cfg.decoder_variance == "iso_d_mle":
         var = var.flatten(1).mean(1).view(-1, *([1] * (x.dim() - 1)))
     return var + MLE_EPS
+
+
+@torch.no_grad()
+def decoder_variance_map(model, images: torch.Tensor, train_images: torch.Tensor | None = None,
+                         draws: int = 8, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """The model's estimate of Sigma_x for each of `images` and each pixel, (N, *X) float64 on
+    the CPU, as the NLL above takes it (Takida Sec. 5.3, Table 3's sigma-hat^2):
+
+    - "fixed": sigma_x2 everywhere;
+    - "*_trainable": exp(log Sigma_x(z)), averaged over `draws` draws z ~ q(z|x);
+    - "iso_i_mle" / "diag_i_mle": the training-set MLE (Eq. 9a as G.4 / G.11, + 1e-6 except
+      Iso-I), the same for every input (`train_images` required);
+    - "iso_d_mle" / "diag_d_mle": the per-input MLE E_q[(x - mu_theta(z))^2] from `draws` draws,
+      averaged over pixels (G.7) or per pixel (G.15), + 1e-6.
+    Raises NotComputable for "mse" / "sse" (no variance). Draws as _posterior_draws'."""
+    kind = model.cfg.decoder_variance
+    if kind in ("mse", "sse"):
+        raise NotComputable(f"decoder_variance={kind!r} has no decoder variance")
+    fixed = None
+    if kind == "fixed":
+        fixed = torch.tensor(model.cfg.sigma_x2, dtype=torch.float64)
+    elif kind in INPUT_INDEPENDENT_MLE:
+        if train_images is None:
+            raise ValueError(f"decoder_variance={kind!r} needs train_images (Takida G.4/G.11)")
+        fixed = training_set_variance(model, train_images, 1, seed, batch_size).cpu()
+    if fixed is not None:
+        return fixed.expand(len(images), *model.input_shape).clone()
+    out = []
+    with evaluating(model):
+        for x, post, eps in _posterior_draws(model, images, draws, seed, batch_size):
+            if kind in INPUT_DEPENDENT_MLE:
+                var = _input_dependent_variance(model, x, post, eps, draws)
+            else:  # trainable: the model's own variance at each draw, averaged
+                z, _ = draw_posterior(post, eps)
+                var = torch.exp(model.log_variance(z)).double().mean(0)
+            out.append(var.expand(x.shape).cpu())
+    return torch.cat(out)
 
 
 def log_marginal_estimate(model, x: torch.Tensor, eps: torch.Tensor,
