@@ -221,19 +221,22 @@ def test_a_search_on_two_nodes_runs_trials_on_both_and_reports_them_all(cluster,
 
 def test_a_node_lost_mid_search_has_its_trials_finish_on_the_other(cluster, worker,
                                                                    tmp_path):
-    epochs = 6
-    proc = start_search(cluster, tmp_path, "--epochs", str(epochs))
+    # 8 epochs of 40 batches (0.1-0.3 s each here): the poll below has about a second to find
+    # the worker's trial between its first and its last epoch (6 epochs of 20 were too quick
+    # to be caught for certain on a faster machine)
+    epochs = 8
+    proc = start_search(cluster, tmp_path, "--epochs", str(epochs), "--set", "batch_size=32")
     lost = None
     deadline = time.monotonic() + 240
     while lost is None and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
         for name, lines in result_lines(tmp_path / "ablation_uae-digits-1").items():
             # a trial on the worker that has a checkpoint (every epoch) and epochs left
             if lines and lines[-1]["node_id"] == worker.node_id and lines[-1]["epoch"] < epochs:
                 lost = name
                 cluster.remove_node(worker)  # every process of that node, killed
                 break
-    assert lost is not None, "no trial ran on the worker node"
+    assert lost is not None, "no trial was seen on the worker node with epochs left"
     finish(proc)
     run_dir = tmp_path / "ablation_uae-digits-1"
     lines = result_lines(run_dir)[lost]
