@@ -7,7 +7,8 @@ A search becomes one Tune experiment in the run folder; each trial is one params
 - Several workers: the function trainable starts a TorchTrainer (DDP) for the trial and
   relays its reports through TuneReportCallback (Ray 2.6x no longer takes a Trainer in a
   Tuner).
-Checkpoints go through Ray (every epoch); a trial that fails is retried from its last one.
+Checkpoints go through Ray (every epoch); a trial that fails (or whose node is lost) is
+retried from its last one. Every report names the Ray node it came from (`node_id`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import logging  # noqa: E402
+import sys  # noqa: E402
 
 import ray  # noqa: E402
 import torch  # noqa: E402
@@ -33,14 +35,29 @@ from engine.trial import Session, load_state, newest_state, run_trial  # noqa: E
 
 
 def init(address: str | None) -> None:
-    """Attach to a running cluster (`address`, e.g. "auto") or start Ray on this machine only,
-    with the dashboard off and nothing listening beyond localhost."""
+    """Attach to a running cluster (`address`, e.g. "auto" or "HEAD_IP:6379") or start Ray on
+    this machine only, with the dashboard off and token authentication on.
+
+    Ray >= 2.59 turns token authentication on for a cluster that ray.init starts (the token in
+    ~/.ray/auth_token, made on first use) unless RAY_AUTH_MODE says otherwise. It matters: on
+    Linux, Ray's gRPC servers (GCS, raylet, workers) listen on every interface of the machine
+    and Ray has no setting to bind them to localhost only, so the token is what keeps another
+    machine on the network from running code here. A user who turned it off is told so."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        return
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
+              "machine accept anyone who reaches them; unset it to keep token authentication",
+              file=sys.stderr, flush=True)
+    ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def node_id() -> str:
+    """The Ray node this process runs on (a trial's results record where it ran)."""
+    return ray.get_runtime_context().get_node_id()
 
 
 def restart(address: str | None) -> None:
@@ -51,7 +68,20 @@ def restart(address: str | None) -> None:
 
 
 def cluster_resources() -> dict[str, float]:
+    """The CPUs and GPUs of the cluster's nodes now."""
     return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def max_cluster_resources() -> dict[str, float] | None:
+    """The CPUs and GPUs an autoscaling cluster can grow to, where its autoscaler reported
+    them to the GCS (KubeRay, autoscaler v2); None where Ray does not know (e.g. `ray up`'s
+    autoscaler v1)."""
+    try:
+        from ray._private.state import state
+        most = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001  (a private API: absent or changed means unknown)
+        return None
+    return {k: float(v) for k, v in most.items() if k in ("CPU", "GPU")} if most else None
 
 
 # --- one trial ---
@@ -88,9 +118,11 @@ def one_worker_trial(params: dict) -> None:
     if use_gpu and not torch.cuda.is_available():  # never train on CPU while holding a GPU
         raise RuntimeError("the trial was given a GPU but torch sees no CUDA device here")
 
+    node = node_id()
+
     def report(metrics: dict, folder: str | None) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder)
-                    if folder else None)
+        tune.report({**metrics, "node_id": node},
+                    checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
 
     trial_dir = _trial_storage_dir()
     run_trial(params, Session(report=report, trial_dir=trial_dir,
@@ -132,9 +164,11 @@ def _ddp_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(params["resources"]["cpu"])))
     ctx = train.get_context()
 
-    def report(metrics: dict, folder: str | None) -> None:
-        train.report(metrics, checkpoint=train.Checkpoint.from_directory(folder)
-                     if folder else None)
+    node = node_id()
+
+    def report(metrics: dict, folder: str | None) -> None:  # rank 0's is relayed to Tune
+        train.report({**metrics, "node_id": node},
+                     checkpoint=train.Checkpoint.from_directory(folder) if folder else None)
 
     run_trial(params, Session(
         report=report, trial_dir=loop_config["trial_dir"],
@@ -271,5 +305,5 @@ def _search_alg(name: str, metric: str, mode: str):
     return OptunaSearch(metric=metric, mode=mode, seed=0)
 
 
-__all__ = ["init", "restart", "cluster_resources", "run_experiment", "can_resume",
-           "describe_space", "one_worker_trial", "ddp_trial"]
+__all__ = ["init", "node_id", "restart", "cluster_resources", "max_cluster_resources",
+           "run_experiment", "can_resume", "describe_space", "one_worker_trial", "ddp_trial"]

@@ -3,7 +3,7 @@
 A search script declares a `Search` (a docstring, the rows, the seeds, the metric, the paper's
 numbers) and calls `run(search)`, which gives it the engine's common flags:
 
-    --dataset D --epochs N --seeds K --smoke --out DIR --resume --address ADDR
+    --dataset D --epochs N --seeds K --smoke --out DIR --storage DIR --resume --address ADDR
     --gpus-per-trial G --cpus-per-trial C --workers-per-trial W
     --scheduler fifo|asha --search grid|optuna --samples N --rows A,B --set FIELD=VALUE
 
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from engine.files import write_json_atomic, write_text_atomic
 from engine.train import parse_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
+STORAGE_ENV = "VAE_ABLATIONS_STORAGE"  # the default --storage, e.g. set on every cluster node
 
 
 @dataclass
@@ -89,11 +92,16 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: {search.smoke}, unless given explicitly; "
                    f"the evaluation with {SMOKE_EVAL} and without {', '.join(SMOKE_SKIPS)}")
-    p.add_argument("--out", help="the run folder (default runs/<search>-<dataset>-<n>)")
+    p.add_argument("--out", help="the run folder (default <storage>/<search>-<dataset>-<n>)")
+    p.add_argument("--storage", metavar="DIR",
+                   help=f"the folder of run folders (default ${STORAGE_ENV}, else runs/ in the "
+                   "project); on a cluster, a shared file system that every node mounts at this "
+                   "path (NFS, EFS, ...)")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run (the latest one, or --out)")
-    p.add_argument("--address", help='a running Ray cluster, e.g. "auto"; default: start '
-                   "Ray on this machine")
+    p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '
+                   '(6379 by default), or "auto" on one of its nodes; default: start Ray on this '
+                   "machine")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="per worker; fractions pack trials on one GPU, e.g. 0.25")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="per worker")
@@ -130,6 +138,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
                    "densities=prior,gmm10 (see engine/evaluate.py EvalSettings)")
     args = p.parse_args(argv)
+    args.storage_from = "--storage"  # named in its errors
+    if args.storage is None and os.environ.get(STORAGE_ENV):
+        args.storage, args.storage_from = os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
     budget = search.smoke if args.smoke else {}
     if args.epochs is None:
         args.epochs = budget.get("epochs", search.epochs)
@@ -246,6 +257,61 @@ def check_args(search: Search, args) -> None:
     if search.metric.split("/")[0] not in ("val", "train"):
         raise BadInput(f"metric {search.metric!r}: early stopping needs a per-epoch "
                        "val/ or train/ metric")
+    if args.out and args.storage and args.storage_from == "--storage":
+        raise BadInput("--out and --storage: give one (--out is the run folder itself, "
+                       "--storage the folder in which each run gets its own)")
+    if args.out and "://" in args.out:
+        check_storage(args.out, "--out")
+    if args.storage and not args.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
+        args.storage = str(check_storage(args.storage, args.storage_from))
+    check_address(args.address)
+
+
+def check_storage(value: str, name: str) -> Path:
+    """A folder for run folders that exists, or whose parent does, and is writable (else
+    BadInput naming `name`, the flag or variable it came from)."""
+    if "://" in value:
+        # Tune could write trials to a bucket through pyarrow, but the driver writes
+        # search.json, the reports and the merged results, and the trials their TensorBoard
+        # events, with plain file calls
+        raise BadInput(f"{name} {value}: bucket URIs are not supported; mount the bucket as a "
+                       "file system on every node or use a shared file system (NFS, EFS) "
+                       f"path, e.g. {name} /mnt/shared/runs")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{name} {value}: {path} is a file, not a folder")
+    if not path.exists() and not path.parent.is_dir():
+        raise BadInput(f"{name} {value}: its parent folder {path.parent} does not exist; create "
+                       "it (on a cluster: mount the shared file system there on every node)")
+    existing = path if path.exists() else path.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"{name} {value}: {existing} is not writable by this user")
+    return path
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """The cluster's head answers at `address` before Ray is asked to join it: ray.init keeps
+    retrying an address where nothing listens (still retrying after 60 s when measured), and
+    Ray Client (ray://) would leave the run folder on this machine, not on the cluster."""
+    if not address or address == "auto":  # "auto" fails at once when there is no cluster
+        return
+    if "://" in address:
+        raise BadInput(f"--address {address}: give the head node's HOST:PORT (6379 by "
+                       "default), not a URI; Ray Client (ray://) is not supported: run the "
+                       "search on the cluster with ray job submit or ray exec")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [IPv6]:port
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--address {address}: expected the head node's HOST:PORT, e.g. "
+                       "10.0.0.5:6379, or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise BadInput(f"--address {address}: nothing answers at {host}:{port} "
+                       f"({e.strerror or e}); start the cluster (ray up cluster.yaml, or ray "
+                       "start --head on its head node) and pass the head's address, or leave "
+                       "--address out to run on this machine") from None
 
 
 def run_folder(search: Search, args) -> Path:
@@ -253,7 +319,7 @@ def run_folder(search: Search, args) -> Path:
     if args.out:
         out = Path(args.out).resolve()
     else:
-        runs = ROOT / "runs"
+        runs = Path(args.storage) if args.storage else ROOT / "runs"
         pattern = re.compile(rf"^{re.escape(search.name)}-{re.escape(args.dataset)}-(\d+)$")
         taken = sorted(int(m[1]) for p in (runs.iterdir() if runs.is_dir() else [])
                        if (m := pattern.match(p.name)))
@@ -343,17 +409,35 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
     from engine import ray_backend  # imports Ray: only once the input is known to be good
     try:
         ray_backend.init(args.address)
-    except Exception as e:  # noqa: BLE001  (ConnectionError, RuntimeError, ...)
-        print(f"error: cannot reach Ray at --address {args.address}: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001  (ConnectionError, AuthenticationError, ...)
+        causes = " ".join(str(c) for c in (e, e.__cause__) if c)
+        hint = ("; the cluster uses token authentication: put its token (ray get-auth-token on "
+                "the head) in ~/.ray/auth_token or $RAY_AUTH_TOKEN and set RAY_AUTH_MODE=token"
+                if "token" in causes.lower() else
+                "; check that the address is the head node's (ray status there prints it)")
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        print(f"error: cannot join Ray at --address {args.address}: {first}{hint}",
+              file=sys.stderr)
         return 2
     have = ray_backend.cluster_resources()
     need_cpu = args.cpus_per_trial * args.workers_per_trial
     need_gpu = args.gpus_per_trial * args.workers_per_trial
     if need_gpu > have.get("GPU", 0) or need_cpu > have.get("CPU", 0):
-        print(f"error: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but the Ray cluster "
-              f"has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; lower "
-              "--cpus-per-trial / --gpus-per-trial / --workers-per-trial", file=sys.stderr)
-        return 2
+        # A cluster joined by --address may autoscale (cluster.yaml's starts with no GPU
+        # worker): there the trials wait for nodes, unless Ray knows the cluster's limits
+        # and a trial exceeds them. This machine alone never grows.
+        most = ray_backend.max_cluster_resources() if args.address else None
+        if args.address and (most is None or (need_gpu <= most.get("GPU", 0)
+                                              and need_cpu <= most.get("CPU", 0))):
+            print(f"note: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU; the Ray cluster "
+                  f"has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU now, so the "
+                  "trials wait until its autoscaler adds nodes", flush=True)
+        else:
+            print(f"error: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but the Ray "
+                  f"cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
+                  f"{' at most' if most else ''}; lower --cpus-per-trial / --gpus-per-trial / "
+                  "--workers-per-trial", file=sys.stderr)
+            return 2
 
     seeds = list(range(args.seeds)) if not args.resume else args.saved_seeds
     if not args.resume:
