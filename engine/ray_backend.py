@@ -52,7 +52,9 @@ def init(address: str | None) -> None:
         print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
               "machine accept anyone who reaches them; unset it to keep token authentication",
               file=sys.stderr, flush=True)
-    ray.init(include_dashboard=False, log_to_driver=True)
+    # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
+    # job API's tunnel that the README exports for `ray job submit`)
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
 
 
 def node_id() -> str:

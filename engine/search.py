@@ -331,8 +331,7 @@ def run_folder(search: Search, args) -> Path:
     if args.resume and not (out / "search.json").is_file():
         raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
     if args.resume:
-        import json
-        saved = json.loads((out / "search.json").read_text())
+        saved = _read_search_json(out)
         workers = saved.get("resources", {}).get("workers", 1)
         if workers != args.workers_per_trial:  # a different trainable cannot be restored
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
@@ -389,6 +388,12 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             rows = resolve_rows(search, args, shape)
             data_options = row_data(search, rows, args.dataset)
             if args.search == "optuna":
+                try:
+                    from engine.ray_backend import describe_space
+                    space_json = describe_space(search.space)
+                except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
+                    raise BadInput(f"space of {search.name}: Optuna cannot sample it ({e}); "
+                                   "use tune.uniform / loguniform / randint / choice") from None
                 base_label = next(iter(rows))
                 for point in _space_bounds(search.space):
                     try:
@@ -431,7 +436,10 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
                                               and need_cpu <= most.get("CPU", 0))):
             print(f"note: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU; the Ray cluster "
                   f"has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU now, so the "
-                  "trials wait until its autoscaler adds nodes", flush=True)
+                  "trials wait until its autoscaler adds nodes"
+                  + ("" if most else " (Ray does not tell this driver how far the cluster can "
+                     "grow: if no node type can hold a trial's worker, nothing starts; stop "
+                     "it with Ctrl-C)"), flush=True)
         else:
             print(f"error: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but the Ray "
                   f"cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
@@ -452,8 +460,9 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
                      for k, c in rows.items()],
             "table_metrics": list(search.table_metrics), "paper": search.paper,
             # the sampled space as Optuna distributions (JSON), for the report's importances
-            **({"samples": args.samples, "space": ray_backend.describe_space(search.space)}
+            **({"samples": args.samples, "space": space_json}
                if args.search == "optuna" else {}),
+            "max_concurrent": args.max_concurrent,
             "evaluation": evaluation.to_dict(), "image_every": args.image_every,
             "checkpoint_every": args.checkpoint_every,
             "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
@@ -500,8 +509,14 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         complete = experiment(search_alg=args.search, num_samples=num_samples,
                               resume=args.resume)
     except Exception as e:  # noqa: BLE001
-        if not (args.resume and args.search == "grid"):
+        if not args.resume:
             raise
+        if args.search != "grid":  # the searcher's state is the only record of what it chose
+            print(f"error: --resume: Tune's saved state of this sampled search did not "
+                  f"restore ({type(e).__name__}); the finished trials stay in {out} "
+                  f"(python -m engine report {out}); start a new run for more samples",
+                  file=sys.stderr)
+            return 1
         # Tune's saved state can be cut short by the killed driver (a searcher state file
         # half-synced); the trials' own folders are whole: continue from them instead
         print(f"resume: Tune's saved state did not restore ({type(e).__name__}: "
@@ -572,21 +587,44 @@ def _check_files(args) -> None:
 def _saved_settings(out: Path, args) -> tuple[dict, dict, EvalSettings]:
     """A resumed run's own rows, seeds, data set, budget and evaluation, from search.json:
     the trials a resume continues or repairs are the run's, whatever the flags say now."""
-    import json
-    saved = json.loads((out / "search.json").read_text())
-    rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
+    saved = _read_search_json(out)
+    try:
+        rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
+    except (KeyError, TypeError, ValueError) as e:  # e.g. a field this version dropped
+        raise BadInput(f"--resume: {out / 'search.json'} holds a row this version cannot "
+                       f"build ({e}); finish it with the commit it names") from None
     data_options = {r["label"]: r["data"] for r in saved["rows"] if r.get("data")}
     args.dataset, args.epochs, args.saved_seeds = (saved["dataset"], saved["epochs"],
                                                    list(saved["seeds"]))
     args.image_every = saved.get("image_every", args.image_every)
     args.data_root = args.data_root or saved.get("data_root")  # the data may have moved
     args.checkpoint_every = saved.get("checkpoint_every", args.checkpoint_every)
+    # how the trials were sampled, scheduled and sized: a resume that mixed today's flags in
+    # would repair a sampled run as a grid, or restore trials with other resources
+    args.search = saved.get("search", args.search)
+    args.scheduler = saved.get("scheduler", args.scheduler)
+    args.samples = saved.get("samples", args.samples)
+    args.max_concurrent = saved.get("max_concurrent", args.max_concurrent)
+    res = saved.get("resources", {})
+    args.cpus_per_trial = res.get("cpu", args.cpus_per_trial)
+    args.gpus_per_trial = res.get("gpu", args.gpus_per_trial)
     evaluation = EvalSettings.from_dict(saved.get("evaluation"))
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
-          f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, evaluation "
-          f"{','.join(evaluation.metrics) or 'none'}; other flags given now are ignored",
-          flush=True)
+          f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, "
+          f"--search {args.search}, --scheduler {args.scheduler}, evaluation "
+          f"{','.join(evaluation.metrics) or 'none'}; flags given now other than --address "
+          "and --data-root are ignored", flush=True)
     return rows, data_options, evaluation
+
+
+def _read_search_json(out: Path) -> dict:
+    """A run folder's search.json, or BadInput (one line) if it does not parse."""
+    import json
+    try:
+        return json.loads((out / "search.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"--resume: {out / 'search.json'} is unreadable ({e}); it is written "
+                       "atomically, so it was changed by hand: restore it") from None
 
 
 def _trials_to_repair(out: Path, rows: dict, seeds: list[int], every_unfinished: bool = False

@@ -129,6 +129,8 @@ def run_trial(params: dict, session: Session) -> None:
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
+        if session.rank:  # the state is rank 0's (only it checkpoints): a stream of its own
+            torch.manual_seed(seed + 100_003 * session.rank + 7_919 * start)
         if start > epochs:  # restored at its final checkpoint: nothing left to train
             if session.resume.get("from_folder"):  # its result lines were set aside: say it
                 session.report(last, None)

@@ -77,6 +77,7 @@ def recovery(run_dir: Path) -> None:
     import json
     import pandas as pd
     from engine.report import load_trials
+    from engine.files import write_atomic, write_text_atomic  # no half-written report file
     search = json.loads((run_dir / "search.json").read_text())
     trials = load_trials(run_dir)
     done = trials[trials["status"] == "completed"]
@@ -105,7 +106,7 @@ def recovery(run_dir: Path) -> None:
                 "estimate": est.mean(), "estimate_std": est.std(ddof=1), "n": len(est),
                 "ratio": est.mean() / (injected + base)})
     table = pd.DataFrame.from_records(records)
-    table.to_csv(run_dir / "report" / "recovery.csv", index=False)
+    write_atomic(run_dir / "report" / "recovery.csv", lambda p: table.to_csv(p, index=False))
 
     def cell_text(r) -> str:
         if pd.isna(r["estimate"]):
@@ -135,7 +136,7 @@ def recovery(run_dir: Path) -> None:
             "on the clean data, ×estimate / expected). Clean rows: the estimate alone. "
             "sufficient: the parameterization can model the pattern in theory.\n\n"
             + "\n".join(lines) + "\n\n" + "".join(f"- {s}\n" for s in summary))
-    (run_dir / "report" / "recovery.md").write_text(text)
+    write_text_atomic(run_dir / "report" / "recovery.md", text)
     print(text)
 
 

@@ -418,3 +418,18 @@ def test_table4_interpolates_encoded_test_images():
     z, _ = latent.encoded_latents(m, x)
     ppl = latent.perceptual_path_length(m, 200, _sq_l2, latents=z, seed=3, batch_size=64)
     assert out["ppl"] == ppl["ppl"] and math.isfinite(out["ppl"]) and out["ppl"] > 0
+
+
+def test_decoder_variance_map_keeps_each_channel_of_a_trainable_variance():
+    """Diag-I trainable on 3-channel images: the map is exp(log Σx) per channel and pixel for
+    every image (an average over the first axis would mix the channels)."""
+    from engine.metrics.likelihood import decoder_variance_map
+    torch.manual_seed(0)
+    model = models.build(models.PRESETS["Diag-I-trainable"], (3, 8, 8))
+    with torch.no_grad():
+        model.log_variance.log_var.copy_(torch.randn(3, 8, 8))
+    images = torch.rand(5, 3, 8, 8)
+    var = decoder_variance_map(model, images, draws=4, batch_size=2)
+    assert var.shape == (5, 3, 8, 8)
+    expected = torch.exp(model.log_variance.log_var.detach().double())
+    torch.testing.assert_close(var, expected.expand(5, 3, 8, 8))

@@ -19,16 +19,17 @@ import torch
 
 import models
 from engine.report import load_trials
-from engine.search import run
+from engine.search import _saved_settings, parse_args, run
 
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def search(args, timeout=600, script="searches/ablation_uae.py", **kw):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+def search(args, timeout=600, script="searches/ablation_uae.py", env=None, **kw):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT,
+                          env={**ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, **kw)
 
 
 def write_script(tmp_path, body: str) -> str:
@@ -40,7 +41,10 @@ def write_script(tmp_path, body: str) -> str:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "uae"
-    proc = search(["--smoke", "--seeds", "2", "--out", str(out)])
+    # $RAY_ADDRESS (as the README exports it for `ray job submit`) must not pull a local run
+    # onto a cluster: here it names a port where nothing listens, which ray.init would try
+    proc = search(["--smoke", "--seeds", "2", "--out", str(out)],
+                  env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -326,3 +330,44 @@ def test_engine_never_imports_a_model_internal_or_names_a_preset():
                 names = {c.value for c in ast.walk(node)
                          if isinstance(c, ast.Constant) and isinstance(c.value, str)}
                 assert not names & presets, (path.name, ast.unparse(node))
+
+
+def test_resume_takes_the_runs_own_search_scheduler_and_resources(tmp_path):
+    """Flags given at --resume time do not change how the run's trials are sampled,
+    scheduled or sized: a sampled run resumed without --search optuna is not repaired as a
+    grid."""
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    (tmp_path / "search.json").write_text(json.dumps({
+        "dataset": "digits", "epochs": 4, "seeds": [0], "search": "optuna", "samples": 7,
+        "scheduler": "asha", "max_concurrent": 3,
+        "resources": {"cpu": 2.0, "gpu": 0.0, "workers": 1},
+        "rows": [{"label": "UAE", "config": models.PRESETS["UAE"].to_dict()}]}))
+    args = parse_args(SEARCH, ["--resume", "--out", str(tmp_path), "--scheduler", "fifo",
+                               "--cpus-per-trial", "1", "--samples", "2"])
+    rows, _, _ = _saved_settings(tmp_path, args)
+    assert list(rows) == ["UAE"]
+    assert (args.search, args.samples, args.scheduler, args.max_concurrent,
+            args.cpus_per_trial) == ("optuna", 7, "asha", 3, 2.0)
+
+
+def test_an_unreadable_search_json_on_resume_is_one_line_and_exit_2(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    (tmp_path / "search.json").write_text('{"dataset": "digits", "rows": [')  # cut short
+    assert run(SEARCH, ["--resume", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "search.json" in err and "unreadable" in err
+
+
+def test_a_space_optuna_cannot_sample_is_refused_before_ray_starts(tmp_path, capsys):
+    from ray import tune
+
+    from engine.search import Search
+    study = Search(name="bad", title="bad", rows={"UAE": "UAE"},
+                   space={"beta": tune.sample_from(lambda _: 1e-3)})
+    out = tmp_path / "run"
+    assert run(study, ["--search", "optuna", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Optuna cannot sample" in err
+    assert not out.exists()

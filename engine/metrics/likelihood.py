@@ -193,7 +193,9 @@ def decoder_variance_map(model, images: torch.Tensor, train_images: torch.Tensor
                 var = _input_dependent_variance(model, x, post, eps, draws)
             else:  # trainable: the model's own variance at each draw, averaged
                 z, _ = draw_posterior(post, eps)
-                var = torch.exp(model.log_variance(z)).double().mean(0)
+                # (draws, B, *X), or (*X) for an input-independent parameter
+                lv = model.log_variance(z).double()
+                var = torch.exp(lv).expand(draws, len(x), *model.input_shape).mean(0)
             out.append(var.expand(x.shape).cpu())
     return torch.cat(out)
 
