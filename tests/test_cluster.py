@@ -221,10 +221,10 @@ def test_a_search_on_two_nodes_runs_trials_on_both_and_reports_them_all(cluster,
 
 def test_a_node_lost_mid_search_has_its_trials_finish_on_the_other(cluster, worker,
                                                                    tmp_path):
-    # 8 epochs of 40 batches (0.1-0.3 s each here): the poll below has about a second to find
-    # the worker's trial between its first and its last epoch (6 epochs of 20 were too quick
-    # to be caught for certain on a faster machine)
-    epochs = 8
+    # 20 epochs of 40 batches (0.1-0.3 s each here): the poll below has 2-6 s to find the
+    # worker's trial between its first and its last epoch (6 epochs of 20 batches were too
+    # quick to be caught for certain on a faster machine; 8 of 40 left about a second)
+    epochs = 20
     proc = start_search(cluster, tmp_path, "--epochs", str(epochs), "--set", "batch_size=32")
     lost = None
     deadline = time.monotonic() + 240
