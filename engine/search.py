@@ -448,6 +448,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             return 2
 
     seeds = list(range(args.seeds)) if not args.resume else args.saved_seeds
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
+                 "workers": args.workers_per_trial}  # per worker; saved, and in every trial
     if not args.resume:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "search.json", {
@@ -465,13 +467,10 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             "max_concurrent": args.max_concurrent,
             "evaluation": evaluation.to_dict(), "image_every": args.image_every,
             "checkpoint_every": args.checkpoint_every,
-            "resources": {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
-                          "workers": args.workers_per_trial},
+            "resources": resources,
             "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
     (out / "finished.json").unlink(missing_ok=True)
 
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
-                 "workers": args.workers_per_trial}
     space = {"label": None, "seed": None, "dataset": args.dataset,
              "data_root": args.data_root, "epochs": args.epochs,
              "metric": search.metric, "mode": search.mode, "image_every": args.image_every,

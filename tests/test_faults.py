@@ -17,13 +17,7 @@ from pathlib import Path
 from engine.report import load_trials
 from engine.trial import Session, load_state, run_trial
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def search(args, **kw):
-    return subprocess.run([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, **kw)
+from test_search import ENV, ROOT  # the engine tests' subprocess environment
 
 
 def final_state(folder: Path, epoch: int) -> dict:
