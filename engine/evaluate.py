@@ -97,6 +97,12 @@ class EvalSettings:
         for name in ("nll_images", "diagnostic_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 0 (0: all)")
+        for f in dataclasses.fields(self):  # every float setting, so none is forgotten
+            value = getattr(self, f.name)
+            # inf passes `> 0` below; NaN fails it with a message that does not say why
+            if f.type in (float, "float") and not math.isfinite(value):
+                raise ValueError(f"{f.name} {value} must be finite (not inf or nan), e.g. "
+                                 f"{f.name}={f.default}")
         if not self.ppl_epsilon > 0:
             raise ValueError(f"ppl_epsilon {self.ppl_epsilon} must be > 0")
         if self.lpips_net not in ("alex", "vgg", "squeeze"):

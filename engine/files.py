@@ -1,4 +1,8 @@
-"""Atomic file writes: a crash never leaves a half-written file, only the old one or the new."""
+"""Atomic file writes: a crash never leaves a half-written file, only the old one or the new.
+
+Files get the mode an ordinary open() would give them (0666 less the umask): `mkstemp` makes
+its file 0600 whatever the umask, which would hide a run's reports from the rest of a research
+group on shared storage, beside the checkpoints Ray writes with the umask's mode."""
 from __future__ import annotations
 
 import json
@@ -7,13 +11,34 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+# In a trial's folder: the scheduler (ASHA) stopped the trial before its last epoch; written by
+# the driver (engine/ray_backend), read by the report and --resume (which never rerun it)
+STOPPED_FILE = "stopped.json"
+
+
+def umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (/proc), else by
+    setting and restoring it (not atomic against another thread creating files meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call write(tmp) on a temp file in the same folder, then os.replace it over `path`
     (atomic on POSIX within one file system), so no reader sees a half-written file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)

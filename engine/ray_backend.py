@@ -22,15 +22,25 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 # Checkpointing every epoch with num_to_keep forces a small experiment-state snapshot each
 # time (so a restore never points at a deleted checkpoint); it costs ~10 ms, so no warning.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ctrl-C is ours (run_experiment's _Interrupt): Tune's own handler ends the run as if it had
+# finished, and nothing after fit() could tell an interrupted search from a complete one
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
+import csv  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
+import stat  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import ray  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
+from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
 from engine.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
 
@@ -46,7 +56,15 @@ def init(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        # ray.init can wait for minutes on an address where a GCS answered the probe but
+        # does not let this driver in; one line and exit 2 instead
+        timer = threading.Timer(JOIN_TIMEOUT_S, _give_up, args=(address,))
+        timer.daemon = True
+        timer.start()
+        try:
+            ray.init(address=address, log_to_driver=True)
+        finally:
+            timer.cancel()
         return
     if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
         print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
@@ -55,6 +73,33 @@ def init(address: str | None) -> None:
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
     # job API's tunnel that the README exports for `ray job submit`)
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    private_token_file()
+
+
+TOKEN_FILE = Path("~/.ray/auth_token")
+
+
+def private_token_file(path: Path = TOKEN_FILE) -> None:
+    """Ray writes the token it makes on first use with the umask's mode (0644): anyone on the
+    machine could read it and so pass the authentication. Make it the owner's alone."""
+    path = path.expanduser()
+    try:
+        if path.is_file() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            path.chmod(0o600)
+    except OSError as e:  # e.g. a token file of another user's: say so, go on
+        print(f"warning: cannot make {path} private ({e.strerror}): chmod 600 it",
+              file=sys.stderr, flush=True)
+
+
+JOIN_TIMEOUT_S = float(os.environ.get("VAE_ABLATIONS_JOIN_TIMEOUT_S", "120"))
+
+
+def _give_up(address: str) -> None:
+    print(f"error: --address {address}: Ray did not let this driver join within "
+          f"{JOIN_TIMEOUT_S:g} s; check that it is the head's GCS address (ray status there "
+          "prints it) and that this machine reaches every port of the head",
+          file=sys.stderr, flush=True)
+    os._exit(2)  # noqa: SLF001  (ray.init holds the main thread; nothing has started)
 
 
 def node_id() -> str:
@@ -186,19 +231,26 @@ def _ddp_worker(loop_config: dict) -> None:
 def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    workers: int, cpu: float, gpu: float, metric: str, mode: str,
                    scheduler: str, search_alg: str, num_samples: int, epochs: int,
-                   max_concurrent: int, resume: bool, verbose: int = 0,
+                   max_concurrent: int, verbose: int = 0,
                    callbacks: list | None = None,
-                   pairs: list[tuple[str, int, str | None]] | None = None,
-                   data: dict[str, dict] | None = None):
-    """Run (or, with `resume`, finish) the experiment in `run_dir`; returns whether every
-    trial ended (False when the search was interrupted).
+                   pairs: list[list] | None = None,
+                   data: dict[str, dict] | None = None,
+                   told: list[tuple[dict, float]] | None = None) -> str:
+    """Run the experiment in `run_dir`; returns "complete" (every trial ended: completed,
+    diverged, errored or stopped by the scheduler), or "interrupted" (Ctrl-C / SIGINT: the
+    trials still running were stopped where they were, to be continued by --resume).
 
     `param_space` holds "label" (a grid over `rows`' keys, or one label for a sampled
     search), "seed" (a grid), "config" (filled in from `rows` by label unless the search
-    samples it) and the search's constants. `pairs` instead runs exactly these (label, seed,
-    trial folder or None) trials as a new experiment in the same run folder; a trial given its
-    old folder continues from the newest checkpoint there (to repair what a restore lost).
-    `data` maps the labels of rows with data options (noise) to them: the trial's "data".
+    samples it) and the search's constants. `pairs` instead runs exactly these [label, seed,
+    trial folder or None, config or None] trials as a new experiment in the same run folder;
+    a trial given its old folder continues from the newest checkpoint there (--resume), one
+    given a config trains it (a sampled trial), the others their row's. `told` gives a sampled
+    search's searcher the (sampled values, final metric) of trials already run. `data` maps
+    the labels of rows with data options (noise) to them: the trial's "data".
+
+    Nothing of Tune's saved state is read back (no Tuner.restore): it is pickled, and a
+    pickle from a run folder on shared storage would run its writer's code here.
     """
     if workers > 1:
         # The trial function only waits on its TorchTrainer, whose workers hold the CPUs and
@@ -207,49 +259,130 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         trainable = tune.with_resources(ddp_trial, {"cpu": 0, "memory": 1})
     else:
         trainable = tune.with_resources(one_worker_trial, {"cpu": cpu, "gpu": gpu})
-    progress = _Progress(metric)
-    if resume:
-        tuner = tune.Tuner.restore(run_dir, trainable, resume_unfinished=True,
-                                   resume_errored=True)
-        tuner._local_tuner._run_config.callbacks.append(progress)  # noqa: SLF001
-        tuner.fit()
-        return progress.complete
     space = dict(param_space)
-    if pairs:  # [label, seed, folder or None]: a trial continues in its folder if it has one
+    if pairs:  # [label, seed, folder or None, config or None]
         space.update(pair=tune.grid_search([list(p) for p in pairs]),
                      label=tune.sample_from(lambda config: config["pair"][0]),
-                     seed=tune.sample_from(lambda config: config["pair"][1]))
+                     seed=tune.sample_from(lambda config: config["pair"][1]),
+                     config=tune.sample_from(lambda config: config["pair"][3]
+                                             or rows[config["pair"][0]]))
     if "config" not in space:  # explicit rows: the resolved config is looked up by label
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
     if data:  # only rows with data options: every other search's params stay as they were
         space["data"] = tune.sample_from(lambda config: data.get(config["label"]))
+    progress, interrupt = _Progress(metric, epochs), _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
         scheduler=_scheduler(scheduler, epochs),
-        search_alg=_search_alg(search_alg, metric, mode),
+        search_alg=_search_alg(search_alg, metric, mode, told),
         max_concurrent_trials=max_concurrent or None, reuse_actors=True,
         trial_dirname_creator=_dirname, trial_name_creator=_dirname)
     run_config = tune.RunConfig(
         name=os.path.basename(run_dir), storage_path=os.path.dirname(run_dir),
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress,
-                   *(callbacks or [])],
-        verbose=verbose,
+        callbacks=[JsonLoggerCallback(), _CSVLogger(), progress, *(callbacks or [])],
+        verbose=verbose, stop=interrupt,
         failure_config=tune.FailureConfig(max_failures=1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-    tune.Tuner(trainable, param_space=space, tune_config=tune_config,
-               run_config=run_config).fit()
-    return progress.complete
+    logs = [logging.getLogger(name) for name in DISK_LOGGERS]
+    for log in logs:
+        log.addFilter(interrupt.disk_filter)
+    try:
+        with interrupt:
+            tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+                       run_config=run_config).fit()
+    except Exception:  # noqa: BLE001  (Tune's results of a full disk: EOFError on its files)
+        if interrupt.disk_full or disk_full(run_dir):
+            return "disk full"
+        raise
+    finally:
+        for log in logs:
+            log.removeFilter(interrupt.disk_filter)
+    if interrupt.disk_full:
+        return "disk full"
+    return "interrupted" if interrupt.asked or not progress.complete else "complete"
+
+
+# Ray's loggers that report a trial's or the driver's failure to write: on a full disk each
+# repeats the same ENOSPC traceback (hundreds of lines); the driver says it once instead
+DISK_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state",
+                "ray._private.worker", "ray.tune.analysis.experiment_analysis")
+
+
+def disk_full(folder: str, below: int = 64 << 20) -> bool:
+    """Whether the file system of `folder` has less than `below` bytes free (64 MiB: less
+    than one conv net's checkpoint)."""
+    import shutil
+    try:
+        return shutil.disk_usage(folder).free < below
+    except OSError:
+        return False
+
+
+class _Interrupt(tune.Stopper):
+    """SIGINT (Ctrl-C) while the search runs: every running trial is stopped where it is (its
+    checkpoints stay) and the experiment ends; `asked` tells the driver it was interrupted. A
+    second SIGINT is Python's default: KeyboardInterrupt at once. A trial that failed for a
+    full disk (ENOSPC, seen in Tune's log of the failure) ends the experiment the same way,
+    `disk_full` set, and its traceback is not logged: every other trial would fail alike."""
+
+    def __init__(self):
+        self.asked = self.disk_full = False
+        self._before = None
+
+    def disk_filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        text = f"{record.getMessage()} {error or ''}"
+        if "No space left on device" in text or getattr(error, "errno", None) == 28:
+            self.disk_full = True
+            return False
+        # once the disk is full, Tune's complaints about the files it could not write
+        return not (self.disk_full and record.name.endswith("experiment_analysis"))
+
+    def __enter__(self):
+        self._before = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._before)
+
+    def _handle(self, signum, frame):
+        self.asked = True
+        print("interrupt: stopping the running trials (Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.asked or self.disk_full
+
+
+class _CSVLogger(CSVLoggerCallback):
+    """Tune's progress.csv, whose columns stay those of the file's header: Tune's own logger
+    takes a continued trial's columns from its first new line (e.g. with restored_from_epoch),
+    under the old header, and the file no longer parses."""
+
+    def log_trial_result(self, iteration, trial, result):
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
+        if self._trial_csv[trial] is None and self._trial_continue[trial]:
+            with open(Path(trial.local_path, "progress.csv"), newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+        super().log_trial_result(iteration, trial, result)
 
 
 class _Progress(tune.Callback):
     """One line per finished trial instead of Tune's wide status table."""
 
-    def __init__(self, metric: str):
-        self.metric, self.done, self.complete = metric, 0, False
+    def __init__(self, metric: str, epochs: int):
+        self.metric, self.epochs, self.done, self.complete = metric, epochs, 0, False
 
     def on_experiment_end(self, trials, **info):
-        # also called when Ctrl-C interrupts fit(), which then returns normally
-        self.complete = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        # every trial ended by itself, by an error or by the scheduler (never by an interrupt)
+        self.complete = all(t.status == "ERROR" or _ended(t) for t in trials)
 
     def _line(self, trial, what: str) -> None:
         self.done += 1
@@ -261,33 +394,62 @@ class _Progress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         status = (trial.last_result or {}).get("status", "running")
-        self._line(trial, "stopped early" if status == "running" else status)
+        if status in ("completed", "diverged"):
+            self._line(trial, status)
+        elif _stopped_by_scheduler(trial):
+            self._line(trial, "stopped early")
+        # else: stopped by an interrupt, unfinished: the driver says so once
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, f"error ({trial.error_file or 'see the trial folder'})")
 
 
-def can_resume(run_dir: str) -> bool:
-    return tune.Tuner.can_restore(run_dir)
+def _ended(trial) -> bool:
+    return ((trial.last_result or {}).get("status") in ("completed", "diverged")
+            or _stopped_by_scheduler(trial))
+
+
+def _stopped_by_scheduler(trial) -> bool:
+    return trial.path is not None and os.path.exists(os.path.join(trial.path, STOPPED_FILE))
+
+
+class _RecordingASHA:
+    """Mixed into ASHAScheduler: a trial the scheduler stops before its last epoch gets a
+    stopped.json in its folder, so that the report, the progress lines and --resume tell it
+    from a trial an interrupt left unfinished."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        action = super().on_trial_result(tune_controller, trial, result)
+        if (action == "STOP" and result.get("status") == "running"
+                and trial.path is not None):
+            write_json_atomic(Path(trial.path) / STOPPED_FILE, {
+                "by": "ASHA", "at_epoch": result.get("epoch"),
+                "metric": self._metric, "value": result.get(self._metric)})
+        return action
 
 
 def _dirname(trial) -> str:
-    """Readable in TensorBoard's run list and unique by the trial id, which restore uses; a
-    continued trial keeps its old folder."""
+    """Readable in TensorBoard's run list and unique by the trial id; a continued trial
+    keeps its old folder."""
     pair = trial.config.get("pair")
     if pair and pair[2]:
         return pair[2]
-    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(trial.config["label"]))
-    return f"{label}_seed{trial.config['seed']}_{trial.trial_id}"
+    # a pair's label and seed are sample_from domains here, not yet their values
+    label, seed = (pair[0], pair[1]) if pair else (trial.config["label"], trial.config["seed"])
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(label))
+    return f"{label}_seed{seed}_{trial.trial_id}"
 
 
 def _scheduler(name: str, epochs: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     if name == "fifo":
         return FIFOScheduler()
+
+    class RecordingASHA(_RecordingASHA, ASHAScheduler):
+        pass
     # rungs at epochs/9, epochs/3, epochs (reduction factor 3), counted in reported epochs
     # on the epoch, not Tune's iteration count, which restarts when a DDP trial is retried
-    return ASHAScheduler(time_attr="epoch", max_t=epochs,
+    return RecordingASHA(time_attr="epoch", max_t=epochs,
                          grace_period=max(1, epochs // 9), reduction_factor=3)
 
 
@@ -300,12 +462,27 @@ def describe_space(space: dict) -> dict[str, str]:
             for name, d in OptunaSearch.convert_search_space(space).items()}
 
 
-def _search_alg(name: str, metric: str, mode: str):
+def _search_alg(name: str, metric: str, mode: str,
+                told: list[tuple[dict, float]] | None = None):
+    """None for a grid (Tune's default: every grid point, x seeds, in order); for "optuna",
+    TPE with seed 0, told `told`'s ({"config/<field>": sampled value}, final metric) of the
+    trials a resumed search already ran, so that it samples the rest knowing them."""
     if name == "grid":
-        return None  # Tune's default: every grid point (x seeds), in order
+        return None
     from ray.tune.search.optuna import OptunaSearch
-    return OptunaSearch(metric=metric, mode=mode, seed=0)
+
+    class ToldOptuna(OptunaSearch):
+        def set_search_properties(self, metric, mode, config, **spec):
+            ok = super().set_search_properties(metric, mode, config, **spec)
+            for values, value in told or []:
+                params = {k: v for k, v in values.items() if k in self._space}
+                if len(params) == len(self._space) and value is not None:
+                    self.add_evaluated_point(params, value)
+            return ok
+    # a resumed search's own seed: the same seed would propose the first samples again
+    return ToldOptuna(metric=metric, mode=mode, seed=len(told or []))
 
 
 __all__ = ["init", "node_id", "restart", "cluster_resources", "max_cluster_resources",
-           "run_experiment", "can_resume", "describe_space", "one_worker_trial", "ddp_trial"]
+           "run_experiment", "describe_space", "one_worker_trial", "ddp_trial",
+           "private_token_file"]

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # the object API draws with Agg and keeps 
 from matplotlib.ticker import MaxNLocator
 
 from engine import tuning
-from engine.files import write_atomic
+from engine.files import STOPPED_FILE, write_atomic
 
 # status -> the table's count column
 COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
@@ -56,7 +56,6 @@ def load_trials(run_dir) -> pd.DataFrame:
     Sorted by the search's row order, then seed."""
     run = Path(run_dir)
     search = load_search(run)
-    finished = (run / "finished.json").is_file()
     records = []
     for folder, params, lines in _read_trials(run, search):
         last = lines[-1] if lines else {}
@@ -67,8 +66,7 @@ def load_trials(run_dir) -> pd.DataFrame:
             "trial": folder.name, "trial_id": last.get("trial_id"),
             "label": _label(params, folder), "seed": params.get("seed"),
             **{f"config/{k}": _scalar(v) for k, v in config.items()},
-            "status": _status(last, error is not None, epochs_done,
-                              params.get("epochs", search.get("epochs")), finished),
+            "status": _status(last, error is not None, (folder / STOPPED_FILE).is_file()),
             "epochs_done": epochs_done, "error": error,
             "diverged_at_epoch": last.get("diverged_at_epoch"),
             "eval_notes": json.dumps(last["notes"]) if isinstance(last.get("notes"), dict)
@@ -261,14 +259,14 @@ def _error_message(path: Path) -> str | None:
     return lines[-1] if lines else "error (error.txt is empty)"
 
 
-def _status(last: dict, errored: bool, epochs_done: int, epochs, finished: bool) -> str:
+def _status(last: dict, errored: bool, stopped: bool) -> str:
     reported = last.get("status")
     if reported in ("completed", "diverged"):
         return reported
     if errored:
         return "error"
-    if finished and epochs is not None and epochs_done < epochs:
-        return "stopped early"  # the search ended without it: ASHA stopped it
+    if stopped:
+        return "stopped early"  # the scheduler (ASHA) stopped it: engine/ray_backend
     return "unfinished"  # the search is running or was interrupted
 
 

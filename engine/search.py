@@ -14,6 +14,9 @@ other bad input, is one line on stderr and exit code 2. Seeds are an explicit ax
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import json
 import math
 import os
 import re
@@ -27,7 +30,7 @@ import models
 from engine.data import (DATASETS, EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, load_dataset)
 from engine.evaluate import GROUPS, EvalSettings, parse_groups
-from engine.files import write_json_atomic, write_text_atomic
+from engine.files import STOPPED_FILE, write_json_atomic, write_text_atomic
 from engine.train import parse_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,8 +161,12 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
     except ValueError as e:
         raise BadInput(str(e)) from None
     labels = list(search.rows)
-    if args.rows:
-        wanted = [s.strip() for s in args.rows.split(",")]
+    if args.rows is not None:
+        wanted = [s.strip() for s in args.rows.split(",") if s.strip()]
+        if not wanted:
+            raise BadInput(f"--rows {args.rows!r} names no row; give comma-separated labels "
+                           f"(rows of {search.name}: {', '.join(labels)}) or leave it out for "
+                           "every row")
         unknown = [w for w in wanted if w not in search.rows]
         if unknown:
             raise BadInput(f"--rows: unknown row {unknown[0]!r}; rows of {search.name}: "
@@ -173,6 +180,11 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> dict[str, mode
             models.build(cfg, shape)  # e.g. an architecture that does not fit the data
         except (ValueError, TypeError) as e:
             raise BadInput(f"row {label!r}: {e}") from None
+        except (RuntimeError, MemoryError) as e:  # e.g. --set hidden=300000
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise BadInput(f"row {label!r}: the model cannot be built on this machine "
+                           f"({first[:200]}); make it smaller (hidden, latent_dim, arch)"
+                           ) from None
         if cfg.batch_size < 2 * args.workers_per_trial:
             raise BadInput(f"row {label!r}: batch_size {cfg.batch_size} gives fewer than 2 "
                            f"examples to each of {args.workers_per_trial} workers")
@@ -305,45 +317,123 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
         raise BadInput(f"--address {address}: expected the head node's HOST:PORT, e.g. "
                        "10.0.0.5:6379, or auto")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
+            answer = _grpc_probe(conn, timeout_s)
     except OSError as e:
         raise BadInput(f"--address {address}: nothing answers at {host}:{port} "
                        f"({e.strerror or e}); start the cluster (ray up cluster.yaml, or ray "
                        "start --head on its head node) and pass the head's address, or leave "
                        "--address out to run on this machine") from None
+    if answer is not None:
+        raise BadInput(f"--address {address}: what answers there is not Ray's GCS ({answer}); "
+                       "give the head's GCS port (6379 by default; the dashboard and job API "
+                       "are 8265, Ray Client 10001)")
+
+
+def _grpc_probe(conn: socket.socket, timeout_s: float) -> str | None:
+    """None where the server at `conn` speaks HTTP/2, as Ray's GCS (gRPC) does; else what it
+    said instead. ray.init waits for minutes on a port where something else answers (e.g.
+    the dashboard's 8265 through a tunnel). A TLS cluster (RAY_USE_TLS) is not probed."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    # the HTTP/2 client preface and an empty SETTINGS frame; a server answers with its own
+    # SETTINGS frame (9-byte header, type 0x4)
+    conn.settimeout(timeout_s)
+    try:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        head = conn.recv(64)
+    except socket.timeout:
+        return f"no HTTP/2 answer within {timeout_s:g} s"
+    except OSError as e:
+        return f"the connection was dropped ({e.strerror or e})"
+    if len(head) >= 9 and head[3] == 4:
+        return None
+    if head.startswith(b"HTTP/"):
+        return f"an HTTP/1 server: {head.splitlines()[0].decode(errors='replace')!r}"
+    if head and all(32 <= b < 127 or b in b"\r\n\t" for b in head):
+        first = head.decode().splitlines()[0] if head.strip() else ""
+        return f"a text answer, e.g. an HTTP/1 server: {first[:40]!r}"
+    return ("it closed the connection without a word" if not head
+            else f"an unknown protocol: {head[:16]!r}")
 
 
 def run_folder(search: Search, args) -> Path:
-    """--out, else runs/<search>-<dataset>-<n>: a new n, or with --resume the latest."""
+    """--out, else <storage>/<search>-<dataset>-<n>: with --resume the latest n (checked to be
+    a run folder); else the path a new run will claim (claim_run_folder)."""
     if args.out:
-        out = Path(args.out).resolve()
+        out = Path(args.out).expanduser().resolve()
+        if not args.resume:
+            check_storage(str(out), "--out")  # its parent exists, it is writable
     else:
         runs = Path(args.storage) if args.storage else ROOT / "runs"
-        pattern = re.compile(rf"^{re.escape(search.name)}-{re.escape(args.dataset)}-(\d+)$")
-        taken = sorted(int(m[1]) for p in (runs.iterdir() if runs.is_dir() else [])
-                       if (m := pattern.match(p.name)))
+        taken = _taken(runs, search.name, args.dataset)
         if args.resume and not taken:
             raise BadInput(f"--resume: no run of {search.name} on {args.dataset} in {runs}; "
                            "pass --out <run folder>")
         n = taken[-1] if args.resume else (taken[-1] + 1 if taken else 1)
         out = runs / f"{search.name}-{args.dataset}-{n}"
-    if args.resume and not (out / "search.json").is_file():
-        raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
     if args.resume:
+        if not (out / "search.json").is_file():
+            raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
         saved = _read_search_json(out)
         workers = saved.get("resources", {}).get("workers", 1)
-        if workers != args.workers_per_trial:  # a different trainable cannot be restored
+        if workers != args.workers_per_trial:  # a different trainable cannot continue it
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
                            "same")
-        from engine import ray_backend  # every Ray call lives there
-        if not ray_backend.can_resume(str(out)):
-            raise BadInput(f"--resume: Tune saved no state in {out} yet; start it again "
-                           "without --resume into a new --out")
-    if not args.resume and out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()):
         raise BadInput(f"--out {out} already holds a run; pass --resume to finish it or "
                        "choose another folder")
     return out
+
+
+def _taken(runs: Path, name: str, dataset: str) -> list[int]:
+    pattern = re.compile(rf"^{re.escape(name)}-{re.escape(dataset)}-(\d+)$")
+    return sorted(int(m[1]) for p in (runs.iterdir() if runs.is_dir() else [])
+                  if (m := pattern.match(p.name)))
+
+
+CLAIM = {"claimed": True}  # search.json until the search writes its own (one Ray started)
+
+
+def claim_run_folder(search: Search, args, out: Path) -> Path:
+    """Take the new run's folder atomically, so that two searches started at once never share
+    one: a numbered folder is made with mkdir (never exist_ok), the next number if another
+    search made it first; then search.json is created exclusively (O_EXCL), which also decides
+    between two searches given the same --out. BadInput on a folder that cannot be written
+    (read-only or full file system, no permission)."""
+    try:
+        if args.out:
+            out.mkdir(exist_ok=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                try:
+                    out.mkdir()
+                    break
+                except FileExistsError:
+                    n = int(out.name.rsplit("-", 1)[1]) + 1
+                    out = out.parent / f"{search.name}-{args.dataset}-{n}"
+        fd = os.open(out / "search.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w") as f:
+            json.dump(CLAIM, f)
+    except FileExistsError:
+        raise BadInput(f"--out {out}: another search took this folder just now; choose "
+                       "another") from None
+    except OSError as e:  # EROFS, ENOSPC, EACCES, ...
+        raise BadInput(f"{'--out' if args.out else 'the run folder'} {out}: cannot be "
+                       f"written ({e.strerror or e}); free space or choose a writable "
+                       "folder (--out, --storage)") from None
+    return out
+
+
+def release_run_folder(out: Path) -> None:
+    """Give back a claimed folder that no search ran in (Ray did not start, ...)."""
+    try:
+        if json.loads((out / "search.json").read_text()) == CLAIM:
+            (out / "search.json").unlink()
+            out.rmdir()
+    except (OSError, ValueError):
+        pass
 
 
 def git_commit() -> str:
@@ -370,15 +460,17 @@ def _space_bounds(space: dict) -> list[dict]:
 def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         after=None) -> int:
     """Validate, run the search with Ray Tune, write and print the report. Exit code:
-    0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input.
-    `callbacks` are extra ray.tune.Callback objects (e.g. a benchmark's timer). `after(run
-    folder)`, if given, runs once the report is written (a study's own plots into
-    <run>/report/); if it raises, the error is one line on stderr and the exit code 1."""
+    0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input,
+    130 when interrupted (Ctrl-C: --resume finishes it). `callbacks` are extra
+    ray.tune.Callback objects (e.g. a benchmark's timer). `after(run folder)`, if given, runs
+    once the report is written (a study's own plots into <run>/report/); if it raises, the
+    error is one line on stderr and the exit code 1."""
     args = parse_args(search, argv)
     try:
         check_args(search, args)
         evaluation = eval_settings(search, args)
         out = run_folder(search, args)
+        space_json = None
         if args.resume:  # the run's own rows, data set, budget and evaluation
             rows, data_options, evaluation = _saved_settings(out, args)
             _check_files(args)
@@ -388,30 +480,163 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
             rows = resolve_rows(search, args, shape)
             data_options = row_data(search, rows, args.dataset)
             if args.search == "optuna":
-                try:
-                    from engine.ray_backend import describe_space
-                    space_json = describe_space(search.space)
-                except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
-                    raise BadInput(f"space of {search.name}: Optuna cannot sample it ({e}); "
-                                   "use tune.uniform / loguniform / randint / choice") from None
-                base_label = next(iter(rows))
-                for point in _space_bounds(search.space):
-                    try:
-                        models.build(rows[base_label].replace(**point), shape)
-                    except ValueError as e:
-                        raise BadInput(f"space of {search.name}: {e}") from None
-            # "auto" decided here, once, so that no node's trial picks another feature space
-            if evaluation.features == "auto" and "fid" in evaluation.metrics:
-                from engine.metrics.features import resolve_auto
-                n_ref = (len(getattr(load_dataset(args.dataset), evaluation.reference_split)
-                             .images) if args.dataset in EMBEDDED_DATASETS else None)
-                evaluation = evaluation.replace(features=resolve_auto(
-                    shape, n_ref, evaluation.inception_weights))
+                space_json = _check_space(search, rows, shape)
+            evaluation = _resolve_features(evaluation, args.dataset, shape)
+            out = claim_run_folder(search, args, out)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     from engine import ray_backend  # imports Ray: only once the input is known to be good
+    code = _connect(args, ray_backend)
+    if code is not None:
+        if not args.resume:
+            release_run_folder(out)
+        return code
+    seeds = list(range(args.seeds)) if not args.resume else args.saved_seeds
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
+                 "workers": args.workers_per_trial}  # per worker; saved, and in every trial
+    if not args.resume:
+        write_json_atomic(out / "search.json", {
+            "name": search.name, "title": search.title, "dataset": args.dataset,
+            "data_root": args.data_root,
+            "epochs": args.epochs, "seeds": seeds, "metric": search.metric,
+            "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
+            "rows": [{"label": k, "config": c.to_dict(),
+                      **({"data": data_options[k]} if k in data_options else {})}
+                     for k, c in rows.items()],
+            "table_metrics": list(search.table_metrics), "paper": search.paper,
+            # the sampled space as Optuna distributions (JSON), for the report's importances
+            **({"samples": args.samples, "space": space_json}
+               if args.search == "optuna" else {}),
+            "max_concurrent": args.max_concurrent,
+            "evaluation": evaluation.to_dict(), "image_every": args.image_every,
+            "checkpoint_every": args.checkpoint_every,
+            "resources": resources,
+            "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
+    (out / "finished.json").unlink(missing_ok=True)
+
+    space = {"label": None, "seed": None, "dataset": args.dataset,
+             "data_root": args.data_root, "epochs": args.epochs,
+             "metric": search.metric, "mode": search.mode, "image_every": args.image_every,
+             "checkpoint_every": args.checkpoint_every, "evaluation": evaluation.to_dict(),
+             "resources": resources}
+    from ray import tune
+    if args.search == "optuna":
+        label = next(iter(rows))
+        space.update(label=label, seed=seeds[0],
+                     config={**rows[label].to_dict(), **search.space})
+    else:
+        space.update(label=tune.grid_search(list(rows)), seed=tune.grid_search(seeds))
+    max_concurrent = args.max_concurrent
+    if args.workers_per_trial > 1 and not max_concurrent:
+        # Tune does not see the TorchTrainer's workers: start only as many trials as fit
+        have = ray_backend.cluster_resources()
+        fits = [have.get("CPU", 0) // (args.cpus_per_trial * args.workers_per_trial)]
+        if args.gpus_per_trial:
+            fits.append(have.get("GPU", 0) // (args.gpus_per_trial * args.workers_per_trial))
+        max_concurrent = max(1, int(min(fits)))
+
+    print(f"{search.title}: {len(rows)} rows x {len(seeds)} seeds on {args.dataset}, "
+          f"{args.epochs} epochs, scheduler {args.scheduler} -> {out}", flush=True)
+    rows_as_dicts = {k: c.to_dict() for k, c in rows.items()}
+
+    def experiment(**kw) -> str:  # this run's Tune experiment; kw: what differs per call
+        return ray_backend.run_experiment(
+            str(out), space, rows_as_dicts, workers=args.workers_per_trial,
+            cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
+            mode=search.mode, scheduler=args.scheduler, epochs=args.epochs,
+            max_concurrent=max_concurrent, callbacks=list(callbacks), data=data_options,
+            **kw)
+    try:
+        if args.resume:
+            outcome = _resume(out, args, rows, seeds, search.metric, experiment)
+        else:
+            outcome = experiment(search_alg=args.search, num_samples=(
+                args.samples if args.search == "optuna" else 1))
+        for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a resume whose driver was killed
+            _merge_results(kept.parent)
+    except OSError as e:  # the driver's own writes (merge, search.json) on a full disk
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        outcome = "disk full"
+    if outcome == "disk full":
+        print(f"error: the disk of {out} is full: the search stopped; free space, then "
+              f"--resume --out {out} continues it", file=sys.stderr)
+        return 1
+    if outcome == "complete":
+        write_json_atomic(out / "finished.json", {"finished": True})
+    from engine.report import write_report
+    text = write_report(out)
+    print(text)
+    print(f"TensorBoard: tensorboard --logdir {out}")
+    failed = False
+    if after is not None and outcome == "complete":
+        try:
+            after(out)
+        except Exception as e:  # noqa: BLE001  (the trials' results are written already)
+            print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            failed = True
+    if outcome != "complete":
+        print(f"interrupted: the unfinished trials keep their checkpoints; finish the run "
+              f"with --resume --out {out}", file=sys.stderr)
+        return 130
+    return 1 if failed or "error" in _statuses(out) else 0
+
+
+def _check_space(search: Search, rows: dict, shape) -> dict:
+    """The Optuna space as JSON distributions, after building the first row at its corners
+    (BadInput where Optuna cannot sample it or a corner does not build)."""
+    try:
+        from engine.ray_backend import describe_space
+        space_json = describe_space(search.space)
+    except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
+        raise BadInput(f"space of {search.name}: Optuna cannot sample it ({e}); "
+                       "use tune.uniform / loguniform / randint / choice") from None
+    base_label = next(iter(rows))
+    for point in _space_bounds(search.space):
+        try:
+            models.build(rows[base_label].replace(**point), shape)
+        except ValueError as e:
+            raise BadInput(f"space of {search.name}: {e}") from None
+    return space_json
+
+
+def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSettings:
+    """FID's feature space decided here, once, so that no node's trial picks another; and
+    refused before any trial where it cannot serve, or where --fid-samples is too few for a
+    full-rank covariance of its features (the FIDs would only be "not computed" at the end)."""
+    if "fid" not in evaluation.metrics:
+        return evaluation
+    from engine.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
+    from engine.metrics.pretrained import WeightsMissing, inception_weights_path
+    if evaluation.features == "auto":
+        n_ref = (len(getattr(load_dataset(dataset), evaluation.reference_split).images)
+                 if dataset in EMBEDDED_DATASETS else None)
+        evaluation = evaluation.replace(features=resolve_auto(
+            shape, n_ref, evaluation.inception_weights))
+    dim = CLASSIFIER_DIM
+    if evaluation.features == "inception":
+        dim = 2048  # pool3
+        if min(shape[1:]) < INCEPTION_MIN_SIZE:
+            raise BadInput(f"--features inception: {dataset}'s {shape[1]}x{shape[2]} images "
+                           f"are below the {INCEPTION_MIN_SIZE} px Inception is used at; use "
+                           "--features classifier (or auto)")
+        try:
+            inception_weights_path(evaluation.inception_weights)
+        except WeightsMissing as e:
+            raise BadInput(f"--features inception: {str(e).splitlines()[0]}") from None
+    if evaluation.fid_samples <= dim:
+        raise BadInput(f"--fid-samples {evaluation.fid_samples}: a FID in the "
+                       f"{evaluation.features} features ({dim} dimensions) needs more samples "
+                       f"than dimensions; give at least {dim + 1}")
+    return evaluation
+
+
+def _connect(args, ray_backend) -> int | None:
+    """Start or join Ray and check that a trial fits it; None when it does, else the exit
+    code after one line on stderr."""
     try:
         ray_backend.init(args.address)
     except Exception as e:  # noqa: BLE001  (ConnectionError, AuthenticationError, ...)
@@ -446,126 +671,63 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
                   f"{' at most' if most else ''}; lower --cpus-per-trial / --gpus-per-trial / "
                   "--workers-per-trial", file=sys.stderr)
             return 2
+    return None
 
-    seeds = list(range(args.seeds)) if not args.resume else args.saved_seeds
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial,
-                 "workers": args.workers_per_trial}  # per worker; saved, and in every trial
-    if not args.resume:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "search.json", {
-            "name": search.name, "title": search.title, "dataset": args.dataset,
-            "data_root": args.data_root,
-            "epochs": args.epochs, "seeds": seeds, "metric": search.metric,
-            "mode": search.mode, "scheduler": args.scheduler, "search": args.search,
-            "rows": [{"label": k, "config": c.to_dict(),
-                      **({"data": data_options[k]} if k in data_options else {})}
-                     for k, c in rows.items()],
-            "table_metrics": list(search.table_metrics), "paper": search.paper,
-            # the sampled space as Optuna distributions (JSON), for the report's importances
-            **({"samples": args.samples, "space": space_json}
-               if args.search == "optuna" else {}),
-            "max_concurrent": args.max_concurrent,
-            "evaluation": evaluation.to_dict(), "image_every": args.image_every,
-            "checkpoint_every": args.checkpoint_every,
-            "resources": resources,
-            "git": git_commit(), "argv": sys.argv[1:] if argv is None else list(argv)})
-    (out / "finished.json").unlink(missing_ok=True)
 
-    space = {"label": None, "seed": None, "dataset": args.dataset,
-             "data_root": args.data_root, "epochs": args.epochs,
-             "metric": search.metric, "mode": search.mode, "image_every": args.image_every,
-             "checkpoint_every": args.checkpoint_every, "evaluation": evaluation.to_dict(),
-             "resources": resources}
-    from ray import tune
-    if args.search == "optuna":
-        label = next(iter(rows))
-        space.update(label=label, seed=seeds[0],
-                     config={**rows[label].to_dict(), **search.space})
-        num_samples = args.samples
+def _resume(out: Path, args, rows: dict, seeds: list[int], metric: str, experiment) -> str:
+    """Finish an interrupted run from its own files only: every trial of the grid that is
+    missing, unfinished or errored continues from the newest checkpoint in its folder (loaded
+    weights_only); a sampled run's unfinished trials likewise, then the samples it still owes,
+    drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
+    run their writer's code) is never read. Returns "complete" or "interrupted"."""
+    if args.search == "grid":
+        todo = _trials_to_repair(out, rows, seeds)
+        owed = 0
     else:
-        space.update(label=tune.grid_search(list(rows)), seed=tune.grid_search(seeds))
-        num_samples = 1
-    max_concurrent = args.max_concurrent
-    if args.workers_per_trial > 1 and not max_concurrent:
-        # Tune does not see the TorchTrainer's workers: start only as many trials as fit
-        fits = [have.get("CPU", 0) // need_cpu] + ([have.get("GPU", 0) // need_gpu]
-                                                    if need_gpu else [])
-        max_concurrent = max(1, int(min(fits)))
-
-    print(f"{search.title}: {len(rows)} rows x {len(seeds)} seeds on {args.dataset}, "
-          f"{args.epochs} epochs, scheduler {args.scheduler} -> {out}", flush=True)
-    rows_as_dicts = {k: c.to_dict() for k, c in rows.items()}
-
-    def experiment(**kw) -> bool:  # this run's Tune experiment; kw: what differs per call
-        return ray_backend.run_experiment(
-            str(out), space, rows_as_dicts, workers=args.workers_per_trial,
-            cpu=args.cpus_per_trial, gpu=args.gpus_per_trial, metric=search.metric,
-            mode=search.mode, scheduler=args.scheduler, epochs=args.epochs,
-            max_concurrent=max_concurrent, callbacks=list(callbacks), data=data_options,
-            **kw)
-    restored = True
-    try:
-        complete = experiment(search_alg=args.search, num_samples=num_samples,
-                              resume=args.resume)
-    except Exception as e:  # noqa: BLE001
-        if not args.resume:
-            raise
-        if args.search != "grid":  # the searcher's state is the only record of what it chose
-            print(f"error: --resume: Tune's saved state of this sampled search did not "
-                  f"restore ({type(e).__name__}); the finished trials stay in {out} "
-                  f"(python -m engine report {out}); start a new run for more samples",
-                  file=sys.stderr)
-            return 1
-        # Tune's saved state can be cut short by the killed driver (a searcher state file
-        # half-synced); the trials' own folders are whole: continue from them instead
-        print(f"resume: Tune's saved state did not restore ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}); continuing every unfinished "
-              "trial from its own checkpoints", flush=True)
-        ray_backend.restart(args.address)  # no actor of the failed restore trains on
-        complete, restored = True, False
-    repair = (_trials_to_repair(out, rows, seeds, every_unfinished=not restored)
-              if complete and args.resume else [])
-    if repair and args.search == "grid":
-        # Tune's saved state can lag behind the run folder when the driver died: trials it had
-        # not created yet are missing from it, and a trial's checkpoint it refers to may have
-        # been replaced already, so the restore ends without the first and errors the second.
-        # Run exactly those, each continuing from the newest checkpoint in its folder.
-        print(f"resume: {len(repair)} trial(s) the restore did not finish, continuing them: "
-              + ", ".join(f"{label} seed {seed}" for label, seed, _ in repair), flush=True)
-        folders = [out / folder for _, _, folder in repair if folder]
+        todo, told, owed = _sampled_to_continue(out, args.samples, metric)
+    print(f"resume: {len(todo)} trial(s) to finish"
+          + (f", {owed} more to sample" if owed else "")
+          + (": " + ", ".join(f"{label} seed {seed}" for label, seed, *_ in todo)
+             if todo and args.search == "grid" else ""), flush=True)
+    outcome = "complete"
+    if todo:
+        folders = [out / p[2] for p in todo if p[2]]
         for folder in folders:
             if (folder / "error.txt").exists():
                 (folder / "error.txt").replace(folder / "error-before-resume.txt")
+            (folder / STOPPED_FILE).unlink(missing_ok=True)
             # Tune rewrites result.json with the new epochs: the earlier lines wait on disk
-            # (a driver killed during the repair loses nothing; the next resume merges them)
+            # (a driver killed during the resume loses nothing; the next resume merges them)
             if (folder / "result.json").exists() and not (folder / BEFORE_RESUME).exists():
                 (folder / "result.json").replace(folder / BEFORE_RESUME)
         try:
-            complete = experiment(search_alg="grid", num_samples=1, resume=False,
-                                  pairs=repair)
+            outcome = experiment(search_alg="grid", num_samples=1, pairs=todo)
         finally:
             for folder in folders:
-                _merge_results(folder)
-    for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a repair whose driver was killed
-        _merge_results(kept.parent)
-    if complete:
-        write_json_atomic(out / "finished.json", {"finished": True})
-    from engine.report import write_report
-    text = write_report(out)
-    print(text)
-    print(f"TensorBoard: tensorboard --logdir {out}")
-    failed = False
-    if after is not None:
-        try:
-            after(out)
-        except Exception as e:  # noqa: BLE001  (the trials' results are written already)
-            print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
-                  file=sys.stderr)
-            failed = True
-    if not complete:
-        print(f"interrupted: finish it with --resume --out {out}", file=sys.stderr)
-        return 130
-    return 1 if failed or "error" in _statuses(out) else 0
+                with contextlib.suppress(OSError):  # a full disk: the next resume merges
+                    _merge_results(folder)
+    if owed and outcome == "complete":
+        _, told, owed = _sampled_to_continue(out, args.samples, metric)
+        outcome = experiment(search_alg=args.search, num_samples=owed, told=told)
+    return outcome
+
+
+def _sampled_to_continue(out: Path, samples: int, metric: str):
+    """A sampled run's unfinished trials as [label, seed, folder, their sampled config], the
+    finished ones' ({"config/<field>": value}, last value of `metric`) for the searcher, and
+    how many samples are still owed."""
+    from engine.report import load_trials
+    trials = load_trials(out)
+    todo, told = [], []
+    for _, t in trials.iterrows():
+        params = json.loads((out / t["trial"] / "params.json").read_text())
+        if t["status"] in ("completed", "diverged", "stopped early"):
+            value = t.get(metric)
+            told.append(({f"config/{k}": v for k, v in params["config"].items()},
+                         None if value is None or not math.isfinite(value) else float(value)))
+        else:
+            todo.append([params["label"], params["seed"], t["trial"], params["config"]])
+    return todo, told, max(0, samples - len(trials))
 
 
 BEFORE_RESUME = "result-before-resume.json"
@@ -617,52 +779,75 @@ def _saved_settings(out: Path, args) -> tuple[dict, dict, EvalSettings]:
 
 
 def _read_search_json(out: Path) -> dict:
-    """A run folder's search.json, or BadInput (one line) if it does not parse."""
-    import json
+    """A run folder's search.json, or BadInput (one line) if it does not parse or has not
+    the shape a search writes (an object with a data set, epochs, seeds and rows)."""
+    path = out / "search.json"
     try:
-        return json.loads((out / "search.json").read_text())
+        saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise BadInput(f"--resume: {out / 'search.json'} is unreadable ({e}); it is written "
+        raise BadInput(f"--resume: {path} is unreadable ({e}); it is written "
                        "atomically, so it was changed by hand: restore it") from None
+    if saved == CLAIM:
+        raise BadInput(f"--resume: {path} was claimed by a search that never started (Ray "
+                       "did not start, or its driver died at once); start a new run")
+    problem = _search_json_problem(saved)
+    if problem:
+        raise BadInput(f"--resume: {path} is not a search's record ({problem}); it was "
+                       "changed by hand: restore it")
+    return saved
 
 
-def _trials_to_repair(out: Path, rows: dict, seeds: list[int], every_unfinished: bool = False
-                      ) -> list[tuple[str, int, str | None]]:
-    """(label, seed, trial folder or None) of the grid's trials that a finished restore left
-    without a folder, or in error because their checkpoint was gone (Tune's saved state
-    pointed at one already replaced); with `every_unfinished` (no restore happened), every
-    trial not completed or diverged, from its folder with the most epochs. A trial with any
-    finished folder is left alone; other errors were already retried by the restore."""
+def _search_json_problem(saved) -> str | None:
+    """What is wrong with the shape of a search.json, or None."""
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not an object"
+    for key, kind in (("dataset", str), ("epochs", int), ("seeds", list), ("rows", list)):
+        if not isinstance(saved.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if not saved["rows"]:
+        return "'rows' is empty"
+    if not all(isinstance(r, dict) and isinstance(r.get("label"), str)
+               and isinstance(r.get("config"), dict) for r in saved["rows"]):
+        return "a row is not {\"label\": ..., \"config\": {...}}"
+    if not saved["seeds"] or not all(isinstance(x, int) for x in saved["seeds"]):
+        return "'seeds' is not a list of integers"
+    if not isinstance(saved.get("resources", {}), dict):
+        return "'resources' is not an object"
+    return None
+
+
+def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
+                      ) -> list[list]:
+    """[label, seed, trial folder or None, None] of the grid's trials a resume must finish:
+    those without a folder, and those neither completed, diverged nor stopped by the
+    scheduler (unfinished or errored), each from its folder with the most epochs. A (row,
+    seed) with any ended folder is left alone."""
     from engine.report import load_trials
     trials = load_trials(out)
     repair = []
     for label in rows:
         for seed in seeds:
             mine = trials[(trials["label"] == label) & (trials["seed"] == seed)]
-            if mine["status"].isin(["completed", "diverged"]).any():
+            if mine["status"].isin(["completed", "diverged", "stopped early"]).any():
                 continue
             if mine.empty:
-                repair.append((label, seed, None))
+                repair.append([label, seed, None, None])
                 continue
-            lost = mine[mine["error"].fillna("").str.contains("Could not recover from checkpoint")]
-            if every_unfinished:
-                lost = mine.sort_values("epochs_done", ascending=False)
-            if not lost.empty:
-                repair.append((label, seed, lost["trial"].iloc[0]))
+            best = mine.sort_values("epochs_done", ascending=False)
+            repair.append([label, seed, best["trial"].iloc[0], None])
     return repair
 
 
 def _merge_results(folder: Path) -> None:
     """Put a continued trial's earlier result lines (kept in BEFORE_RESUME) before its new
-    ones: those before its first new epoch; unreadable lines (a driver killed mid-write) are
-    dropped."""
-    import json
-
-    def read(path: Path) -> list[tuple[int, str]]:
+    ones (those before its first new epoch), each epoch once (a retried trial's later line
+    wins; unreadable lines, from a driver killed mid-write, are dropped), and write its
+    progress.csv again from them, with the columns of its header."""
+    def read(path: Path) -> list[dict]:
         lines = []
         for text in (path.read_text().splitlines() if path.exists() else []):
             try:
-                lines.append((json.loads(text).get("epoch", 0), text))
+                lines.append(json.loads(text))
             except ValueError:
                 continue
         return lines
@@ -670,10 +855,42 @@ def _merge_results(folder: Path) -> None:
     if not old_path.exists():
         return
     old, new = read(old_path), read(new_path)
-    first = new[0][0] if new else float("inf")
-    write_text_atomic(new_path, "".join(t + "\n" for e, t in old if e < first)
-                      + "".join(t + "\n" for _, t in new))
+    first = new[0].get("epoch", 0) if new else float("inf")
+    by_epoch = {}
+    for line in [x for x in old if x.get("epoch", 0) < first] + new:
+        by_epoch.pop(line.get("epoch", 0), None)  # the later line wins, in its place
+        by_epoch[line.get("epoch", 0)] = line
+    lines = list(by_epoch.values())
+    write_text_atomic(new_path, "".join(json.dumps(x) + "\n" for x in lines))
+    _write_progress_csv(folder / "progress.csv", lines)
     old_path.unlink()
+
+
+def _write_progress_csv(path: Path, lines: list[dict]) -> None:
+    """progress.csv of `lines` with the columns of its existing header (else of the first
+    line), nested values flattened as Tune's CSV logger does ("config/beta")."""
+    import csv
+    import io
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}/"))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    rows = [flat({k: v for k, v in x.items() if k != "config"}) for x in lines]
+    header = None
+    if path.exists():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    header = header or (list(rows[0]) if rows else [])
+    text = io.StringIO()
+    writer = csv.DictWriter(text, header, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def _statuses(out: Path) -> set[str]:

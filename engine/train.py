@@ -70,11 +70,23 @@ def parse_assignments(flag: str, pairs: list[str], defaults) -> dict:
     closest field's name for a misspelling) or does not cast."""
     import dataclasses
     import difflib
+    import re
     fields = [f.name for f in dataclasses.fields(defaults)]
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
+        if not sep:
+            # a field with the wrong separator ("latent_dim:8", "latent_dim 8") or none
+            # ("latent_dim"): the name is right, the form is not, so say the form
+            name = re.match(r"\w*", pair)[0]
+            if name in fields:
+                default = getattr(defaults, name)
+                shown = (",".join(map(str, default)) if isinstance(default, tuple)
+                         else "VALUE" if default is None else default)
+                raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE, e.g. "
+                                 f"{name}={pair[len(name):].lstrip(':= ') or shown}")
+            key = name or pair  # the hint below names the misspelt field, not the whole pair
+        if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE with FIELD one of "
                              f"{', '.join(fields)}"

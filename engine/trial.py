@@ -131,10 +131,13 @@ def run_trial(params: dict, session: Session) -> None:
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
         if session.rank:  # the state is rank 0's (only it checkpoints): a stream of its own
             torch.manual_seed(seed + 100_003 * session.rank + 7_919 * start)
-        if start > epochs:  # restored at its final checkpoint: nothing left to train
-            if session.resume.get("from_folder"):  # its result lines were set aside: say it
-                session.report(last, None)
-            return  # (restored by Tune, whose result.json already ends with it: say nothing)
+        if session.resume.get("from_folder"):
+            # continued by --resume, whose result lines were set aside: the checkpoint's own
+            # epoch first, so that no line is lost where the driver died after the checkpoint
+            # was written but before its result line was (the merge keeps each epoch once)
+            session.report(last, None)
+        if start > epochs:  # at its final checkpoint: nothing left to train
+            return
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
     board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None
@@ -157,8 +160,9 @@ def run_trial(params: dict, session: Session) -> None:
             # so the final line, which the report tables, has the whole run's time per epoch
             mean = (last.get("time/epoch_mean_s", took) * (epoch - 1) + took) / epoch
             metrics = {"epoch": epoch, "status": "running",
-                       # a trial restarted after a failure says from where (tests, users)
-                       **({"restored_from_epoch": start - 1} if start > 1 else {}),
+                       # a trial restarted after a failure says from where (tests, users);
+                       # in every line, so that progress.csv has one set of columns
+                       "restored_from_epoch": start - 1 if start > 1 else None,
                        **{f"train/{k}": v for k, v in terms.items()},
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
                        "time/epoch_s": took, "time/epoch_mean_s": mean}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field
 
 # The values of each axis. Each name is the key of a dict of small functions in its module
@@ -118,6 +120,7 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 _fail(f"{name}={value!r} must be an integer >= {minimum}")
+        _check_floats(self)
         if self.batch_size < 2:
             _fail(f"batch_size={self.batch_size} must be >= 2: BatchNorm, the MMD and the "
                   "minibatch MLE of Sigma_x need at least two inputs per batch")
@@ -173,6 +176,20 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         return cls().replace(**d)
+
+
+def _check_floats(cfg: Config) -> None:
+    """Every float field a finite number. One check over all of them, so that a field added
+    later is covered too: inf passes `lr > 0` and `beta >= 0`, and NaN fails them with a
+    message that does not say what is wrong; either would only show as a diverged trial."""
+    for f in dataclasses.fields(cfg):
+        if f.type not in (float, "float"):  # "float": the annotations are strings here
+            continue
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            _fail(f"{f.name}={value!r} must be a number, e.g. {f.name}={f.default}")
+        if not math.isfinite(value):
+            _fail(f"{f.name}={value} must be finite (not inf or nan), e.g. {f.name}={f.default}")
 
 
 def _fail(message: str) -> None:

@@ -114,10 +114,17 @@ def test_status_epochs_and_errors_of_a_partial_run(tmp_path):
     assert "config/seed" not in trials.columns and "hostname" not in trials.columns
 
 
-def test_unfinished_trials_are_stopped_early_once_the_search_finished(tmp_path):
-    trials = report.load_trials(make_run(tmp_path, finished=True))
-    assert list(trials.status[6:]) == ["completed", "stopped early", "stopped early"]
+def test_only_trials_the_scheduler_stopped_are_stopped_early(tmp_path):
+    """A trial that ended before its budget is "stopped early" only where the scheduler
+    said so (its stopped.json, engine/ray_backend); an interrupted search's trials stay
+    "unfinished" even once finished.json exists."""
+    run = make_run(tmp_path, finished=True)
+    trials = report.load_trials(run)
+    assert list(trials.status[6:]) == ["completed", "unfinished", "unfinished"]
     assert list(trials.status[3:6]) == ["completed", "diverged", "error"]
+    (run / trials.trial[7] / "stopped.json").write_text('{"by": "ASHAScheduler"}')
+    assert list(report.load_trials(run).status[6:]) == ["completed", "stopped early",
+                                                         "unfinished"]
 
 
 def test_curves_are_long_and_keep_every_epoch(tmp_path):

@@ -175,7 +175,7 @@ def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
     resumed = search(["--resume", *args, "--epochs", "5", "--seeds", "3"])  # flags ignored:
     assert resumed.returncode == 0, resumed.stderr[-3000:]      # the run's own settings hold
     assert "own settings (search.json): 2 rows x 2 seeds on digits, 2 epochs" in resumed.stdout
-    assert "2 trial(s) the restore did not finish" in resumed.stdout
+    assert "resume: 2 trial(s) to finish: RAE seed 0, VAE seed 1" in resumed.stdout
     trials = load_trials(out)
     assert sorted(zip(trials["label"], trials["seed"])) == [("RAE", 0), ("RAE", 1),
                                                              ("VAE", 0), ("VAE", 1)]
@@ -189,8 +189,9 @@ def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):
 
 
 def test_resume_continues_from_the_trials_own_checkpoints_when_tunes_state_is_broken(tmp_path):
-    # a driver killed while Tune synced its state can leave it unreadable: the resume then
-    # continues every unfinished trial from its own folder instead of failing
+    # a driver killed while Tune synced its state can leave it unreadable: the resume never
+    # reads it (nor any pickle of the run folder) and continues every unfinished trial from
+    # its own folder
     out = tmp_path / "run"
     args = ["--smoke", "--rows", "RAE", "--seeds", "2", "--out", str(out)]
     assert search(args).returncode == 0
@@ -207,7 +208,7 @@ def test_resume_continues_from_the_trials_own_checkpoints_when_tunes_state_is_br
         f.write_text(f.read_text()[:100])  # cut short
     resumed = search(["--resume", *args])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Tune's saved state did not restore" in resumed.stdout
+    assert "resume: 1 trial(s) to finish: RAE seed 1" in resumed.stdout
     trials = load_trials(out)
     assert sorted(zip(trials["label"], trials["seed"])) == [("RAE", 0), ("RAE", 1)]
     assert set(trials["status"]) == {"completed"}
@@ -258,7 +259,15 @@ def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
     trials = load_trials(out)
     assert "stopped early" in set(trials["status"]) and "completed" in set(trials["status"])
     assert trials["epochs_done"].sum() < 8 * 9
-    assert set(trials.loc[trials["status"] == "stopped early", "epochs_done"]) <= {1, 3}
+    stopped = trials[trials["status"] == "stopped early"]
+    assert set(stopped["epochs_done"]) <= {1, 3}
+    # each recorded by the scheduler as it stopped it (not inferred from a short run), and
+    # announced once as such
+    for _, t in stopped.iterrows():
+        record = json.loads((out / t["trial"] / "stopped.json").read_text())
+        assert record["by"] == "ASHA" and record["at_epoch"] == t["epochs_done"]
+    assert proc.stdout.count(": stopped early at epoch") == len(stopped)
+    assert (out / "finished.json").exists()
 
 
 def test_optuna_samples_the_declared_space(tmp_path):
@@ -276,6 +285,28 @@ sys.exit(run(SEARCH))
     assert len(configs) == 3 and len({c["beta"] for c in configs}) == 3
     assert all(1e-5 <= c["beta"] <= 1e-2 and 1e-4 <= c["lr"] <= 1e-2 for c in configs)
     assert all(c["posterior"] == "full" for c in configs)  # the rest is the UAE preset
+
+    # --resume of a sampled run: an unfinished trial continues with its own sampled config,
+    # and the samples still owed (5 asked, 3 run) are drawn anew, told the finished ones
+    cut = next(out.glob("UAE_seed0_*"))
+    cut_config = json.loads((cut / "params.json").read_text())["config"]
+    (cut / "result.json").write_text((cut / "result.json").read_text().splitlines()[0] + "\n")
+    [ckpt] = cut.glob("checkpoint_*/state.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["epoch"] = 1
+    torch.save(state, ckpt)
+    saved = json.loads((out / "search.json").read_text())
+    (out / "search.json").write_text(json.dumps({**saved, "samples": 5}))
+    resumed = search(["--resume", "--out", str(out)], script=script)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resume: 1 trial(s) to finish, 2 more to sample" in resumed.stdout
+    trials = load_trials(out)
+    assert len(trials) == 5 and set(trials["status"]) == {"completed"}
+    assert [json.loads(x)["epoch"] for x in (cut / "result.json").read_text().splitlines()] == [
+        1, 2]
+    assert json.loads((cut / "params.json").read_text())["config"] == cut_config
+    betas = [json.loads(p.read_text())["config"]["beta"] for p in out.glob("*/params.json")]
+    assert len(set(betas)) == 5  # not the first samples of seed 0 again
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -297,6 +328,11 @@ sys.exit(run(SEARCH))
     (["--inception-weights", "/no/such/file.pth"], "/no/such/file.pth"),
     (["--data-root", "/no/such/root"], "/no/such/root"),
     (["--dataset", "celebahq", "--data-root", "/tmp"], "/tmp/celebahq"),
+    (["--rows", ""], "names no row"),
+    (["--rows", " , "], "names no row"),
+    (["--fid-samples", "10"], "give at least 65"),  # the classifier's 64-d features
+    (["--features", "inception"], "8x8 images"),
+    (["--set", "hidden=300000"], "cannot be built on this machine"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, tmp_path,
                                                                  capsys):

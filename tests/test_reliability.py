@@ -1,0 +1,268 @@
+"""An interrupted, concurrent or resumed search never lies, never clobbers, never runs foreign
+code (issue 12): Ctrl-C is exit 130 and a run that --resume finishes with each epoch once;
+two searches started together take two folders; --resume reads no pickle from the run
+folder; files honour the umask; a full disk is one line; bad input is refused before Ray."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.server
+import json
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import files
+from engine.report import load_trials
+from engine.search import BadInput, claim_run_folder, parse_args, run
+
+from test_search import ENV, ROOT, search
+
+sys.path.insert(0, str(ROOT))
+from searches.ablation_uae import SEARCH  # noqa: E402
+
+
+class RunsCode:
+    """A pickle that runs a shell command when loaded: what a colleague could plant in a run
+    folder on shared storage."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def epochs_of(folder: Path) -> list[int]:
+    return [json.loads(x)["epoch"] for x in (folder / "result.json").read_text().splitlines()]
+
+
+def csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return header, rows
+
+
+def start_search(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def wait_for_a_completed_trial(out: Path, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if any('"completed"' in f.read_text() for f in out.glob("*/result.json")):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no trial completed before the search ended")
+
+
+@pytest.mark.parametrize("target", ["driver", "process group"])
+def test_ctrl_c_is_an_interrupted_run_that_resume_finishes_with_each_epoch_once(tmp_path,
+                                                                                 target):
+    """SIGINT after the first trial completed (to the driver, as `kill -INT`; to its process
+    group, as Ctrl-C in a terminal): exit 130, no finished.json, a line telling to --resume,
+    and no trial called "stopped early" (no scheduler stopped any). Then --resume, with
+    planted pickles that would run code if anything unpickled them, finishes every trial:
+    each epoch once in result.json, progress.csv of one set of columns, each trial's line
+    printed once, and no planted pickle ran."""
+    out, epochs = tmp_path / "run", 40
+    args = ["--smoke", "--epochs", str(epochs), "--seeds", "2", "--rows", "VAE,RAE",
+            "--max-concurrent", "1", "--eval", "reconstruction", "--out", str(out)]
+    proc = start_search(args)
+    try:
+        wait_for_a_completed_trial(out, proc)
+        if target == "driver":
+            os.kill(proc.pid, signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert not (out / "finished.json").exists()
+    assert f"--resume --out {out}" in stderr.splitlines()[-1]
+    assert "stopped early" not in stdout and "search finished" not in stdout
+    trials = load_trials(out)
+    assert "completed" in set(trials["status"]) and "unfinished" in set(trials["status"])
+    assert "stopped early" not in set(trials["status"])
+    if target == "driver":
+        return  # the resume is the same for both: checked once
+
+    marker = tmp_path / "pwned"
+    planted = [*out.rglob("*.pkl"), out / "tuner.pkl"]
+    for path in planted:
+        path.write_bytes(pickle.dumps(RunsCode(marker)))
+    resumed = search(["--resume", "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists(), "--resume unpickled a file of the run folder"
+    trials = load_trials(out)
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert (out / "finished.json").exists()
+    for folder in (out / t for t in trials["trial"]):
+        assert epochs_of(folder) == list(range(1, epochs + 1)), folder.name
+        header, rows = csv_rows(folder / "progress.csv")
+        assert all(len(r) == len(header) for r in rows), folder.name
+        assert [int(r[header.index("epoch")]) for r in rows] == list(range(1, epochs + 1))
+    done_lines = [x for x in resumed.stdout.splitlines() if x.startswith("[")]
+    assert len(done_lines) == len({x.split(":")[0].split("] ")[1] for x in done_lines})
+
+
+def test_two_searches_started_together_take_two_run_folders(tmp_path):
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    args = ["--smoke", "--rows", "RAE", "--epochs", "1", "--eval", "reconstruction",
+            "--storage", str(storage)]
+    procs = [start_search(args), start_search(args)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in results]
+    folders = sorted(p.name for p in storage.iterdir())
+    assert folders == ["ablation_uae-digits-1", "ablation_uae-digits-2"]
+    for name in folders:
+        saved = json.loads((storage / name / "search.json").read_text())
+        assert saved["name"] == "ablation_uae"
+        trials = load_trials(storage / name)
+        assert len(trials) == 1 and list(trials["status"]) == ["completed"]
+
+
+def test_claiming_a_run_folder_is_atomic(tmp_path):
+    """Eight claims at once of the next numbered folder get eight folders; two of one --out:
+    one gets it, the other is told another search took it."""
+    runs = tmp_path / "runs"
+    args = parse_args(SEARCH, ["--storage", str(runs)])
+    got, barrier = [], threading.Barrier(8)
+
+    def claim():
+        barrier.wait()
+        got.append(claim_run_folder(SEARCH, args, runs / "ablation_uae-digits-1"))
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p.name for p in got) == [f"ablation_uae-digits-{n}" for n in range(1, 9)]
+    assert all(json.loads((p / "search.json").read_text()) == {"claimed": True} for p in got)
+
+    out = tmp_path / "same"
+    args = parse_args(SEARCH, ["--out", str(out)])
+    claim_run_folder(SEARCH, args, out)
+    with pytest.raises(BadInput, match="another search took this folder"):
+        claim_run_folder(SEARCH, args, out)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_files_are_written_with_the_umasks_mode(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        files.write_json_atomic(tmp_path / "search.json", {"a": 1})
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what open() gives: the mode to match
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "search.json").stat().st_mode)
+    assert mode == 0o666 & ~mask == stat.S_IMODE(plain.stat().st_mode)
+    assert json.loads((tmp_path / "search.json").read_text()) == {"a": 1}
+
+
+def test_rays_token_file_is_made_private(tmp_path):
+    from engine.ray_backend import private_token_file
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)
+    private_token_file(token)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    private_token_file(tmp_path / "absent")  # no token yet: nothing to do, no error
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    """A small file system of its own at `path` (root may mount one here, as in CI)."""
+    path.mkdir()
+    opts = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"this machine lets no test mount a file system: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_disk_that_fills_stops_the_search_with_one_line_and_resume_continues(tmp_path):
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        out = disk / "run"
+        args = ["--smoke", "--rows", "VAE,RAE", "--epochs", "10", "--eval", "reconstruction",
+                "--out", str(out)]
+        full = search(args)
+        assert full.returncode == 1, full.stderr[-3000:]
+        err = full.stderr.strip().splitlines()
+        assert err[-1] == (f"error: the disk of {out} is full: the search stopped; free "
+                           f"space, then --resume --out {out} continues it")
+        assert "Traceback" not in full.stderr and "EOFError" not in full.stderr
+        assert not (out / "finished.json").exists()
+        subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
+        resumed = search(["--resume", "--out", str(out)])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        trials = load_trials(out)
+        assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+        for folder in (out / t for t in trials["trial"]):
+            assert epochs_of(folder) == list(range(1, 11))
+
+
+# --- bad input, refused before Ray starts ---
+
+def refused(argv: list[str], capsys) -> str:
+    assert run(SEARCH, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    return err
+
+
+def test_an_out_whose_parent_is_missing_is_refused(tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "run"
+    err = refused(["--out", str(out)], capsys)
+    assert "parent folder" in err and str(tmp_path / "no" / "such") in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_an_out_on_a_read_only_file_system_is_refused(tmp_path, capsys):
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        err = refused(["--out", str(ro / "run")], capsys)
+        assert str(ro) in err and "not writable" in err
+
+
+@pytest.mark.parametrize("saved", [[], None, {"rows": []},
+                                   {"dataset": "digits", "epochs": 2, "seeds": [0], "rows": []},
+                                   {"dataset": "digits", "epochs": 2, "seeds": [0],
+                                    "rows": ["VAE"]}])
+def test_a_search_json_of_the_wrong_shape_on_resume_is_one_line(tmp_path, capsys, saved):
+    (tmp_path / "search.json").write_text(json.dumps(saved))
+    err = refused(["--resume", "--out", str(tmp_path)], capsys)
+    assert "search.json" in err and "not a search's record" in err
+
+
+def test_an_address_where_no_gcs_answers_is_refused_naming_what_answered(tmp_path, capsys):
+    """An HTTP server (as the dashboard's 8265 through a tunnel) accepts the connection, so
+    only the protocol tells it from Ray's GCS (gRPC: HTTP/2)."""
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # stderr is the refusal's alone
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        err = refused(["--address", f"127.0.0.1:{server.server_port}", "--out",
+                       str(tmp_path / "run")], capsys)
+    finally:
+        server.shutdown()
+    assert "not Ray's GCS" in err and "HTTP/1" in err and "6379" in err
