@@ -44,7 +44,7 @@ from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
 from engine.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
 
-def init(address: str | None) -> None:
+def init(address: str | None, give_up=None) -> None:
     """Attach to a running cluster (`address`, e.g. "auto" or "HEAD_IP:6379") or start Ray on
     this machine only, with the dashboard off and token authentication on.
 
@@ -58,7 +58,7 @@ def init(address: str | None) -> None:
     if address:
         # ray.init can wait for minutes on an address where a GCS answered the probe but
         # does not let this driver in; one line and exit 2 instead
-        timer = threading.Timer(JOIN_TIMEOUT_S, _give_up, args=(address,))
+        timer = threading.Timer(JOIN_TIMEOUT_S, _give_up, args=(address, give_up))
         timer.daemon = True
         timer.start()
         try:
@@ -94,7 +94,9 @@ def private_token_file(path: Path = TOKEN_FILE) -> None:
 JOIN_TIMEOUT_S = float(os.environ.get("VAE_ABLATIONS_JOIN_TIMEOUT_S", "120"))
 
 
-def _give_up(address: str) -> None:
+def _give_up(address: str, cleanup=None) -> None:
+    if cleanup is not None:  # e.g. give back the run folder the search claimed
+        cleanup()
     print(f"error: --address {address}: Ray did not let this driver join within "
           f"{JOIN_TIMEOUT_S:g} s; check that it is the head's GCS address (ray status there "
           "prints it) and that this machine reaches every port of the head",
@@ -105,13 +107,6 @@ def _give_up(address: str) -> None:
 def node_id() -> str:
     """The Ray node this process runs on (a trial's results record where it ran)."""
     return ray.get_runtime_context().get_node_id()
-
-
-def restart(address: str | None) -> None:
-    """Disconnect (which ends this driver's actors, e.g. the trials of a failed restore) and
-    connect again."""
-    ray.shutdown()
-    init(address)
 
 
 def cluster_resources() -> dict[str, float]:
@@ -483,6 +478,6 @@ def _search_alg(name: str, metric: str, mode: str,
     return ToldOptuna(metric=metric, mode=mode, seed=len(told or []))
 
 
-__all__ = ["init", "node_id", "restart", "cluster_resources", "max_cluster_resources",
+__all__ = ["init", "node_id", "cluster_resources", "max_cluster_resources",
            "run_experiment", "describe_space", "one_worker_trial", "ddp_trial",
            "private_token_file"]

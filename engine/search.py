@@ -488,7 +488,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         return 2
 
     from engine import ray_backend  # imports Ray: only once the input is known to be good
-    code = _connect(args, ray_backend)
+    code = _connect(args, ray_backend, None if args.resume else lambda: release_run_folder(out))
     if code is not None:
         if not args.resume:
             release_run_folder(out)
@@ -634,11 +634,12 @@ def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSett
     return evaluation
 
 
-def _connect(args, ray_backend) -> int | None:
+def _connect(args, ray_backend, give_up=None) -> int | None:
     """Start or join Ray and check that a trial fits it; None when it does, else the exit
-    code after one line on stderr."""
+    code after one line on stderr (`give_up()` is called first where the join times out and
+    the process ends at once)."""
     try:
-        ray_backend.init(args.address)
+        ray_backend.init(args.address, give_up)
     except Exception as e:  # noqa: BLE001  (ConnectionError, AuthenticationError, ...)
         causes = " ".join(str(c) for c in (e, e.__cause__) if c)
         hint = ("; the cluster uses token authentication: put its token (ray get-auth-token on "

@@ -266,3 +266,35 @@ def test_an_address_where_no_gcs_answers_is_refused_naming_what_answered(tmp_pat
     finally:
         server.shutdown()
     assert "not Ray's GCS" in err and "HTTP/1" in err and "6379" in err
+
+
+def test_joining_an_address_that_answers_but_never_lets_ray_in_is_bounded(tmp_path):
+    """A server that speaks HTTP/2 (so the probe takes it for a GCS) and then says nothing:
+    ray.init would wait for minutes; the driver gives up after its join timeout (here 5 s)
+    with one line and exit 2, and leaves no run folder behind."""
+    import socket
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # an empty SETTINGS frame
+            held.append(conn)  # and silence
+    threading.Thread(target=serve, daemon=True).start()
+    out = tmp_path / "run"
+    try:
+        proc = search(["--smoke", "--address", f"127.0.0.1:{listener.getsockname()[1]}",
+                       "--out", str(out)], env={"VAE_ABLATIONS_JOIN_TIMEOUT_S": "5"},
+                      timeout=300)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and "did not let this driver join within 5 s" in err[0]
+    assert not out.exists()
