@@ -185,6 +185,25 @@ def test_rays_token_file_is_made_private(tmp_path):
     private_token_file(tmp_path / "absent")  # no token yet: nothing to do, no error
 
 
+NICENESS = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from engine import ray_backend
+ray_backend.init(None)
+import ray
+print(ray.get(ray.remote(lambda: os.nice(0)).remote()))
+"""
+
+
+def test_trials_run_at_the_users_priority(tmp_path):
+    # Ray's default of nice 15 left a trial ~1/30 of a core beside one busy process
+    env = {k: v for k, v in ENV.items() if k != "RAY_worker_niceness"}
+    done = subprocess.run([sys.executable, "-c", NICENESS, str(ROOT)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == os.nice(0)  # the driver's own
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str, read_only: bool = False):
     """A small file system of its own at `path` (root may mount one here, as in CI)."""
