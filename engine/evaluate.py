@@ -251,8 +251,9 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
 
     def density_set(kind: str, overrides: dict):
         def make():
-            density = models.DENSITIES[kind](_density_latents(ctx), m.cfg.replace(**overrides),
-                                             ctx.seed)
+            density = models.DENSITIES[kind](
+                _density_latents(ctx), m.cfg.replace(**overrides), ctx.seed,
+                models.redraw_latents(m, ctx.data.train.images, ctx.seed))
             z = density.sample(s.fid_samples, seed=ctx.seed).float()
             return sq.decoded(m, z, dev, s.batch_size)
         return make

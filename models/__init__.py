@@ -6,7 +6,8 @@ Public API:
     build(name_or_config, input_shape, **overrides) -> GaussianAutoencoder
     fit_density(model, train_images, seed) -> Density with .sample(n, seed)
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
-    DENSITIES                    name -> fit(latents, cfg, seed) -> Density
+    redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
+    DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
     Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, TRAINABLE_VARIANCE_SHAPES
                                  what the evaluation suite computes with (engine/metrics/)
 """
@@ -15,14 +16,14 @@ from __future__ import annotations
 from .autoencoder import GaussianAutoencoder
 from .codebooks import nearest_code
 from .config import SAMPLINGS, Config, ConfigError
-from .density import DENSITIES, draw_latents, fit_density
+from .density import DENSITIES, draw_latents, fit_density, redraw_latents
 from .posteriors import Posterior
 from .presets import PRESETS
 from .regularizers import REGULARIZERS
 from .variances import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "draw_latents", "DENSITIES", "Posterior", "REGULARIZERS",
+           "fit_density", "draw_latents", "redraw_latents", "DENSITIES", "Posterior", "REGULARIZERS",
            "SAMPLINGS", "nearest_code", "MLE_EPS", "TRAINABLE_VARIANCE_SHAPES"]
 
 

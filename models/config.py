@@ -26,7 +26,7 @@ DECODER_VARIANCES = (
 )
 CODEBOOKS = ("none", "soft", "vq")
 DENSITIES = ("prior", "gmm", "second_stage")
-ARCHS = ("auto", "mlp", "conv28", "conv32", "conv64", "conv128")
+ARCHS = ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
 OUTPUTS = ("sigmoid", "linear")
 
 _STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean")
@@ -46,9 +46,9 @@ class Config:
     arch: str = "auto"
     """Encoder/decoder networks (models/networks.py); "auto" picks by image size."""
     hidden: int = 256
-    """Width of the MLP networks ("mlp" arch only)."""
+    """Width of the MLP networks ("mlp" and "mlp_skip" archs only)."""
     depth: int = 2
-    """Number of hidden layers of the MLP networks ("mlp" arch only)."""
+    """Number of hidden layers of the MLP networks ("mlp" and "mlp_skip" archs only)."""
     output: str = "sigmoid"
     """Decoder output: "sigmoid" for images in [0, 1], "linear" for unbounded data (latents)."""
 

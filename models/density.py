@@ -3,9 +3,16 @@
 - "prior": N(0, I), the VAE's own prior.
 - "gmm": a full-covariance Gaussian mixture fitted with scikit-learn (RAE, Ghosh et al. 2020;
   UAE Sec. 5.1 uses 10 components; Takida Table 4 also 100).
-- "second_stage": a second VAE on the latents with its own learned gamma (Dai & Wipf Sec. 4):
-  the same composed `GaussianAutoencoder` with MLP networks on D-dim vectors; z is drawn as
-  u ~ N(0, I), z = decoder mean of u.
+- "second_stage": a second VAE on the latents with its own learned gamma_z (Dai & Wipf Sec. 4):
+  the same composed `GaussianAutoencoder` on D-dim vectors, with "mlp_skip" networks (the
+  input beside the last hidden layer, as their code builds it), trained on a fresh draw
+  z ~ q(z|x) of every image each epoch (their demo.py l. 74) and sampled as their step 3 says:
+  u ~ N(0, I), z ~ N(f(u), gamma_z I) (demo's generate(): z = z_hat + gamma_z^(1/2) eps, their
+  gamma_z being a standard deviation, network/two_stage_vae_model.py l. 45 and 144).
+
+A density is fitted from `latents` (N, D), one latent per training image, and optionally
+`redraw(k)`, the k-th independent draw of such latents (redraw(0) is `latents`): the second
+stage takes draw k in epoch k; the prior and the GMM fit `latents` alone.
 """
 from __future__ import annotations
 
@@ -43,22 +50,41 @@ class SklearnMixture:
         return torch.as_tensor(z, dtype=torch.float32)
 
 
+Redraw = Callable[[int], torch.Tensor]  # k -> (N, D), the k-th draw of one latent per image
+
+
 class SecondStage:
     def __init__(self, vae):
         self.vae = vae
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """u ~ N(0, I), z ~ N(f(u), gamma_z I) (Dai & Wipf Sec. 4, step 3). (n, D)"""
         self.vae.eval()
-        u = torch.randn(n, self.vae.cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
-        return self.vae.decode(u.to(next(self.vae.parameters()).device)).cpu()
+        gen = torch.Generator().manual_seed(seed)
+        d = self.vae.cfg.latent_dim
+        u = torch.randn(n, d, generator=gen)
+        eps = torch.randn(n, d, generator=gen)
+        device = next(self.vae.parameters()).device
+        mean = self.vae.decode(u.to(device)).cpu()  # f(u): (n, D)
+        # (1,) for Iso-I's one gamma_z; (1, n, 1) or (1, n, D) for a variance that depends on u
+        std = (0.5 * self.vae.log_variance(u[None].to(device))).exp().cpu()
+        return (mean[None] + std * eps[None])[0]
+
+    def gamma(self) -> float:
+        """The learned gamma_z (the mean decoder variance where it depends on u)."""
+        with torch.no_grad():
+            z = torch.zeros(1, 1, self.vae.cfg.latent_dim)
+            return float(self.vae.log_variance(z).exp().mean())
 
 
-def fit_prior(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
+def fit_prior(latents: torch.Tensor, cfg: Config, seed: int = 0,
+              redraw: Redraw | None = None) -> Density:
     return StandardNormal(latents.shape[-1])
 
 
-def fit_gmm(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
+def fit_gmm(latents: torch.Tensor, cfg: Config, seed: int = 0,
+            redraw: Redraw | None = None) -> Density:
     n = latents.shape[0]
     if n < cfg.gmm_components:
         raise ValueError(f"a GMM of {cfg.gmm_components} components needs at least as many "
@@ -70,32 +96,36 @@ def fit_gmm(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
 
 
 def second_stage_config(cfg: Config) -> Config:
-    """Dai & Wipf's second stage: a VAE with MLP networks (3 x 1024 in their Table 1 setting)
-    and a learned gamma_z (Iso-I, trainable), latent size = the first stage's."""
-    return Config(latent_dim=cfg.latent_dim, arch="mlp", hidden=cfg.second_stage_hidden,
+    """Dai & Wipf's second stage: a VAE with skip-connected MLP networks (3 x 1024 in their
+    Table 1 setting) and a learned gamma_z (Iso-I, trainable), latent size = the first
+    stage's."""
+    return Config(latent_dim=cfg.latent_dim, arch="mlp_skip", hidden=cfg.second_stage_hidden,
                   depth=cfg.second_stage_depth, output="linear", posterior="diagonal",
                   sampling="reparam", regularizer="kl", decoder_variance="iso_i_trainable",
                   density="prior", lr=cfg.lr, batch_size=cfg.batch_size, name="second-stage")
 
 
-def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0) -> Density:
+def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0,
+                     redraw: Redraw | None = None) -> Density:
     # seeded, without touching the caller's RNG; trained even when called under no_grad
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
-        return _train_second_stage(latents, cfg, seed)
+        return _train_second_stage(latents, cfg, seed, redraw)
 
 
-def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int) -> Density:
+def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int,
+                        redraw: Redraw | None) -> Density:
     from .autoencoder import GaussianAutoencoder  # the same composed model, on vectors
 
     stage2_cfg = second_stage_config(cfg)
     vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,))
     opt = vae.make_optimizer()
-    data = latents.detach().float().cpu()
     gen = torch.Generator().manual_seed(seed)
-    bs = min(stage2_cfg.batch_size, len(data))
+    bs = min(stage2_cfg.batch_size, len(latents))
     vae.train()
-    for _ in range(cfg.second_stage_epochs):
+    for epoch in range(cfg.second_stage_epochs):
+        # a fresh z ~ q(z|x) per image each epoch (without redraw: the given latents)
+        data = (latents if redraw is None or epoch == 0 else redraw(epoch)).detach().float().cpu()
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), bs):
             loss = vae.loss(data[order[i:i + bs]])["loss"]
@@ -105,7 +135,7 @@ def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int) -> Densit
     return SecondStage(vae)
 
 
-DENSITIES: dict[str, Callable[[torch.Tensor, Config, int], Density]] = {
+DENSITIES: dict[str, Callable[..., Density]] = {  # (latents, cfg, seed, redraw=None)
     "prior": fit_prior,
     "gmm": fit_gmm,
     "second_stage": fit_second_stage,
@@ -133,4 +163,15 @@ def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None 
                 batch_size: int = 512) -> Density:
     """Fit the config's ex-post density (or `density`) on one latent per training image."""
     latents = draw_latents(model, images, seed, batch_size)
-    return DENSITIES[density or model.cfg.density](latents, model.cfg, seed)
+    return DENSITIES[density or model.cfg.density](
+        latents, model.cfg, seed, redraw_latents(model, images, seed, batch_size))
+
+
+def redraw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 512) -> Redraw:
+    """k -> the k-th independent draw of one latent per image (k = 0: draw_latents' own)."""
+    # seed + k would give seed 1's first draw to seed 0's second, and torch's CPU generator
+    # keeps only 32 bits of a seed: (seed, k) mixed into 32 bits by numpy's SeedSequence
+    def redraw(k: int) -> torch.Tensor:
+        mixed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        return draw_latents(model, images, mixed, batch_size)
+    return redraw

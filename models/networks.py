@@ -9,6 +9,9 @@ mean, a log-variance or a Cholesky factor), and a decoder, z of shape (B, latent
 * "mlp"     any shape, flattened. Widths `hidden`, `depth` hidden layers. With hidden=1024,
             depth=3 and output="linear" it is the second-stage VAE of Dai & Wipf (2019,
             Appendix D: "three 1024-dimensional hidden layers"), which Takida et al. reuse.
+* "mlp_skip" "mlp" whose output layer sees its input beside the last hidden layer: Dai &
+            Wipf's second stage as their code builds it (daib13/TwoStageVAE,
+            network/two_stage_vae_model.py l. 81 and 93, `tf.concat([self.z, t], -1)`).
 * "conv28"  MNIST 28x28: Takida et al., Appendix I.1 (the InfoGAN network of [36] with ReLU).
 * "conv32"  CIFAR-10 32x32: a narrower version of the RAE CIFAR network (Ghosh et al. 2020,
             64-128-256 channels instead of 128-256-512-1024), chosen so that it trains on a CPU.
@@ -28,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-ARCHS: tuple[str, ...] = ("mlp", "conv28", "conv32", "conv64", "conv128")
+ARCHS: tuple[str, ...] = ("mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
 OUTPUTS: tuple[str, ...] = ("sigmoid", "linear")
 
 # Image side length of each convolutional arch; auto_arch is the inverse of this table.
@@ -99,12 +102,31 @@ def _mlp(d_in: int, d_out: int, hidden: int, depth: int) -> list[nn.Module]:
     return layers
 
 
+class SkipMLP(nn.Module):
+    """`_mlp`, with the input concatenated to the last hidden layer before the output layer
+    (Dai & Wipf's second stage). (B, d_in) -> (B, d_out)"""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        body = _mlp(d_in, d_out, hidden, depth)[:-1]  # the hidden Linear+ReLU layers
+        self.body = nn.Sequential(*body)
+        self.out = nn.Linear(d_in + (hidden if depth else d_in), d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x) if len(self.body) else x  # (B, hidden), or x itself at depth 0
+        return self.out(torch.cat([x, h], dim=-1))  # (B, d_in + hidden) -> (B, d_out)
+
+
 # ----------------------------------------------------------------------------------------------
 # Encoders: (C, H, W) or any shape for "mlp" -> out_features raw posterior parameters.
 # ----------------------------------------------------------------------------------------------
 
 def _encoder_mlp(shape: tuple[int, ...], out: int, hidden: int, depth: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), *_mlp(math.prod(shape), out, hidden, depth))
+
+
+def _encoder_mlp_skip(shape: tuple[int, ...], out: int, hidden: int, depth: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), SkipMLP(math.prod(shape), out, hidden, depth))
 
 
 def _encoder_conv28(shape: tuple[int, ...], out: int, hidden: int, depth: int) -> nn.Module:
@@ -166,6 +188,12 @@ def _decoder_mlp(shape: tuple[int, ...], latent: int, output: str, hidden: int,
         _output_activation(output),
         Reshape(*shape),
     )
+
+
+def _decoder_mlp_skip(shape: tuple[int, ...], latent: int, output: str, hidden: int,
+                      depth: int) -> nn.Module:
+    return nn.Sequential(SkipMLP(latent, math.prod(shape), hidden, depth),
+                         _output_activation(output), Reshape(*shape))
 
 
 def _decoder_conv28(shape: tuple[int, ...], latent: int, output: str, hidden: int,
@@ -230,6 +258,7 @@ def _decoder_celeba(side: int) -> Callable[..., nn.Module]:
 
 _ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _encoder_mlp,
+    "mlp_skip": _encoder_mlp_skip,
     "conv28": _encoder_conv28,
     "conv32": _encoder_conv32,
     "conv64": _encoder_celeba(64),
@@ -238,6 +267,7 @@ _ENCODERS: dict[str, Callable[..., nn.Module]] = {
 
 _DECODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _decoder_mlp,
+    "mlp_skip": _decoder_mlp_skip,
     "conv28": _decoder_conv28,
     "conv32": _decoder_conv32,
     "conv64": _decoder_celeba(64),
@@ -287,7 +317,7 @@ def _resolve(arch: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
         arch = auto_arch(shape)
     if arch not in _ENCODERS:
         raise ValueError(f"unknown arch {arch!r}; use arch='auto' or one of {ARCHS}")
-    if arch == "mlp":
+    if arch in ("mlp", "mlp_skip"):  # any shape, flattened
         return arch, shape
     side = _IMAGE_SIZE[arch]
     if len(shape) not in (2, 3) or shape[-2:] != (side, side):

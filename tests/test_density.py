@@ -110,7 +110,7 @@ def test_second_stage_config_is_dai_wipf():
                  batch_size=32)
     s2 = second_stage_config(cfg)
     assert s2.decoder_variance == "iso_i_trainable"  # one learned log gamma
-    assert s2.output == "linear" and s2.arch == "mlp"
+    assert s2.output == "linear" and s2.arch == "mlp_skip"  # their concat before the output
     assert (s2.latent_dim, s2.hidden, s2.depth) == (5, 48, 4)
     assert (s2.posterior, s2.sampling, s2.regularizer, s2.beta) == ("diagonal", "reparam", "kl", 1.0)
     assert (s2.lr, s2.batch_size) == (3e-4, 32)
@@ -148,6 +148,71 @@ def test_second_stage_mean_and_learned_gamma_on_narrow_latents():
     log_var = dens.vae.log_variance.log_var
     assert log_var.numel() == 1
     assert log_var.exp().item() < 0.8
+
+
+def test_second_stage_samples_spread_around_f_u_by_gamma_z():
+    # Dai & Wipf Sec. 4 step 3: z ~ N(f(u), gamma_z I); the mean f(u) alone has no spread
+    d, n, gamma = 3, 40000, 0.09
+    dens = _second_stage(torch.randn(64, d), 0, second_stage_epochs=0)
+    with torch.no_grad():
+        dens.vae.log_variance.log_var.fill_(torch.log(torch.tensor(gamma)))
+    z = dens.sample(n, seed=3)
+    gen = torch.Generator().manual_seed(3)  # the u that sample() drew first
+    u = torch.randn(n, d, generator=gen)
+    with torch.no_grad():
+        residual = z - dens.vae.eval().decode(u)  # (n, D)
+    assert residual.mean(0).abs().max() < 4 * gamma ** 0.5 / n ** 0.5
+    # the variance of n normal draws is within 4 standard errors, sqrt(2/n) relative
+    assert ((residual.var(0) / gamma - 1).abs() < 4 * (2 / n) ** 0.5).all(), residual.var(0)
+    assert abs(dens.gamma() - gamma) < 1e-6
+    # across dimensions the noise is independent: the covariance is gamma I
+    cov = torch.cov(residual.T)
+    assert (cov - torch.diag(torch.diag(cov))).abs().max() < 4 * gamma / n ** 0.5
+
+
+def test_the_second_stages_networks_see_their_input_beside_the_last_hidden_layer():
+    from models.networks import build_decoder, build_encoder
+    d, hidden, depth = 4, 16, 2
+    enc = build_encoder("mlp_skip", (d,), 2 * d, hidden=hidden, depth=depth)
+    dec = build_decoder("mlp_skip", (d,), d, output="linear", hidden=hidden, depth=depth)
+    # parameters: depth hidden layers, then an output layer on (input, last hidden)
+    inner = d * hidden + hidden + (depth - 1) * (hidden * hidden + hidden)
+    assert sum(p.numel() for p in enc.parameters()) == inner + (d + hidden) * 2 * d + 2 * d
+    assert sum(p.numel() for p in dec.parameters()) == inner + (d + hidden) * d + d
+    # with the hidden path shut (its last layer zero), the output is still the input's
+    # affine map: the skip, whose weights are the first d columns of the output layer
+    skip = dec[0]
+    with torch.no_grad():
+        skip.body[-2].weight.zero_()
+        skip.body[-2].bias.zero_()
+    u = torch.randn(5, d)
+    w, b = skip.out.weight[:, :d], skip.out.bias
+    torch.testing.assert_close(dec(u), u @ w.T + b)
+
+
+def test_the_second_stage_trains_on_a_fresh_draw_each_epoch():
+    asked = []
+
+    def redraw(k):
+        asked.append(k)
+        return torch.randn(50, 2, generator=torch.Generator().manual_seed(k))
+
+    cfg = Config(latent_dim=2, second_stage_hidden=8, second_stage_depth=1, second_stage_epochs=4)
+    DENSITIES["second_stage"](redraw(0), cfg, 0, redraw)
+    assert asked == [0, 1, 2, 3]  # epoch 0 on the latents given (draw 0), then draws 1, 2, 3
+
+
+@pytest.mark.parametrize("preset, fresh", [("VAE", True), ("AE", False)])
+def test_fit_densitys_redraws_are_fresh_draws_of_q_z_given_x(preset, fresh):
+    model = _model(preset, latent_dim=3)
+    x = _images(40)
+    redraw = models.redraw_latents(model, x, seed=2)
+    torch.testing.assert_close(redraw(0), models.draw_latents(model, x, seed=2), rtol=0, atol=0)
+    assert torch.equal(redraw(1), redraw(1))  # reproducible
+    # a VAE's draws differ (z = mu + sigma eps); a deterministic encoder's are its mean
+    assert torch.equal(redraw(0), redraw(1)) is not fresh
+    if fresh:  # and draw 1 of seed 2 is not draw 0 of seed 3
+        assert not torch.equal(redraw(1), models.redraw_latents(model, x, seed=3)(0))
 
 
 def test_second_stage_is_reproducible_per_seed():
@@ -211,7 +276,7 @@ def test_fit_density_leaves_the_global_rng_alone(density):
 def test_fit_density_fits_on_one_latent_per_image_in_order(monkeypatch):
     seen = {}
 
-    def capture(latents, cfg, seed):
+    def capture(latents, cfg, seed, redraw=None):
         seen.update(latents=latents, cfg=cfg, seed=seed)
         return DENSITIES["prior"](latents, cfg, seed)
 

@@ -14,6 +14,7 @@ from models.networks import ARCHS, auto_arch, build_decoder, build_encoder
 # conv128 has ~135M parameters, so it runs with the smallest batch that BN accepts.
 CASES = {
     "mlp": ((1, 8, 8), 16, 4),
+    "mlp_skip": ((1, 8, 8), 16, 4),
     "conv28": ((1, 28, 28), 16, 4),
     "conv32": ((3, 32, 32), 64, 4),
     "conv64": ((3, 64, 64), 64, 4),
@@ -46,7 +47,7 @@ def conv_output_shapes(net: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]
 
 
 def test_archs_are_the_documented_ones():
-    assert ARCHS == ("mlp", "conv28", "conv32", "conv64", "conv128")
+    assert ARCHS == ("mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
     assert set(CASES) == set(ARCHS)
 
 
