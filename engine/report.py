@@ -32,6 +32,16 @@ COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "er
 REPORT_FILES = ("table.md", "table.tex", "table.csv", "trials.csv", "trials.parquet",
                 "curves.csv", "val_curves.png", "final_bar.png")
 CURVE_COLUMNS = ["trial", "label", "seed", "epoch", "metric", "value"]
+# A completed trial has converged when its curves have flattened: the mean over the last 10%
+# of its epochs (at least one) against the mean over as many epochs before them. The search
+# metric may not still improve, nor a watched value (the decoder variance the trial learns or
+# estimates, where it reports one) still move, by more than 1% of its last value. A trial cut
+# short by its budget is compared with the others as if it had finished; the table counts
+# such trials and a note names them, so a reader knows which places may still change.
+CONVERGENCE_WINDOW = 0.1
+CONVERGENCE_TOL = 0.01
+WATCHED = ("train/sigma_x2",)
+NOT_CONVERGED = "not converged"
 
 
 class NotARunFolder(ValueError):
@@ -69,6 +79,8 @@ def load_trials(run_dir) -> pd.DataFrame:
             "status": _status(last, error is not None, (folder / STOPPED_FILE).is_file()),
             "epochs_done": epochs_done, "error": error,
             "diverged_at_epoch": last.get("diverged_at_epoch"),
+            **(_convergence(lines, search) if last.get("status") == "completed"
+               else {"converged": None, "still_moving": None}),
             "eval_notes": json.dumps(last["notes"]) if isinstance(last.get("notes"), dict)
             else None,
             **_metrics(last),
@@ -79,8 +91,8 @@ def load_trials(run_dir) -> pd.DataFrame:
     metrics = sorted(k for k in found if "/" in k and not k.startswith("config/"))
     columns = ["trial", "trial_id", "label", "seed",
                *[k for k in found if k.startswith("config/")],
-               "status", "epochs_done", "error", "diverged_at_epoch", *metrics, "time_total_s",
-               "eval_notes"]
+               "status", "epochs_done", "error", "diverged_at_epoch", "converged",
+               "still_moving", *metrics, "time_total_s", "eval_notes"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -120,15 +132,19 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
             if m in published.get("metrics", ()):
                 record[f"{m} (paper)"] = _num(published["numbers"].get(g["label"], {}).get(m))
         record["n"] = len(done)
+        # == False, not ~: None (too few epochs to tell) is not "not converged"
+        record[NOT_CONVERGED] = int((done["converged"] == False).sum())  # noqa: E712
         for status, column in COUNTS.items():
             record[column] = int((sub["status"] == status).sum())
         records.append(record)
     columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "(paper)")
                if part != "(paper)" or m in published.get("metrics", ())]
-    table = pd.DataFrame.from_records(records, columns=[*columns, "n", *COUNTS.values()],
+    table = pd.DataFrame.from_records(records, columns=[*columns, "n", NOT_CONVERGED,
+                                                        *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
     table.attrs["notes"] = (notes + _order_notes(table, search) + _evaluation_notes(trials, metrics)
+                            + _convergence_notes(trials, groups)
                             + _status_notes(trials, groups, table, search.get("rows") or []))
     return table
 
@@ -145,7 +161,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         if f"{metric} (paper)" in table:
             columns[(dataset, f"{metric} (paper)")] = [
                 "" if pd.isna(v) else f"{v:g}" for v in table[f"{metric} (paper)"]]  # as published
-    for column in ["n", *COUNTS.values()]:
+    for column in ["n", NOT_CONVERGED, *COUNTS.values()]:
         if column == "n" or table[column].any():
             columns[("trials", column)] = [str(int(v)) for v in table[column]]
     shown = pd.DataFrame(columns, index=table.index)
@@ -486,6 +502,60 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
                                  f"{' < '.join(map(short.get, mine))}, which differs from the "
                                  f"paper's ({swapped} of {pairs} pairs swapped)."))
     return notes
+
+
+def _convergence(lines: list[dict], search: dict) -> dict:
+    """converged (True, False, or None where under 2 epochs report what is watched) and
+    still_moving (JSON {name: relative change} of what had not flattened, else None)."""
+    by_epoch = {_epoch(line): line for line in lines}  # a restored epoch: its later line
+    epochs = sorted(e for e in by_epoch if e > 0)
+    w = min(max(1, round(CONVERGENCE_WINDOW * len(epochs))), len(epochs) // 2)
+    metric, sign = search.get("metric"), (-1 if search.get("mode") == "max" else 1)
+    checked, moving = False, {}
+    for name in dict.fromkeys((metric, *WATCHED)):
+        values = [_num(by_epoch[e].get(name)) for e in epochs]
+        last, before = values[len(values) - w:], values[len(values) - 2 * w:len(values) - w]
+        if not w or not all(map(math.isfinite, last + before)):
+            continue
+        last, before = sum(last) / w, sum(before) / w
+        # relative to the last value: improving (the metric) or moving (a watched value)
+        change = (before - last) / max(abs(last), 1e-12)
+        change = sign * change if name == metric else abs(change)
+        checked = True
+        if change > CONVERGENCE_TOL:
+            moving[name] = round(change, 4)
+    if not checked:
+        return {"converged": None, "still_moving": None}
+    return {"converged": not moving, "still_moving": json.dumps(moving) if moving else None}
+
+
+def _convergence_notes(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
+    if "converged" not in trials or not (trials["converged"] == False).any():  # noqa: E712
+        return []
+    parts = []
+    for g in groups:
+        sub = trials.loc[g["index"]]
+        done = sub[sub["status"] == "completed"]
+        late = done[done["converged"] == False]  # noqa: E712
+        if late.empty:
+            continue
+        changes: dict[str, list[float]] = {}
+        for text in late["still_moving"]:
+            for name, change in json.loads(text).items():
+                changes.setdefault(name, []).append(change)
+        what = ", ".join(f"{name} by {_percent_range(c)}" for name, c in changes.items())
+        seeds = "seed" if len(done) == 1 else "seeds"
+        parts.append(f"{g['name']}, {len(late)} of {len(done)} {seeds}, {what}")
+    return [f"not converged (the mean over the last {CONVERGENCE_WINDOW:.0%} of the epochs, at "
+            "least one, against as many before them still improved the search metric, or moved "
+            f"the decoder variance train/sigma_x2, by more than {CONVERGENCE_TOL:.0%}; more "
+            f"epochs may change these rows' places): {'; '.join(parts)}."]
+
+
+def _percent_range(changes: list[float]) -> str:
+    """"8%" or "4.8–11%" (two significant digits)."""
+    low, high = (f"{100 * v:.2g}" for v in (min(changes), max(changes)))
+    return f"{low}%" if low == high else f"{low}–{high}%"
 
 
 def _status_notes(trials: pd.DataFrame, groups: list[dict], table: pd.DataFrame,

@@ -278,3 +278,71 @@ def test_trials_off_the_search_rows_are_kept_apart_with_a_note(tmp_path):
     assert "AE: no row of search.json has this label; listed last." in notes
     assert any(n.startswith("1 configuration of VAE differs from its row") for n in notes)
     assert any(n.startswith(f"no trial of {UT} has started") for n in notes)
+
+
+# --- convergence: whether a completed trial's curves had flattened ---
+
+def _curve(values: dict[str, list[float]]) -> list[dict]:
+    n = len(next(iter(values.values())))
+    return [{"epoch": e + 1, **{k: v[e] for k, v in values.items()}} for e in range(n)]
+
+
+MIN = {"metric": "val/mse", "mode": "min"}
+
+
+@pytest.mark.parametrize("values, search, moving", [
+    # 10 epochs: the window is the last epoch against the one before it
+    ({"val/mse": [1 + 0.5 ** e for e in range(1, 11)]}, MIN, {}),  # (2^-9 - 2^-10) / 1.001
+    ({"val/mse": [1 / e for e in range(1, 11)]}, MIN, {"val/mse": (1 / 9 - 1 / 10) / (1 / 10)}),
+    ({"val/mse": [1 + e / 100 for e in range(10)]}, MIN, {}),  # getting worse is not improving
+    ({"val/psnr": [10 + e for e in range(10)]}, {"metric": "val/psnr", "mode": "max"},
+     {"val/psnr": 1 / 19}),
+    # 20 epochs: the mean of epochs 19-20 against 17-18; a decoder variance moving either way
+    ({"val/mse": [0.5] * 20, "train/sigma_x2": [2.0 ** -e for e in range(1, 21)]}, MIN,
+     {"train/sigma_x2": (2 ** -17 + 2 ** -18 - 2 ** -19 - 2 ** -20) / (2 ** -19 + 2 ** -20)}),
+    ({"val/mse": [0.5] * 20, "train/sigma_x2": [1 + e / 1000 for e in range(20)]}, MIN, {}),
+    ({"val/mse": [0.5] * 20, "train/sigma_x2": [0.1 * 1.05 ** e for e in range(20)]}, MIN,
+     {"train/sigma_x2": 1 - 1.05 ** -2}),
+])
+def test_a_trial_has_converged_when_its_last_tenth_of_epochs_no_longer_moves(values, search,
+                                                                           moving):
+    got = report._convergence(_curve(values), search)
+    assert got["converged"] is (not moving)
+    found = json.loads(got["still_moving"]) if got["still_moving"] else {}
+    assert found.keys() == moving.keys()
+    for name, change in moving.items():
+        assert found[name] == pytest.approx(change, abs=1e-4)
+
+
+def test_convergence_is_unknown_with_one_epoch_or_no_metric():
+    assert report._convergence(_curve({"val/mse": [0.1]}), MIN)["converged"] is None
+    assert report._convergence(_curve({"train/loss": [3.0, 2.0]}), MIN)["converged"] is None
+
+
+def test_a_restored_epochs_later_line_counts_for_convergence():
+    lines = _curve({"val/mse": [1.0, 0.5, 0.25]}) + [{"epoch": 3, "val/mse": 0.499}]
+    assert report._convergence(lines, MIN)["converged"] is True
+
+
+def test_the_table_counts_and_a_note_names_the_rows_that_had_not_converged(tmp_path):
+    run = make_run(tmp_path, finished=True)  # val/mse = 0.05 / epoch: still falling at epoch 3
+    flat = next(f for f in run.glob("*/params.json")
+                if (json.loads(f.read_text())["label"], json.loads(f.read_text())["seed"])
+                == (UT, 0))
+    lines = [json.loads(t) for t in (flat.parent / "result.json").read_text().splitlines()]
+    for line in lines:
+        line["val/mse"] = 0.02  # UT-VAE*-full-Σ's completed seed 0 has flattened
+    (flat.parent / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    trials = report.load_trials(run)
+    done = trials[trials.status == "completed"]
+    assert (done.converged == (done.label == UT)).all()
+    assert trials[trials.status != "completed"].converged.isna().all()  # unknown, not False
+    table = report.ablation_table(trials, _search(run))
+    assert list(table[report.NOT_CONVERGED]) == [3, 0, 1]
+    [note] = [n for n in table.attrs["notes"] if n.startswith("not converged")]
+    # val/mse = 0.05/3 + 0.001 seed against 0.05/2 + 0.001 seed: (0.025 - 0.01667) / last
+    low, high = [(0.05 / 2 - 0.05 / 3) / (0.05 / 3 + 0.001 * s) for s in (2, 0)]
+    assert f"VAE (beta=1), 3 of 3 seeds, val/mse by {100 * low:.2g}–{100 * high:.2g}%" in note
+    assert "VAE (beta=0.5), 1 of 1 seed, val/mse by 50%" in note and UT not in note
+    shown = report.format_table(table)
+    assert list(shown[("trials", report.NOT_CONVERGED)]) == ["3", "0", "1"]
