@@ -3,7 +3,7 @@
     python -m engine.train --preset UAE --dataset digits --epochs 30 --seed 0
 
 Prints each epoch's training terms and validation MSE, then the test set's reconstruction MSE
-and PSNR. It uses only the models' public API (build, loss, make_optimizer, reconstruct).
+and PSNR. It uses only the models' public API (build, loss, make_optimizer, lr_at, reconstruct).
 """
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(p.numel() for p in model.parameters()):,} parameters")
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
+        for group in opt.param_groups:  # cfg.lr_schedule, as a search's trial takes it
+            group["lr"] = model.lr_at(epoch, args.epochs)
         terms = train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
         val = reconstruction_mse(model, data.val.images)
         shown = " ".join(f"{k}={v:.4g}" for k, v in terms.items())

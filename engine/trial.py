@@ -144,6 +144,9 @@ def run_trial(params: dict, session: Session) -> None:
     try:
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
+            lr = model.lr_at(epoch, epochs)  # a function of the epoch: a resume takes it too
+            for group in opt.param_groups:
+                group["lr"] = lr
             try:
                 terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
                                     session.world, session.all_reduce)
@@ -163,7 +166,7 @@ def run_trial(params: dict, session: Session) -> None:
                        # a trial restarted after a failure says from where (tests, users);
                        # in every line, so that progress.csv has one set of columns
                        "restored_from_epoch": start - 1 if start > 1 else None,
-                       **{f"train/{k}": v for k, v in terms.items()},
+                       **{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr,
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
                        "time/epoch_s": took, "time/epoch_mean_s": mean}
             if epoch == epochs:

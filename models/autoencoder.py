@@ -17,6 +17,7 @@ from .networks import auto_arch, build_decoder, build_encoder
 from .posteriors import POSTERIORS, Posterior
 from .regularizers import REGULARIZERS
 from .samplers import SAMPLERS, Samples
+from .schedules import lr_at
 from .variances import RECONSTRUCTIONS, TRAINABLE_VARIANCE_SHAPES
 
 
@@ -156,6 +157,10 @@ class GaussianAutoencoder(nn.Module):
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.param_groups(), lr=self.cfg.lr)
+
+    def lr_at(self, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch `epoch` (1-based) of `epochs` (cfg.lr_schedule)."""
+        return lr_at(self.cfg, epoch, epochs)
 
     @torch.no_grad()
     def density_latents(self, x: torch.Tensor) -> torch.Tensor:

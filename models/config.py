@@ -28,6 +28,7 @@ CODEBOOKS = ("none", "soft", "vq")
 DENSITIES = ("prior", "gmm", "second_stage")
 ARCHS = ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
 OUTPUTS = ("sigmoid", "linear")
+LR_SCHEDULES = ("constant", "step", "cosine")
 
 _STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean")
 
@@ -99,6 +100,12 @@ class Config:
 
     # --- optimisation ---
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    """The learning rate per epoch (models/schedules.py): "constant"; "step", times
+    lr_step_factor every lr_step_epochs epochs (Dai & Wipf: 0.5 every 150); "cosine", annealed
+    from lr towards 0 over the trial's epochs."""
+    lr_step_epochs: int = 150
+    lr_step_factor: float = 0.5
     batch_size: int = 64
 
     # free-form label (e.g. the preset's name); the engine never branches on it
@@ -109,6 +116,7 @@ class Config:
             ("posterior", POSTERIORS), ("sampling", SAMPLINGS), ("regularizer", REGULARIZERS),
             ("decoder_reg", DECODER_REGS), ("decoder_variance", DECODER_VARIANCES),
             ("codebook", CODEBOOKS), ("density", DENSITIES), ("arch", ARCHS), ("output", OUTPUTS),
+            ("lr_schedule", LR_SCHEDULES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -116,7 +124,8 @@ class Config:
         for name, minimum in (("latent_dim", 1), ("num_samples", 1), ("hidden", 1), ("depth", 1),
                               ("gmm_components", 1), ("second_stage_hidden", 1),
                               ("second_stage_depth", 1), ("batch_size", 1),
-                              ("codebook_size", 1), ("second_stage_epochs", 0)):
+                              ("codebook_size", 1), ("second_stage_epochs", 0),
+                              ("lr_step_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 _fail(f"{name}={value!r} must be an integer >= {minimum}")
@@ -131,6 +140,8 @@ class Config:
             _fail(f"sigma_x2={self.sigma_x2} must be > 0 (it is a variance)")
         if not self.lr > 0:
             _fail(f"lr={self.lr} must be > 0")
+        if not self.lr_step_factor > 0:
+            _fail(f"lr_step_factor={self.lr_step_factor} must be > 0 (0.5 halves the rate)")
         if not self.kappa > -self.latent_dim:
             _fail(f"kappa={self.kappa} must be > -latent_dim ({-self.latent_dim}) so that "
                   "sqrt(kappa + D) is real (UAE Eq. 5)")

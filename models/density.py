@@ -23,6 +23,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from .config import Config
+from .schedules import set_lr
 
 
 class Density(Protocol):
@@ -102,7 +103,9 @@ def second_stage_config(cfg: Config) -> Config:
     return Config(latent_dim=cfg.latent_dim, arch="mlp_skip", hidden=cfg.second_stage_hidden,
                   depth=cfg.second_stage_depth, output="linear", posterior="diagonal",
                   sampling="reparam", regularizer="kl", decoder_variance="iso_i_trainable",
-                  density="prior", lr=cfg.lr, batch_size=cfg.batch_size, name="second-stage")
+                  density="prior", lr=cfg.lr, batch_size=cfg.batch_size, name="second-stage",
+                  # halved every 300 epochs (Dai & Wipf's demo.py, --lr-epochs2 300, l. 169)
+                  lr_schedule="step", lr_step_epochs=300, lr_step_factor=0.5)
 
 
 def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0,
@@ -124,6 +127,7 @@ def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int,
     bs = min(stage2_cfg.batch_size, len(latents))
     vae.train()
     for epoch in range(cfg.second_stage_epochs):
+        set_lr(opt, vae.lr_at(epoch + 1, cfg.second_stage_epochs))
         # a fresh z ~ q(z|x) per image each epoch (without redraw: the given latents)
         data = (latents if redraw is None or epoch == 0 else redraw(epoch)).detach().float().cpu()
         order = torch.randperm(len(data), generator=gen)

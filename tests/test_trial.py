@@ -86,19 +86,37 @@ def same_state(a: dict, b: dict) -> bool:
             and all(x.dtype == y.dtype and torch.equal(x, y) for (_, x), (_, y) in zip(ta, tb)))
 
 
-@pytest.mark.parametrize("preset", ["AE", "VAE", "UAE"])  # no noise, draws, sigma points
+@pytest.mark.parametrize("preset, fields", [
+    ("AE", {}), ("VAE", {}), ("UAE", {}),  # no noise, draws, sigma points
+    ("AE", {"lr_schedule": "step", "lr_step_epochs": 1}),  # a rate that changes every epoch
+])
 def test_a_trial_resumed_after_any_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path,
-                                                                                  preset):
+                                                                                  preset, fields):
     """Killed after epoch k (any k) and resumed from that checkpoint's state, a trial ends
     with exactly the state of one never interrupted, not merely a close one: the restore
     leaves no rounding behind, so any difference a multi-worker comparison sees
     (tests/test_faults.py) is the workers' summation order, not the restore."""
-    p = params(label=preset, config=models.PRESETS[preset].to_dict())
+    p = params(label=preset, config=models.PRESETS[preset].replace(**fields).to_dict())
     full = run(p, tmp_path / "full")
     for k in (1, 2):
         resumed = run(p, tmp_path / f"from{k}", resume=full.states[k - 1])
         assert [r["epoch"] for r in resumed.reports] == list(range(k + 1, 4))
         assert all(same_state(a, b) for a, b in zip(full.states[k:], resumed.states)), k
+
+
+def test_each_epoch_trains_at_its_scheduled_rate(tmp_path):
+    cfg = models.PRESETS["AE"].replace(lr=1e-3, lr_schedule="step", lr_step_epochs=2,
+                                       lr_step_factor=0.1)
+    rec = run(params(config=cfg.to_dict(), epochs=3), tmp_path)
+    assert [r["train/lr"] for r in rec.reports] == pytest.approx([1e-3, 1e-3, 1e-4])
+    # the optimizer stepped at it: the checkpoint's Adam holds the last epoch's rate
+    assert [g["lr"] for g in rec.states[-1]["optimizer"]["param_groups"]] == pytest.approx(
+        [1e-4, 1e-4])  # the decoder's group and the rest
+    # and what Adam did with it: the same first epoch, smaller steps in the third
+    const = run(params(config=cfg.replace(lr_schedule="constant").to_dict(), epochs=3),
+                tmp_path / "constant")
+    assert rec.reports[0]["train/loss"] == const.reports[0]["train/loss"]
+    assert rec.reports[2]["train/loss"] != const.reports[2]["train/loss"]
 
 
 def test_restored_at_the_final_checkpoint_trains_nothing_and_reports_only_if_set_aside(
