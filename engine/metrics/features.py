@@ -31,7 +31,8 @@ from engine.metrics.frechet import Stats, statistics
 
 CACHE_ENV = "VAE_ABLATIONS_CACHE"
 INCEPTION_MIN_SIZE = 28  # MNIST's size: the smallest the papers compute Inception FID at
-CLASSIFIER_VERSION = 1  # bump when the classifier's architecture or training changes
+CLASSIFIER_VERSION = 2  # bump when the classifier's architecture or training changes (2: the
+# 4x4 grid for images of 16 px and more; the 8x8 digits' network is the same as in 1)
 CLASSIFIER_DIM = 64
 CLASSIFIER_STEPS = 1000  # Adam steps of 128 images
 
@@ -73,16 +74,21 @@ def extract(space: FeatureSpace, images: torch.Tensor, device, batch_size: int =
 # --- the data set's own classifier ---
 
 class Classifier(nn.Module):
-    """A small CNN for any image size >= 8: 3 convolutions, global average pool, a 64-d
-    feature layer (before its ReLU, so no unit is dead in the features) and a linear head."""
+    """A small CNN for any image size >= 8: 3 convolutions, average pooling, a 64-d feature
+    layer (before its ReLU, so no unit is dead in the features) and a linear head.
 
-    def __init__(self, channels: int, num_classes: int):
+    The pooling keeps a 4x4 grid of positions for images of 16 px and more, one position for
+    smaller ones: on 28x28 digits the global pool left 7x7 maps of strokes position-free
+    (test accuracy 0.819 on mnist5k; 0.951 with the grid), while the 8x8 digits end at 2x2."""
+
+    def __init__(self, channels: int, num_classes: int, side: int = 8):
         super().__init__()
+        grid = 4 if side >= 16 else 1
         self.body = nn.Sequential(
             nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, CLASSIFIER_DIM))
+            nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(128 * grid * grid, CLASSIFIER_DIM))
         self.head = nn.Linear(CLASSIFIER_DIM, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # x: (B, C, H, W)
@@ -108,7 +114,7 @@ def train_classifier(data, steps: int = CLASSIFIER_STEPS, batch_size: int = 128,
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers run under no_grad
         torch.manual_seed(seed)
         x, y = data.train.images.float(), data.train.labels
-        net = Classifier(x.shape[1], data.num_classes)
+        net = Classifier(x.shape[1], data.num_classes, min(x.shape[-2:]))
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(seed)
         order, at = torch.randperm(len(x), generator=gen), 0
@@ -146,7 +152,7 @@ def classifier_space(data, device) -> FeatureSpace:
             write_json_atomic(meta, {"test_accuracy": accuracy, "steps": CLASSIFIER_STEPS,
                                      "dataset": data.name})
     info = json.loads(meta.read_text())
-    net = Classifier(data.image_shape[0], data.num_classes)
+    net = Classifier(data.image_shape[0], data.num_classes, min(data.image_shape[-2:]))
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.to(device).eval()
     return FeatureSpace(f"classifier-{data.name}", CLASSIFIER_DIM, net, False,
