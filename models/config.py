@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 # The values of each axis. Each name is the key of a dict of small functions in its module
 # (posteriors.POSTERIORS, samplers.SAMPLERS, ...); config.py lists them here so that a config
 # can be validated without importing torch.
-POSTERIORS = ("diagonal", "full", "point")
+POSTERIORS = ("diagonal", "full", "full_bounded", "point")
 SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean", "mean")
 REGULARIZERS = ("kl", "wasserstein", "l2", "mmd", "none")
 DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "weight_decay")
@@ -55,7 +55,9 @@ class Config:
 
     # --- posterior q(z|x) and how z is drawn from it ---
     posterior: str = "diagonal"
-    """"diagonal" N(mu, diag(sigma^2)); "full" N(mu, L L^T), L lower-triangular; "point" z = mu."""
+    """"diagonal" N(mu, diag(sigma^2)); "full" N(mu, L L^T), L lower-triangular (UAE Eq. 4);
+    "full_bounded" the same with L_ij = tanh(r_ij) sigma_i sigma_j (the UAE authors' code);
+    "point" z = mu."""
     sampling: str = "reparam"
     """"reparam" (k random draws, UAE Eq. 4); "unscented" (num_samples sigma points drawn
     uniformly per step, UAE Eq. 8); "unscented_all" (all 2D+1 points, each reconstructed, UT

@@ -56,6 +56,23 @@ def full_gaussian(h: torch.Tensor, d: int) -> Posterior:
     return Posterior(mean, scale_tril)
 
 
+def full_gaussian_bounded(h: torch.Tensor, d: int) -> Posterior:
+    """N(mu, L L^T) as the UAE authors' code builds it: L_ij = tanh(r_ij) sigma_i sigma_j below
+    the diagonal, sigma_i + 1e-6 on it, so the off-diagonals shrink with the sigmas
+    (boschresearch/unscented-autoencoder, models/fullcov_vae.py l. 171 `torch.tanh(self.fc_r
+    (result))` and l. 190-196 the 1e-6; models/dist_utils.py l. 78-118
+    lower_tri_cov_matrix_from_logvar_corr). `full` takes the off-diagonals raw, as UAE Eq. 4
+    writes L."""
+    b = h.shape[0]
+    mean, log_var, r = h[:, :d], h[:, d:2 * d], h[:, 2 * d:]  # r: (B, D(D-1)/2)
+    sigma = _sigma(log_var)  # (B, D)
+    rows, cols = torch.tril_indices(d, d, offset=-1, device=h.device)
+    off = torch.tanh(r) * sigma[:, rows] * sigma[:, cols]  # (B, D(D-1)/2): rho_ij sigma_i sigma_j
+    scale_tril = torch.diag_embed(sigma + 1e-6)
+    scale_tril = scale_tril.index_put((torch.arange(b, device=h.device)[:, None], rows, cols), off)
+    return Posterior(mean, scale_tril)
+
+
 def point_mass(h: torch.Tensor, d: int) -> Posterior:
     """A deterministic encoder, z = mu (AE, RAE, WAE, MVU-AE, VQ-VAE): L = 0."""
     mean = h[:, :d]
@@ -65,5 +82,6 @@ def point_mass(h: torch.Tensor, d: int) -> Posterior:
 POSTERIORS: dict[str, PosteriorHead] = {
     "diagonal": PosteriorHead(lambda d: 2 * d, diagonal_gaussian),
     "full": PosteriorHead(lambda d: 2 * d + d * (d - 1) // 2, full_gaussian),
+    "full_bounded": PosteriorHead(lambda d: 2 * d + d * (d - 1) // 2, full_gaussian_bounded),
     "point": PosteriorHead(lambda d: d, point_mass),
 }

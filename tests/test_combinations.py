@@ -82,7 +82,7 @@ def test_every_valid_combination_trains(posterior, sampling):
     (dict(gamma=float("nan")), "gamma=nan"),
     (dict(latent_dim=0), "latent_dim=0 must be an integer >= 1"),
     (dict(batch_size=1), "batch_size=1 must be >= 2"),
-    (dict(posterior="gaussian"), "posterior='gaussian' is not one of diagonal, full, point"),
+    (dict(posterior="gaussian"), "posterior='gaussian' is not one of diagonal, full, full_bounded, point"),
     (dict(decoder_variance="iso_x"), "decoder_variance='iso_x'"),
 ])
 def test_invalid_combinations_are_refused_in_one_clear_line(fields, needle):

@@ -52,6 +52,33 @@ def test_full_head_builds_lower_triangular_factor_with_positive_diagonal():
     assert torch.equal(post.scale_tril[:, rows, cols], h[:, 2 * d:])
 
 
+def test_bounded_full_head_is_the_uae_authors_factor():
+    """L as boschresearch/unscented-autoencoder's lower_tri_cov_matrix_from_logvar_corr builds
+    it (models/dist_utils.py), with fullcov_vae.py's tanh on r and + 1e-6 I, here in numpy."""
+    d, b = 4, 3
+    h = torch.randn(b, POSTERIORS["full_bounded"].num_params(d), generator=torch.Generator()
+                    .manual_seed(1), dtype=torch.float64)
+    post = POSTERIORS["full_bounded"].from_params(h, d)
+    x = h.numpy()
+    std, rho = np.exp(0.5 * x[:, d:2 * d]), np.tanh(x[:, 2 * d:])
+    expected = np.zeros((b, d, d))
+    for n in range(b):
+        var = np.outer(std[n], std[n])  # sigma_i sigma_j
+        corr = np.zeros((d, d))
+        corr[np.tril_indices(d, -1)] = rho[n]  # row-major below the diagonal, as theirs
+        expected[n] = var * corr + np.diag(std[n]) + 1e-6 * np.eye(d)
+    np.testing.assert_allclose(post.scale_tril.numpy(), expected, rtol=1e-12, atol=0)
+    # bounded: |L_ij| <= sigma_i sigma_j, so the off-diagonals shrink with the sigmas where
+    # `full`'s raw ones stay (the UAE's wide full-covariance posteriors, issue 13)
+    narrow = h.clone()
+    narrow[:, d:2 * d] -= 4.0  # every sigma / e^2
+    shrunk = POSTERIORS["full_bounded"].from_params(narrow, d).scale_tril
+    rows, cols = torch.tril_indices(d, d, offset=-1)
+    torch.testing.assert_close(shrunk[:, rows, cols], post.scale_tril[:, rows, cols] / np.e ** 4)
+    raw = POSTERIORS["full"].from_params(narrow, d).scale_tril
+    assert torch.equal(raw[:, rows, cols], narrow[:, 2 * d:])
+
+
 def test_diagonal_and_point_heads():
     d = 3
     h = torch.randn(2, 2 * d)
