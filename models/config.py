@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 # (posteriors.POSTERIORS, samplers.SAMPLERS, ...); config.py lists them here so that a config
 # can be validated without importing torch.
 POSTERIORS = ("diagonal", "full", "full_bounded", "point")
-SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean", "mean")
-REGULARIZERS = ("kl", "wasserstein", "l2", "mmd", "none")
+SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all", "unscented_mean", "mean")
+REGULARIZERS = ("kl", "wasserstein", "wasserstein_unsquared", "l2", "l2_unsquared", "mmd",
+                "none")
 DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "weight_decay")
 DECODER_VARIANCES = (
     "mse", "sse", "fixed",
@@ -30,7 +31,8 @@ ARCHS = ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
 OUTPUTS = ("sigmoid", "linear")
 LR_SCHEDULES = ("constant", "step", "cosine")
 
-_STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_all", "unscented_mean")
+_STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all",
+                         "unscented_mean")
 
 
 class ConfigError(ValueError):
@@ -60,7 +62,8 @@ class Config:
     "point" z = mu."""
     sampling: str = "reparam"
     """"reparam" (k random draws, UAE Eq. 4); "unscented" (num_samples sigma points drawn
-    uniformly per step, UAE Eq. 8); "unscented_all" (all 2D+1 points, each reconstructed, UT
+    uniformly per step, UAE Eq. 8); "unscented_rows" (the same along the rows of L, as the
+    UAE authors' code has it); "unscented_all" (all 2D+1 points, each reconstructed, UT
     weights); "unscented_mean" (num_samples random points, decoded and averaged into one
     output before the loss, as the UAE authors' code reads Eq. 6); "mean" (z = mu)."""
     num_samples: int = 1
@@ -77,7 +80,8 @@ class Config:
     """Decoder variance of decoder_variance="fixed"."""
     regularizer: str = "kl"
     """Latent regularizer: "kl" (UAE Eq. 9), "wasserstein" (Eq. 10, 18-19), "l2" (1/2 ||z||^2,
-    RAE), "mmd" (WAE-MMD, inverse multiquadric kernel), "none"."""
+    RAE), "mmd" (WAE-MMD, inverse multiquadric kernel), "none"; "wasserstein_unsquared" and
+    "l2_unsquared", the unsquared norms of the UAE authors' code."""
     beta: float = 1.0
     """Weight of the latent regularizer."""
     decoder_reg: str = "none"
@@ -152,13 +156,14 @@ class Config:
         if point and self.sampling in _STOCHASTIC_SAMPLINGS:
             _fail(f"sampling={self.sampling!r} needs a stochastic posterior, but "
                   "posterior='point'; use sampling='mean' or posterior='diagonal'/'full'")
-        if point and self.regularizer in ("kl", "wasserstein"):
+        if point and self.regularizer in ("kl", "wasserstein", "wasserstein_unsquared"):
             _fail(f"regularizer={self.regularizer!r} compares a Gaussian posterior with "
                   "N(0, I) and is undefined for posterior='point'; use 'l2', 'mmd' or 'none'")
         if point and self.decoder_reg == "eig_gradient_penalty":
             _fail("decoder_reg='eig_gradient_penalty' weights by lambda_max(Sigma), which is 0 "
                   "for posterior='point'; use 'gradient_penalty'")
-        if self.sampling in ("unscented", "unscented_mean") and self.num_samples > 2 * self.latent_dim + 1:
+        if (self.sampling in ("unscented", "unscented_rows", "unscented_mean")
+                and self.num_samples > 2 * self.latent_dim + 1):
             _fail(f"num_samples={self.num_samples} exceeds the {2 * self.latent_dim + 1} sigma "
                   f"points of a latent_dim={self.latent_dim} posterior; use sampling='unscented_all'")
         if self.sampling == "unscented_all" and self.kappa < 0:

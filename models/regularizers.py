@@ -41,9 +41,26 @@ def wasserstein2_to_standard_normal(post: Posterior, samples: Samples) -> torch.
     return post.mean.pow(2).sum(-1) + (post.scale_tril - eye).pow(2).sum((-2, -1))
 
 
+def wasserstein2_unsquared(post: Posterior, samples: Samples) -> torch.Tensor:
+    """||L + 1e-6 - I||_F + ||mu||_2, unsquared, 1e-6 added to every entry of L: the UAE
+    authors' code for the W2 term (boschresearch/unscented-autoencoder, models/fullcov_vae.py
+    l. 271-283 and models/vanilla_vae.py l. 231-250, `frob_norm: True`). The gradient of
+    ||A||_F is A / ||A||_F against the squared Eq. 10's 2 A: at one beta it pulls harder the
+    closer the posterior already is to N(0, I)."""
+    eye = torch.eye(post.mean.shape[-1], device=post.mean.device, dtype=post.mean.dtype)
+    frobenius = torch.linalg.matrix_norm(post.scale_tril + 1e-6 - eye, ord="fro")  # (B,)
+    return frobenius + torch.linalg.vector_norm(post.mean, dim=-1)
+
+
 def half_squared_norm(post: Posterior, samples: Samples) -> torch.Tensor:
     """1/2 ||z||^2 of the decoded latents (RAE, Ghosh et al. 2020, Eq. 15's ||z||^2 term)."""
     return (samples.weights[:, None] * 0.5 * samples.z.pow(2).sum(-1)).sum(0)
+
+
+def norm(post: Posterior, samples: Samples) -> torch.Tensor:
+    """||z||_2, unsquared, of the decoded latents: the UAE authors' RAE code
+    (boschresearch/unscented-autoencoder, models/rae.py l. 153); `l2` is RAE's 1/2 ||z||^2."""
+    return (samples.weights[:, None] * torch.linalg.vector_norm(samples.z, dim=-1)).sum(0)
 
 
 def imq_kernel(a: torch.Tensor, b: torch.Tensor, scales=IMQ_SCALES) -> torch.Tensor:
@@ -74,7 +91,9 @@ def no_regularizer(post: Posterior, samples: Samples) -> torch.Tensor:
 REGULARIZERS: dict[str, Callable[[Posterior, Samples], torch.Tensor]] = {
     "kl": kl_to_standard_normal,
     "wasserstein": wasserstein2_to_standard_normal,
+    "wasserstein_unsquared": wasserstein2_unsquared,
     "l2": half_squared_norm,
+    "l2_unsquared": norm,
     "mmd": mmd_to_standard_normal,
     "none": no_regularizer,
 }

@@ -61,6 +61,15 @@ def unscented_random(post: Posterior, cfg: Config) -> Samples:
     return Samples(z, post.mean.new_full((s,), 1.0 / s))
 
 
+def unscented_rows(post: Posterior, cfg: Config) -> Samples:
+    """As "unscented", but with the sigma points along the rows of L, mu +- sqrt(kappa + D)
+    L[i, :], as the UAE authors' code takes them (boschresearch/unscented-autoencoder,
+    models/dist_utils.py l. 121-140, get_sigma_pts: `rep_mu + sqrt_scaled_cov`, mu repeated
+    along rows). Their spread is L^T L, not Sigma = L L^T: a bug of that code, offered only to
+    replicate it exactly; the two agree for a diagonal L."""
+    return unscented_random(Posterior(post.mean, post.scale_tril.transpose(-1, -2)), cfg)
+
+
 def unscented_all(post: Posterior, cfg: Config) -> Samples:
     """All 2D+1 sigma points, each reconstructed, weighted by the UT weights (UAE appendix D)."""
     return Samples(*sigma_points(post.mean, post.scale_tril, cfg.kappa))
@@ -80,6 +89,7 @@ def posterior_mean(post: Posterior, cfg: Config) -> Samples:
 SAMPLERS: dict[str, Callable[[Posterior, Config], Samples]] = {
     "reparam": reparameterized,
     "unscented": unscented_random,
+    "unscented_rows": unscented_rows,
     "unscented_all": unscented_all,
     "unscented_mean": unscented_mean,
     "mean": posterior_mean,

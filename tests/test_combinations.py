@@ -111,6 +111,12 @@ def test_presets_are_data_and_named():
     assert p["UAE"] == p["UT-VAE*-full-Σ"].replace(decoder_reg="eig_gradient_penalty",
                                                    gamma=p["UAE"].gamma)
     assert p["RAE-GP"] == p["RAE"].replace(decoder_reg="gradient_penalty", gamma=p["RAE-GP"].gamma)
+    # the code's reading of a row differs from the paper's only in the code's forms
+    for row in ("VAE*", "UT-VAE*", "UT-VAE*-full-Σ"):
+        paper, code = p[row], p[f"{row}-code"]
+        assert code == paper.replace(regularizer="wasserstein_unsquared",
+                                     posterior="full_bounded" if paper.posterior == "full"
+                                     else paper.posterior)
 
 
 def test_config_round_trips_through_a_dict():

@@ -127,6 +127,26 @@ def test_half_squared_norm_is_weighted_over_samples():
     assert torch.allclose(half_squared_norm(None, Samples(z, w)), expected)
 
 
+def test_the_uae_codes_unsquared_terms_in_numpy():
+    """The W2 and RAE terms as boschresearch/unscented-autoencoder computes them: the
+    Frobenius norm of L + 1e-6 (every entry) - I plus ||mu||_2; ||z||_2. Unsquared."""
+    from models.regularizers import REGULARIZERS
+    post = random_posterior(full=True)
+    d = post.mean.shape[1]
+    expected = [np.linalg.norm(L + 1e-6 * np.ones((d, d)) - np.eye(d), "fro") + np.linalg.norm(m)
+                for L, m in zip(post.scale_tril.double().numpy(), post.mean.double().numpy())]
+    np.testing.assert_allclose(REGULARIZERS["wasserstein_unsquared"](post, None).numpy(),
+                               expected, rtol=1e-6)
+    # at the prior (mu = 0, L = I) only the 1e-6 of D^2 entries is left; the squared form is 0
+    eye = Posterior(torch.zeros(1, d), torch.eye(d)[None])
+    assert REGULARIZERS["wasserstein_unsquared"](eye, None).item() == pytest.approx(1e-6 * d)
+    z = torch.randn(3, 4, 2)
+    w = torch.tensor([0.5, 0.25, 0.25])
+    norms = sum(float(w[s]) * np.linalg.norm(z[s].numpy(), axis=-1) for s in range(3))
+    np.testing.assert_allclose(REGULARIZERS["l2_unsquared"](None, Samples(z, w)).numpy(), norms,
+                               rtol=1e-6)
+
+
 def test_mmd_matches_an_explicit_double_loop():
     z = torch.randn(1, 6, 3)
     torch.manual_seed(7)
@@ -188,6 +208,33 @@ def test_unscented_random_picks_distinct_sigma_points_per_input():
     seen = {int(torch.cdist(SAMPLERS["unscented"](post, cfg).z[0, :1], points[:, 0]).argmin())
             for _ in range(200)}
     assert seen == set(range(7))
+
+
+def test_unscented_rows_are_the_uae_codes_points_whose_spread_is_lt_l():
+    """mu +- sqrt(kappa + D) L[i, :], as boschresearch/unscented-autoencoder's get_sigma_pts
+    (models/dist_utils.py) builds them, here in numpy; all 2D+1 with the UT weights spread as
+    L^T L, where the columns' spread is Sigma = L L^T."""
+    d, kappa = 3, 1e-3
+    post = random_posterior(b=4, d=d, full=True)
+    cfg = Config(latent_dim=d, sampling="unscented_rows", num_samples=2 * d + 1, kappa=kappa)
+    torch.manual_seed(0)
+    s = SAMPLERS["unscented_rows"](post, cfg)  # every point once (without replacement)
+    L, mu = post.scale_tril.double().numpy(), post.mean.double().numpy()
+    for b in range(4):
+        theirs = np.concatenate([mu[b][None], mu[b] + np.sqrt(kappa + d) * L[b],
+                                 mu[b] - np.sqrt(kappa + d) * L[b]])  # (2D+1, D): rows of L
+        ours = s.z[:, b].double().numpy()
+        assert sorted(map(tuple, ours.round(5))) == sorted(map(tuple, theirs.round(5)))
+        w = np.full(2 * d + 1, 1 / (2 * (d + kappa)))
+        w[0] = kappa / (d + kappa)
+        spread = (w[:, None, None] * np.einsum("ni,nj->nij", theirs - mu[b], theirs - mu[b])).sum(0)
+        np.testing.assert_allclose(spread, L[b].T @ L[b], rtol=1e-9)
+        assert not np.allclose(spread, L[b] @ L[b].T)  # the posterior's own covariance
+    diag = random_posterior(b=4, d=d, full=False)  # a diagonal L: rows and columns agree
+    torch.manual_seed(1)
+    a = SAMPLERS["unscented_rows"](diag, cfg).z
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, SAMPLERS["unscented"](diag, cfg.replace(sampling="unscented")).z)
 
 
 def test_unscented_all_and_mean_flags():
