@@ -12,7 +12,7 @@ from torch import nn
 
 from .codebooks import CODEBOOKS, nearest_code
 from .config import Config
-from .decoder_regs import DECODER_PENALTIES, decoder_output_gradient
+from .decoder_regs import DECODER_PENALTIES
 from .networks import auto_arch, build_decoder, build_encoder
 from .posteriors import POSTERIORS, Posterior
 from .regularizers import REGULARIZERS
@@ -117,8 +117,8 @@ class GaussianAutoencoder(nn.Module):
 
         penalty = DECODER_PENALTIES[cfg.decoder_reg]
         if penalty is not None:
-            g = decoder_output_gradient(self.decode, z, x_hat)  # (S, B, D)
-            terms["decoder_reg"] = penalty(g, samples.weights, post).mean()
+            g = penalty.gradient(self.decode, z, x_hat, post)  # (S, B, D), or (1, B, D) at mu
+            terms["decoder_reg"] = penalty.value(g, samples.weights, post).mean()
 
         weights = samples.weights
         if samples.combine:  # decoded outputs averaged into one before the loss

@@ -19,7 +19,8 @@ POSTERIORS = ("diagonal", "full", "full_bounded", "point")
 SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all", "unscented_mean", "mean")
 REGULARIZERS = ("kl", "wasserstein", "wasserstein_unsquared", "l2", "l2_unsquared", "mmd",
                 "none")
-DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "weight_decay")
+DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "eig_gradient_norm_at_mean",
+                "weight_decay")
 DECODER_VARIANCES = (
     "mse", "sse", "fixed",
     "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
@@ -85,8 +86,10 @@ class Config:
     beta: float = 1.0
     """Weight of the latent regularizer."""
     decoder_reg: str = "none"
-    """"gradient_penalty" (RAE-GP), "eig_gradient_penalty" (UAE Eq. 11), "weight_decay" (RAE-L2,
-    an optimizer parameter-group rule on the decoder), or "none"."""
+    """"gradient_penalty" (RAE-GP), "eig_gradient_penalty" (UAE Eq. 11),
+    "eig_gradient_norm_at_mean" (the UAE authors' code: lambda_max capped at 100 times the
+    unsquared ||d sum D(mu) / d mu||), "weight_decay" (RAE-L2, an optimizer parameter-group
+    rule on the decoder), or "none"."""
     gamma: float = 0.0
     """Weight of the decoder regularizer (the decay coefficient for "weight_decay")."""
     codebook: str = "none"
@@ -159,8 +162,8 @@ class Config:
         if point and self.regularizer in ("kl", "wasserstein", "wasserstein_unsquared"):
             _fail(f"regularizer={self.regularizer!r} compares a Gaussian posterior with "
                   "N(0, I) and is undefined for posterior='point'; use 'l2', 'mmd' or 'none'")
-        if point and self.decoder_reg == "eig_gradient_penalty":
-            _fail("decoder_reg='eig_gradient_penalty' weights by lambda_max(Sigma), which is 0 "
+        if point and self.decoder_reg in ("eig_gradient_penalty", "eig_gradient_norm_at_mean"):
+            _fail(f"decoder_reg={self.decoder_reg!r} weights by lambda_max(Sigma), which is 0 "
                   "for posterior='point'; use 'gradient_penalty'")
         if (self.sampling in ("unscented", "unscented_rows", "unscented_mean")
                 and self.num_samples > 2 * self.latent_dim + 1):

@@ -1,13 +1,15 @@
 """The decoder-regularizer axis (weight gamma): smoothness of the decoder in z.
 
-Penalties take g = d ||D(z)||^2 / dz at the decoded latents (S, B, D). RAE's authors' code
-differentiates the squared decoder output with respect to z (one backward pass instead of the
-full Jacobian); we do the same. "weight_decay" (RAE-L2) is no loss term: it is the weight decay
-of the decoder's optimizer parameter group (`GaussianAutoencoder.param_groups`).
+Each penalty is a gradient and a value of it. The paper's take g = d ||D(z)||^2 / dz at the
+decoded latents (S, B, D): RAE's authors' code differentiates the squared decoder output with
+respect to z (one backward pass instead of the full Jacobian); we do the same. The UAE
+authors' code takes g = d sum(D(mu)) / d mu at the posterior mean instead, and its unsquared
+norm. "weight_decay" (RAE-L2) is no loss term: it is the weight decay of the decoder's
+optimizer parameter group (`GaussianAutoencoder.param_groups`).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -42,9 +44,44 @@ def eig_gradient_penalty(g: torch.Tensor, weights: torch.Tensor, post: Posterior
     return lambda_max * gradient_penalty(g, weights, post)
 
 
-DECODER_PENALTIES: dict[str, Callable | None] = {
+def mean_output_sum_gradient(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                             x_hat: torch.Tensor, post: Posterior) -> torch.Tensor:
+    """g = d (sum over outputs of D(mu)) / d mu at the posterior mean, in the graph, (1, B, D):
+    the UAE authors' code (boschresearch/unscented-autoencoder, models/fullcov_vae.py l. 296-301
+    `grad_input = mu`, `grad_output = self.decode(mu)`; models/models_utils.py l. 57-66)."""
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        mu = post.mean
+        if not mu.requires_grad:  # under no_grad (validation): decode a leaf copy
+            mu = mu.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(decode(mu[None]).sum(), mu, create_graph=create_graph)
+    return g[None]
+
+
+LAMBDA_CAP = 100.0  # the UAE code's clamp on the eigenvalue weight (models_utils.py l. 84)
+
+
+def eig_gradient_norm(g: torch.Tensor, weights: torch.Tensor, post: Posterior) -> torch.Tensor:
+    """min(max_ij Sigma_ij, 100) ||g||_2, unsquared, per input: the UAE authors' code's
+    eig_grad_norm (models/models_utils.py l. 68-85; the largest entry of a covariance is its
+    largest diagonal entry, the paper's approximation of lambda_max). g: (1, B, D)."""
+    lambda_max = post.covariance.amax(dim=(-2, -1)).clamp(max=LAMBDA_CAP)  # (B,)
+    return lambda_max * g[0].norm(dim=-1)
+
+
+def _at_samples(decode, z, x_hat, post) -> torch.Tensor:
+    return decoder_output_gradient(decode, z, x_hat)
+
+
+class Penalty(NamedTuple):
+    gradient: Callable[..., torch.Tensor]  # (decode, z, x_hat, post) -> g (S', B, D)
+    value: Callable[[torch.Tensor, torch.Tensor, Posterior], torch.Tensor]  # g, weights -> (B,)
+
+
+DECODER_PENALTIES: dict[str, Penalty | None] = {
     "none": None,
-    "gradient_penalty": gradient_penalty,
-    "eig_gradient_penalty": eig_gradient_penalty,
+    "gradient_penalty": Penalty(_at_samples, gradient_penalty),
+    "eig_gradient_penalty": Penalty(_at_samples, eig_gradient_penalty),
+    "eig_gradient_norm_at_mean": Penalty(mean_output_sum_gradient, eig_gradient_norm),
     "weight_decay": None,  # an optimizer rule, see the module docstring
 }

@@ -9,10 +9,13 @@ reading, so the table shows what the gap between the two does:
   kld_weight 2.5e-4;
 - the full-covariance factor: L's off-diagonals raw (Eq. 4) against the code's
   tanh(r_ij) σ_i σ_j (`posterior="full_bounded"`).
+- the UAE's decoder penalty: λmax(Σ) ‖∇_z ‖D(z)‖²‖² at the sigma points (Eq. 11) against
+  the code's min(λmax, 100) ‖∇_μ Σ D(μ)‖ at the mean (`decoder_reg=
+  "eig_gradient_norm_at_mean"`), both at the code's weight 1e-6.
 The sigma points stay along the columns of L in both readings (the code's rows, a bug, are
-`--set sampling=unscented_rows`). The VAE row (true KL) reads the same both ways; the UAE row's
-decoder penalty and the code's plateau schedule are not axis values yet. The paper's own
-Fashion-MNIST column has full-Σ behind UT-VAE*: the direction to check, not "full-Σ best".
+`--set sampling=unscented_rows`). The VAE row (true KL) reads the same both ways; the code's
+ReduceLROnPlateau schedule is not an axis value yet. The paper's own Fashion-MNIST column has
+full-Σ behind UT-VAE* and UAE behind RAE-GP: the direction to check, not "UAE best".
 
     python searches/uae_paper_vs_code.py                  # embedded digits, 3 seeds
 """
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from engine.evaluate import EvalSettings  # noqa: E402
 from engine.search import Search, run  # noqa: E402
 
-ROWS = [f"{row}{reading}" for row in ("VAE*", "UT-VAE*", "UT-VAE*-full-Σ")
+ROWS = [f"{row}{reading}" for row in ("VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE")
         for reading in ("", "-code")]
 
 SEARCH = Search(

@@ -366,6 +366,26 @@ def test_gradient_penalty_on_a_linear_decoder_matches_closed_form_in_z():
     assert torch.allclose(g2, g.detach())
 
 
+def test_the_uae_codes_decoder_penalty_on_a_linear_decoder_matches_closed_form():
+    """UAE code: min(max_ij Sigma_ij, 100) ||d sum D(mu) / d mu||_2; for D(z) = W z + b the
+    gradient is W^T 1 for every input, at the mean whatever the samples."""
+    from models.decoder_regs import DECODER_PENALTIES
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 5)
+    post = random_posterior(b=4, d=3, full=True)
+    big = Posterior(post.mean, 20 * post.scale_tril)  # variances beyond the cap of 100
+    pen = DECODER_PENALTIES["eig_gradient_norm_at_mean"]
+    z = post.mean[None] + torch.randn(2, 4, 3)  # samples: not where the code differentiates
+    for p, cap in ((post, False), (big, True)):
+        g = pen.gradient(lin, z, lin(z), p)
+        assert g.shape == (1, 4, 3)
+        torch.testing.assert_close(g[0], lin.weight.sum(0).expand(4, 3).detach())
+        lam = torch.stack([p.covariance[b].diagonal().max() for b in range(4)])
+        assert (lam > 100).any() == cap
+        expected = lam.clamp(max=100) * lin.weight.sum(0).norm()
+        torch.testing.assert_close(pen.value(g, torch.ones(2) / 2, p), expected.detach())
+
+
 # --- codebooks ---------------------------------------------------------------------------
 
 def test_vq_substitutes_nearest_code_with_straight_through_gradient():
