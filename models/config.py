@@ -79,6 +79,9 @@ class Config:
     Takida's Iso-I/Iso-D/Diag-I/Diag-D "by MLE" (Table 2, Appendix G) or "trainable"."""
     sigma_x2: float = 1.0
     """Decoder variance of decoder_variance="fixed"."""
+    mle_eps: float = 1e-6
+    """What the Iso-D, Diag-I and Diag-D MLEs of Sigma_x add to the mean squared error
+    (Takida G.7-G.17's 1e-6; Iso-I's G.4 has none). Diag-D by MLE depends on it alone."""
     regularizer: str = "kl"
     """Latent regularizer: "kl" (UAE Eq. 9), "wasserstein" (Eq. 10, 18-19), "l2" (1/2 ||z||^2,
     RAE), "mmd" (WAE-MMD, inverse multiquadric kernel), "none"; "wasserstein_unsquared" and
@@ -147,6 +150,8 @@ class Config:
                 _fail(f"{name}={getattr(self, name)} must be >= 0")
         if not self.sigma_x2 > 0:
             _fail(f"sigma_x2={self.sigma_x2} must be > 0 (it is a variance)")
+        if not self.mle_eps > 0:
+            _fail(f"mle_eps={self.mle_eps} must be > 0 (it keeps the MLE variance from 0)")
         if not self.lr > 0:
             _fail(f"lr={self.lr} must be > 0")
         if not self.lr_step_factor > 0:

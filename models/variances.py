@@ -53,13 +53,15 @@ def fixed_variance(x, x_hat, weights, log_var=None, cfg=None):
     return gaussian_nll(x, x_hat, weights, var), var
 
 
-def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float):
-    """The NLL at the MLE of the variance, averaging the squared error over `reduce_dims`."""
+def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float | None):
+    """The NLL at the MLE of the variance, averaging the squared error over `reduce_dims`;
+    `eps` added to it (None: the config's mle_eps, default MLE_EPS, Takida's 1e-6)."""
     def nll_at_mle(x, x_hat, weights, log_var=None, cfg=None):
         err2 = _weighted((x - x_hat).pow(2), weights)  # (B, *X): E_q[(x - mu_theta(z))^2]
         dims = reduce_dims(err2)
+        eps_ = eps if eps is not None else (cfg.mle_eps if cfg is not None else MLE_EPS)
         # an empty dims tuple would make torch's mean reduce over everything
-        var = ((err2.mean(dim=dims, keepdim=True) if dims else err2) + eps).detach()
+        var = ((err2.mean(dim=dims, keepdim=True) if dims else err2) + eps_).detach()
         # var is held fixed in the gradient, as in the alternating update of Eq. 9a/9b: the
         # gradient is then exactly that of the closed forms G.5-G.17 (with the 1e-6 inside
         # the log), where differentiating through var would double it for errors near eps
@@ -68,9 +70,9 @@ def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float):
 
 
 iso_i_mle = _mle(lambda e: tuple(range(e.dim())), 0.0)  # one scalar (G.4)
-iso_d_mle = _mle(lambda e: tuple(range(1, e.dim())), MLE_EPS)  # per input (G.7)
-diag_i_mle = _mle(lambda e: (0,), MLE_EPS)  # per pixel (G.11)
-diag_d_mle = _mle(lambda e: (), MLE_EPS)  # per input and pixel (G.15)
+iso_d_mle = _mle(lambda e: tuple(range(1, e.dim())), None)  # per input (G.7)
+diag_i_mle = _mle(lambda e: (0,), None)  # per pixel (G.11)
+diag_d_mle = _mle(lambda e: (), None)  # per input and pixel (G.15)
 
 
 def trainable_variance(x, x_hat, weights, log_var=None, cfg=None):

@@ -277,24 +277,27 @@ def test_mse_sse_and_fixed_variance():
     assert torch.allclose(fixed, _nll(x, x_hat, w, torch.tensor(0.3)))
 
 
-def _numpy_mle(x, x_hat, w, kind):
+def _numpy_mle(x, x_hat, w, kind, eps=MLE_EPS):
     """The MLE of Sigma_x by its definition (Takida G.4, G.7, G.11, G.15), in numpy."""
     e = np.einsum("s,sb...->b...", w.numpy(), (x[None].numpy() - x_hat.numpy()) ** 2)
     b = e.shape[0]
     if kind == "iso_i":
         return np.full_like(e, e.mean())
     if kind == "iso_d":
-        return np.broadcast_to(e.reshape(b, -1).mean(1).reshape(b, 1, 1, 1), e.shape) + MLE_EPS
+        return np.broadcast_to(e.reshape(b, -1).mean(1).reshape(b, 1, 1, 1), e.shape) + eps
     if kind == "diag_i":
-        return np.broadcast_to(e.mean(0, keepdims=True), e.shape) + MLE_EPS
-    return e + MLE_EPS  # diag_d
+        return np.broadcast_to(e.mean(0, keepdims=True), e.shape) + eps
+    return e + eps  # diag_d
 
 
 @pytest.mark.parametrize("kind", ["iso_i", "iso_d", "diag_i", "diag_d"])
-def test_mle_objective_is_the_gaussian_nll_at_the_estimated_variance(kind):
+@pytest.mark.parametrize("eps", [None, 1e-2])  # the default 1e-6, and a config's mle_eps
+def test_mle_objective_is_the_gaussian_nll_at_the_estimated_variance(kind, eps):
     x, x_hat, w = _recon_inputs()
-    value, var = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, w, None, None)
-    var_np = torch.from_numpy(np.ascontiguousarray(_numpy_mle(x, x_hat, w, kind)))
+    cfg = None if eps is None else Config(mle_eps=eps)
+    value, var = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, w, None, cfg)
+    var_np = torch.from_numpy(np.ascontiguousarray(_numpy_mle(x, x_hat, w, kind,
+                                                              eps or MLE_EPS)))
     assert torch.allclose(var.expand_as(var_np), var_np, rtol=1e-12)
     assert torch.allclose(value, _nll(x, x_hat, w, var_np[None].expand_as(x_hat)), rtol=1e-10)
 

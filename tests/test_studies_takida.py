@@ -283,14 +283,19 @@ def test_takida_table3_as_read():
 
 def test_variance_parameterization_rows_are_takidas_presets():
     search = search_of("variance_parameterization")
-    assert list(search.rows) == ["VAE-σx²=1", "AE", "WAE-MMD", "RAE", "RAE-GP",
-                                 "Iso-I-trainable", "Diag-I-trainable", "Iso-D-trainable",
-                                 "Diag-D-trainable", "Iso-I", "Diag-I", "Iso-D", "Diag-D"]
-    for label, (preset, fields) in search.rows.items():
+    takida = ["VAE-σx²=1", "AE", "WAE-MMD", "RAE", "RAE-GP", "Iso-I-trainable",
+              "Diag-I-trainable", "Iso-D-trainable", "Diag-D-trainable", "Iso-I", "Diag-I",
+              "Iso-D", "Diag-D"]
+    assert list(search.rows) == [*takida, "Diag-D ε=0.001", "Diag-D ε=0.01"]
+    for label in takida:
+        preset, fields = search.rows[label]
         assert preset == label and fields == {"second_stage_hidden": 128}
+    for eps in (0.001, 0.01):  # the ε sweep of Diag-D by MLE, beside the paper's rows
+        assert search.rows[f"Diag-D ε={eps:g}"] == ("Diag-D", {"second_stage_hidden": 128,
+                                                               "mle_eps": eps})
     assert set(search.evaluation.densities) == {"prior", "second_stage", "gmm10", "gmm100"}
     for dataset, published in papers.TAKIDA_TABLES_4_5["numbers"].items():
-        assert set(published) == set(search.rows), dataset
+        assert set(published) == set(takida), dataset
         assert all(v > 0 for row in published.values() for v in row.values())
     mnist = papers.TAKIDA_TABLES_4_5["numbers"]["mnist"]
     assert mnist["Diag-D"] == {"test/mse_sum": 6.80, "eval/fid_sample_prior": 16.64,

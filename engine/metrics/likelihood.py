@@ -18,13 +18,13 @@ Sigma_x at evaluation time, by `cfg.decoder_variance` (Takida does not say; the 
   is the maximum-likelihood estimate on the TRAINING set, Takida Eq. 9a as G.4 (one scalar,
   pooled over inputs and pixels) and G.11 (one per pixel, pooled over inputs): the population
   version of the per-minibatch estimate used in training, with the expectation over q(z|x)
-  estimated by `train_draws` draws per training image. 1e-6 is added except for Iso-I, as in
-  training (Takida Sec. 5.2; models/variances.py).
+  estimated by `train_draws` draws per training image. The config's mle_eps (1e-6) is added
+  except for Iso-I, as in training (Takida Sec. 5.2; models/variances.py).
 - "iso_d_mle" / "diag_d_mle": the parameterization makes Sigma_x a function of the input
   itself, sigma_x^2(x) = E_q(z|x)[(x - mu_theta(z))^2] averaged over pixels (G.7) or per pixel
   (G.15), and the model defines no other value for an unseen x. So it is the per-input MLE on
   the test input, estimated from the same k draws z_i ~ q(z|x) that the importance sum uses
-  (+ 1e-6 as in training). Caveat, to be kept in mind when comparing: Sigma_x is then fitted to
+  (+ mle_eps as in training). Caveat, to be kept in mind when comparing: Sigma_x is then fitted to
   x, so N(x; mu, Sigma_x(x)) is not a normalised density in x and the number is optimistic next
   to the input-independent parameterizations (it is the profile likelihood at the variance
   estimated from x), which may be part of why Diag-D has the lowest NLL of Takida Table 7.
@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from models import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+from models import TRAINABLE_VARIANCE_SHAPES
 
 from engine.metrics import evaluating
 
@@ -125,7 +125,7 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
                           batch_size: int = 256) -> torch.Tensor:
     """The input-independent MLE of Sigma_x on the training set (Takida Eq. 9a; G.4, G.11).
 
-    sigma^2_i = E_{p_data(x) q(z|x)}[(x_i - mu_theta,i(z))^2] per pixel (Diag-I, G.11, + 1e-6),
+    sigma^2_i = E_{p_data(x) q(z|x)}[(x_i - mu_theta,i(z))^2] per pixel (Diag-I, G.11, + mle_eps),
     or its mean over pixels (Iso-I, G.4, no constant, as in training). The expectation over q
     uses `draws` reparameterised draws per training image, eps drawn per batch as
     randn((draws, B, D)) from one generator seeded with `seed`. Returns float64 broadcastable
@@ -144,13 +144,13 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
     per_pixel = total / (draws * len(train_images))  # (*X), G.11
     if kind == "iso_i_mle":
         return per_pixel.mean().view((1,) * len(model.input_shape))  # G.4
-    return per_pixel + MLE_EPS
+    return per_pixel + model.cfg.mle_eps
 
 
 def _input_dependent_variance(model, x: torch.Tensor, post, eps: torch.Tensor,
                               chunk: int) -> torch.Tensor:
     """sigma^2(x) = E_q[(x - mu_theta(z))^2] from the k draws eps (k, B, D): per pixel (Diag-D,
-    G.15) or its mean over pixels (Iso-D, G.7), + 1e-6 as in training. -> (B, *X) or (B, 1..)"""
+    G.15) or its mean over pixels (Iso-D, G.7), + mle_eps as in training. (B, *X) or (B, 1..)"""
     total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)  # (B, *X)
     for j in range(0, eps.shape[0], chunk):
         z, _ = draw_posterior(post, eps[j:j + chunk])
@@ -158,7 +158,7 @@ def _input_dependent_variance(model, x: torch.Tensor, post, eps: torch.Tensor,
     var = total / eps.shape[0]
     if model.cfg.decoder_variance == "iso_d_mle":
         var = var.flatten(1).mean(1).view(-1, *([1] * (x.dim() - 1)))
-    return var + MLE_EPS
+    return var + model.cfg.mle_eps
 
 
 @torch.no_grad()
@@ -169,10 +169,10 @@ def decoder_variance_map(model, images: torch.Tensor, train_images: torch.Tensor
 
     - "fixed": sigma_x2 everywhere;
     - "*_trainable": exp(log Sigma_x(z)), averaged over `draws` draws z ~ q(z|x);
-    - "iso_i_mle" / "diag_i_mle": the training-set MLE (Eq. 9a as G.4 / G.11, + 1e-6 except
+    - "iso_i_mle" / "diag_i_mle": the training-set MLE (Eq. 9a as G.4 / G.11, + mle_eps except
       Iso-I), the same for every input (`train_images` required);
     - "iso_d_mle" / "diag_d_mle": the per-input MLE E_q[(x - mu_theta(z))^2] from `draws` draws,
-      averaged over pixels (G.7) or per pixel (G.15), + 1e-6.
+      averaged over pixels (G.7) or per pixel (G.15), + mle_eps.
     Raises NotComputable for "mse" / "sse" (no variance). Draws as _posterior_draws'."""
     kind = model.cfg.decoder_variance
     if kind in ("mse", "sse"):
