@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(p.numel() for p in model.parameters()):,} parameters")
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        for group in opt.param_groups:  # cfg.lr_schedule, as a search's trial takes it
-            group["lr"] = model.lr_at(epoch, args.epochs)
+        models.set_lr(opt, model.lr_at(epoch, args.epochs))  # as a search's trial takes it
         terms = train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
         val = reconstruction_mse(model, data.val.images)
         shown = " ".join(f"{k}={v:.4g}" for k, v in terms.items())

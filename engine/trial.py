@@ -145,8 +145,7 @@ def run_trial(params: dict, session: Session) -> None:
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
             lr = model.lr_at(epoch, epochs)  # a function of the epoch: a resume takes it too
-            for group in opt.param_groups:
-                group["lr"] = lr
+            models.set_lr(opt, lr)
             try:
                 terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
                                     session.world, session.all_reduce)

@@ -8,6 +8,7 @@ Public API:
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
+    set_lr(optimizer, lr)        every parameter group at lr (model.lr_at(epoch, epochs) gives it)
     Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, TRAINABLE_VARIANCE_SHAPES
                                  what the evaluation suite computes with (engine/metrics/)
 """
@@ -17,13 +18,14 @@ from .autoencoder import GaussianAutoencoder
 from .codebooks import nearest_code
 from .config import SAMPLINGS, Config, ConfigError
 from .density import DENSITIES, draw_latents, fit_density, redraw_latents
+from .schedules import set_lr
 from .posteriors import Posterior
 from .presets import PRESETS
 from .regularizers import REGULARIZERS
 from .variances import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "draw_latents", "redraw_latents", "DENSITIES", "Posterior", "REGULARIZERS",
+           "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior", "REGULARIZERS",
            "SAMPLINGS", "nearest_code", "MLE_EPS", "TRAINABLE_VARIANCE_SHAPES"]
 
 

@@ -124,12 +124,13 @@ def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int,
     vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,))
     opt = vae.make_optimizer()
     gen = torch.Generator().manual_seed(seed)
-    bs = min(stage2_cfg.batch_size, len(latents))
+    given = latents.detach().float().cpu()
+    bs = min(stage2_cfg.batch_size, len(given))
     vae.train()
     for epoch in range(cfg.second_stage_epochs):
         set_lr(opt, vae.lr_at(epoch + 1, cfg.second_stage_epochs))
         # a fresh z ~ q(z|x) per image each epoch (without redraw: the given latents)
-        data = (latents if redraw is None or epoch == 0 else redraw(epoch)).detach().float().cpu()
+        data = given if redraw is None or epoch == 0 else redraw(epoch).detach().float().cpu()
         order = torch.randperm(len(data), generator=gen)
         for i in range(0, len(data), bs):
             loss = vae.loss(data[order[i:i + bs]])["loss"]
