@@ -143,7 +143,9 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
                                                         *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
-    table.attrs["notes"] = (notes + _order_notes(table, search) + _evaluation_notes(trials, metrics)
+    table.attrs["notes"] = (notes + _preset_notes(groups, search.get("rows") or [])
+                            + _order_notes(table, search)
+                            + _evaluation_notes(trials, metrics)
                             + _convergence_notes(trials, groups)
                             + _status_notes(trials, groups, table, search.get("rows") or []))
     return table
@@ -360,6 +362,18 @@ def _groups(trials: pd.DataFrame, search: dict) -> list[dict]:
     for g, name in zip(groups, _row_names([(g["label"], g["config"]) for g in groups])):
         g["name"] = name
     return groups
+
+
+def _preset_notes(groups: list[dict], rows: list[dict]) -> list[str]:
+    """One note naming the rows that run a preset of another name than their label (search.json
+    rows' "preset"), e.g. the paper's row "UAE" as the authors' code computes it ("UAE-code"):
+    a reader must know which reading a row with the paper's name is."""
+    other = [(g["name"], rows[g["row"]]["preset"]) for g in groups
+             if g["row"] < len(rows) and rows[g["row"]].get("preset") not in (None, g["label"])]
+    if not other:
+        return []
+    return ["rows that run a preset of another name (models/presets.py says what each "
+            "follows): " + ", ".join(f"{row} runs {preset}" for row, preset in other) + "."]
 
 
 def _missing(v) -> bool:

@@ -14,7 +14,7 @@ import time
 import torch
 
 import models
-from engine.data import load_dataset
+from engine.data import embedded_arch, load_dataset
 from engine.evaluate import psnr, reconstruction_mse
 from engine.trial import train_epoch
 
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.epochs < 1:
             raise ValueError(f"--epochs {args.epochs} must be >= 1")
-        cfg = models.resolve(args.preset, **parse_assignments("--set", args.set,
-                                                                 models.Config()))
+        cfg = embedded_arch(models.resolve(args.preset, **parse_assignments(
+            "--set", args.set, models.Config())), args.dataset)  # as a search resolves it
         data = load_dataset(args.dataset, args.data_root)
         model = models.build(cfg, data.image_shape)  # e.g. an arch that does not fit the data
     except ValueError as e:

@@ -19,13 +19,16 @@ Eq. 9; every trial's spectrum in encoder_spectrum.json). After the run, `gamma_s
 in the report folder plots γ over the epochs per row (train/sigma_x2, mean ± std over seeds)
 and each row's mean spectrum.
 
-The paper ran 10 trials per data set; on the embedded digits the default is 5 seeds
-(`--seeds 10` runs the paper's count). Its second stage has three 1024-wide hidden layers; on
-digits a 128-wide one trains in a few seconds instead of more than a minute per fit, so the
+The paper ran 10 trials per data set; on the embedded MNIST-5k the default is 3 seeds
+(`--seeds 10` runs the paper's count) of 300 epochs (16,500 steps): learned γ is bounded by
+Adam's step (ln γ falls by about lr per step), so 120 epochs left γ ≈ 0.1 on the 8×8 digits,
+far from the train MSE that Theorem 4 says it approaches, and the paper's halving of the
+learning rate every 150 epochs acts only past epoch 150. Its second stage has three 1024-wide
+hidden layers; a 128-wide one trains in seconds instead of more than a minute per fit, so the
 rows carry second_stage_hidden=128, and the paper's numbers stand beside ours only at its
 setting:
 
-    python searches/two_stage.py                        # embedded digits, 5 seeds, a few minutes
+    python searches/two_stage.py                        # embedded MNIST-5k, 3 seeds
     python searches/two_stage.py --dataset mnist --seeds 10 --epochs 400 \\
         --set latent_dim=64 second_stage_hidden=1024 second_stage_epochs=800
 """
@@ -38,7 +41,7 @@ from engine.evaluate import EvalSettings  # noqa: E402
 from engine.search import Search, run  # noqa: E402
 from searches.papers import DAI_WIPF_TABLE_1  # noqa: E402
 
-SECOND_STAGE = {"second_stage_hidden": 128}  # digits-sized; the paper's is 1024
+SECOND_STAGE = {"second_stage_hidden": 128}  # sized for 2 CPU cores; the paper's is 1024
 
 SEARCH = Search(
     name="two_stage",
@@ -46,8 +49,8 @@ SEARCH = Search(
     rows={"VAE-fixed-γ": ("VAE-fixed-γ", {**SECOND_STAGE, "density": "prior"}),
           "VAE-learned-γ": ("VAE-learned-γ", {**SECOND_STAGE, "density": "prior"}),
           "2-Stage-VAE": ("2-Stage-VAE", SECOND_STAGE)},
-    seeds=5,
-    epochs=120,  # Adam moves log γ by ~lr per step: 2,400 steps take γ from 1 to ~0.1 on digits
+    seeds=3,
+    epochs=300,  # Adam moves log γ by ~lr per step: γ needs thousands of steps to settle
     metric="val/mse",
     table_metrics=("eval/fid_sample_prior", "eval/fid_sample_second_stage", "test/mse",
                    "eval/gamma", "eval/active_dims"),

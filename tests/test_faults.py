@@ -48,7 +48,7 @@ def session_processes(sid: int, name: str) -> list[int]:
 def run_and_kill(args: list[str], progress, victim) -> tuple[subprocess.Popen, str, dict]:
     """Run the search in its own session; once `progress(run folder)` returns a dict (how
     far a trial got, read from its files), SIGKILL the pid `victim(search pid, that dict)`
-    names (None: not yet). Returns the finished search, its stderr and that dict. Whatever
+    names (None: not yet), read again while that process is stopped. Returns the finished search, its stderr and that dict. Whatever
     of the search is left (the driver, the Ray it started) is killed at the end, passed or
     not."""
     out = Path(args[args.index("--out") + 1])
@@ -62,8 +62,16 @@ def run_and_kill(args: list[str], progress, victim) -> tuple[subprocess.Popen, s
             seen = progress(out)
             pid = victim(proc.pid, seen) if seen else None
             if pid:
-                os.kill(pid, signal.SIGKILL)
-                killed = seen
+                # freeze it and read again how far it got: on a busy machine the line read
+                # above can be many epochs old by now (even the trial's last), and a killed
+                # process must be known to die mid-trial, at the epoch the test records
+                os.kill(pid, signal.SIGSTOP)
+                seen = progress(out)
+                if seen and victim(proc.pid, seen) == pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = seen
+                else:  # it finished, or was stopped mid-line: let it go on, look again
+                    os.kill(pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=600)
         return proc, stderr, killed
     finally:

@@ -140,7 +140,7 @@ def test_claiming_a_run_folder_is_atomic(tmp_path):
     """Eight claims at once of the next numbered folder get eight folders; two of one --out:
     one gets it, the other is told another search took it."""
     runs = tmp_path / "runs"
-    args = parse_args(SEARCH, ["--storage", str(runs)])
+    args = parse_args(SEARCH, ["--dataset", "digits", "--storage", str(runs)])
     got, barrier = [], threading.Barrier(8)
 
     def claim():

@@ -346,3 +346,20 @@ def test_the_table_counts_and_a_note_names_the_rows_that_had_not_converged(tmp_p
     assert "VAE (beta=0.5), 1 of 1 seed, val/mse by 50%" in note and UT not in note
     shown = report.format_table(table)
     assert list(shown[("trials", report.NOT_CONVERGED)]) == ["3", "0", "1"]
+
+
+def test_a_note_names_the_rows_that_run_a_preset_of_another_name(tmp_path):
+    """A row labelled as the paper's row but running another preset (e.g. its code's reading)
+    is named in one note with its preset; rows whose preset is their label are not."""
+    run = make_run(tmp_path, finished=True)
+    saved = json.loads((run / "search.json").read_text())
+    saved["rows"][1]["preset"] = f"{UT}-code"
+    (run / "search.json").write_text(json.dumps(saved))
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    [note] = [n for n in table.attrs["notes"] if "preset of another name" in n]
+    assert note.endswith(f": {UT} runs {UT}-code.") and note.count(" runs ") == 1
+    # without any such row, no note
+    (tmp_path / "plain").mkdir()
+    other = make_run(tmp_path / "plain", finished=True)
+    plain = report.ablation_table(report.load_trials(other), _search(other))
+    assert not [n for n in plain.attrs["notes"] if "preset of another name" in n]

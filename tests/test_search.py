@@ -59,13 +59,19 @@ def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
         assert f"| {label} " in table and label in proc.stdout
     for name in ("table.tex", "table.csv", "trials.csv", "val_curves.png", "final_bar.png"):
         assert (out / "report" / name).stat().st_size > 0
-    # every trial stores its fully resolved configuration: the preset of its row
+    # every trial stores its fully resolved configuration: the preset of its row, the W2 rows'
+    # in the authors' code's reading, which search.json and a note of the table name
+    code = {"VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"}
     for params in out.glob("*/params.json"):
         p = json.loads(params.read_text())
-        assert models.Config.from_dict(p["config"]) == models.PRESETS[p["label"]]
+        preset = f"{p['label']}-code" if p["label"] in code else p["label"]
+        assert models.Config.from_dict(p["config"]) == models.PRESETS[preset]
         assert p["epochs"] == 2 and p["seed"] in (0, 1)
     search_json = json.loads((out / "search.json").read_text())
     assert search_json["git"] and [r["label"] for r in search_json["rows"]] == UAE_ROWS
+    assert {r["label"]: r["preset"] for r in search_json["rows"] if "preset" in r} == {
+        label: f"{label}-code" for label in code}
+    assert "UAE runs UAE-code" in table and "RAE runs" not in table
     # the evaluation: UAE Table 2's FIDs for every trial, in the feature space it names
     for metric in ("eval/fid_rec", "eval/fid_sample_gmm10", "eval/fid_interp_mid"):
         assert trials[metric].notna().all() and (trials[metric] > 0).all(), metric
@@ -214,7 +220,8 @@ SEARCH = Search(name="div", title="divergence", seeds=1, epochs=3,
 sys.exit(run(SEARCH))
 """)
     out = tmp_path / "run"
-    proc = search(["--eval", "reconstruction", "--out", str(out)], script=script)
+    proc = search(["--dataset", "digits", "--eval", "reconstruction", "--out", str(out)],
+                  script=script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out).set_index("label")
     assert trials.loc["AE-lr-1e30", "status"] == "diverged"
@@ -225,9 +232,8 @@ sys.exit(run(SEARCH))
 
 def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
     out = tmp_path / "run"
-    proc = search(["--scheduler", "asha", "--epochs", "9", "--seeds", "1", "--eval",
-                   "reconstruction", "--out", str(out),
-                   "--image-every", "100"])
+    proc = search(["--dataset", "digits", "--scheduler", "asha", "--epochs", "9", "--seeds",
+                   "1", "--eval", "reconstruction", "--out", str(out), "--image-every", "100"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_trials(out)
     assert "stopped early" in set(trials["status"]) and "completed" in set(trials["status"])
@@ -251,8 +257,8 @@ SEARCH = Search(name="opt", title="optuna", seeds=1, epochs=2, rows={"UAE": "UAE
 sys.exit(run(SEARCH))
 """)
     out = tmp_path / "run"
-    proc = search(["--search", "optuna", "--samples", "3", "--eval", "reconstruction", "--out",
-                   str(out)], script=script)
+    proc = search(["--dataset", "digits", "--search", "optuna", "--samples", "3", "--eval",
+                   "reconstruction", "--out", str(out)], script=script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     configs = [json.loads(p.read_text())["config"] for p in out.glob("*/params.json")]
     assert len(configs) == 3 and len({c["beta"] for c in configs}) == 3
@@ -312,7 +318,7 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, 
     sys.path.insert(0, str(ROOT))
     from searches.ablation_uae import SEARCH
     out = tmp_path / "run"
-    assert run(SEARCH, [*argv, "--out", str(out)]) == 2
+    assert run(SEARCH, ["--dataset", "digits", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
     assert not out.exists()
@@ -380,3 +386,26 @@ def test_a_space_optuna_cannot_sample_is_refused_before_ray_starts(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Optuna cannot sample" in err
     assert not out.exists()
+
+
+def test_studies_default_to_mnist5k_with_an_mlp_and_smoke_runs_to_digits():
+    """The studies' default data set is the embedded 28x28 MNIST-5k, on which arch="auto"
+    builds the MLP (EMBEDDED_ARCH); --smoke trains on the 8x8 digits unless --dataset says
+    otherwise; a row's or --set's own arch, and a real data set's auto pick, are kept."""
+    sys.path.insert(0, str(ROOT))
+    from engine.search import resolve_rows
+    from searches.ablation_uae import SEARCH
+    assert parse_args(SEARCH, []).dataset == "mnist5k"
+    assert parse_args(SEARCH, ["--smoke"]).dataset == "digits"
+    assert parse_args(SEARCH, ["--smoke", "--dataset", "mnist5k"]).dataset == "mnist5k"
+    args = parse_args(SEARCH, ["--rows", "VAE,UAE"])
+    rows = resolve_rows(SEARCH, args, (1, 28, 28))
+    assert {c.arch for c in rows.values()} == {"mlp"}
+    assert rows["UAE"].name == "UAE-code"  # the code's reading (the note says so)
+    conv = resolve_rows(SEARCH, parse_args(SEARCH, ["--rows", "VAE", "--set", "arch=conv28"]),
+                        (1, 28, 28))
+    assert conv["VAE"].arch == "conv28"
+    real = resolve_rows(SEARCH, parse_args(SEARCH, ["--rows", "VAE", "--dataset", "mnist"]),
+                        (1, 28, 28))
+    assert real["VAE"].arch == "auto"  # builds conv28 for 28x28, the papers' net
+    assert models.build(real["VAE"], (1, 28, 28)).arch == "conv28"

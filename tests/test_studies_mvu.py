@@ -145,13 +145,13 @@ def test_tune_uae_smoke_reports_the_best_configs_and_the_importances(tmp_path):
     assert saved["scheduler"] == "asha" and set(saved["space"]) == SEARCHED
     trials = load_trials(out)
     assert len(trials) == 4 and set(trials["status"]) <= {"completed", "stopped early"}
-    bounds = {"beta": (1e-5, 1e-2), "gamma": (1e-8, 1e-4), "kappa": (1e-4, 10.0),
+    bounds = {"beta": (1e-5, 1e-2), "gamma": (1e-6, 1.0), "kappa": (1e-4, 10.0),
               "lr": (1e-4, 1e-2)}
-    for params in out.glob("*/params.json"):  # the UAE preset but for the searched fields
+    for params in out.glob("*/params.json"):  # the UAE-code preset but for the searched fields
         config = json.loads(params.read_text())["config"]
         for name, (low, high) in bounds.items():
             assert low <= config[name] <= high, name
-        assert models.Config.from_dict(config) == models.PRESETS["UAE"].replace(
+        assert models.Config.from_dict(config) == models.PRESETS["UAE-code"].replace(
             **{name: config[name] for name in SEARCHED})
     # the best configuration listed is the completed trial with the lowest final val/mse
     best = pd.read_csv(out / "report" / "best_configs.csv")
