@@ -152,7 +152,8 @@ def test_two_ddp_workers_end_with_one_workers_parameters_even_after_losing_one(t
     a 1024-wide MLP leave time to kill in."""
     out, epochs = tmp_path / "run", 5
     proc, stderr, killed = run_and_kill(
-        ["--rows", "RAE", "--seeds", "1", "--epochs", str(epochs), "--workers-per-trial", "2",
+        ["--dataset", "digits", "--rows", "RAE", "--seeds", "1", "--epochs", str(epochs),
+         "--workers-per-trial", "2",
          "--set", "batch_size=75", "hidden=1024", "--eval", "reconstruction", "--out", str(out)],
         ddp_checkpoint, lambda sid, seen: max(session_processes(sid, "RayTrainWorker"),
                                               default=None))
@@ -196,7 +197,8 @@ def test_a_killed_trial_process_continues_from_its_last_checkpoint(tmp_path):
     from there, no epoch is trained twice from scratch, and the other trial is untouched."""
     out = tmp_path / "run"
     proc, stderr, killed = run_and_kill(
-        ["--rows", "RAE", "--seeds", "2", "--epochs", "40", "--eval", "reconstruction",
+        ["--dataset", "digits", "--rows", "RAE", "--seeds", "2", "--epochs", "40", "--eval",
+         "reconstruction",
          "--out", str(out)], last_line("RAE_seed0_*", 3), lambda sid, line: line["pid"])
     assert killed, "the trial finished before it could be killed"
     assert proc.returncode == 0, stderr[-3000:]
