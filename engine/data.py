@@ -198,6 +198,8 @@ DATA_ROOT_ENV = "VAE_DATA_ROOT"
 CACHE_VERSION = 1  # bump when a reader's preprocessing or split changes
 EMBEDDED_SHAPES = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "patches": (3, 32, 32)}
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(EMBEDDED_SHAPES)  # need no files
+REAL_DATASETS: tuple[str, ...] = _real.REAL_DATASETS  # need files under a data root
+
 # What arch="auto" builds on an embedded set where the image size's own pick would not fit its
 # default run's time on 2 CPU cores: on mnist5k's 28x28 images conv28 takes ~30x an MLP's time
 # per step (see the README's Data section); the papers' conv nets are `--set arch=conv28` away.
@@ -210,7 +212,6 @@ def embedded_arch(cfg, dataset: str):
     if cfg.arch == "auto" and dataset in EMBEDDED_ARCH:
         return cfg.replace(arch=EMBEDDED_ARCH[dataset])
     return cfg
-REAL_DATASETS: tuple[str, ...] = _real.REAL_DATASETS  # need files under a data root
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -90,9 +90,10 @@ class BadInput(ValueError):
 
 
 def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
+    smoke_dataset = search.smoke.get("dataset", SMOKE_DATASET)
     p = argparse.ArgumentParser(description=search.title)
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default "
-                   f"{search.dataset}; with --smoke {search.smoke.get('dataset', SMOKE_DATASET)})")
+                   f"{search.dataset}; with --smoke {smoke_dataset})")
     p.add_argument("--data-root", help="where the real data sets' files are (default "
                    "$VAE_DATA_ROOT, else ~/data); downloaded there if missing and possible")
     p.add_argument("--epochs", type=int, help=f"training epochs per trial ({search.epochs})")
@@ -151,8 +152,7 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
         args.storage, args.storage_from = os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
     budget = search.smoke if args.smoke else {}
     if args.dataset is None:
-        args.dataset = (budget.get("dataset", SMOKE_DATASET) if args.smoke
-                        else search.dataset)
+        args.dataset = smoke_dataset if args.smoke else search.dataset
     if args.epochs is None:
         args.epochs = budget.get("epochs", search.epochs)
     if args.seeds is None:

@@ -19,7 +19,7 @@ at 1e-6, configs_fashion_mnist/rae.yaml: not axis values here).
 Where the code's setting differs beyond the loss (Adam 5e-3 with ReduceLROnPlateau, latent 64,
 a conv net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's: see the README.
 
-    python searches/ablation_uae.py                     # embedded MNIST-5k, ~5 min on 2 cores
+    python searches/ablation_uae.py                     # embedded MNIST-5k, ~8 min on 2 cores
     python searches/ablation_uae.py --rows VAE*,UAE --set arch=conv28 --epochs 100
     python searches/ablation_uae.py --dataset patches --seeds 5 --epochs 100
 """

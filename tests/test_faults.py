@@ -48,9 +48,9 @@ def session_processes(sid: int, name: str) -> list[int]:
 def run_and_kill(args: list[str], progress, victim) -> tuple[subprocess.Popen, str, dict]:
     """Run the search in its own session; once `progress(run folder)` returns a dict (how
     far a trial got, read from its files), SIGKILL the pid `victim(search pid, that dict)`
-    names (None: not yet), read again while that process is stopped. Returns the finished search, its stderr and that dict. Whatever
-    of the search is left (the driver, the Ray it started) is killed at the end, passed or
-    not."""
+    names (None: not yet), read again while that process is stopped. Returns the finished
+    search, its stderr and that dict. Whatever of the search is left (the driver, the Ray it
+    started) is killed at the end, passed or not."""
     out = Path(args[args.index("--out") + 1])
     proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
@@ -198,8 +198,7 @@ def test_a_killed_trial_process_continues_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc, stderr, killed = run_and_kill(
         ["--dataset", "digits", "--rows", "RAE", "--seeds", "2", "--epochs", "40", "--eval",
-         "reconstruction",
-         "--out", str(out)], last_line("RAE_seed0_*", 3), lambda sid, line: line["pid"])
+         "reconstruction", "--out", str(out)], last_line("RAE_seed0_*", 3), lambda sid, line: line["pid"])
     assert killed, "the trial finished before it could be killed"
     assert proc.returncode == 0, stderr[-3000:]
     trials = load_trials(out)
