@@ -52,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     print(f"{cfg.name} on {args.dataset} {tuple(data.image_shape)}, arch={model.arch}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    monitored: list[float] = []  # what lr_schedule="plateau" reads
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        models.set_lr(opt, model.lr_at(epoch, args.epochs))  # as a search's trial takes it
+        # as a search's trial takes it
+        models.set_lr(opt, model.lr_at(epoch, args.epochs, monitored))
         terms = train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
+        monitored.append(terms["loss_last_batch"])
         val = reconstruction_mse(model, data.val.images)
         shown = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
         print(f"epoch {epoch:3d} {shown} val/mse={val:.5f} ({time.perf_counter() - t0:.1f}s)")

@@ -57,11 +57,14 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
     over examples (not for batch statistics: BatchNorm, the MMD, each worker's own noise)
     and up to float rounding (tests/test_faults.py compares the parameters).
     Raises Diverged before stepping on a non-finite loss, so the parameters stay finite.
+    Also returns "loss_last_batch", the loss of the epoch's last minibatch (mean over the
+    workers' examples): what the UAE authors' ReduceLROnPlateau monitors (models/schedules.py).
     """
     net.train()
     order = torch.randperm(len(images), generator=gen)
     sums: dict[str, float] = {}
     n = 0
+    last = (0.0, 0)  # the last batch's loss x its examples, its examples
     for i in range(0, len(images), batch_size):
         idx = order[i:i + batch_size]
         if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
@@ -69,8 +72,8 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
         batch = images[idx[rank::world]]
         terms = net(batch)
         # every worker must stop at the same batch, or the next all-reduce hangs
-        if _any_worker(not math.isfinite(terms["loss"].item()), world, all_reduce,
-                       batch.device):
+        loss = terms["loss"].item()
+        if _any_worker(not math.isfinite(loss), world, all_reduce, batch.device):
             raise Diverged(f"non-finite loss in the batch starting at example {i}")
         opt.zero_grad(set_to_none=True)
         # DDP averages the workers' gradients; a worker's loss is a mean over its own rows, so
@@ -82,13 +85,15 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
         n += len(batch)
+        last = (loss * len(batch), len(batch))
     if world > 1:  # sums and counts over workers, so the means are over every example
         keys = sorted(sums)
-        packed = torch.tensor([sums[k] for k in keys] + [n], dtype=torch.float64,
+        packed = torch.tensor([sums[k] for k in keys] + [n, *last], dtype=torch.float64,
                               device=images.device)
         all_reduce(packed)
-        sums, n = dict(zip(keys, packed[:-1].tolist())), packed[-1].item()
-    return {k: v / n for k, v in sums.items()}
+        sums = dict(zip(keys, packed[:-3].tolist()))
+        n, last = packed[-3].item(), tuple(packed[-2:].tolist())
+    return {**{k: v / n for k, v in sums.items()}, "loss_last_batch": last[0] / last[1]}
 
 
 def _any_worker(bad: bool, world: int, all_reduce, device) -> bool:
@@ -121,6 +126,7 @@ def run_trial(params: dict, session: Session) -> None:
     opt = model.make_optimizer()
     gen = torch.Generator().manual_seed(seed)
     start, last = 1, {}
+    monitored: list[float] = []  # each epoch's last-batch loss, for lr_schedule="plateau"
     if session.resume is not None:  # restart after a failure or an interrupted search
         model.load_state_dict(session.resume["model"])
         opt.load_state_dict(session.resume["optimizer"])
@@ -129,6 +135,7 @@ def run_trial(params: dict, session: Session) -> None:
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
+        monitored = list(session.resume.get("monitored", []))  # none before the plateau rate
         if session.rank:  # the state is rank 0's (only it checkpoints): a stream of its own
             torch.manual_seed(seed + 100_003 * session.rank + 7_919 * start)
         if session.resume.get("from_folder"):
@@ -144,7 +151,8 @@ def run_trial(params: dict, session: Session) -> None:
     try:
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
-            lr = model.lr_at(epoch, epochs)  # a function of the epoch: a resume takes it too
+            # a function of the epoch and the checkpointed losses: a resume takes it too
+            lr = model.lr_at(epoch, epochs, monitored)
             models.set_lr(opt, lr)
             try:
                 terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
@@ -157,6 +165,7 @@ def run_trial(params: dict, session: Session) -> None:
             except Diverged:
                 session.report(_diverged(last, epoch, params), None)
                 return
+            monitored.append(terms["loss_last_batch"])
             took = time.perf_counter() - t0
             # the mean over epochs 1..epoch (a resumed trial's `last` holds the earlier mean),
             # so the final line, which the report tables, has the whole run's time per epoch
@@ -178,7 +187,7 @@ def run_trial(params: dict, session: Session) -> None:
             last = metrics
             every = params.get("checkpoint_every", 1)
             if epoch % every == 0 or epoch == epochs:
-                _report_with_checkpoint(session, metrics, model, opt, gen, params)
+                _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored)
             else:  # a checkpoint costs ~10 ms: on tiny epochs the user may space them out
                 session.report(metrics, None)
     finally:
@@ -200,9 +209,10 @@ def _diverged(last: dict, epoch: int, params: dict) -> dict:
 
 
 def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
-                            params: dict) -> None:
+                            params: dict, monitored: list[float]) -> None:
     """Report with a checkpoint that holds everything to continue and to trace the result:
-    weights, optimizer, the shuffling generator, the epoch, and the resolved params."""
+    weights, optimizer, the shuffling generator, the epoch, the losses a plateau rate reads,
+    and the resolved params."""
     if session.rank != 0:  # only rank 0 writes; every worker still reports (a barrier)
         session.report(metrics, None)
         return
@@ -211,7 +221,7 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     **({"cuda_rng": torch.cuda.get_rng_state(model_device(model))}
                        if model_device(model).type == "cuda" else {}),
-                    "epoch": metrics["epoch"],
+                    "epoch": metrics["epoch"], "monitored": list(monitored),
                     "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
         session.report(metrics, d)  # Ray copies the folder to the run's storage
 

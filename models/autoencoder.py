@@ -7,6 +7,8 @@ file only wires them together. Encoders and decoders are injected from models/ne
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -158,9 +160,10 @@ class GaussianAutoencoder(nn.Module):
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.param_groups(), lr=self.cfg.lr)
 
-    def lr_at(self, epoch: int, epochs: int) -> float:
-        """The learning rate of epoch `epoch` (1-based) of `epochs` (cfg.lr_schedule)."""
-        return lr_at(self.cfg, epoch, epochs)
+    def lr_at(self, epoch: int, epochs: int, history: Sequence[float] = ()) -> float:
+        """The learning rate of epoch `epoch` (1-based) of `epochs` (cfg.lr_schedule), after the
+        monitored losses `history` of the epochs before it (models/schedules.py)."""
+        return lr_at(self.cfg, epoch, epochs, history)
 
     @torch.no_grad()
     def density_latents(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ CODEBOOKS = ("none", "soft", "vq")
 DENSITIES = ("prior", "gmm", "second_stage")
 ARCHS = ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
 OUTPUTS = ("sigmoid", "linear")
-LR_SCHEDULES = ("constant", "step", "cosine")
+LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 _STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all",
                          "unscented_mean")
@@ -115,9 +115,13 @@ class Config:
     lr_schedule: str = "constant"
     """The learning rate per epoch (models/schedules.py): "constant"; "step", times
     lr_step_factor every lr_step_epochs epochs (Dai & Wipf: 0.5 every 150); "cosine", annealed
-    from lr towards 0 over the trial's epochs."""
+    from lr towards 0 over the trial's epochs; "plateau", times lr_plateau_factor after more than
+    lr_plateau_patience epochs without a lower last-batch training loss (the UAE authors' code:
+    0.5 and 5)."""
     lr_step_epochs: int = 150
     lr_step_factor: float = 0.5
+    lr_plateau_factor: float = 0.5
+    lr_plateau_patience: int = 5
     batch_size: int = 64
 
     # free-form label (e.g. the preset's name); the engine never branches on it
@@ -137,7 +141,7 @@ class Config:
                               ("gmm_components", 1), ("second_stage_hidden", 1),
                               ("second_stage_depth", 1), ("batch_size", 1),
                               ("codebook_size", 1), ("second_stage_epochs", 0),
-                              ("lr_step_epochs", 1)):
+                              ("lr_step_epochs", 1), ("lr_plateau_patience", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 _fail(f"{name}={value!r} must be an integer >= {minimum}")
@@ -156,6 +160,9 @@ class Config:
             _fail(f"lr={self.lr} must be > 0")
         if not self.lr_step_factor > 0:
             _fail(f"lr_step_factor={self.lr_step_factor} must be > 0 (0.5 halves the rate)")
+        if not 0 < self.lr_plateau_factor < 1:  # torch's ReduceLROnPlateau refuses >= 1
+            _fail(f"lr_plateau_factor={self.lr_plateau_factor} must be in (0, 1) (0.5 halves "
+                  "the rate at a plateau)")
         if not self.kappa > -self.latent_dim:
             _fail(f"kappa={self.kappa} must be > -latent_dim ({-self.latent_dim}) so that "
                   "sqrt(kappa + D) is real (UAE Eq. 5)")

@@ -39,8 +39,10 @@ PRESETS: dict[str, Config] = {
 # for full covariance, the bounded factor L_ij = tanh(r_ij) sigma_i sigma_j. The sigma points
 # stay along the columns of L (the code's rows are sampling="unscented_rows"); the VAE row
 # (true KL) reads the same both ways. The UAE row adds the code's decoder penalty
-# (eig_gradient_norm_at_mean, weight 1e-6, configs_fashion_mnist/fullcov_uae.yaml); the code's
-# ReduceLROnPlateau schedule is not an axis value yet.
+# (eig_gradient_norm_at_mean, weight 1e-6, configs_fashion_mnist/fullcov_uae.yaml). The code's
+# optimisation (Adam 5e-3, ReduceLROnPlateau(0.5, patience 5): lr_schedule="plateau", 100
+# epochs) is a setting, not a loss: the presets keep the library's lr, so that both readings
+# of a row train alike; `--set lr=5e-3 lr_schedule=plateau --epochs 100` adds it.
 _W2_CODE = dict(regularizer="wasserstein_unsquared", beta=_UAE_BETA)
 PRESETS.update({
     "VAE*-code": _VAE.replace(**_W2_CODE),

@@ -17,7 +17,8 @@ code's RAE uses ‖z‖₂ unsquared, models/rae.py `RAE.loss_function`, and its
 the sum of the decoder layers' spectral norms, models/models_utils.py `module_regularization`,
 at 1e-6, configs_fashion_mnist/rae.yaml: not axis values here).
 Where the code's setting differs beyond the loss (Adam 5e-3 with ReduceLROnPlateau, latent 64,
-a conv net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's: see the README.
+a conv net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's: see the README
+(`--set lr=5e-3 lr_schedule=plateau latent_dim=64 --epochs 100` is the code's optimisation).
 
     python searches/ablation_uae.py                     # embedded MNIST-5k, ~8 min on 2 cores
     python searches/ablation_uae.py --rows VAE*,UAE --set arch=conv28 --epochs 100

@@ -89,6 +89,9 @@ def same_state(a: dict, b: dict) -> bool:
 @pytest.mark.parametrize("preset, fields", [
     ("AE", {}), ("VAE", {}), ("UAE", {}),  # no noise, draws, sigma points
     ("AE", {"lr_schedule": "step", "lr_step_epochs": 1}),  # a rate that changes every epoch
+    # a rate that depends on the losses before it (halved at epoch 3 here): the checkpoint
+    # must carry them, or the resumed epochs train at another rate (or cannot compute one)
+    ("AE", {"lr_schedule": "plateau", "lr_plateau_patience": 0}),
 ])
 def test_a_trial_resumed_after_any_epoch_ends_bit_for_bit_as_an_uninterrupted_one(tmp_path,
                                                                                   preset, fields):
@@ -117,6 +120,36 @@ def test_each_epoch_trains_at_its_scheduled_rate(tmp_path):
                 tmp_path / "constant")
     assert rec.reports[0]["train/loss"] == const.reports[0]["train/loss"]
     assert rec.reports[2]["train/loss"] != const.reports[2]["train/loss"]
+
+
+def test_a_plateau_rate_follows_each_epochs_last_batch_loss(tmp_path):
+    cfg = models.PRESETS["AE"].replace(lr=1e-3, lr_schedule="plateau", lr_plateau_patience=0)
+    rec = run(params(config=cfg.to_dict(), epochs=6), tmp_path)
+    losses = [r["train/loss_last_batch"] for r in rec.reports]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    expected = []
+    for loss in losses:  # a live scheduler stepped with each epoch's reported loss
+        expected.append(opt.param_groups[0]["lr"])
+        sched.step(loss)
+    rates = [r["train/lr"] for r in rec.reports]
+    assert rates == pytest.approx(expected, rel=1e-12) and rates[-1] < 1e-3
+    assert rec.states[-1]["monitored"] == losses  # what a resume replays
+    # the epoch's last batch, not its mean
+    assert all(r["train/loss_last_batch"] != r["train/loss"] for r in rec.reports)
+
+
+def test_train_epoch_reports_the_loss_of_its_last_batch():
+    torch.manual_seed(0)
+    model = models.build("AE", (1, 8, 8))  # deterministic: no draws
+    x = torch.rand(50, 1, 8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay: recompute it after
+    terms = train_epoch(model, opt, x, 16, torch.Generator().manual_seed(4))
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(4))
+    model.train()  # the same batch statistics as in training
+    with torch.no_grad():
+        last = model.loss(x[order[48:]])["loss"].item()  # 16, 16, 16, then 2 examples
+    assert terms["loss_last_batch"] == pytest.approx(last, rel=1e-6)
 
 
 def test_restored_at_the_final_checkpoint_trains_nothing_and_reports_only_if_set_aside(
@@ -205,6 +238,12 @@ def test_two_workers_split_each_batch_and_average_over_all_examples():
     for i, start in enumerate(range(0, 40, 16)):
         idx = order[start:start + 16]
         assert torch.equal(seen[0][i], x[idx[0::2]]) and torch.equal(seen[1][i], x[idx[1::2]])
-    # the per-epoch packs (term sums + count) of both ranks add to the whole data's count
+    # the per-epoch packs (term sums, count, last batch's loss x count, its count) of both
+    # ranks add to the whole data's count and to the last batch's (40 - 32 = 8 examples)
     packs = [t for t in totals if t.dtype == torch.float64]
-    assert packs[0][-1] + packs[1][-1] == 40
+    assert packs[0][-3] + packs[1][-3] == 40 and packs[0][-1] + packs[1][-1] == 8
+    with torch.no_grad():
+        last = order[32:]
+        expected = (model.loss(x[last[0::2]])["loss"] * 4
+                    + model.loss(x[last[1::2]])["loss"] * 4).item()
+    assert (packs[0][-2] + packs[1][-2]).item() == pytest.approx(expected, rel=1e-6)
