@@ -473,8 +473,9 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
     {"metric": m or {label: m}, "what": its name in the sentence, and either "ascending": the
     labels in the order the paper's text claims (with "claim", where it says so), or "rows":
     the labels to order by the paper's numbers on each of its data sets (only the run's own
-    where the paper has it; default: every row it has)}. Ours are the rows' means on the
-    run's data set; ties keep the paper's order, so they count as agreeing."""
+    where the paper has it; default: every row it has), and optionally "caveat": why the
+    comparison says little, appended to its sentence}. Ours are the rows' means on the run's
+    data set; ties keep the paper's order, so they count as agreeing."""
     paper = search.get("paper") or {}
     numbers, dataset = paper.get("numbers") or {}, search.get("dataset")
     notes = []
@@ -514,7 +515,8 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
             pairs = len(theirs) * (len(theirs) - 1) // 2
             notes.append(head + ("the same order." if not swapped else
                                  f"{' < '.join(map(short.get, mine))}, which differs from the "
-                                 f"paper's ({swapped} of {pairs} pairs swapped)."))
+                                 f"paper's ({swapped} of {pairs} pairs swapped).")
+                         + (f" Uninformative: {spec['caveat']}" if spec.get("caveat") else ""))
     return notes
 
 

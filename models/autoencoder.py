@@ -118,9 +118,9 @@ class GaussianAutoencoder(nn.Module):
         terms: dict[str, torch.Tensor] = {}
 
         penalty = DECODER_PENALTIES[cfg.decoder_reg]
-        if penalty is not None:
-            g = penalty.gradient(self.decode, z, x_hat, post)  # (S, B, D), or (1, B, D) at mu
-            terms["decoder_reg"] = penalty.value(g, samples.weights, post).mean()
+        if penalty is not None:  # (B,) or 0-dim
+            terms["decoder_reg"] = penalty(self.decoder, self.decode, z, x_hat, post,
+                                           samples.weights).mean()
 
         weights = samples.weights
         if samples.combine:  # decoded outputs averaged into one before the loss

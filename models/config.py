@@ -20,7 +20,7 @@ SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all", "unscent
 REGULARIZERS = ("kl", "wasserstein", "wasserstein_unsquared", "l2", "l2_unsquared", "mmd",
                 "none")
 DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "eig_gradient_norm_at_mean",
-                "weight_decay")
+                "gradient_norm_at_mean", "spectral_norm_sum", "weight_decay")
 DECODER_VARIANCES = (
     "mse", "sse", "fixed",
     "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
@@ -91,8 +91,10 @@ class Config:
     decoder_reg: str = "none"
     """"gradient_penalty" (RAE-GP), "eig_gradient_penalty" (UAE Eq. 11),
     "eig_gradient_norm_at_mean" (the UAE authors' code: lambda_max capped at 100 times the
-    unsquared ||d sum D(mu) / d mu||), "weight_decay" (RAE-L2, an optimizer parameter-group
-    rule on the decoder), or "none"."""
+    unsquared ||d sum D(mu) / d mu||), "gradient_norm_at_mean" (the same without lambda_max:
+    the code's "grad_norm", its RAE-GP), "spectral_norm_sum" (the sum of the decoder layers'
+    spectral norms: what the code calls "weight_decay", its RAE-L2), "weight_decay" (RAE-L2,
+    an optimizer parameter-group rule on the decoder), or "none"."""
     gamma: float = 0.0
     """Weight of the decoder regularizer (the decay coefficient for "weight_decay")."""
     codebook: str = "none"

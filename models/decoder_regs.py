@@ -5,13 +5,19 @@ decoded latents (S, B, D): RAE's authors' code differentiates the squared decode
 respect to z (one backward pass instead of the full Jacobian); we do the same. The UAE
 authors' code takes g = d sum(D(mu)) / d mu at the posterior mean instead, and its unsquared
 norm. "weight_decay" (RAE-L2) is no loss term: it is the weight decay of the decoder's
-optimizer parameter group (`GaussianAutoencoder.param_groups`).
+optimizer parameter group (`GaussianAutoencoder.param_groups`); what the UAE authors' code
+calls "weight_decay" is a loss term on the decoder's weights themselves, the sum of their
+spectral norms ("spectral_norm_sum").
+
+Every entry of DECODER_PENALTIES is called as penalty(decoder, decode, z, x_hat, post,
+weights) and returns the unweighted term per input (B,) or for the batch (0-dim).
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
 import torch
+from torch import nn
 
 from .posteriors import Posterior
 
@@ -69,19 +75,55 @@ def eig_gradient_norm(g: torch.Tensor, weights: torch.Tensor, post: Posterior) -
     return lambda_max * g[0].norm(dim=-1)
 
 
+def gradient_norm(g: torch.Tensor, weights: torch.Tensor, post: Posterior) -> torch.Tensor:
+    """||g||_2, unsquared, per input: the UAE authors' code's "grad_norm" (models/models_utils.py
+    l. 52-71), which its RAE takes at the code z = mu itself (models/rae.py l. 161-165). With
+    g = d sum D(mu) / d mu (mean_output_sum_gradient). g: (1, B, D)."""
+    return g[0].norm(dim=-1)
+
+
+WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def spectral_norm_sum(decoder: nn.Module) -> torch.Tensor:
+    """sum over the decoder's linear and convolutional layers of ||W||_2, the largest singular
+    value of the weight viewed as (W.shape[0], -1): what the UAE authors' code calls
+    "weight_decay" (models/models_utils.py l. 37-42, `torch.linalg.norm(l.weight.view(
+    l.weight.shape[0], -1), ord=2)` over RAE.get_decoder_layers, models/rae.py l. 177-190),
+    weight 1e-6 in configs_fashion_mnist/rae.yaml. Not an L2 penalty: its gradient is
+    u1 v1^T per layer (the top singular vectors), whatever the other singular values. 0-dim."""
+    layers = [m for m in decoder.modules() if isinstance(m, WEIGHTED_LAYERS)]
+    return sum(torch.linalg.matrix_norm(m.weight.reshape(m.weight.shape[0], -1), ord=2)
+               for m in layers)
+
+
 def _at_samples(decode, z, x_hat, post) -> torch.Tensor:
     return decoder_output_gradient(decode, z, x_hat)
 
 
 class Penalty(NamedTuple):
+    """A penalty on the decoder's gradient in z: where to take it, and its value there."""
     gradient: Callable[..., torch.Tensor]  # (decode, z, x_hat, post) -> g (S', B, D)
     value: Callable[[torch.Tensor, torch.Tensor, Posterior], torch.Tensor]  # g, weights -> (B,)
 
+    def __call__(self, decoder: nn.Module, decode, z, x_hat, post, weights) -> torch.Tensor:
+        return self.value(self.gradient(decode, z, x_hat, post), weights, post)
 
-DECODER_PENALTIES: dict[str, Penalty | None] = {
+
+class WeightPenalty(NamedTuple):
+    """A penalty on the decoder's weights, the same for every input of the batch."""
+    value: Callable[[nn.Module], torch.Tensor]  # decoder -> 0-dim
+
+    def __call__(self, decoder: nn.Module, decode, z, x_hat, post, weights) -> torch.Tensor:
+        return self.value(decoder)
+
+
+DECODER_PENALTIES: dict[str, Penalty | WeightPenalty | None] = {
     "none": None,
     "gradient_penalty": Penalty(_at_samples, gradient_penalty),
     "eig_gradient_penalty": Penalty(_at_samples, eig_gradient_penalty),
     "eig_gradient_norm_at_mean": Penalty(mean_output_sum_gradient, eig_gradient_norm),
+    "gradient_norm_at_mean": Penalty(mean_output_sum_gradient, gradient_norm),
+    "spectral_norm_sum": WeightPenalty(spectral_norm_sum),
     "weight_decay": None,  # an optimizer rule, see the module docstring
 }

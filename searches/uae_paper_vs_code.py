@@ -1,9 +1,16 @@
-"""UAE Table 2's W2 rows as the paper writes them and as the authors' code computes them.
+"""UAE Table 2's rows as the paper writes them and as the authors' code computes them.
 
 The UAE paper's equations and the code that produced its tables
-(boschresearch/unscented-autoencoder) differ in two of the pieces that VAE*, UT-VAE* and
-UT-VAE*-full-Σ are built from; each row here is a preset of models/presets.py, once per
-reading, so the table shows what the gap between the two does:
+(boschresearch/unscented-autoencoder) differ in pieces that every row but the VAE is built
+from; each row here is a preset of models/presets.py, once per reading, so the table shows
+what the gap between the two does:
+- the RAE rows' latent term: ½‖z‖² (RAE, Ghosh et al.) against the code's unsquared ‖z‖₂
+  (`regularizer="l2_unsquared"`, models/rae.py), at RAE's 1e-4 in both; their decoder terms:
+  RAE-L2's weight decay (an optimizer rule, 2e-7) against what the code calls weight decay,
+  the sum of the decoder layers' spectral norms at 1e-6 (`decoder_reg="spectral_norm_sum"`,
+  configs_fashion_mnist/rae.yaml), and RAE-GP's ‖∇_z ‖D(z)‖²‖² (5e-8) against the code's
+  unsquared ‖∇_z Σ D(z)‖ (`"gradient_norm_at_mean"`, at the same 1e-6: an assumption, no
+  config of the code has an RAE-GP);
 - the W2 term: ‖μ‖² + ‖L − I‖²_F squared (Eq. 10, 18–19) against the code's unsquared
   ‖L + 1e-6 − I‖_F + ‖μ‖₂ (`regularizer="wasserstein_unsquared"`), both at the code's
   kld_weight 2.5e-4;
@@ -30,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from engine.search import run  # noqa: E402
 from searches.ablation_uae import SEARCH as ABLATION_UAE  # noqa: E402
 
-ROWS = [f"{row}{reading}" for row in ("VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE")
+ROWS = [f"{row}{reading}" for row in ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*",
+                                       "UT-VAE*-full-Σ", "UAE")
         for reading in ("", "-code")]
 
 # ablation_uae's seeds, budget, metric and evaluation, so the two tables compare; its rows in

@@ -389,6 +389,66 @@ def test_the_uae_codes_decoder_penalty_on_a_linear_decoder_matches_closed_form()
         torch.testing.assert_close(pen.value(g, torch.ones(2) / 2, p), expected.detach())
 
 
+def test_the_uae_codes_rae_gradient_norm_is_the_unsquared_norm_at_the_code():
+    """UAE code's RAE "grad_norm": ||d sum D(z) / dz||_2 at z; for D(z) = W z + b: ||W^T 1||."""
+    from models.decoder_regs import DECODER_PENALTIES
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 5)
+    post = Posterior(torch.randn(4, 3), torch.zeros(4, 3, 3))  # a point posterior: z = mu
+    value = DECODER_PENALTIES["gradient_norm_at_mean"](lin, lin, post.mean[None],
+                                                       lin(post.mean[None]), post, torch.ones(1))
+    expected = np.linalg.norm(lin.weight.detach().numpy().sum(0))
+    np.testing.assert_allclose(value.detach().numpy(), np.full(4, expected), rtol=1e-12)
+    # a nonlinear decoder: the norm of the autograd Jacobian's column sums at each code
+    dec = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5))
+    value = DECODER_PENALTIES["gradient_norm_at_mean"](dec, dec, post.mean[None], None, post,
+                                                       torch.ones(1))
+    for b in range(4):
+        jac = torch.autograd.functional.jacobian(dec, post.mean[b])  # (5, 3)
+        assert value[b].item() == pytest.approx(jac.sum(0).norm().item(), rel=1e-10)
+
+
+def test_the_uae_codes_weight_decay_is_the_sum_of_the_decoder_layers_spectral_norms():
+    """UAE code's "weight_decay": sum over Linear / (transposed) conv layers of the largest
+    singular value of W viewed as (W.shape[0], -1); numpy's SVD, and its gradient u1 v1^T."""
+    from models.decoder_regs import DECODER_PENALTIES, spectral_norm_sum
+    torch.manual_seed(0)
+    dec = torch.nn.Sequential(torch.nn.Linear(4, 8 * 3 * 3), torch.nn.Unflatten(1, (8, 3, 3)),
+                              torch.nn.BatchNorm2d(8),  # no weight matrix: not counted
+                              torch.nn.ConvTranspose2d(8, 5, 4, stride=2, padding=1),
+                              torch.nn.ReLU(), torch.nn.Conv2d(5, 2, 3, padding=1))
+    layers = [dec[0], dec[3], dec[5]]
+    expected = sum(np.linalg.svd(m.weight.detach().numpy().reshape(m.weight.shape[0], -1),
+                                 compute_uv=False)[0] for m in layers)
+    value = spectral_norm_sum(dec)
+    assert value.item() == pytest.approx(expected, rel=1e-10)
+    # called as every penalty is: the same for every input, whatever z
+    post = random_posterior(b=3, d=4)
+    assert DECODER_PENALTIES["spectral_norm_sum"](dec, dec, post.mean[None], None, post,
+                                                  torch.ones(1)).item() == pytest.approx(expected)
+    (grad,) = torch.autograd.grad(value, dec[0].weight)
+    u, s, vt = np.linalg.svd(dec[0].weight.detach().numpy())
+    np.testing.assert_allclose(grad.numpy(), np.outer(u[:, 0], vt[0]), atol=1e-10)
+
+
+def test_the_rae_code_presets_compute_the_codes_loss():
+    """RAE-L2-code: mse + 1e-4 mean ||z||_2 + 1e-6 sum_l ||W_l||_2 over the decoder."""
+    import models
+    from models.decoder_regs import spectral_norm_sum
+    torch.manual_seed(0)
+    model = models.build("RAE-L2-code", (1, 8, 8)).double()
+    x = torch.rand(6, 1, 8, 8)
+    terms = model.loss(x)
+    z = model.posterior(x).mean
+    assert terms["latent_reg"].item() == pytest.approx(z.norm(dim=-1).mean().item(), rel=1e-10)
+    assert terms["decoder_reg"].item() == pytest.approx(spectral_norm_sum(model.decoder).item())
+    expected = terms["recon"] + 1e-4 * terms["latent_reg"] + 1e-6 * terms["decoder_reg"]
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-12)
+    assert models.PRESETS["RAE-GP-code"].decoder_reg == "gradient_norm_at_mean"
+    assert models.PRESETS["RAE-code"].replace(name="x") == models.PRESETS["RAE"].replace(
+        regularizer="l2_unsquared", name="x")
+
+
 # --- codebooks ---------------------------------------------------------------------------
 
 def test_vq_substitutes_nearest_code_with_straight_through_gradient():

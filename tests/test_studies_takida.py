@@ -204,6 +204,11 @@ def test_noise_study_rows_are_the_mle_presets_with_their_noise():
             preset, options["noise"]["partition"], options["noise"]["variance"])
         check_options(options, "digits")
     assert set(papers.TAKIDA_TABLE_3["numbers"]["mnist"]) <= set(search.rows)
+    # Diag-D's orders (all four patterns) carry why they say little; no other row's do
+    flagged = [o for o in search.paper["orders"] if "caveat" in o]
+    assert len(flagged) == 4 and all(o["ascending"][0] == "Diag-D clean" for o in flagged)
+    assert all("Diag-D" not in o["ascending"][0] for o in search.paper["orders"]
+               if "caveat" not in o)
 
 
 def test_noise_variance_smoke_estimates_beside_the_injected_variance(tmp_path):
