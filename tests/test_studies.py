@@ -50,7 +50,8 @@ def test_sigma_points_smoke_tables_fids_and_time_per_epoch(tmp_path):
     assert set(trials["status"]) == {"completed"} and table_rows(out) == rows
     for params in out.glob("*/params.json"):  # k sigma points or k draws, nothing else changed
         p = json.loads(params.read_text())
-        base = models.PRESETS[p["label"].split("-")[0]]
+        # the UAE in the authors' code's reading, as ablation_uae's
+        base = models.PRESETS[{"UAE": "UAE-code", "VAE": "VAE"}[p["label"].split("-")[0]]]
         k = int(p["label"].split("-")[1].split("σ")[0].split(" ")[0])
         assert models.Config.from_dict(p["config"]) == base.replace(num_samples=k)
     table = (out / "report" / "table.md").read_text()
