@@ -19,7 +19,7 @@ mean ± std over seeds (with Table 1's values where the run is on MNIST). The re
 orders Sec. 4.2 describes (σz² rising and ELS falling with σx² when stochastic, ELS rising
 when deterministic) beside ours.
 
-    python searches/sigma_x_sweep.py                    # embedded digits, a few minutes
+    python searches/sigma_x_sweep.py                    # embedded MNIST-5k, ~13 min
     python searches/sigma_x_sweep.py --dataset mnist --epochs 200 --seeds 1
 """
 import sys

@@ -20,7 +20,7 @@ report/best_configs.csv, .md) and Optuna's parameter importances (fANOVA over ev
 last value, as the searcher saw them, and over the completed trials alone:
 report/importances.csv, .md), beside the table of every trial (engine/tuning.py).
 
-    python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples
+    python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples, ~6 min
     python searches/tune_uae.py --samples 100 --epochs 81 --dataset fashion
 """
 import sys
