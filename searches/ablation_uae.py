@@ -19,7 +19,7 @@ Where the code's setting differs beyond the loss (Adam 5e-3 with ReduceLROnPlate
 a conv net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's: see the README
 (`--set lr=5e-3 lr_schedule=plateau latent_dim=64 --epochs 100` is the code's optimisation).
 
-    python searches/ablation_uae.py                     # embedded MNIST-5k, ~8 min on 2 cores
+    python searches/ablation_uae.py                     # embedded MNIST-5k, ~9 min on 2 cores
     python searches/ablation_uae.py --rows VAE*,UAE --set arch=conv28 --epochs 100
     python searches/ablation_uae.py --dataset patches --seeds 5 --epochs 100
 """
