@@ -82,8 +82,8 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
         share = world * len(batch) / len(idx) if world > 1 else 1.0
         (terms["loss"] * share).backward()
         opt.step()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
+        for k, v in terms.items():  # the loss is read already: one host sync fewer a batch
+            sums[k] = sums.get(k, 0.0) + (loss if k == "loss" else v.item()) * len(batch)
         n += len(batch)
         last = (loss * len(batch), len(batch))
     if world > 1:  # sums and counts over workers, so the means are over every example
