@@ -505,10 +505,15 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
             head = (f"order {f'of {stem}… ' if stem else ''}by {spec.get('what') or metric} "
                     f"(ascending), {claim}: {' < '.join(map(short.get, theirs))}; ours on "
                     f"{dataset}: ")
+            # a row without a value (every seed diverged, say) leaves the others' order to
+            # compare; it is named, so the reader knows the sentence is over fewer rows
             missing = [label for label, v in ours.items() if math.isnan(v)]
-            if missing:
+            theirs = [label for label in theirs if label not in missing]
+            if len(theirs) < 2:
                 notes.append(f"{head}not comparable, no value for {', '.join(missing)}.")
                 continue
+            if missing:
+                head += f"without {', '.join(map(short.get, missing))} (no value), "
             mine = sorted(theirs, key=lambda label: (ours[label], theirs.index(label)))
             swapped = sum(mine.index(a) > mine.index(b)
                           for i, a in enumerate(theirs) for b in theirs[i + 1:])

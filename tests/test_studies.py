@@ -209,8 +209,12 @@ def test_the_report_says_plainly_where_our_order_differs_from_the_papers():
     differs, = _order({"A": 0.3, "B": 0.2, "C": 0.1}, "m", paper)
     assert differs.endswith("ours on digits: C < B < A, which differs from the paper's "
                             "(3 of 3 pairs swapped).")
-    missing, = _order({"A": 0.1, "B": math.nan, "C": 0.3}, "m", paper)
-    assert missing.endswith("not comparable, no value for B.")
+    # a row without a value is named and the others' order still compared
+    missing, = _order({"A": 0.3, "B": math.nan, "C": 0.1}, "m", paper)
+    assert missing.endswith("ours on digits: without B (no value), C < A, which differs from "
+                            "the paper's (1 of 1 pairs swapped).")
+    alone, = _order({"A": 0.1, "B": math.nan}, "m", paper)
+    assert alone.endswith("ours on digits: not comparable, no value for B.")
     # ties keep the paper's order; rows this run does not have are left out
     assert _order({"A": 0.1, "B": 0.1}, "m", paper)[0].endswith("A < B; ours on digits: "
                                                                  "the same order.")
