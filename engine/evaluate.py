@@ -145,6 +145,9 @@ class Context:
     out_dir: Path | None  # the trial's folder, for arrays (spectra); None: not saved
     notes: dict = field(default_factory=dict)  # metric -> why it was not computed
     cache: dict = field(default_factory=dict)  # shared between groups (LPIPS, features)
+    # density name -> the (n, D) latents its FID decoded, for the caller (the trial's board
+    # draws its grids from them instead of fitting the density again)
+    drawn: dict = field(default_factory=dict)
 
 
 # --- reconstruction -------------------------------------------------------------------------
@@ -255,6 +258,7 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
                 _density_latents(ctx), m.cfg.replace(**overrides), ctx.seed,
                 models.redraw_latents(m, ctx.data.train.images, ctx.seed))
             z = density.sample(s.fid_samples, seed=ctx.seed).float()
+            ctx.drawn[name] = z
             return sq.decoded(m, z, dev, s.batch_size)
         return make
 
@@ -395,13 +399,17 @@ EVALUATIONS: dict[str, Callable[[Context], dict]] = {
 
 
 def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | None = None,
-             seed: int = 0, out_dir: str | Path | None = None) -> dict:
+             seed: int = 0, out_dir: str | Path | None = None,
+             drawn: dict | None = None) -> dict:
     """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
-    computed, "features": the FID feature space}; "time/eval_<group>_s" per group."""
+    computed, "features": the FID feature space}; "time/eval_<group>_s" per group. `drawn`,
+    where given, is filled with {density name: the (n, D) latents sampled from it}."""
     from engine.metrics import evaluating
     settings = settings or EvalSettings()
     device = torch.device(device)
     ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None)
+    if drawn is not None:
+        ctx.drawn = drawn
     # every CUDA device's RNG is reseeded by manual_seed, so every one is forked
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     metrics: dict = {}

@@ -148,6 +148,7 @@ def run_trial(params: dict, session: Session) -> None:
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
     board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None
+    drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
     try:
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
@@ -180,10 +181,10 @@ def run_trial(params: dict, session: Session) -> None:
             if epoch == epochs:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
                     metrics.update(evaluate(model, data, dev, evaluation, seed=seed,
-                                            out_dir=session.trial_dir))
+                                            out_dir=session.trial_dir, drawn=drawn))
                 metrics["status"] = "completed"
             if board is not None:
-                board.epoch(model, metrics, epoch, final=epoch == epochs)
+                board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
             last = metrics
             every = params.get("checkpoint_every", 1)
             if epoch % every == 0 or epoch == epochs:

@@ -247,3 +247,66 @@ def test_two_workers_split_each_batch_and_average_over_all_examples():
         expected = (model.loss(x[last[0::2]])["loss"] * 4
                     + model.loss(x[last[1::2]])["loss"] * 4).item()
     assert (packs[0][-2] + packs[1][-2]).item() == pytest.approx(expected, rel=1e-6)
+
+
+# --- the ex-post density at a trial's end: fitted once, by the evaluation -------------------
+
+def test_the_final_evaluations_density_samples_are_the_boards_and_fitted_once(tmp_path,
+                                                                              monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from models import density
+    fits = []
+    gmm = density.DENSITIES["gmm"]
+    monkeypatch.setitem(density.DENSITIES, "gmm",
+                        lambda *a, **k: fits.append(a[1].gmm_components) or gmm(*a, **k))
+    p = params(epochs=1, evaluation={"metrics": ["fid"], "densities": ["prior", "gmm10"],
+                                     "fid_samples": 300})
+    rec = run(p, tmp_path)
+    assert "eval/fid_sample_gmm10" in rec.reports[-1]
+    assert fits == [10]  # the evaluation's GMM-10; the board fitted none of its own
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"samples/prior", "samples/gmm10"} <= set(acc.Tags()["images"])
+
+
+class _Images:
+    """A SummaryWriter's add_image, kept."""
+
+    def __init__(self):
+        self.images = {}
+
+    def __call__(self, tag, image, step):
+        self.images[tag] = image
+
+
+def test_the_board_decodes_the_drawn_latents_and_fits_only_when_none_were_drawn(tmp_path,
+                                                                                monkeypatch):
+    from torchvision.utils import make_grid
+
+    from engine.data import load_dataset
+    from engine.tensorboard import GRID, TrialBoard
+    data = load_dataset("digits")
+    p = params()
+    model = models.build(models.resolve(p["config"]), data.image_shape).eval()
+    board = TrialBoard(str(tmp_path), p, data, 1)
+    board.writer.add_image = kept = _Images()
+    z = torch.randn(300, model.cfg.latent_dim, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(models, "fit_density", lambda *a, **k: pytest.fail("fitted again"))
+    board._density_samples(model, 1, {"prior": z, "gmm10": z})
+    assert set(kept.images) == {"samples/gmm10"}  # the prior's grid is _images' own
+    with torch.no_grad():
+        expected = make_grid(model.decode(z[:2 * GRID]).clamp(0, 1), nrow=GRID)
+    assert torch.equal(kept.images["samples/gmm10"], expected)
+    # nothing fitted drawn (an evaluation without FIDs): the config's density, fitted here
+    fitted = []
+
+    class Fitted:
+        def sample(self, n, seed):
+            fitted.append(n)
+            return z[:n]
+    monkeypatch.setattr(models, "fit_density", lambda *a, **k: Fitted())
+    kept.images.clear()
+    board._density_samples(model, 1, {"prior": z})
+    assert fitted == [2 * GRID] and set(kept.images) == {f"samples/{model.cfg.density}"}
+    assert torch.equal(kept.images[f"samples/{model.cfg.density}"], expected)
+    board.close()
