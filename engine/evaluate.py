@@ -407,9 +407,8 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
     from engine.metrics import evaluating
     settings = settings or EvalSettings()
     device = torch.device(device)
-    ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None)
-    if drawn is not None:
-        ctx.drawn = drawn
+    ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None,
+                  drawn={} if drawn is None else drawn)
     # every CUDA device's RNG is reseeded by manual_seed, so every one is forked
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     metrics: dict = {}

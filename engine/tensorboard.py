@@ -14,6 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 import models
+from engine.metrics.latent import generate
 
 GRID = 16  # images per grid row
 
@@ -69,15 +70,14 @@ class TrialBoard:
         dev = next(model.parameters()).device
         # the prior's grid is drawn every image epoch (_images); the fitted densities' come
         # from the evaluation: fitting a GMM or training a second stage again for 32 images
-        # took 31-40% of a 2-Stage trial
+        # doubled a 2-Stage trial's end (benchmarks/trial_end.py)
         fitted = {name: z[:2 * GRID] for name, z in drawn.items() if name != "prior"}
         if not fitted:  # the evaluation sampled no fitted density: the config's, here
             # fitting may train (a second-stage VAE), so no no_grad around it
             density = models.fit_density(model, self.data.train.images.to(dev),
                                          seed=self.params["seed"])
             fitted = {model.cfg.density: density.sample(2 * GRID, seed=0)}
-        from engine.metrics.latent import generate  # the images the FID measured (VQ: coded)
-        for name, z in fitted.items():
+        for name, z in fitted.items():  # decoded as the FID decoded them (VQ: through a code)
             with torch.no_grad():
                 x = generate(model, z.to(dev))
             self.writer.add_image(f"samples/{name}",
