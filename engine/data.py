@@ -209,9 +209,7 @@ EMBEDDED_ARCH = {"mnist5k": "mlp"}
 def embedded_arch(cfg, dataset: str):
     """`cfg` (a models.Config) with arch="auto" made EMBEDDED_ARCH's pick on `dataset`;
     any other cfg, or data set, unchanged."""
-    if cfg.arch == "auto" and dataset in EMBEDDED_ARCH:
-        return cfg.replace(arch=EMBEDDED_ARCH[dataset])
-    return cfg
+    return cfg.with_default_arch(EMBEDDED_ARCH[dataset]) if dataset in EMBEDDED_ARCH else cfg
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -14,7 +14,6 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 import models
-from engine.metrics.latent import generate
 
 GRID = 16  # images per grid row
 
@@ -79,7 +78,7 @@ class TrialBoard:
             fitted = {model.cfg.density: density.sample(2 * GRID, seed=0)}
         for name, z in fitted.items():  # decoded as the FID decoded them (VQ: through a code)
             with torch.no_grad():
-                x = generate(model, z.to(dev))
+                x = model.generate(z.to(dev))
             self.writer.add_image(f"samples/{name}",
                                   make_grid(x.clamp(0, 1).cpu(), nrow=GRID), epoch)
 

@@ -9,24 +9,64 @@ Public API:
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
     set_lr(optimizer, lr)        every parameter group at lr (model.lr_at(epoch, epochs) gives it)
-    Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+    Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, UAE_GRADIENT_SAMPLINGS,
+    kl_to_standard_normal, MEAN_SAMPLING
                                  what the evaluation suite computes with (engine/metrics/)
+    CONSTANT, DATA, INPUT, LATENT where evaluation takes a model's Sigma_x from
+                                 (model.variance_source)
+    register(axis, name, value), unregister(axis, name)
+                                 add a value to an axis without editing models/ (e.g. a test's
+                                 toy decoder variance, a DecoderVariance or Codebook record)
+    DecoderVariance, Codebook, PosteriorHead   the records of those axes
 """
 from __future__ import annotations
 
+from . import config as _config
 from .autoencoder import GaussianAutoencoder
-from .codebooks import nearest_code
-from .config import SAMPLINGS, Config, ConfigError
+from .codebooks import CODEBOOKS, Codebook, nearest_code
+from .config import MEAN_SAMPLING, SAMPLINGS, Config, ConfigError
+from .decoder_regs import DECODER_PENALTIES
 from .density import DENSITIES, draw_latents, fit_density, redraw_latents
 from .schedules import set_lr
-from .posteriors import Posterior
+from .posteriors import POSTERIORS, Posterior, PosteriorHead
 from .presets import PRESETS
-from .regularizers import REGULARIZERS
-from .variances import MLE_EPS, TRAINABLE_VARIANCE_SHAPES
+from .regularizers import REGULARIZERS, kl_to_standard_normal
+from .samplers import SAMPLERS, UAE_GRADIENT_SAMPLINGS
+from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EPS,
+                        DecoderVariance)
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior", "REGULARIZERS",
-           "SAMPLINGS", "nearest_code", "MLE_EPS", "TRAINABLE_VARIANCE_SHAPES"]
+           "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior",
+           "REGULARIZERS", "SAMPLINGS", "nearest_code", "MLE_EPS", "UAE_GRADIENT_SAMPLINGS",
+           "kl_to_standard_normal", "MEAN_SAMPLING",
+           "CONSTANT", "DATA", "INPUT", "LATENT", "register", "unregister", "DecoderVariance",
+           "Codebook", "PosteriorHead"]
+
+# The dict of small functions (or records) of each axis, by config field.
+_REGISTRIES: dict[str, dict] = {
+    "posterior": POSTERIORS, "sampling": SAMPLERS, "regularizer": REGULARIZERS,
+    "decoder_reg": DECODER_PENALTIES, "decoder_variance": DECODER_VARIANCES,
+    "codebook": CODEBOOKS, "density": DENSITIES,
+}
+
+
+def register(axis: str, name: str, value) -> None:
+    """Add `name` to config field `axis` with `value` its piece (the same type as the
+    axis's dict holds: a DecoderVariance, a Codebook, a PosteriorHead, a function).
+
+    A value added here exists in this process only: a value meant for Ray trials belongs in
+    its axis's module, where every worker imports it."""
+    if axis not in _REGISTRIES:
+        raise ConfigError(f"{axis!r} is not an axis with a registry; axes: "
+                          f"{', '.join(_REGISTRIES)}")
+    _config.add_axis_value(axis, name)
+    _REGISTRIES[axis][name] = value
+
+
+def unregister(axis: str, name: str) -> None:
+    """Remove a value `register` added."""
+    _config.remove_axis_value(axis, name)
+    del _REGISTRIES[axis][name]
 
 
 def resolve(name_or_config: str | Config | dict, **overrides) -> Config:

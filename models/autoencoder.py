@@ -20,7 +20,7 @@ from .posteriors import POSTERIORS, Posterior
 from .regularizers import REGULARIZERS
 from .samplers import SAMPLERS, Samples
 from .schedules import lr_at
-from .variances import RECONSTRUCTIONS, TRAINABLE_VARIANCE_SHAPES
+from .variances import CONSTANT, DECODER_VARIANCES
 
 
 class TrainableLogVariance(nn.Module):
@@ -31,9 +31,8 @@ class TrainableLogVariance(nn.Module):
     value (Iso-D) or one per pixel (Diag-D) per input.
     """
 
-    def __init__(self, kind: str, x_shape: tuple[int, ...], latent_dim: int):
+    def __init__(self, dependence: str, shape: str, x_shape: tuple[int, ...], latent_dim: int):
         super().__init__()
-        dependence, shape = TRAINABLE_VARIANCE_SHAPES[kind]
         self.x_shape = x_shape
         self.out_shape = (1,) * len(x_shape) if shape == "isotropic" else x_shape
         numel = int(torch.tensor(self.out_shape).prod())
@@ -60,13 +59,16 @@ class GaussianAutoencoder(nn.Module):
         self.arch = arch
         head = POSTERIORS[cfg.posterior]
         self._from_params = head.from_params
+        self._has_density = head.density
+        self._variance = DECODER_VARIANCES[cfg.decoder_variance]
+        self._codebook = CODEBOOKS[cfg.codebook]
         self.encoder = build_encoder(arch, self.input_shape, head.num_params(cfg.latent_dim),
                                      hidden=cfg.hidden, depth=cfg.depth)
         self.decoder = build_decoder(arch, self.input_shape, cfg.latent_dim, output=cfg.output,
                                      hidden=cfg.hidden, depth=cfg.depth)
-        self.log_variance = (TrainableLogVariance(cfg.decoder_variance, self.input_shape,
-                                                  cfg.latent_dim)
-                             if cfg.decoder_variance in TRAINABLE_VARIANCE_SHAPES else None)
+        trainable = self._variance.trainable
+        self.log_variance = (TrainableLogVariance(*trainable, self.input_shape, cfg.latent_dim)
+                             if trainable is not None else None)
         if cfg.codebook != "none":
             k = cfg.codebook_size
             # VQ-VAE's initialisation, uniform(-1/K, 1/K)
@@ -94,8 +96,78 @@ class GaussianAutoencoder(nn.Module):
         post = self.posterior(x)
         z = post.mean[None]
         if self.codebook is not None:
-            z, _ = CODEBOOKS[self.cfg.codebook](post.mean, z, self.codebook)
+            z, _ = self._codebook(post.mean, z, self.codebook)
         return self.decode(z)[0]
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """The latents the decoder would see for z (..., D): the nearest codes where the
+        codebook substitutes them (VQ, MVU-AE Eq. 16), else z itself."""
+        return nearest_code(z, self.codebook) if self._codebook.substitutes else z
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z): the decoder mean of latents drawn from a prior or density, through the
+        codebook where the decoder only ever sees codes. (..., D) -> (..., *input_shape)"""
+        return self.decode(self.quantize(z))
+
+    # --- what evaluation asks of the model (engine/metrics never reads the config's names) ---
+    @property
+    def deterministic(self) -> bool:
+        """q(z|x) is a point mass (L = 0): no density, no sampling noise."""
+        return not self._has_density
+
+    @property
+    def likelihood_unavailable(self) -> str | None:
+        """Why the model defines no likelihood p(x) = E_p(z) p(x | z) to evaluate, in one line,
+        or None when it has one."""
+        cfg = self.cfg
+        if self._variance.source is None:
+            return (f"NLL needs a decoder likelihood; decoder_variance={cfg.decoder_variance!r} "
+                    "has none (use fixed, *_mle or *_trainable)")
+        if self._codebook.substitutes:
+            return (f"NLL needs a continuous latent under the N(0, I) prior; codebook="
+                    f"{cfg.codebook!r} decodes only codebook entries (a discrete latent)")
+        if not self._has_density:
+            return (f"NLL by importance weighting needs q(z|x) with a density; posterior="
+                    f"{cfg.posterior!r} has none (use 'diagonal' or 'full')")
+        return None
+
+    @property
+    def has_likelihood(self) -> bool:
+        return self.likelihood_unavailable is None
+
+    @property
+    def variance_source(self) -> str | None:
+        """Where evaluation takes Sigma_x from (models.variances: CONSTANT, DATA, INPUT,
+        LATENT), None for a model without a decoder variance (a plain squared error)."""
+        return self._variance.source
+
+    def estimate_variance(self, err2: torch.Tensor | None) -> torch.Tensor:
+        """Sigma_x from mean squared errors: err2 (1, *X) pooled over the training set and q for
+        a DATA source, (B, *X) per input over q for INPUT, None for CONSTANT."""
+        if self._variance.estimate is None:
+            raise ValueError(f"decoder_variance={self.cfg.decoder_variance!r} has no variance "
+                             f"estimate (its source is {self.variance_source})")
+        return self._variance.estimate(err2, self.cfg)
+
+    def decoder_log_variance(self, z: torch.Tensor) -> torch.Tensor:
+        """A LATENT source's log Sigma_x(z): (S, B, *X) or broadcastable to it."""
+        if self.log_variance is None:
+            raise ValueError(f"decoder_variance={self.cfg.decoder_variance!r} has no trainable "
+                             "log Sigma_x")
+        return self.log_variance(z)
+
+    def decoder_gamma(self) -> float | None:
+        """Dai & Wipf's gamma: the one decoder variance of every input and pixel where it is a
+        constant or a free parameter of the model (their gamma = 1 baseline, their learned
+        gamma), None where there is no single one (per-pixel or input-dependent variances,
+        minibatch MLEs, plain squared errors)."""
+        if self._variance.source == CONSTANT:
+            var = self.estimate_variance(None)
+        elif self.log_variance is not None and self.log_variance.head is None:
+            var = torch.exp(self.log_variance.log_var.detach())
+        else:
+            return None
+        return float(var.reshape(())) if var.numel() == 1 else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same as `loss(x)`: DistributedDataParallel synchronises gradients only for
@@ -113,7 +185,7 @@ class GaussianAutoencoder(nn.Module):
         cfg = self.cfg
         post = self.posterior(x)
         samples = SAMPLERS[cfg.sampling](post, cfg)
-        z, code_terms = CODEBOOKS[cfg.codebook](post.mean, samples.z, self.codebook)
+        z, code_terms = self._codebook(post.mean, samples.z, self.codebook)
         x_hat = self.decode(z)  # (S, B, *X)
         terms: dict[str, torch.Tensor] = {}
 
@@ -128,7 +200,7 @@ class GaussianAutoencoder(nn.Module):
             x_hat, z = (w * x_hat).sum(0, keepdim=True), (weights[:, None, None] * z).sum(0, True)
             weights = weights.new_ones(1)
         log_var = self.log_variance(z) if self.log_variance is not None else None
-        recon, var = RECONSTRUCTIONS[cfg.decoder_variance](x, x_hat, weights, log_var, cfg)
+        recon, var = self._variance(x, x_hat, weights, log_var, cfg)
 
         terms["recon"] = recon.mean()
         terms["latent_reg"] = REGULARIZERS[cfg.regularizer](post, samples).mean()
@@ -172,6 +244,4 @@ class GaussianAutoencoder(nn.Module):
         samples: Samples = SAMPLERS[self.cfg.sampling](self.posterior(x), self.cfg)
         pick = torch.randint(samples.z.shape[0], (samples.z.shape[1],), device=x.device)
         z = samples.z[pick, torch.arange(samples.z.shape[1], device=x.device)]
-        if self.cfg.codebook == "vq":  # the decoder only ever sees codes
-            z = nearest_code(z, self.codebook)
-        return z
+        return self.quantize(z)  # the decoder of a VQ model only ever sees codes

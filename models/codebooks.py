@@ -2,9 +2,13 @@
 
 Each function takes the encoder mean mu (B, D), the latents to decode z (S, B, D) and the
 codebook (K, D), and returns the latents the decoder sees and the codebook terms per input.
+A `Codebook` also says whether the decoder only ever sees codes (`substitutes`): such a
+model's latent is discrete, so generating from it goes through the nearest code and it has no
+density under the N(0, I) prior (engine/metrics asks the model, never the value's name).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -41,4 +45,21 @@ def vector_quantized(mu, z, codes):
     return z + (z_q - z).detach(), {k: v.mean(0) for k, v in terms.items()}
 
 
-CODEBOOKS: dict[str, Callable] = {"none": no_codebook, "soft": soft_codebook, "vq": vector_quantized}
+@dataclass(frozen=True)
+class Codebook:
+    """One value of the codebook axis."""
+
+    apply: Callable
+    """(mu (B, D), z (S, B, D), codes (K, D) or None) -> (latents to decode, terms per input)."""
+    substitutes: bool = False
+    """The decoder sees only codes (a discrete latent), not the encoder's z."""
+
+    def __call__(self, mu, z, codes):
+        return self.apply(mu, z, codes)
+
+
+CODEBOOKS: dict[str, Codebook] = {
+    "none": Codebook(no_codebook),
+    "soft": Codebook(soft_codebook),
+    "vq": Codebook(vector_quantized, substitutes=True),
+}

@@ -34,6 +34,38 @@ LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 _STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all",
                          "unscented_mean")
+_FIXED_POINT_SAMPLINGS = ("unscented_all", "mean")  # a fixed point set: num_samples=1
+MEAN_SAMPLING = "mean"  # z = mu: the one sampling a point posterior has
+
+# The field each axis validates, with its values. `models.register` adds a value to an axis
+# (its function to the module's dict, its name here) without editing this file.
+AXES: dict[str, tuple[str, ...]] = {
+    "posterior": POSTERIORS, "sampling": SAMPLINGS, "regularizer": REGULARIZERS,
+    "decoder_reg": DECODER_REGS, "decoder_variance": DECODER_VARIANCES, "codebook": CODEBOOKS,
+    "density": DENSITIES, "arch": ARCHS, "output": OUTPUTS, "lr_schedule": LR_SCHEDULES,
+}
+_ADDED: dict[str, list[str]] = {axis: [] for axis in AXES}
+
+
+def axis_values(axis: str) -> tuple[str, ...]:
+    """Every value of config field `axis`: the built-in ones, then those registered."""
+    return AXES[axis] + tuple(_ADDED[axis])
+
+
+def add_axis_value(axis: str, name: str) -> None:
+    """Allow `name` as a value of config field `axis` (models.register calls it)."""
+    if axis not in AXES:
+        _fail(f"{axis!r} is not an axis; axes: {', '.join(AXES)}")
+    if name in axis_values(axis):
+        _fail(f"{axis}={name!r} exists already; pick another name")
+    _ADDED[axis].append(name)
+
+
+def remove_axis_value(axis: str, name: str) -> None:
+    """Undo add_axis_value (a built-in value cannot be removed)."""
+    if name not in _ADDED.get(axis, ()):
+        _fail(f"{axis}={name!r} was not registered")
+    _ADDED[axis].remove(name)
 
 
 class ConfigError(ValueError):
@@ -130,13 +162,8 @@ class Config:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("posterior", POSTERIORS), ("sampling", SAMPLINGS), ("regularizer", REGULARIZERS),
-            ("decoder_reg", DECODER_REGS), ("decoder_variance", DECODER_VARIANCES),
-            ("codebook", CODEBOOKS), ("density", DENSITIES), ("arch", ARCHS), ("output", OUTPUTS),
-            ("lr_schedule", LR_SCHEDULES),
-        ):
-            value = getattr(self, name)
+        for name in AXES:
+            allowed, value = axis_values(name), getattr(self, name)
             if value not in allowed:
                 _fail(f"{name}={value!r} is not one of {', '.join(allowed)}")
         for name, minimum in (("latent_dim", 1), ("num_samples", 1), ("hidden", 1), ("depth", 1),
@@ -186,7 +213,7 @@ class Config:
         if self.sampling == "unscented_all" and self.kappa < 0:
             _fail(f"kappa={self.kappa} gives the centre sigma point a negative weight, which "
                   "sampling='unscented_all' cannot use as a loss weight; use kappa >= 0")
-        if self.sampling in ("unscented_all", "mean") and self.num_samples != 1:
+        if self.sampling in _FIXED_POINT_SAMPLINGS and self.num_samples != 1:
             _fail(f"num_samples={self.num_samples} has no meaning for sampling={self.sampling!r} "
                   "(it uses a fixed set of points); leave num_samples=1")
         if self.codebook == "vq" and not point:
@@ -204,6 +231,21 @@ class Config:
                   + (f" (did you mean {', '.join(guesses)}?)" if guesses else "")
                   + f"; known fields: {', '.join(known)}")
         return dataclasses.replace(self, **changes)
+
+    def with_sampling(self, sampling: str) -> "Config":
+        """This config with `sampling` in place of its own: the same posterior, loss terms and
+        num_samples (equal sample budgets), except that the fixed point sets ("unscented_all",
+        "mean") take num_samples=1, as validation requires. Invalid combinations raise
+        ConfigError, as they would at build time."""
+        changes: dict = {"sampling": sampling}
+        if sampling in _FIXED_POINT_SAMPLINGS:
+            changes["num_samples"] = 1
+        return self.replace(**changes)
+
+    def with_default_arch(self, arch: str) -> "Config":
+        """This config with `arch` where it leaves the choice to the image size ("auto");
+        a config that names its arch keeps it."""
+        return self.replace(arch=arch) if self.arch == "auto" else self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

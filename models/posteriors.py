@@ -34,6 +34,9 @@ class Posterior:
 class PosteriorHead(NamedTuple):
     num_params: Callable[[int], int]  # D -> width of the encoder's output
     from_params: Callable[[torch.Tensor, int], Posterior]  # (B, P), D -> Posterior
+    # q(z|x) has a density (L has a positive diagonal); False for a point mass (L = 0), whose
+    # sampling noise is none and whose importance weights p / q are undefined
+    density: bool = True
 
 
 def _sigma(log_var: torch.Tensor) -> torch.Tensor:
@@ -83,5 +86,5 @@ POSTERIORS: dict[str, PosteriorHead] = {
     "diagonal": PosteriorHead(lambda d: 2 * d, diagonal_gaussian),
     "full": PosteriorHead(lambda d: 2 * d + d * (d - 1) // 2, full_gaussian),
     "full_bounded": PosteriorHead(lambda d: 2 * d + d * (d - 1) // 2, full_gaussian_bounded),
-    "point": PosteriorHead(lambda d: d, point_mass),
+    "point": PosteriorHead(lambda d: d, point_mass, density=False),
 }

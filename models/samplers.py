@@ -94,3 +94,7 @@ SAMPLERS: dict[str, Callable[[Posterior, Config], Samples]] = {
     "unscented_mean": unscented_mean,
     "mean": posterior_mean,
 }
+
+# UAE Sec. 4.2 / Fig. 1c's comparison: random draws against sigma points, the schemes whose
+# encoder-gradient variance the evaluation's "diagnostics" group measures by default
+UAE_GRADIENT_SAMPLINGS = ("reparam", "unscented")

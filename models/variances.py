@@ -15,15 +15,49 @@ per-input loss (B,) and the variance it used (for logging).
   small constant 1e-6 is added to the estimate except for Iso-I.
 - "*_trainable": the Gaussian NLL with Sigma_x a trainable parameter (Takida Table 4's
   "trainable Sigma_x" rows; Iso-I is Dai & Wipf's learned gamma).
+
+Each value is a `DecoderVariance`: the training term above and what evaluation needs to know
+of Sigma_x (engine/metrics/likelihood.py asks the model, never the value's name): where it comes
+from at evaluation time (`source`) and how it is estimated from squared errors (`estimate`).
+A value whose source is None defines no likelihood p(x | z) ("mse", "sse").
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 MLE_EPS = 1e-6
+
+# Where evaluation takes Sigma_x from (Takida does not say; engine/metrics/likelihood.py's
+# docstring gives the reasons):
+CONSTANT = "constant"  # a constant of the config: estimate(None, cfg)
+DATA = "data"  # the MLE on the training set: estimate(E_{data, q}[(x - mu(z))^2] (1, *X), cfg)
+INPUT = "input"  # the per-input MLE: estimate(E_q(z|x)[(x - mu(z))^2] (B, *X), cfg)
+LATENT = "latent"  # the model's own log Sigma_x(z) per draw (a trainable one)
+SOURCES = (CONSTANT, DATA, INPUT, LATENT)
+
+
+@dataclass(frozen=True)
+class DecoderVariance:
+    """One value of the decoder-variance axis."""
+
+    loss: Callable
+    """(x (B, *X), x_hat (S, B, *X), weights (S,), log_var, cfg) -> (per-input loss (B,), the
+    variance used or None): the reconstruction term of training."""
+    source: str | None = None
+    """Where evaluation takes Sigma_x from: CONSTANT, DATA, INPUT or LATENT; None when the
+    value defines no likelihood p(x | z) (a plain squared error)."""
+    estimate: Callable | None = None
+    """(err2 or None, cfg) -> Sigma_x broadcastable to err2, for CONSTANT, DATA and INPUT."""
+    trainable: tuple[str, str] | None = None
+    """(dependence, shape) of a trainable log Sigma_x: ("independent" | "dependent",
+    "isotropic" | "diagonal"), see autoencoder.TrainableLogVariance; None for no parameter."""
+
+    def __call__(self, x, x_hat, weights, log_var=None, cfg=None):
+        return self.loss(x, x_hat, weights, log_var, cfg)
 
 
 def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, weights: torch.Tensor,
@@ -53,26 +87,35 @@ def fixed_variance(x, x_hat, weights, log_var=None, cfg=None):
     return gaussian_nll(x, x_hat, weights, var), var
 
 
-def _mle(reduce_dims: Callable[[torch.Tensor], tuple[int, ...]], eps: float | None):
-    """The NLL at the MLE of the variance, averaging the squared error over `reduce_dims`;
-    `eps` added to it (None: the config's mle_eps, default MLE_EPS, Takida's 1e-6)."""
+def _mle_eps(eps: float | None, cfg) -> float:
+    """`eps` (None: the config's mle_eps, default MLE_EPS, Takida's 1e-6)."""
+    return eps if eps is not None else (cfg.mle_eps if cfg is not None else MLE_EPS)
+
+
+def _mle(over_inputs: bool, over_pixels: bool, eps: float | None) -> DecoderVariance:
+    """The NLL at the MLE of the variance: the squared error averaged over the inputs of the
+    minibatch (`over_inputs`) and/or the pixels (`over_pixels`), + `eps` (None: mle_eps).
+
+    At evaluation a variance pooled over inputs is a property of the model, estimated on the
+    training set (DATA); one that is not is a function of the input itself (INPUT)."""
+    def pixel_mean(err2: torch.Tensor) -> torch.Tensor:  # (N, *X) -> (N, *X) or (N, 1..)
+        return err2.mean(dim=tuple(range(1, err2.dim())), keepdim=True) if over_pixels else err2
+
     def nll_at_mle(x, x_hat, weights, log_var=None, cfg=None):
         err2 = _weighted((x - x_hat).pow(2), weights)  # (B, *X): E_q[(x - mu_theta(z))^2]
-        dims = reduce_dims(err2)
-        eps_ = eps if eps is not None else (cfg.mle_eps if cfg is not None else MLE_EPS)
-        # an empty dims tuple would make torch's mean reduce over everything
-        var = ((err2.mean(dim=dims, keepdim=True) if dims else err2) + eps_).detach()
+        pooled = pixel_mean(err2)
+        if over_inputs:
+            pooled = pooled.mean(0, keepdim=True)
+        var = (pooled + _mle_eps(eps, cfg)).detach()
         # var is held fixed in the gradient, as in the alternating update of Eq. 9a/9b: the
         # gradient is then exactly that of the closed forms G.5-G.17 (with the 1e-6 inside
         # the log), where differentiating through var would double it for errors near eps
         return gaussian_nll(x, x_hat, weights, var), var
-    return nll_at_mle
 
+    def estimate(err2, cfg):
+        return pixel_mean(err2) + _mle_eps(eps, cfg)
 
-iso_i_mle = _mle(lambda e: tuple(range(e.dim())), 0.0)  # one scalar (G.4)
-iso_d_mle = _mle(lambda e: tuple(range(1, e.dim())), None)  # per input (G.7)
-diag_i_mle = _mle(lambda e: (0,), None)  # per pixel (G.11)
-diag_d_mle = _mle(lambda e: (), None)  # per input and pixel (G.15)
+    return DecoderVariance(nll_at_mle, DATA if over_inputs else INPUT, estimate)
 
 
 def trainable_variance(x, x_hat, weights, log_var=None, cfg=None):
@@ -80,25 +123,26 @@ def trainable_variance(x, x_hat, weights, log_var=None, cfg=None):
     return gaussian_nll(x, x_hat, weights, var), var.detach()
 
 
-RECONSTRUCTIONS: dict[str, Callable] = {
-    "mse": squared_error,
-    "sse": summed_squared_error,
-    "fixed": fixed_variance,
-    "iso_i_mle": iso_i_mle,
-    "iso_d_mle": iso_d_mle,
-    "diag_i_mle": diag_i_mle,
-    "diag_d_mle": diag_d_mle,
-    "iso_i_trainable": trainable_variance,
-    "iso_d_trainable": trainable_variance,
-    "diag_i_trainable": trainable_variance,
-    "diag_d_trainable": trainable_variance,
-}
+def _fixed_estimate(err2, cfg):
+    return torch.tensor(cfg.sigma_x2, dtype=torch.float64)
 
-# Where the trainable log Sigma_x lives: a free parameter shared by all inputs ("I", one
-# value or one per pixel) or a linear head on z ("D", one value or one per pixel per input).
-TRAINABLE_VARIANCE_SHAPES: dict[str, tuple[str, str]] = {
-    "iso_i_trainable": ("independent", "isotropic"),
-    "diag_i_trainable": ("independent", "diagonal"),
-    "iso_d_trainable": ("dependent", "isotropic"),
-    "diag_d_trainable": ("dependent", "diagonal"),
+
+def _trainable(dependence: str, shape: str) -> DecoderVariance:
+    return DecoderVariance(trainable_variance, LATENT, trainable=(dependence, shape))
+
+
+DECODER_VARIANCES: dict[str, DecoderVariance] = {
+    "mse": DecoderVariance(squared_error),
+    "sse": DecoderVariance(summed_squared_error),
+    "fixed": DecoderVariance(fixed_variance, CONSTANT, _fixed_estimate),
+    "iso_i_mle": _mle(over_inputs=True, over_pixels=True, eps=0.0),  # one scalar (G.4)
+    "iso_d_mle": _mle(over_inputs=False, over_pixels=True, eps=None),  # per input (G.7)
+    "diag_i_mle": _mle(over_inputs=True, over_pixels=False, eps=None),  # per pixel (G.11)
+    "diag_d_mle": _mle(over_inputs=False, over_pixels=False, eps=None),  # per input, pixel (G.15)
+    # where the trainable log Sigma_x lives: a free parameter shared by all inputs ("I", one
+    # value or one per pixel) or a linear head on z ("D", one value or one per pixel per input)
+    "iso_i_trainable": _trainable("independent", "isotropic"),
+    "diag_i_trainable": _trainable("independent", "diagonal"),
+    "iso_d_trainable": _trainable("dependent", "isotropic"),
+    "diag_d_trainable": _trainable("dependent", "diagonal"),
 }

@@ -155,7 +155,7 @@ def test_config_lists_exactly_the_values_each_axis_module_implements():
     assert set(C.SAMPLINGS) == set(samplers.SAMPLERS)
     assert set(C.REGULARIZERS) == set(regularizers.REGULARIZERS)
     assert set(C.DECODER_REGS) == set(decoder_regs.DECODER_PENALTIES)
-    assert set(C.DECODER_VARIANCES) == set(variances.RECONSTRUCTIONS)
+    assert set(C.DECODER_VARIANCES) == set(variances.DECODER_VARIANCES)
     assert set(C.CODEBOOKS) == set(codebooks.CODEBOOKS)
     assert set(C.DENSITIES) == set(density.DENSITIES)
     assert set(C.ARCHS) == {"auto", *networks.ARCHS}

@@ -17,7 +17,7 @@ from models.regularizers import (
     half_squared_norm, imq_kernel, kl_to_standard_normal, mmd_to_standard_normal,
     wasserstein2_to_standard_normal)
 from models.samplers import SAMPLERS, Samples, sigma_points
-from models.variances import MLE_EPS, RECONSTRUCTIONS
+from models.variances import MLE_EPS, DECODER_VARIANCES
 
 @pytest.fixture(autouse=True)
 def float64():
@@ -268,12 +268,12 @@ def _nll(x, x_hat, w, var):
 
 def test_mse_sse_and_fixed_variance():
     x, x_hat, w = _recon_inputs()
-    mse, _ = RECONSTRUCTIONS["mse"](x, x_hat, w, None, None)
+    mse, _ = DECODER_VARIANCES["mse"](x, x_hat, w, None, None)
     expected = sum(w[s] * ((x - x_hat[s]) ** 2).flatten(1).mean(-1) for s in range(3))
     assert torch.allclose(mse, expected)
-    sse, _ = RECONSTRUCTIONS["sse"](x, x_hat, w, None, None)
+    sse, _ = DECODER_VARIANCES["sse"](x, x_hat, w, None, None)
     assert torch.allclose(sse, expected * x[0].numel())
-    fixed, var = RECONSTRUCTIONS["fixed"](x, x_hat, w, None, Config(sigma_x2=0.3))
+    fixed, var = DECODER_VARIANCES["fixed"](x, x_hat, w, None, Config(sigma_x2=0.3))
     assert torch.allclose(fixed, _nll(x, x_hat, w, torch.tensor(0.3)))
 
 
@@ -295,7 +295,7 @@ def _numpy_mle(x, x_hat, w, kind, eps=MLE_EPS):
 def test_mle_objective_is_the_gaussian_nll_at_the_estimated_variance(kind, eps):
     x, x_hat, w = _recon_inputs()
     cfg = None if eps is None else Config(mle_eps=eps)
-    value, var = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, w, None, cfg)
+    value, var = DECODER_VARIANCES[f"{kind}_mle"](x, x_hat, w, None, cfg)
     var_np = torch.from_numpy(np.ascontiguousarray(_numpy_mle(x, x_hat, w, kind,
                                                               eps or MLE_EPS)))
     assert torch.allclose(var.expand_as(var_np), var_np, rtol=1e-12)
@@ -313,7 +313,7 @@ def test_mle_gradient_is_the_gradient_of_the_closed_form(kind, closed_form):
     x_hat = x_hat.clone()
     x_hat[0, 0, 0, 0, :2] = x[0, 0, 0, :2] + 1e-4  # errors near eps, where a wrong gradient shows
     x_hat.requires_grad_(True)
-    value, _ = RECONSTRUCTIONS[f"{kind}_mle"](x, x_hat, torch.ones(1), None, None)
+    value, _ = DECODER_VARIANCES[f"{kind}_mle"](x, x_hat, torch.ones(1), None, None)
     (g,) = torch.autograd.grad(value.sum(), x_hat)
     e = (x - x_hat[0]).pow(2).flatten(1)  # (B, d)
     (g_ref,) = torch.autograd.grad(closed_form(e), x_hat)
@@ -325,7 +325,7 @@ def test_iso_i_mle_closed_form_g5_and_stationarity():
     and the estimate is where the NLL's derivative in sigma^2 vanishes."""
     x, x_hat, w = _recon_inputs(s=1, b=6)
     w = torch.ones(1)
-    value, var = RECONSTRUCTIONS["iso_i_mle"](x, x_hat, w, None, None)
+    value, var = DECODER_VARIANCES["iso_i_mle"](x, x_hat, w, None, None)
     d = x[0].numel()
     mean_sq = ((x - x_hat[0]) ** 2).flatten(1).sum(-1).mean()
     g5 = d / 2 * (1 + math.log(2 * math.pi)) + d / 2 * torch.log(mean_sq) - d / 2 * math.log(d)
@@ -338,7 +338,7 @@ def test_iso_i_mle_closed_form_g5_and_stationarity():
 def test_trainable_variance_is_the_gaussian_nll_at_exp_log_var():
     x, x_hat, w = _recon_inputs()
     log_var = torch.randn(1, 1, 2, 3)  # Diag-I shaped: one per pixel
-    value, var = RECONSTRUCTIONS["diag_i_trainable"](x, x_hat, w, log_var, None)
+    value, var = DECODER_VARIANCES["diag_i_trainable"](x, x_hat, w, log_var, None)
     assert torch.allclose(value, _nll(x, x_hat, w, torch.exp(log_var).expand_as(x_hat)))
 
 

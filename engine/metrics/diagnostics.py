@@ -60,7 +60,7 @@ def _check_gaussian(scale_tril: torch.Tensor) -> None:
 def kl_to_standard_normal(mean: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, L L^T) || N(0, I)), (B,): the model library's own KL regularizer (Takida Sec.
     3.1 below Eq. 3; Dai & Wipf Eq. 9 with a full Sigma_z), on these moments."""
-    return models.REGULARIZERS["kl"](models.Posterior(mean, scale_tril), None)
+    return models.kl_to_standard_normal(models.Posterior(mean, scale_tril), None)
 
 
 def expected_gap(decode, mean: torch.Tensor, s_z2: float, draws: int,
@@ -262,16 +262,11 @@ def takida_table1(model, images: torch.Tensor, s_z2: Sequence[float] = (1e-2, 1e
 # --------------------------------------------------------------------------- Dai & Wipf
 
 def decoder_gamma(model) -> float:
-    """Dai & Wipf's decoder variance gamma: exp(log gamma) for a trainable isotropic one
-    (decoder_variance="iso_i_trainable", their learned gamma), sigma_x2 for a fixed one
-    (their gamma = 1 baseline), NaN where the model has no single gamma (per-pixel or
-    input-dependent variances, minibatch MLEs, plain squared errors)."""
-    kind = model.cfg.decoder_variance
-    if kind == "iso_i_trainable":
-        return float(torch.exp(model.log_variance.log_var.detach()).reshape(()))
-    if kind == "fixed":
-        return float(model.cfg.sigma_x2)
-    return math.nan
+    """Dai & Wipf's decoder variance gamma (`model.decoder_gamma()`: their learned gamma, or
+    the fixed sigma_x2 of their gamma = 1 baseline), NaN where the model has no single gamma
+    (per-pixel or input-dependent variances, minibatch MLEs, plain squared errors)."""
+    gamma = model.decoder_gamma()
+    return math.nan if gamma is None else gamma
 
 
 def encoder_spectrum(model, images: torch.Tensor, batch_size: int = 256,
@@ -322,17 +317,6 @@ def encoder_spectrum(model, images: torch.Tensor, batch_size: int = 256,
 
 # --------------------------------------------------------------------------- UAE Appendix B
 
-def sampling_config(cfg, sampling: str):
-    """The model's config with `sampling` in place of its own: the same posterior, loss terms
-    and num_samples (equal sample budgets), except that "unscented_all" and "mean" use their
-    fixed point sets (num_samples=1, as Config requires). Invalid combinations raise
-    ConfigError, as they would at build time."""
-    changes = {"sampling": sampling}
-    if sampling in ("unscented_all", "mean"):
-        changes["num_samples"] = 1
-    return cfg.replace(**changes)
-
-
 def encoder_gradient(model, images: torch.Tensor, params: Sequence[torch.Tensor],
                      batch_size: int) -> torch.Tensor:
     """d loss / d (encoder parameters), flattened, for the mean loss over `images` (the
@@ -350,14 +334,14 @@ def encoder_gradient(model, images: torch.Tensor, params: Sequence[torch.Tensor]
 
 
 def gradient_variance(model, images: torch.Tensor,
-                      samplings: Sequence[str] = ("reparam", "unscented"), draws: int = 32,
+                      samplings: Sequence[str] = models.UAE_GRADIENT_SAMPLINGS, draws: int = 32,
                       batch_size: int = 256, seed: int = 0) -> dict[str, float]:
     """The spread of the encoder's gradient estimate under each sampling scheme (UAE Sec. 4.2
     and Fig. 1c: sigma points give "a more accurate and lower-variance estimate" than random
     draws; the paper's Appendix B, which tests this, is not in our copy of the paper).
 
     `images` is one minibatch, held fixed: the loss model.loss(images)["loss"] (the model's own
-    loss with only cfg.sampling changed, see `sampling_config`) is recomputed `draws` times
+    loss with only cfg.sampling changed, see `Config.with_sampling`) is recomputed `draws` times
     with fresh sampling noise and differentiated with respect to the encoder's parameters
     phi. Fixing the minibatch isolates the noise the sampler adds (minibatch noise would add
     the same data-sampling term to every scheme). Per scheme:
@@ -376,14 +360,15 @@ def gradient_variance(model, images: torch.Tensor,
         raise ValueError(f"draws={draws}: a variance needs at least 2 draws")
     device = _device(model)
     params = [p for p in model.encoder.parameters() if p.requires_grad]
-    point = model.cfg.posterior == "point"
+    point = model.deterministic
     fork_devices = [device] if device.type == "cuda" else []
     out: dict[str, float] = {}
     for name in samplings:
         if name not in models.SAMPLINGS:  # checked here: a point posterior never builds its config
             raise models.ConfigError(f"sampling={name!r} is not one of "
                                      f"{', '.join(models.SAMPLINGS)}")
-        cfg = sampling_config(model.cfg, "mean" if point else name)
+        # a point posterior decodes z = mu under every scheme: the posterior mean's sampler
+        cfg = model.cfg.with_sampling(models.MEAN_SAMPLING if point else name)
         with evaluating(model, cfg), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if point:

@@ -47,8 +47,6 @@ from typing import Callable
 
 import torch
 
-from models import nearest_code
-
 from engine.metrics import evaluating
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, C, H, W) x 2 -> (B,)
@@ -67,7 +65,7 @@ def _param(model: torch.nn.Module) -> torch.Tensor:
 def encoded_latents(model, images: torch.Tensor, batch_size: int = 512,
                     quantize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The encoder's estimate z_hat(x) = mu_phi(x) (MVU-AE Eq. 12/14), replaced by its nearest
-    code when `quantize` and the model has a VQ codebook (Eq. 16), and the posterior spread
+    code when `quantize` and the model's decoder sees only codes (VQ, Eq. 16), and the spread
     tr Sigma_phi(x). -> (N, D) on the model's device, (N,) float64"""
     p = _param(model)
     means, spreads = [], []
@@ -75,8 +73,8 @@ def encoded_latents(model, images: torch.Tensor, batch_size: int = 512,
         for i in range(0, len(images), batch_size):
             post = model.posterior(images[i:i + batch_size].to(p.device, p.dtype))
             z = post.mean  # (B, D)
-            if quantize and model.cfg.codebook == "vq":
-                z = nearest_code(z, model.codebook)
+            if quantize:
+                z = model.quantize(z)
             means.append(z)
             spreads.append(post.variance.double().sum(-1))  # (B,) tr(L L^T)
     return torch.cat(means), torch.cat(spreads)
@@ -185,13 +183,6 @@ def filtered_mean(distances: torch.Tensor, low: float = 1.0, high: float = 99.0)
 # Perceptual path length
 # ---------------------------------------------------------------------------------------------
 
-def generate(model, z: torch.Tensor) -> torch.Tensor:
-    """G(z): the decoder mean, through the nearest code for a VQ codebook. (N, D) -> (N, *X)"""
-    if model.cfg.codebook == "vq":
-        z = nearest_code(z, model.codebook)
-    return model.decode(z)
-
-
 @torch.no_grad()
 def path_distances(model, z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor,
                    distance: Distance, epsilon: float = 1e-4, interpolation: str = "slerp",
@@ -204,7 +195,7 @@ def path_distances(model, z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor,
         for i in range(0, len(t), batch_size):
             a, b, s = z1[i:i + batch_size], z2[i:i + batch_size], t[i:i + batch_size]
             z = torch.cat([path(a, b, s), path(a, b, s + epsilon)])  # (2B, D): one decoder call
-            images = generate(model, z)  # (2B, *X)
+            images = model.generate(z)  # (2B, *X)
             n = len(s)
             out.append(distance(images[:n], images[n:]).double() / epsilon ** 2)  # (B,)
     return torch.cat(out)

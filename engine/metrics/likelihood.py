@@ -10,27 +10,30 @@ with p(z) = N(0, I) (the VAE prior, Takida Eq. 1-2) and p(x | z) = N(x; mu_theta
 (Takida Eq. 7b). L_k increases with k and tends to log p(x) (Burda et al., Theorem 1); when q is
 the exact posterior every weight equals p(x) and L_k = log p(x) for every k.
 
-Sigma_x at evaluation time, by `cfg.decoder_variance` (Takida does not say; the decisions):
+Sigma_x at evaluation time, by where the model says it comes from (`model.variance_source`;
+Takida does not say; the decisions, each a source of models/variances.py):
 
-- "fixed": sigma_x2 I (Takida's baseline "VAE (sigma_x^2 = 1.0)" of Table 7).
-- "*_trainable": exp(log Sigma_x(z)), the model's own learned variance for each draw z_i.
-- "iso_i_mle" / "diag_i_mle": the variance is a property of the model, not of an input, so it
-  is the maximum-likelihood estimate on the TRAINING set, Takida Eq. 9a as G.4 (one scalar,
-  pooled over inputs and pixels) and G.11 (one per pixel, pooled over inputs): the population
-  version of the per-minibatch estimate used in training, with the expectation over q(z|x)
-  estimated by `train_draws` draws per training image. The config's mle_eps (1e-6) is added
-  except for Iso-I, as in training (Takida Sec. 5.2; models/variances.py).
-- "iso_d_mle" / "diag_d_mle": the parameterization makes Sigma_x a function of the input
-  itself, sigma_x^2(x) = E_q(z|x)[(x - mu_theta(z))^2] averaged over pixels (G.7) or per pixel
-  (G.15), and the model defines no other value for an unseen x. So it is the per-input MLE on
-  the test input, estimated from the same k draws z_i ~ q(z|x) that the importance sum uses
-  (+ mle_eps as in training). Caveat, to be kept in mind when comparing: Sigma_x is then fitted to
-  x, so N(x; mu, Sigma_x(x)) is not a normalised density in x and the number is optimistic next
-  to the input-independent parameterizations (it is the profile likelihood at the variance
-  estimated from x), which may be part of why Diag-D has the lowest NLL of Takida Table 7.
+- CONSTANT ("fixed"): sigma_x2 I (Takida's baseline "VAE (sigma_x^2 = 1.0)" of Table 7).
+- LATENT ("*_trainable"): exp(log Sigma_x(z)), the model's own learned variance for each z_i.
+- DATA ("iso_i_mle" / "diag_i_mle"): the variance is a property of the model, not of an input,
+  so it is the maximum-likelihood estimate on the TRAINING set, Takida Eq. 9a as G.4 (one
+  scalar, pooled over inputs and pixels) and G.11 (one per pixel, pooled over inputs): the
+  population version of the per-minibatch estimate used in training, with the expectation over
+  q(z|x) estimated by `train_draws` draws per training image. The config's mle_eps (1e-6) is
+  added except for Iso-I, as in training (Takida Sec. 5.2; models/variances.py).
+- INPUT ("iso_d_mle" / "diag_d_mle"): the parameterization makes Sigma_x a function of the
+  input itself, sigma_x^2(x) = E_q(z|x)[(x - mu_theta(z))^2] averaged over pixels (G.7) or per
+  pixel (G.15), and the model defines no other value for an unseen x. So it is the per-input
+  MLE on the test input, estimated from the same k draws z_i ~ q(z|x) that the importance sum
+  uses (+ mle_eps as in training). Caveat, to be kept in mind when comparing: Sigma_x is then
+  fitted to x, so N(x; mu, Sigma_x(x)) is not a normalised density in x and the number is
+  optimistic next to the input-independent parameterizations (it is the profile likelihood at
+  the variance estimated from x), which may be part of why Diag-D has the lowest NLL of
+  Takida Table 7.
 
-Not computable (`NotComputable`): "mse"/"sse" (no likelihood model for x), a point posterior
-(q has no density, so the weights p q^-1 are undefined), a VQ codebook (the decoder only ever
+Not computable (`NotComputable`, `model.likelihood_unavailable` says why): a plain squared
+error ("mse"/"sse", no likelihood model for x), a point posterior (q has no density, so the
+weights p q^-1 are undefined), a codebook that substitutes codes (VQ: the decoder only ever
 sees the K codes, a discrete latent under no N(0, I) prior).
 
 The bound is computed in float64 from the decoder's output on: the residuals are squared and
@@ -42,34 +45,22 @@ import math
 
 import torch
 
-from models import TRAINABLE_VARIANCE_SHAPES
+from models import CONSTANT, DATA, INPUT, LATENT
 
 from engine.metrics import evaluating
 
 LOG_2PI = math.log(2 * math.pi)
-
-INPUT_INDEPENDENT_MLE = ("iso_i_mle", "diag_i_mle")
-INPUT_DEPENDENT_MLE = ("iso_d_mle", "diag_d_mle")
 
 
 class NotComputable(Exception):
     """A metric that has no value for this model; the message is one line saying why."""
 
 
-def check_computable(cfg) -> None:
+def check_computable(model) -> None:
     """Raise NotComputable when the model defines no likelihood p(x) to bound."""
-    if cfg.decoder_variance in ("mse", "sse"):
-        raise NotComputable(
-            f"NLL needs a decoder likelihood; decoder_variance={cfg.decoder_variance!r} has none "
-            "(use fixed, *_mle or *_trainable)")
-    if cfg.codebook == "vq":
-        raise NotComputable(
-            "NLL needs a continuous latent under the N(0, I) prior; codebook='vq' decodes only "
-            "codebook entries (a discrete latent)")
-    if cfg.posterior == "point":
-        raise NotComputable(
-            "NLL by importance weighting needs q(z|x) with a density; posterior='point' has "
-            "none (use 'diagonal' or 'full')")
+    reason = model.likelihood_unavailable
+    if reason is not None:
+        raise NotComputable(reason)
 
 
 def _param(model: torch.nn.Module) -> torch.Tensor:
@@ -131,10 +122,9 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
     randn((draws, B, D)) from one generator seeded with `seed`. Returns float64 broadcastable
     to one input (*X).
     """
-    kind = model.cfg.decoder_variance
-    if kind not in INPUT_INDEPENDENT_MLE:
-        raise ValueError(f"decoder_variance={kind!r} has no input-independent MLE; expected one "
-                         f"of {', '.join(INPUT_INDEPENDENT_MLE)}")
+    if model.variance_source != DATA:
+        raise ValueError(f"decoder_variance={model.cfg.decoder_variance!r} has no "
+                         "input-independent MLE (its variance is not estimated on the data)")
     total = torch.zeros(model.input_shape, dtype=torch.float64,
                         device=_param(model).device)  # (*X)
     with evaluating(model):
@@ -142,9 +132,7 @@ def training_set_variance(model, train_images: torch.Tensor, draws: int = 1, see
             z, _ = draw_posterior(post, eps)
             total += (x - model.decode(z)).double().pow(2).sum((0, 1))
     per_pixel = total / (draws * len(train_images))  # (*X), G.11
-    if kind == "iso_i_mle":
-        return per_pixel.mean().view((1,) * len(model.input_shape))  # G.4
-    return per_pixel + model.cfg.mle_eps
+    return model.estimate_variance(per_pixel[None])[0]  # G.11 + mle_eps, or G.4
 
 
 def _input_dependent_variance(model, x: torch.Tensor, post, eps: torch.Tensor,
@@ -155,10 +143,7 @@ def _input_dependent_variance(model, x: torch.Tensor, post, eps: torch.Tensor,
     for j in range(0, eps.shape[0], chunk):
         z, _ = draw_posterior(post, eps[j:j + chunk])
         total += (x - model.decode(z)).double().pow(2).sum(0)
-    var = total / eps.shape[0]
-    if model.cfg.decoder_variance == "iso_d_mle":
-        var = var.flatten(1).mean(1).view(-1, *([1] * (x.dim() - 1)))
-    return var + model.cfg.mle_eps
+    return model.estimate_variance(total / eps.shape[0])  # G.15 or G.7, + mle_eps
 
 
 @torch.no_grad()
@@ -167,34 +152,37 @@ def decoder_variance_map(model, images: torch.Tensor, train_images: torch.Tensor
     """The model's estimate of Sigma_x for each of `images` and each pixel, (N, *X) float64 on
     the CPU, as the NLL above takes it (Takida Sec. 5.3, Table 3's sigma-hat^2):
 
-    - "fixed": sigma_x2 everywhere;
-    - "*_trainable": exp(log Sigma_x(z)), averaged over `draws` draws z ~ q(z|x);
-    - "iso_i_mle" / "diag_i_mle": the training-set MLE (Eq. 9a as G.4 / G.11, + mle_eps except
-      Iso-I), the same for every input (`train_images` required);
-    - "iso_d_mle" / "diag_d_mle": the per-input MLE E_q[(x - mu_theta(z))^2] from `draws` draws,
-      averaged over pixels (G.7) or per pixel (G.15), + mle_eps.
-    Raises NotComputable for "mse" / "sse" (no variance). Draws as _posterior_draws'."""
-    kind = model.cfg.decoder_variance
-    if kind in ("mse", "sse"):
-        raise NotComputable(f"decoder_variance={kind!r} has no decoder variance")
+    - CONSTANT ("fixed"): sigma_x2 everywhere;
+    - LATENT ("*_trainable"): exp(log Sigma_x(z)), averaged over `draws` draws z ~ q(z|x);
+    - DATA ("iso_i_mle" / "diag_i_mle"): the training-set MLE (Eq. 9a as G.4 / G.11, + mle_eps
+      except Iso-I), the same for every input (`train_images` required);
+    - INPUT ("iso_d_mle" / "diag_d_mle"): the per-input MLE E_q[(x - mu_theta(z))^2] from
+      `draws` draws, averaged over pixels (G.7) or per pixel (G.15), + mle_eps.
+    Raises NotComputable for a model without one (a plain squared error). Draws as
+    _posterior_draws'."""
+    source = model.variance_source
+    if source is None:
+        raise NotComputable(f"decoder_variance={model.cfg.decoder_variance!r} has no decoder "
+                            "variance")
     fixed = None
-    if kind == "fixed":
-        fixed = torch.tensor(model.cfg.sigma_x2, dtype=torch.float64)
-    elif kind in INPUT_INDEPENDENT_MLE:
+    if source == CONSTANT:
+        fixed = model.estimate_variance(None)
+    elif source == DATA:
         if train_images is None:
-            raise ValueError(f"decoder_variance={kind!r} needs train_images (Takida G.4/G.11)")
+            raise ValueError(f"decoder_variance={model.cfg.decoder_variance!r} needs "
+                             "train_images (Takida G.4/G.11)")
         fixed = training_set_variance(model, train_images, 1, seed, batch_size).cpu()
     if fixed is not None:
         return fixed.expand(len(images), *model.input_shape).clone()
     out = []
     with evaluating(model):
         for x, post, eps in _posterior_draws(model, images, draws, seed, batch_size):
-            if kind in INPUT_DEPENDENT_MLE:
+            if source == INPUT:
                 var = _input_dependent_variance(model, x, post, eps, draws)
-            else:  # trainable: the model's own variance at each draw, averaged
+            else:  # LATENT: the model's own variance at each draw, averaged
                 z, _ = draw_posterior(post, eps)
                 # (draws, B, *X), or (*X) for an input-independent parameter
-                lv = model.log_variance(z).double()
+                lv = model.decoder_log_variance(z).double()
                 var = torch.exp(lv).expand(draws, len(x), *model.input_shape).mean(0)
             out.append(var.expand(x.shape).cpu())
     return torch.cat(out)
@@ -209,14 +197,14 @@ def log_marginal_estimate(model, x: torch.Tensor, eps: torch.Tensor,
     `chunk` draws at a time, so memory is chunk * B * d_x whatever k is. -> (B,) float64
     """
     post = model.posterior(x)
-    kind = model.cfg.decoder_variance
-    if kind in INPUT_DEPENDENT_MLE:
+    source = model.variance_source
+    if source == INPUT:
         var = _input_dependent_variance(model, x, post, eps, chunk)
     log_w = []
     for j in range(0, eps.shape[0], chunk):
         z, log_q = draw_posterior(post, eps[j:j + chunk])  # (S, B, D), (S, B)
         x_hat = model.decode(z)  # (S, B, *X)
-        v = torch.exp(model.log_variance(z)) if kind in TRAINABLE_VARIANCE_SHAPES else var
+        v = torch.exp(model.decoder_log_variance(z)) if source == LATENT else var
         log_w.append(gaussian_log_likelihood(x, x_hat, v) + log_standard_normal(z) - log_q)
     log_w = torch.cat(log_w)  # (k, B) float64
     return torch.logsumexp(log_w, 0) - math.log(eps.shape[0])
@@ -239,15 +227,15 @@ def iwae_nll(model, images: torch.Tensor, k: int = 500, batch_size: int = 100, s
     Raises NotComputable for models without a likelihood (see `check_computable`).
     """
     cfg = model.cfg
-    check_computable(cfg)
+    check_computable(model)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
     if len(images) == 0:
         raise ValueError("iwae_nll needs at least one image")
     var = None
-    if cfg.decoder_variance == "fixed":
-        var = torch.tensor(cfg.sigma_x2, dtype=torch.float64)
-    elif cfg.decoder_variance in INPUT_INDEPENDENT_MLE:
+    if model.variance_source == CONSTANT:
+        var = model.estimate_variance(None)
+    elif model.variance_source == DATA:
         if train_images is None:
             raise ValueError(f"decoder_variance={cfg.decoder_variance!r} needs train_images: "
                              "Sigma_x is its MLE on the training set (Takida G.4/G.11)")

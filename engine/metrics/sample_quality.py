@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from engine.metrics.latent import generate, slerp
+from engine.metrics.latent import slerp
 
 # --- image sets, produced in batches so 10,000 CelebA-size images never sit in memory ---
 
@@ -33,7 +33,7 @@ def decoded(model, latents: torch.Tensor, device, batch_size: int) -> Iterator:
     """The decoder mean of each latent (n, D), through the nearest code for a VQ model (whose
     decoder only ever sees codes)."""
     for i in range(0, len(latents), batch_size):
-        yield generate(model, latents[i:i + batch_size].to(device))
+        yield model.generate(latents[i:i + batch_size].to(device))
 
 
 def interpolation_latents(model, images: torch.Tensor, n: int, ratio: str, seed: int,
