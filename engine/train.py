@@ -15,6 +15,7 @@ import torch
 
 import models
 from engine.data import embedded_arch, load_dataset
+from engine.cli import parse_assignments
 from engine.evaluate import psnr, reconstruction_mse
 from engine.trial import train_epoch
 
@@ -65,48 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     test = reconstruction_mse(model, data.test.images)
     print(f"test/mse={test:.5f} test/psnr={psnr(test):.2f} dB")
     return 0
-
-
-def parse_assignments(flag: str, pairs: list[str], defaults) -> dict:
-    """FIELD=VALUE pairs of a flag (--set, --eval-set) for the dataclass instance `defaults`,
-    each VALUE cast to its field's default's type (a tuple: comma-separated; None: text).
-    Raises ValueError, one line, on a pair that is malformed, names no field (with the
-    closest field's name for a misspelling) or does not cast."""
-    import dataclasses
-    import difflib
-    import re
-    fields = [f.name for f in dataclasses.fields(defaults)]
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            # a field with the wrong separator ("latent_dim:8", "latent_dim 8") or none
-            # ("latent_dim"): the name is right, the form is not, so say the form
-            name = re.match(r"\w*", pair)[0]
-            if name in fields:
-                default = getattr(defaults, name)
-                shown = (",".join(map(str, default)) if isinstance(default, tuple)
-                         else "VALUE" if default is None else default)
-                raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE, e.g. "
-                                 f"{name}={pair[len(name):].lstrip(':= ') or shown}")
-            key = name or pair  # the hint below names the misspelt field, not the whole pair
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(fields)}"
-                             + (f" (did you mean {key} -> {close[0]}?)" if close else ""))
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, tuple):
-                out[key] = tuple(v for v in value.split(",") if v)
-            elif default is None or isinstance(default, str):
-                out[key] = value
-            else:
-                out[key] = type(default)(value)
-        except ValueError:
-            raise ValueError(f"{flag} {pair!r}: {value!r} is not a valid "
-                             f"{type(default).__name__} for {key}") from None
-    return out
 
 
 if __name__ == "__main__":

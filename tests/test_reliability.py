@@ -23,7 +23,9 @@ import pytest
 
 from engine import files
 from engine.report import load_trials
-from engine.search import BadInput, claim_run_folder, parse_args, run
+from engine.cli import BadInput, parse_args
+from engine.folder import claim_run_folder
+from engine.search import run
 
 from test_search import ENV, ROOT, search
 

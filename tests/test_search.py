@@ -19,7 +19,9 @@ import torch
 
 import models
 from engine.report import load_trials
-from engine.search import _saved_settings, parse_args, run
+from engine.cli import parse_args
+from engine.resume import _saved_settings
+from engine.search import run
 
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
@@ -120,7 +122,7 @@ def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
                 "val/mse", "test/mse"):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("val/mse")] == [1, 2]
-    # the smoke evaluation samples the prior and GMM-10 (engine/search.py SMOKE_SKIPS)
+    # the smoke evaluation samples the prior and GMM-10 (engine/cli.py SMOKE_SKIPS)
     assert {"reconstructions", "samples/prior", "samples/gmm10"} <= set(tags["images"])
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins

@@ -1,0 +1,294 @@
+"""The search's command line: its flags, their defaults from the `Search`, and the checks
+that refuse bad input (one line, exit code 2) before Ray starts."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.data import DATASETS
+from engine.evaluate import GROUPS, EvalSettings, parse_groups
+
+if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
+    from engine.search import Search
+
+STORAGE_ENV = "VAE_ABLATIONS_STORAGE"  # the default --storage, e.g. set on every cluster node
+
+
+# --smoke's data set where --dataset is not given: the 8x8 digits train in a fraction of the
+# time of any other set, which is what the tests' smoke runs need.
+SMOKE_DATASET = "digits"
+
+
+# Sample counts of --smoke: enough for a full-rank covariance of 64-d classifier features;
+# and the densities it leaves out.
+SMOKE_EVAL = {"fid_samples": 300, "ppl_samples": 200, "iwae_k": 20, "nll_images": 100,
+              "diagnostic_images": 200, "grad_var_draws": 4}
+
+
+SMOKE_SKIPS = ("gmm100", "second_stage")
+
+
+class BadInput(ValueError):
+    """Input that must be refused before any trial starts (exit code 2)."""
+
+
+def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
+    smoke_dataset = search.smoke.get("dataset", SMOKE_DATASET)
+    p = argparse.ArgumentParser(description=search.title)
+    p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default "
+                   f"{search.dataset}; with --smoke {smoke_dataset})")
+    p.add_argument("--data-root", help="where the real data sets' files are (default "
+                   "$VAE_DATA_ROOT, else ~/data); downloaded there if missing and possible")
+    p.add_argument("--epochs", type=int, help=f"training epochs per trial ({search.epochs})")
+    p.add_argument("--seeds", type=int, help=f"seeds 0..K-1 per row ({search.seeds})")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny budget for tests: {search.smoke}, unless given explicitly; "
+                   f"the evaluation with {SMOKE_EVAL} and without {', '.join(SMOKE_SKIPS)}")
+    p.add_argument("--out", help="the run folder (default <storage>/<search>-<dataset>-<n>)")
+    p.add_argument("--storage", metavar="DIR",
+                   help=f"the folder of run folders (default ${STORAGE_ENV}, else runs/ in the "
+                   "project); on a cluster, a shared file system that every node mounts at this "
+                   "path (NFS, EFS, ...)")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run (the latest one, or --out)")
+    p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '
+                   '(6379 by default), or "auto" on one of its nodes; default: start Ray on this '
+                   "machine")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="per worker; fractions pack trials on one GPU, e.g. 0.25")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="per worker")
+    p.add_argument("--workers-per-trial", type=int, default=1,
+                   help="DDP workers per trial (a TorchTrainer inside the trial when > 1)")
+    p.add_argument("--scheduler", choices=("fifo", "asha"), default=search.scheduler,
+                   help=f"asha stops weak trials early on {search.metric}")
+    p.add_argument("--search", choices=("grid", "optuna"), default=search.search,
+                   help="optuna samples the search's space instead of running its rows "
+                   f"({search.search})")
+    p.add_argument("--samples", type=int,
+                   help=f"trials for --search optuna ({search.samples})")
+    p.add_argument("--max-concurrent", type=int, default=0,
+                   help="at most this many trials at once (default: as resources allow)")
+    p.add_argument("--rows", help="only these rows, comma-separated labels")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override a config field in every row, e.g. --set latent_dim=8")
+    p.add_argument("--image-every", type=int, default=10,
+                   help="epochs between TensorBoard image grids")
+    p.add_argument("--checkpoint-every", type=int, default=1,
+                   help="epochs between checkpoints (and always the last)")
+    p.add_argument("--eval", help=f"metric groups evaluated at the end, comma-separated: "
+                   f"{', '.join(GROUPS)}, all or none (default: "
+                   f"{','.join(search.evaluation.metrics) or 'none'})")
+    p.add_argument("--fid-samples", type=int,
+                   help=f"generated images per FID ({search.evaluation.fid_samples})")
+    p.add_argument("--features", choices=("auto", "inception", "classifier"),
+                   help="FID's feature space (default auto: Inception where its weights are "
+                   "and the images are >= 28 px, else the data set's own classifier)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the "
+                   "torch hub cache)")
+    p.add_argument("--eval-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
+                   "densities=prior,gmm10 (see engine/evaluate.py EvalSettings)")
+    args = p.parse_args(argv)
+    args.storage_from = "--storage"  # named in its errors
+    if args.storage is None and os.environ.get(STORAGE_ENV):
+        args.storage, args.storage_from = os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
+    budget = search.smoke if args.smoke else {}
+    if args.dataset is None:
+        args.dataset = smoke_dataset if args.smoke else search.dataset
+    if args.epochs is None:
+        args.epochs = budget.get("epochs", search.epochs)
+    if args.seeds is None:
+        args.seeds = budget.get("seeds", search.seeds)
+    if args.samples is None:
+        args.samples = budget.get("samples", search.samples)
+    return args
+
+
+def eval_settings(search: Search, args) -> EvalSettings:
+    """The search's EvalSettings with --smoke's sample counts and the flags applied
+    (BadInput on an unknown or bad setting)."""
+    changes: dict = dict(SMOKE_EVAL) if args.smoke else {}
+    if args.smoke:  # fitting GMM-100 and training the second stage take longest
+        changes["densities"] = tuple(d for d in search.evaluation.densities
+                                     if d not in SMOKE_SKIPS) or ("prior",)
+    try:
+        changes.update(parse_assignments("--eval-set", args.eval_set, EvalSettings()))
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if args.eval is not None:
+        changes["metrics"] = parse_groups(args.eval)
+    for flag in ("fid_samples", "features", "inception_weights"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    try:
+        settings = search.evaluation.replace(**changes)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if settings.inception_weights and not Path(settings.inception_weights).is_file():
+        raise BadInput(f"--inception-weights {settings.inception_weights}: no such file")
+    return settings
+
+
+def check_args(search: Search, args) -> None:
+    if args.dataset not in DATASETS:
+        raise BadInput(f"--dataset {args.dataset!r} is unknown; known: {', '.join(DATASETS)}")
+    for name, value, low in (("--epochs", args.epochs, 1), ("--seeds", args.seeds, 1),
+                             ("--workers-per-trial", args.workers_per_trial, 1),
+                             ("--samples", args.samples, 1), ("--image-every", args.image_every, 1),
+                             ("--checkpoint-every", args.checkpoint_every, 1),
+                             ("--max-concurrent", args.max_concurrent, 0)):
+        if value < low:
+            raise BadInput(f"{name} {value} must be >= {low}")
+    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
+        raise BadInput(f"--cpus-per-trial {args.cpus_per_trial} must be > 0")
+    if not (args.gpus_per_trial >= 0 and math.isfinite(args.gpus_per_trial)):
+        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0")
+    if args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial}: above 1 it must be whole")
+    if args.workers_per_trial > 1 and 0 < args.gpus_per_trial < 1:
+        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial "
+                       f"{args.workers_per_trial} would put two DDP ranks on one GPU, which NCCL "
+                       "refuses; give each worker a whole GPU")
+    if args.search == "optuna" and not search.space:
+        raise BadInput(f"--search optuna: {search.name} declares no space to sample; it runs "
+                       "its rows as a grid")
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise BadInput(f"--data-root {args.data_root}: no such folder; give the folder that "
+                       f"holds the data sets' folders (e.g. <root>/{args.dataset}), or create "
+                       "it for a download")
+    if search.metric.split("/")[0] not in ("val", "train"):
+        raise BadInput(f"metric {search.metric!r}: early stopping needs a per-epoch "
+                       "val/ or train/ metric")
+    if args.out and args.storage and args.storage_from == "--storage":
+        raise BadInput("--out and --storage: give one (--out is the run folder itself, "
+                       "--storage the folder in which each run gets its own)")
+    if args.out and "://" in args.out:
+        check_storage(args.out, "--out")
+    if args.storage and not args.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
+        args.storage = str(check_storage(args.storage, args.storage_from))
+    check_address(args.address)
+
+
+def check_storage(value: str, name: str) -> Path:
+    """A folder for run folders that exists, or whose parent does, and is writable (else
+    BadInput naming `name`, the flag or variable it came from)."""
+    if "://" in value:
+        # Tune could write trials to a bucket through pyarrow, but the driver writes
+        # search.json, the reports and the merged results, and the trials their TensorBoard
+        # events, with plain file calls
+        raise BadInput(f"{name} {value}: bucket URIs are not supported; mount the bucket as a "
+                       "file system on every node or use a shared file system (NFS, EFS) "
+                       f"path, e.g. {name} /mnt/shared/runs")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{name} {value}: {path} is a file, not a folder")
+    if not path.exists() and not path.parent.is_dir():
+        raise BadInput(f"{name} {value}: its parent folder {path.parent} does not exist; create "
+                       "it (on a cluster: mount the shared file system there on every node)")
+    existing = path if path.exists() else path.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"{name} {value}: {existing} is not writable by this user")
+    return path
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """The cluster's head answers at `address` before Ray is asked to join it: ray.init keeps
+    retrying an address where nothing listens (still retrying after 60 s when measured), and
+    Ray Client (ray://) would leave the run folder on this machine, not on the cluster."""
+    if not address or address == "auto":  # "auto" fails at once when there is no cluster
+        return
+    if "://" in address:
+        raise BadInput(f"--address {address}: give the head node's HOST:PORT (6379 by "
+                       "default), not a URI; Ray Client (ray://) is not supported: run the "
+                       "search on the cluster with ray job submit or ray exec")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [IPv6]:port
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--address {address}: expected the head node's HOST:PORT, e.g. "
+                       "10.0.0.5:6379, or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
+            answer = _grpc_probe(conn, timeout_s)
+    except OSError as e:
+        raise BadInput(f"--address {address}: nothing answers at {host}:{port} "
+                       f"({e.strerror or e}); start the cluster (ray up cluster.yaml, or ray "
+                       "start --head on its head node) and pass the head's address, or leave "
+                       "--address out to run on this machine") from None
+    if answer is not None:
+        raise BadInput(f"--address {address}: what answers there is not Ray's GCS ({answer}); "
+                       "give the head's GCS port (6379 by default; the dashboard and job API "
+                       "are 8265, Ray Client 10001)")
+
+
+def _grpc_probe(conn: socket.socket, timeout_s: float) -> str | None:
+    """None where the server at `conn` speaks HTTP/2, as Ray's GCS (gRPC) does; else what it
+    said instead. ray.init waits for minutes on a port where something else answers (e.g.
+    the dashboard's 8265 through a tunnel). A TLS cluster (RAY_USE_TLS) is not probed."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    # the HTTP/2 client preface and an empty SETTINGS frame; a server answers with its own
+    # SETTINGS frame (9-byte header, type 0x4)
+    conn.settimeout(timeout_s)
+    try:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        head = conn.recv(64)
+    except socket.timeout:
+        return f"no HTTP/2 answer within {timeout_s:g} s"
+    except OSError as e:
+        return f"the connection was dropped ({e.strerror or e})"
+    if len(head) >= 9 and head[3] == 4:
+        return None
+    if head.startswith(b"HTTP/"):
+        return f"an HTTP/1 server: {head.splitlines()[0].decode(errors='replace')!r}"
+    if head and all(32 <= b < 127 or b in b"\r\n\t" for b in head):
+        first = head.decode().splitlines()[0] if head.strip() else ""
+        return f"a text answer, e.g. an HTTP/1 server: {first[:40]!r}"
+    return ("it closed the connection without a word" if not head
+            else f"an unknown protocol: {head[:16]!r}")
+
+
+def parse_assignments(flag: str, pairs: list[str], defaults) -> dict:
+    """FIELD=VALUE pairs of a flag (--set, --eval-set) for the dataclass instance `defaults`,
+    each VALUE cast to its field's default's type (a tuple: comma-separated; None: text).
+    Raises ValueError, one line, on a pair that is malformed, names no field (with the
+    closest field's name for a misspelling) or does not cast."""
+    import dataclasses
+    import difflib
+    import re
+    fields = [f.name for f in dataclasses.fields(defaults)]
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            # a field with the wrong separator ("latent_dim:8", "latent_dim 8") or none
+            # ("latent_dim"): the name is right, the form is not, so say the form
+            name = re.match(r"\w*", pair)[0]
+            if name in fields:
+                default = getattr(defaults, name)
+                shown = (",".join(map(str, default)) if isinstance(default, tuple)
+                         else "VALUE" if default is None else default)
+                raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE, e.g. "
+                                 f"{name}={pair[len(name):].lstrip(':= ') or shown}")
+            key = name or pair  # the hint below names the misspelt field, not the whole pair
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ValueError(f"{flag} {pair!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(fields)}"
+                             + (f" (did you mean {key} -> {close[0]}?)" if close else ""))
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, tuple):
+                out[key] = tuple(v for v in value.split(",") if v)
+            elif default is None or isinstance(default, str):
+                out[key] = value
+            else:
+                out[key] = type(default)(value)
+        except ValueError:
+            raise ValueError(f"{flag} {pair!r}: {value!r} is not a valid "
+                             f"{type(default).__name__} for {key}") from None
+    return out

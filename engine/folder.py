@@ -1,0 +1,133 @@
+"""A search's run folder: where a new run goes (claimed atomically) or which one a resume
+finishes, and its search.json read back with its shape checked."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.cli import BadInput, check_storage
+
+if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
+    from engine.search import Search
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_folder(search: Search, args) -> Path:
+    """--out, else <storage>/<search>-<dataset>-<n>: with --resume the latest n (checked to be
+    a run folder); else the path a new run will claim (claim_run_folder)."""
+    if args.out:
+        out = Path(args.out).expanduser().resolve()
+        if not args.resume:
+            check_storage(str(out), "--out")  # its parent exists, it is writable
+    else:
+        runs = Path(args.storage) if args.storage else ROOT / "runs"
+        taken = _taken(runs, search.name, args.dataset)
+        if args.resume and not taken:
+            raise BadInput(f"--resume: no run of {search.name} on {args.dataset} in {runs}; "
+                           "pass --out <run folder>")
+        n = taken[-1] if args.resume else (taken[-1] + 1 if taken else 1)
+        out = runs / f"{search.name}-{args.dataset}-{n}"
+    if args.resume:
+        if not (out / "search.json").is_file():
+            raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
+        saved = _read_search_json(out)
+        workers = saved.get("resources", {}).get("workers", 1)
+        if workers != args.workers_per_trial:  # a different trainable cannot continue it
+            raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
+                           "same")
+    elif out.exists() and any(out.iterdir()):
+        raise BadInput(f"--out {out} already holds a run; pass --resume to finish it or "
+                       "choose another folder")
+    return out
+
+
+def _taken(runs: Path, name: str, dataset: str) -> list[int]:
+    pattern = re.compile(rf"^{re.escape(name)}-{re.escape(dataset)}-(\d+)$")
+    return sorted(int(m[1]) for p in (runs.iterdir() if runs.is_dir() else [])
+                  if (m := pattern.match(p.name)))
+
+
+CLAIM = {"claimed": True}  # search.json until the search writes its own (one Ray started)
+
+
+def claim_run_folder(search: Search, args, out: Path) -> Path:
+    """Take the new run's folder atomically, so that two searches started at once never share
+    one: a numbered folder is made with mkdir (never exist_ok), the next number if another
+    search made it first; then search.json is created exclusively (O_EXCL), which also decides
+    between two searches given the same --out. BadInput on a folder that cannot be written
+    (read-only or full file system, no permission)."""
+    try:
+        if args.out:
+            out.mkdir(exist_ok=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                try:
+                    out.mkdir()
+                    break
+                except FileExistsError:
+                    n = int(out.name.rsplit("-", 1)[1]) + 1
+                    out = out.parent / f"{search.name}-{args.dataset}-{n}"
+        fd = os.open(out / "search.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w") as f:
+            json.dump(CLAIM, f)
+    except FileExistsError:
+        raise BadInput(f"--out {out}: another search took this folder just now; choose "
+                       "another") from None
+    except OSError as e:  # EROFS, ENOSPC, EACCES, ...
+        raise BadInput(f"{'--out' if args.out else 'the run folder'} {out}: cannot be "
+                       f"written ({e.strerror or e}); free space or choose a writable "
+                       "folder (--out, --storage)") from None
+    return out
+
+
+def release_run_folder(out: Path) -> None:
+    """Give back a claimed folder that no search ran in (Ray did not start, ...)."""
+    try:
+        if json.loads((out / "search.json").read_text()) == CLAIM:
+            (out / "search.json").unlink()
+            out.rmdir()
+    except (OSError, ValueError):
+        pass
+
+
+def _read_search_json(out: Path) -> dict:
+    """A run folder's search.json, or BadInput (one line) if it does not parse or has not
+    the shape a search writes (an object with a data set, epochs, seeds and rows)."""
+    path = out / "search.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"--resume: {path} is unreadable ({e}); it is written "
+                       "atomically, so it was changed by hand: restore it") from None
+    if saved == CLAIM:
+        raise BadInput(f"--resume: {path} was claimed by a search that never started (Ray "
+                       "did not start, or its driver died at once); start a new run")
+    problem = _search_json_problem(saved)
+    if problem:
+        raise BadInput(f"--resume: {path} is not a search's record ({problem}); it was "
+                       "changed by hand: restore it")
+    return saved
+
+
+def _search_json_problem(saved) -> str | None:
+    """What is wrong with the shape of a search.json, or None."""
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not an object"
+    for key, kind in (("dataset", str), ("epochs", int), ("seeds", list), ("rows", list)):
+        if not isinstance(saved.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if not saved["rows"]:
+        return "'rows' is empty"
+    if not all(isinstance(r, dict) and isinstance(r.get("label"), str)
+               and isinstance(r.get("config"), dict) for r in saved["rows"]):
+        return "a row is not {\"label\": ..., \"config\": {...}}"
+    if not saved["seeds"] or not all(isinstance(x, int) for x in saved["seeds"]):
+        return "'seeds' is not a list of integers"
+    if not isinstance(saved.get("resources", {}), dict):
+        return "'resources' is not an object"
+    return None

@@ -1,0 +1,183 @@
+"""--resume: finish an interrupted run from its own files (search.json, the trials' folders
+and checkpoints), never from Tune's pickled state; and merge a continued trial's results."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import models
+from engine.cli import BadInput
+from engine.evaluate import EvalSettings
+from engine.files import STOPPED_FILE, write_text_atomic
+from engine.folder import _read_search_json
+
+
+def _resume(out: Path, args, rows: dict, seeds: list[int], metric: str, experiment) -> str:
+    """Finish an interrupted run from its own files only: every trial of the grid that is
+    missing, unfinished or errored continues from the newest checkpoint in its folder (loaded
+    weights_only); a sampled run's unfinished trials likewise, then the samples it still owes,
+    drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
+    run their writer's code) is never read. Returns "complete" or "interrupted"."""
+    if args.search == "grid":
+        todo = _trials_to_repair(out, rows, seeds)
+        owed = 0
+    else:
+        todo, told, owed = _sampled_to_continue(out, args.samples, metric)
+    print(f"resume: {len(todo)} trial(s) to finish"
+          + (f", {owed} more to sample" if owed else "")
+          + (": " + ", ".join(f"{label} seed {seed}" for label, seed, *_ in todo)
+             if todo and args.search == "grid" else ""), flush=True)
+    outcome = "complete"
+    if todo:
+        folders = [out / p[2] for p in todo if p[2]]
+        for folder in folders:
+            if (folder / "error.txt").exists():
+                (folder / "error.txt").replace(folder / "error-before-resume.txt")
+            (folder / STOPPED_FILE).unlink(missing_ok=True)
+            # Tune rewrites result.json with the new epochs: the earlier lines wait on disk
+            # (a driver killed during the resume loses nothing; the next resume merges them)
+            if (folder / "result.json").exists() and not (folder / BEFORE_RESUME).exists():
+                (folder / "result.json").replace(folder / BEFORE_RESUME)
+        try:
+            outcome = experiment(search_alg="grid", num_samples=1, pairs=todo)
+        finally:
+            for folder in folders:
+                with contextlib.suppress(OSError):  # a full disk: the next resume merges
+                    _merge_results(folder)
+    if owed and outcome == "complete":
+        _, told, owed = _sampled_to_continue(out, args.samples, metric)
+        outcome = experiment(search_alg=args.search, num_samples=owed, told=told)
+    return outcome
+
+
+def _sampled_to_continue(out: Path, samples: int, metric: str):
+    """A sampled run's unfinished trials as [label, seed, folder, their sampled config], the
+    finished ones' ({"config/<field>": value}, last value of `metric`) for the searcher, and
+    how many samples are still owed."""
+    from engine.report import load_trials
+    trials = load_trials(out)
+    todo, told = [], []
+    for _, t in trials.iterrows():
+        params = json.loads((out / t["trial"] / "params.json").read_text())
+        if t["status"] in ("completed", "diverged", "stopped early"):
+            value = t.get(metric)
+            told.append(({f"config/{k}": v for k, v in params["config"].items()},
+                         None if value is None or not math.isfinite(value) else float(value)))
+        else:
+            todo.append([params["label"], params["seed"], t["trial"], params["config"]])
+    return todo, told, max(0, samples - len(trials))
+
+
+BEFORE_RESUME = "result-before-resume.json"
+
+
+def _saved_settings(out: Path, args) -> tuple[dict, dict, EvalSettings]:
+    """A resumed run's own rows, seeds, data set, budget and evaluation, from search.json:
+    the trials a resume continues or repairs are the run's, whatever the flags say now."""
+    saved = _read_search_json(out)
+    try:
+        rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
+    except (KeyError, TypeError, ValueError) as e:  # e.g. a field this version dropped
+        raise BadInput(f"--resume: {out / 'search.json'} holds a row this version cannot "
+                       f"build ({e}); finish it with the commit it names") from None
+    data_options = {r["label"]: r["data"] for r in saved["rows"] if r.get("data")}
+    args.dataset, args.epochs, args.saved_seeds = (saved["dataset"], saved["epochs"],
+                                                   list(saved["seeds"]))
+    args.image_every = saved.get("image_every", args.image_every)
+    args.data_root = args.data_root or saved.get("data_root")  # the data may have moved
+    args.checkpoint_every = saved.get("checkpoint_every", args.checkpoint_every)
+    # how the trials were sampled, scheduled and sized: a resume that mixed today's flags in
+    # would repair a sampled run as a grid, or restore trials with other resources
+    args.search = saved.get("search", args.search)
+    args.scheduler = saved.get("scheduler", args.scheduler)
+    args.samples = saved.get("samples", args.samples)
+    args.max_concurrent = saved.get("max_concurrent", args.max_concurrent)
+    res = saved.get("resources", {})
+    args.cpus_per_trial = res.get("cpu", args.cpus_per_trial)
+    args.gpus_per_trial = res.get("gpu", args.gpus_per_trial)
+    evaluation = EvalSettings.from_dict(saved.get("evaluation"))
+    print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
+          f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, "
+          f"--search {args.search}, --scheduler {args.scheduler}, evaluation "
+          f"{','.join(evaluation.metrics) or 'none'}; flags given now other than --address "
+          "and --data-root are ignored", flush=True)
+    return rows, data_options, evaluation
+
+
+def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
+                      ) -> list[list]:
+    """[label, seed, trial folder or None, None] of the grid's trials a resume must finish:
+    those without a folder, and those neither completed, diverged nor stopped by the
+    scheduler (unfinished or errored), each from its folder with the most epochs. A (row,
+    seed) with any ended folder is left alone."""
+    from engine.report import load_trials
+    trials = load_trials(out)
+    repair = []
+    for label in rows:
+        for seed in seeds:
+            mine = trials[(trials["label"] == label) & (trials["seed"] == seed)]
+            if mine["status"].isin(["completed", "diverged", "stopped early"]).any():
+                continue
+            if mine.empty:
+                repair.append([label, seed, None, None])
+                continue
+            best = mine.sort_values("epochs_done", ascending=False)
+            repair.append([label, seed, best["trial"].iloc[0], None])
+    return repair
+
+
+def _merge_results(folder: Path) -> None:
+    """Put a continued trial's earlier result lines (kept in BEFORE_RESUME) before its new
+    ones (those before its first new epoch), each epoch once (a retried trial's later line
+    wins; unreadable lines, from a driver killed mid-write, are dropped), and write its
+    progress.csv again from them, with the columns of its header."""
+    def read(path: Path) -> list[dict]:
+        lines = []
+        for text in (path.read_text().splitlines() if path.exists() else []):
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                continue
+        return lines
+    old_path, new_path = folder / BEFORE_RESUME, folder / "result.json"
+    if not old_path.exists():
+        return
+    old, new = read(old_path), read(new_path)
+    first = new[0].get("epoch", 0) if new else float("inf")
+    by_epoch = {}
+    for line in [x for x in old if x.get("epoch", 0) < first] + new:
+        by_epoch.pop(line.get("epoch", 0), None)  # the later line wins, in its place
+        by_epoch[line.get("epoch", 0)] = line
+    lines = list(by_epoch.values())
+    write_text_atomic(new_path, "".join(json.dumps(x) + "\n" for x in lines))
+    _write_progress_csv(folder / "progress.csv", lines)
+    old_path.unlink()
+
+
+def _write_progress_csv(path: Path, lines: list[dict]) -> None:
+    """progress.csv of `lines` with the columns of its existing header (else of the first
+    line), nested values flattened as Tune's CSV logger does ("config/beta")."""
+    import csv
+    import io
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}/"))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    rows = [flat({k: v for k, v in x.items() if k != "config"}) for x in lines]
+    header = None
+    if path.exists():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    header = header or (list(rows[0]) if rows else [])
+    text = io.StringIO()
+    writer = csv.DictWriter(text, header, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
