@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
+from engine.spec import TrialSpec  # noqa: E402
 from engine.evaluate import EvalSettings, evaluate  # noqa: E402
 from engine.tensorboard import TrialBoard  # noqa: E402
 from engine.trial import train_epoch  # noqa: E402
@@ -43,11 +44,13 @@ def main() -> None:
     model.eval()
     settings = EvalSettings(metrics=("fid",), densities=("prior", "second_stage"),
                             fid_samples=2_000)
-    params = {"label": "2-Stage-VAE", "seed": 0, "config": cfg.to_dict()}
+    spec = TrialSpec.from_params({"label": "2-Stage-VAE", "seed": 0, "config": cfg.to_dict(),
+                                  "dataset": "digits", "epochs": 5, "metric": "val/mse",
+                                  "mode": "min"})
 
     def trial_end(reuse: bool) -> float:
         with tempfile.TemporaryDirectory() as folder:
-            board = TrialBoard(folder, params, data, 1)
+            board = TrialBoard(folder, spec, data, 1)
             start = time.perf_counter()
             drawn: dict = {}
             evaluate(model, data, settings=settings, seed=0, drawn=drawn)

@@ -34,7 +34,7 @@ def run_folder(search: Search, args) -> Path:
     if args.resume:
         if not (out / "search.json").is_file():
             raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
-        saved = _read_search_json(out)
+        saved = read_search_json(out)
         workers = saved.get("resources", {}).get("workers", 1)
         if workers != args.workers_per_trial:  # a different trainable cannot continue it
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
@@ -95,7 +95,7 @@ def release_run_folder(out: Path) -> None:
         pass
 
 
-def _read_search_json(out: Path) -> dict:
+def read_search_json(out: Path) -> dict:
     """A run folder's search.json, or BadInput (one line) if it does not parse or has not
     the shape a search writes (an object with a data set, epochs, seeds and rows)."""
     path = out / "search.json"

@@ -33,7 +33,6 @@ os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 import csv  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
@@ -452,6 +451,22 @@ def _scheduler(name: str, epochs: int):
     # on the epoch, not Tune's iteration count, which restarts when a DDP trial is retried
     return RecordingASHA(time_attr="epoch", max_t=epochs,
                          grace_period=max(1, epochs // 9), reduction_factor=3)
+
+
+def space_corners(space: dict) -> list[dict]:
+    """Config overrides at the corners of a space of ray.tune domains (at most 64), to
+    validate before starting."""
+    from ray.tune.search.sample import Categorical
+    points = [{}]
+    for k, dom in space.items():
+        values = dom.categories if isinstance(dom, Categorical) else [dom.lower, dom.upper]
+        points = [{**p, k: v} for p in points for v in values][:64]
+    return points
+
+
+def grid(values) -> dict:
+    """Tune's grid over `values` (a param space entry)."""
+    return tune.grid_search(list(values))
 
 
 def describe_space(space: dict) -> dict[str, str]:

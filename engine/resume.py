@@ -7,28 +7,24 @@ import json
 import math
 from pathlib import Path
 
-import models
-from engine.cli import BadInput
-from engine.evaluate import EvalSettings
 from engine.files import STOPPED_FILE, write_text_atomic
-from engine.folder import _read_search_json
 
 
-def _resume(out: Path, args, rows: dict, seeds: list[int], metric: str, experiment) -> str:
+def resume(out: Path, spec, experiment) -> str:
     """Finish an interrupted run from its own files only: every trial of the grid that is
     missing, unfinished or errored continues from the newest checkpoint in its folder (loaded
     weights_only); a sampled run's unfinished trials likewise, then the samples it still owes,
     drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
     run their writer's code) is never read. Returns "complete" or "interrupted"."""
-    if args.search == "grid":
-        todo = _trials_to_repair(out, rows, seeds)
+    if spec.search == "grid":
+        todo = _trials_to_repair(out, spec.configs, spec.seeds)
         owed = 0
     else:
-        todo, told, owed = _sampled_to_continue(out, args.samples, metric)
+        todo, told, owed = _sampled_to_continue(out, spec.samples, spec.metric)
     print(f"resume: {len(todo)} trial(s) to finish"
           + (f", {owed} more to sample" if owed else "")
           + (": " + ", ".join(f"{label} seed {seed}" for label, seed, *_ in todo)
-             if todo and args.search == "grid" else ""), flush=True)
+             if todo and spec.search == "grid" else ""), flush=True)
     outcome = "complete"
     if todo:
         folders = [out / p[2] for p in todo if p[2]]
@@ -45,10 +41,10 @@ def _resume(out: Path, args, rows: dict, seeds: list[int], metric: str, experime
         finally:
             for folder in folders:
                 with contextlib.suppress(OSError):  # a full disk: the next resume merges
-                    _merge_results(folder)
+                    merge_results(folder)
     if owed and outcome == "complete":
-        _, told, owed = _sampled_to_continue(out, args.samples, metric)
-        outcome = experiment(search_alg=args.search, num_samples=owed, told=told)
+        _, told, owed = _sampled_to_continue(out, spec.samples, spec.metric)
+        outcome = experiment(search_alg=spec.search, num_samples=owed, told=told)
     return outcome
 
 
@@ -73,39 +69,6 @@ def _sampled_to_continue(out: Path, samples: int, metric: str):
 BEFORE_RESUME = "result-before-resume.json"
 
 
-def _saved_settings(out: Path, args) -> tuple[dict, dict, EvalSettings]:
-    """A resumed run's own rows, seeds, data set, budget and evaluation, from search.json:
-    the trials a resume continues or repairs are the run's, whatever the flags say now."""
-    saved = _read_search_json(out)
-    try:
-        rows = {r["label"]: models.Config.from_dict(r["config"]) for r in saved["rows"]}
-    except (KeyError, TypeError, ValueError) as e:  # e.g. a field this version dropped
-        raise BadInput(f"--resume: {out / 'search.json'} holds a row this version cannot "
-                       f"build ({e}); finish it with the commit it names") from None
-    data_options = {r["label"]: r["data"] for r in saved["rows"] if r.get("data")}
-    args.dataset, args.epochs, args.saved_seeds = (saved["dataset"], saved["epochs"],
-                                                   list(saved["seeds"]))
-    args.image_every = saved.get("image_every", args.image_every)
-    args.data_root = args.data_root or saved.get("data_root")  # the data may have moved
-    args.checkpoint_every = saved.get("checkpoint_every", args.checkpoint_every)
-    # how the trials were sampled, scheduled and sized: a resume that mixed today's flags in
-    # would repair a sampled run as a grid, or restore trials with other resources
-    args.search = saved.get("search", args.search)
-    args.scheduler = saved.get("scheduler", args.scheduler)
-    args.samples = saved.get("samples", args.samples)
-    args.max_concurrent = saved.get("max_concurrent", args.max_concurrent)
-    res = saved.get("resources", {})
-    args.cpus_per_trial = res.get("cpu", args.cpus_per_trial)
-    args.gpus_per_trial = res.get("gpu", args.gpus_per_trial)
-    evaluation = EvalSettings.from_dict(saved.get("evaluation"))
-    print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
-          f"{len(args.saved_seeds)} seeds on {args.dataset}, {args.epochs} epochs, "
-          f"--search {args.search}, --scheduler {args.scheduler}, evaluation "
-          f"{','.join(evaluation.metrics) or 'none'}; flags given now other than --address "
-          "and --data-root are ignored", flush=True)
-    return rows, data_options, evaluation
-
-
 def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
                       ) -> list[list]:
     """[label, seed, trial folder or None, None] of the grid's trials a resume must finish:
@@ -128,7 +91,7 @@ def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
     return repair
 
 
-def _merge_results(folder: Path) -> None:
+def merge_results(folder: Path) -> None:
     """Put a continued trial's earlier result lines (kept in BEFORE_RESUME) before its new
     ones (those before its first new epoch), each epoch once (a retried trial's later line
     wins; unreadable lines, from a driver killed mid-write, are dropped), and write its

@@ -19,14 +19,15 @@ GRID = 16  # images per grid row
 
 
 class TrialBoard:
-    def __init__(self, trial_dir: str, params: dict, data, start_epoch: int):
+    def __init__(self, trial_dir: str, spec, data, start_epoch: int):
+        """`spec`: the trial's engine.spec.TrialSpec."""
         # purge_step drops what a crashed run logged after its last checkpoint
         self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
                                     purge_step=start_epoch)
-        self.params, self.data = params, data
-        self.every = max(1, int(params.get("image_every", 10)))
+        self.spec, self.data = spec, data
+        self.every = spec.image_every
         self.fixed = data.val.images[:GRID]  # the same inputs every time: (16, C, H, W)
-        self.prior_z = torch.randn(GRID, models.resolve(params["config"]).latent_dim,
+        self.prior_z = torch.randn(GRID, spec.config.latent_dim,
                                    generator=torch.Generator().manual_seed(0))
 
     def epoch(self, model, metrics: dict, epoch: int, final: bool,
@@ -74,7 +75,7 @@ class TrialBoard:
         if not fitted:  # the evaluation sampled no fitted density: the config's, here
             # fitting may train (a second-stage VAE), so no no_grad around it
             density = models.fit_density(model, self.data.train.images.to(dev),
-                                         seed=self.params["seed"])
+                                         seed=self.spec.seed)
             fitted = {model.cfg.density: density.sample(2 * GRID, seed=0)}
         for name, z in fitted.items():  # decoded as the FID decoded them (VQ: through a code)
             with torch.no_grad():
@@ -83,9 +84,9 @@ class TrialBoard:
                                   make_grid(x.clamp(0, 1).cpu(), nrow=GRID), epoch)
 
     def _hparams(self, metrics: dict) -> None:
-        hp = {"label": self.params["label"], "seed": self.params["seed"],
+        hp = {"label": self.spec.label, "seed": self.spec.seed,
               **{k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                 for k, v in self.params["config"].items()}}
+                 for k, v in self.spec.params["config"].items()}}
         final = {f"final/{k}": v for k, v in metrics.items()
                  if isinstance(v, float) and k.split("/")[0] in ("val", "test", "eval")}
         writer = self.writer._get_file_writer()

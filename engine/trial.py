@@ -22,7 +22,8 @@ import torch
 
 import models
 from engine.data import apply_options, load_dataset
-from engine.evaluate import EvalSettings, evaluate, psnr, reconstruction_mse
+from engine.evaluate import evaluate, psnr, reconstruction_mse
+from engine.spec import TrialSpec
 from engine.tensorboard import TrialBoard
 
 STATE_FILE = "state.pt"
@@ -112,11 +113,9 @@ def run_trial(params: dict, session: Session) -> None:
     "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" and,
     for a row with data options, "data" (e.g. noise added to the images, engine/data.py).
     """
-    seed, epochs = params["seed"], params["epochs"]
-    cfg = models.resolve(params["config"])
-    data = apply_options(load_dataset(params["dataset"], params.get("data_root")),
-                         params.get("data"))
-    evaluation = EvalSettings.from_dict(params.get("evaluation"))  # bad settings fail now
+    spec = TrialSpec.from_params(params)  # bad settings fail now
+    seed, epochs, cfg = spec.seed, spec.epochs, spec.config
+    data = apply_options(load_dataset(spec.dataset, spec.data_root), spec.data)
     dev = session.device
     torch.manual_seed(seed)  # the same initial weights for a seed on any worker
     model = models.build(cfg, data.image_shape).to(dev)
@@ -147,7 +146,7 @@ def run_trial(params: dict, session: Session) -> None:
             return
     net = session.wrap(model)
     train, val = data.train.images.to(dev), data.val.images.to(dev)
-    board = TrialBoard(session.trial_dir, params, data, start) if session.rank == 0 else None
+    board = TrialBoard(session.trial_dir, spec, data, start) if session.rank == 0 else None
     drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
     try:
         for epoch in range(start, epochs + 1):
@@ -164,7 +163,7 @@ def run_trial(params: dict, session: Session) -> None:
                                session.all_reduce, dev):
                     raise Diverged("non-finite validation error")
             except Diverged:
-                session.report(_diverged(last, epoch, params), None)
+                session.report(_diverged(last, epoch, spec.metric, spec.mode), None)
                 return
             monitored.append(terms["loss_last_batch"])
             took = time.perf_counter() - t0
@@ -180,14 +179,13 @@ def run_trial(params: dict, session: Session) -> None:
                        "time/epoch_s": took, "time/epoch_mean_s": mean}
             if epoch == epochs:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
-                    metrics.update(evaluate(model, data, dev, evaluation, seed=seed,
+                    metrics.update(evaluate(model, data, dev, spec.evaluation, seed=seed,
                                             out_dir=session.trial_dir, drawn=drawn))
                 metrics["status"] = "completed"
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
             last = metrics
-            every = params.get("checkpoint_every", 1)
-            if epoch % every == 0 or epoch == epochs:
+            if epoch % spec.checkpoint_every == 0 or epoch == epochs:
                 _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored)
             else:  # a checkpoint costs ~10 ms: on tiny epochs the user may space them out
                 session.report(metrics, None)
@@ -196,15 +194,14 @@ def run_trial(params: dict, session: Session) -> None:
             board.close()
 
 
-def _diverged(last: dict, epoch: int, params: dict) -> dict:
+def _diverged(last: dict, epoch: int, metric: str, mode: str) -> dict:
     """The last finite metrics, marked, with the stopping metric at its worst, so that ASHA
     and Optuna never take a diverging configuration for a good one; its last finite value
     stays under "diverged/<metric>"."""
-    metric = params["metric"]
     out = dict(last)
     if metric in last:
         out[f"diverged/{metric}"] = last[metric]
-    out[metric] = math.inf if params["mode"] == "min" else -math.inf
+    out[metric] = math.inf if mode == "min" else -math.inf
     out.update(epoch=epoch, status="diverged", diverged_at_epoch=epoch)
     return out
 

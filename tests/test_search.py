@@ -20,7 +20,7 @@ import torch
 import models
 from engine.report import load_trials
 from engine.cli import parse_args
-from engine.resume import _saved_settings
+from engine.spec import load
 from engine.search import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,10 +364,10 @@ def test_resume_takes_the_runs_own_search_scheduler_and_resources(tmp_path):
         "rows": [{"label": "UAE", "config": models.PRESETS["UAE"].to_dict()}]}))
     args = parse_args(SEARCH, ["--resume", "--out", str(tmp_path), "--scheduler", "fifo",
                                "--cpus-per-trial", "1", "--samples", "2"])
-    rows, _, _ = _saved_settings(tmp_path, args)
-    assert list(rows) == ["UAE"]
-    assert (args.search, args.samples, args.scheduler, args.max_concurrent,
-            args.cpus_per_trial) == ("optuna", 7, "asha", 3, 2.0)
+    spec = load(tmp_path, SEARCH, args)
+    assert list(spec.configs) == ["UAE"]
+    assert (spec.search, spec.samples, spec.scheduler, spec.max_concurrent,
+            spec.resources.cpu) == ("optuna", 7, "asha", 3, 2.0)
 
 
 def test_an_unreadable_search_json_on_resume_is_one_line_and_exit_2(tmp_path, capsys):
@@ -397,19 +397,44 @@ def test_studies_default_to_mnist5k_with_an_mlp_and_smoke_runs_to_digits():
     builds the MLP (EMBEDDED_ARCH); --smoke trains on the 8x8 digits unless --dataset says
     otherwise; a row's or --set's own arch, and a real data set's auto pick, are kept."""
     sys.path.insert(0, str(ROOT))
-    from engine.search import resolve_rows
+    from engine.spec import resolve_rows
     from searches.ablation_uae import SEARCH
+
+    def configs(args, shape):
+        return {r.label: r.config for r in resolve_rows(SEARCH, args, shape)}
     assert parse_args(SEARCH, []).dataset == "mnist5k"
     assert parse_args(SEARCH, ["--smoke"]).dataset == "digits"
     assert parse_args(SEARCH, ["--smoke", "--dataset", "mnist5k"]).dataset == "mnist5k"
     args = parse_args(SEARCH, ["--rows", "VAE,UAE"])
-    rows = resolve_rows(SEARCH, args, (1, 28, 28))
+    rows = configs(args, (1, 28, 28))
     assert {c.arch for c in rows.values()} == {"mlp"}
     assert rows["UAE"].name == "UAE-code"  # the code's reading (the note says so)
-    conv = resolve_rows(SEARCH, parse_args(SEARCH, ["--rows", "VAE", "--set", "arch=conv28"]),
-                        (1, 28, 28))
+    conv = configs(parse_args(SEARCH, ["--rows", "VAE", "--set", "arch=conv28"]), (1, 28, 28))
     assert conv["VAE"].arch == "conv28"
-    real = resolve_rows(SEARCH, parse_args(SEARCH, ["--rows", "VAE", "--dataset", "mnist"]),
-                        (1, 28, 28))
+    real = configs(parse_args(SEARCH, ["--rows", "VAE", "--dataset", "mnist"]), (1, 28, 28))
     assert real["VAE"].arch == "auto"  # builds conv28 for 28x28, the papers' net
     assert models.build(real["VAE"], (1, 28, 28)).arch == "conv28"
+
+
+def test_a_run_folder_written_before_the_run_spec_reports_and_resumes(tmp_path):
+    """tests/data/run_before_spec: search.json and a completed trial's files as main wrote
+    them before engine/spec.py (9b14986: `ablation_uae.py --smoke --rows VAE,UAE`, the UAE
+    trial's folder then removed). The report reads it; --resume runs the missing trial only,
+    with the run's own settings, and leaves the finished one's results as they were."""
+    out = tmp_path / "run"
+    shutil.copytree(ROOT / "tests/data/run_before_spec", out)
+    kept = out / "VAE_seed0_b4ee8_00000" / "result.json"
+    before = kept.read_bytes()
+    report = subprocess.run([sys.executable, "-m", "engine", "report", str(out)], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "trials: 1 (1 completed)" in report.stdout
+    proc = search(["--resume", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resume: 1 trial(s) to finish: UAE seed 0" in proc.stdout
+    trials = load_trials(out)
+    assert sorted(trials["label"]) == ["UAE", "VAE"]
+    assert set(trials["status"]) == {"completed"}
+    assert kept.read_bytes() == before
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["git"].startswith("9b14986")  # a resume never rewrites the run's record

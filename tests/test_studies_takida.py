@@ -21,7 +21,8 @@ from engine.data import (CELLS, NOISE_PARTITIONS, Dataset, Split, add_noise, app
                          check_options, load_digits)
 from engine.evaluate import EvalSettings, evaluate
 from engine.report import load_trials
-from engine.search import BadInput, Search, row_data
+from engine.search import BadInput, Search
+from engine.spec import row_data
 from searches import papers
 
 from test_studies import ENV, ROOT, search_of, study  # the other studies' helpers

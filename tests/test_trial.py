@@ -284,11 +284,12 @@ def test_the_board_decodes_the_drawn_latents_and_fits_only_when_none_were_drawn(
     from torchvision.utils import make_grid
 
     from engine.data import load_dataset
+    from engine.spec import TrialSpec
     from engine.tensorboard import GRID, TrialBoard
     data = load_dataset("digits")
     p = params()
     model = models.build(models.resolve(p["config"]), data.image_shape).eval()
-    board = TrialBoard(str(tmp_path), p, data, 1)
+    board = TrialBoard(str(tmp_path), TrialSpec.from_params(p), data, 1)
     board.writer.add_image = kept = _Images()
     z = torch.randn(300, model.cfg.latent_dim, generator=torch.Generator().manual_seed(1))
     monkeypatch.setattr(models, "fit_density", lambda *a, **k: pytest.fail("fitted again"))

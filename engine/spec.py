@@ -1,0 +1,371 @@
+"""The run spec: every setting of one search run, typed and frozen, built once and saved.
+
+`prepare(search, args)` builds it from a study's `Search` and its command line, checking each
+setting (BadInput, one line) before anything starts, and claims the run's folder; for --resume
+it is loaded from the run folder's search.json instead (the run's own settings, whatever the
+flags say now). `RunSpec.to_json()` is search.json; `trial_space()` the constants every
+trial's params hold (Tune stores them as the trial's params.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import models
+from engine.cli import BadInput, check_args, eval_settings, parse_assignments
+from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
+                         dataset_shape, embedded_arch, load_dataset)
+from engine.evaluate import EvalSettings
+from engine.files import write_json_atomic
+from engine.folder import ROOT, claim_run_folder, read_search_json, run_folder
+
+if TYPE_CHECKING:
+    from engine.search import Search
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row as a study declares it: a preset (a name or a Config), the fields it changes,
+    and the data options it trains and is evaluated on (engine/data.py check_options, e.g.
+    {"noise": {"partition": "spatial", "variance": 0.1}}), or None."""
+    preset: str | models.Config
+    fields: dict = field(default_factory=dict)
+    data: dict | None = None
+
+    @classmethod
+    def of(cls, declared) -> "Row":
+        """A Search.rows value: a Row, a preset name, a Config, (preset, {field: value}) or
+        (preset, {field: value}, data options)."""
+        if isinstance(declared, Row):
+            return declared
+        if isinstance(declared, tuple):
+            return cls(*declared)
+        return cls(declared)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A row of the run: its label, the resolved Config, the preset it names by itself where
+    that is not its label (the report says which rows run a preset of another name), and its
+    data options."""
+    label: str
+    config: models.Config
+    preset: str | None = None
+    data: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "config": self.config.to_dict(),
+                **({"preset": self.preset} if self.preset else {}),
+                **({"data": self.data} if self.data else {})}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per DDP worker: CPUs and GPUs (fractions pack trials on one GPU); workers per trial."""
+    cpu: float = 1.0
+    gpu: float = 0.0
+    workers: int = 1
+
+    def to_json(self) -> dict:
+        return {"cpu": self.cpu, "gpu": self.gpu, "workers": self.workers}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a search, as search.json records it."""
+    name: str
+    title: str
+    dataset: str
+    data_root: str | None  # as given (absolute), None: each node's own $VAE_DATA_ROOT
+    epochs: int
+    seeds: tuple[int, ...]
+    metric: str
+    mode: str
+    scheduler: str  # "fifo" | "asha"
+    search: str  # "grid" | "optuna"
+    rows: tuple[RunRow, ...]
+    table_metrics: tuple[str, ...]
+    paper: dict | None
+    samples: int  # trials of a sampled search
+    space: dict | None  # a sampled search's space as Optuna distributions (JSON)
+    max_concurrent: int  # 0: as resources allow
+    evaluation: EvalSettings
+    image_every: int
+    checkpoint_every: int
+    resources: Resources
+    git: str
+    argv: tuple[str, ...]
+    # config field -> ray.tune domain: the Search's space that Optuna samples (the study's
+    # live objects, not saved: search.json keeps `space`, their description)
+    sampled: dict | None = field(default=None, compare=False)
+
+    @property
+    def configs(self) -> dict[str, models.Config]:
+        return {r.label: r.config for r in self.rows}
+
+    @property
+    def data_options(self) -> dict[str, dict]:
+        """label -> data options of the rows that have any."""
+        return {r.label: r.data for r in self.rows if r.data}
+
+    def to_json(self) -> dict:
+        """search.json (its keys in the order runs have always written them)."""
+        return {
+            "name": self.name, "title": self.title, "dataset": self.dataset,
+            "data_root": self.data_root, "epochs": self.epochs, "seeds": list(self.seeds),
+            "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
+            "search": self.search, "rows": [r.to_json() for r in self.rows],
+            "table_metrics": list(self.table_metrics), "paper": self.paper,
+            **({"samples": self.samples, "space": self.space}
+               if self.search == "optuna" else {}),
+            "max_concurrent": self.max_concurrent, "evaluation": self.evaluation.to_dict(),
+            "image_every": self.image_every, "checkpoint_every": self.checkpoint_every,
+            "resources": self.resources.to_json(), "git": self.git, "argv": list(self.argv)}
+
+    def save(self, out: Path) -> None:
+        write_json_atomic(out / "search.json", self.to_json())
+
+    def trial_space(self) -> dict:
+        """What every trial's params hold besides its label, seed, config and data."""
+        return {"label": None, "seed": None, "dataset": self.dataset,
+                "data_root": self.data_root, "epochs": self.epochs, "metric": self.metric,
+                "mode": self.mode, "image_every": self.image_every,
+                "checkpoint_every": self.checkpoint_every,
+                "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json()}
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial, typed: what its params hold (Tune stores them as the trial's params.json;
+    `params` keeps them as they came, for the checkpoint and TensorBoard's hyperparameters)."""
+    label: str
+    seed: int
+    config: models.Config
+    dataset: str
+    data_root: str | None
+    epochs: int
+    metric: str
+    mode: str
+    image_every: int
+    checkpoint_every: int
+    evaluation: EvalSettings
+    resources: Resources
+    data: dict | None
+    params: dict = field(compare=False, repr=False)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TrialSpec":
+        """A trial's params (RunSpec.trial_space with its label, seed, config and data); the
+        keys an older run did not write take their defaults. Bad evaluation settings or a
+        bad config raise ValueError here, before anything trains."""
+        res = params.get("resources") or {}
+        return cls(
+            label=params["label"], seed=params["seed"], config=models.resolve(params["config"]),
+            dataset=params["dataset"], data_root=params.get("data_root"),
+            epochs=params["epochs"], metric=params["metric"], mode=params["mode"],
+            image_every=max(1, int(params.get("image_every", 10))),
+            checkpoint_every=params.get("checkpoint_every", 1),
+            evaluation=EvalSettings.from_dict(params.get("evaluation")),
+            resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
+            data=params.get("data"), params=params)
+
+
+def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path]:
+    """The run's spec and folder, every setting checked (BadInput, one line): a new run's
+    from the search and its flags, its folder claimed; a resumed run's from its search.json."""
+    check_args(search, args)
+    evaluation = eval_settings(search, args)
+    out = run_folder(search, args)
+    if args.resume:  # the run's own rows, data set, budget and evaluation
+        spec = load(out, search, args)
+        return dataclasses.replace(spec, data_root=_check_files(spec.dataset, spec.data_root)), out
+    data_root = _check_files(args.dataset, args.data_root)
+    shape = dataset_shape(args.dataset)
+    rows = resolve_rows(search, args, shape)
+    space_json = _check_space(search, rows, shape) if args.search == "optuna" else None
+    spec = RunSpec(
+        name=search.name, title=search.title, dataset=args.dataset, data_root=data_root,
+        epochs=args.epochs, seeds=tuple(range(args.seeds)), metric=search.metric,
+        mode=search.mode, scheduler=args.scheduler, search=args.search, rows=rows,
+        table_metrics=tuple(search.table_metrics), paper=search.paper, samples=args.samples,
+        space=space_json, max_concurrent=args.max_concurrent,
+        evaluation=_resolve_features(evaluation, args.dataset, shape),
+        image_every=args.image_every, checkpoint_every=args.checkpoint_every,
+        resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial),
+        git=git_commit(),
+        argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space)
+    return spec, claim_run_folder(search, args, out)
+
+
+def load(out: Path, search: Search, args) -> RunSpec:
+    """A resumed run's spec from its search.json: its own rows, seeds, data set, budget,
+    evaluation, sampling, scheduling and resources, whatever the flags say now (a resume that
+    mixed today's flags in would repair a sampled run as a grid, or restore trials with other
+    resources). The data root given now wins (the data may have moved); a key that an older
+    run did not write takes the flag's value."""
+    saved = read_search_json(out)
+    try:
+        rows = tuple(RunRow(r["label"], models.Config.from_dict(r["config"]), r.get("preset"),
+                            r.get("data") or None) for r in saved["rows"])
+    except (KeyError, TypeError, ValueError) as e:  # e.g. a field this version dropped
+        raise BadInput(f"--resume: {out / 'search.json'} holds a row this version cannot "
+                       f"build ({e}); finish it with the commit it names") from None
+    res = saved.get("resources", {})
+    given = Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial)
+    spec = RunSpec(
+        name=saved.get("name", search.name), title=saved.get("title", search.title),
+        dataset=saved["dataset"], data_root=args.data_root or saved.get("data_root"),
+        epochs=saved["epochs"], seeds=tuple(saved["seeds"]),
+        metric=saved.get("metric", search.metric), mode=saved.get("mode", search.mode),
+        scheduler=saved.get("scheduler", args.scheduler),
+        search=saved.get("search", args.search), rows=rows,
+        table_metrics=tuple(saved.get("table_metrics", search.table_metrics)),
+        paper=saved.get("paper"), samples=saved.get("samples", args.samples),
+        space=saved.get("space"), max_concurrent=saved.get("max_concurrent", args.max_concurrent),
+        evaluation=EvalSettings.from_dict(saved.get("evaluation")),
+        image_every=saved.get("image_every", args.image_every),
+        checkpoint_every=saved.get("checkpoint_every", args.checkpoint_every),
+        resources=Resources(res.get("cpu", given.cpu), res.get("gpu", given.gpu),
+                            given.workers),  # workers: run_folder checked they match
+        git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),
+        sampled=search.space)
+    print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
+          f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
+          f"--search {spec.search}, --scheduler {spec.scheduler}, evaluation "
+          f"{','.join(spec.evaluation.metrics) or 'none'}; flags given now other than "
+          "--address and --data-root are ignored", flush=True)
+    return spec
+
+
+def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, ...]:
+    """Every row (or --rows') as a validated Config that builds for images of `shape`, with
+    its data options checked for the data set (else BadInput)."""
+    try:
+        overrides = parse_assignments("--set", args.set, models.Config())
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    labels = list(search.rows)
+    if args.rows is not None:
+        wanted = [s.strip() for s in args.rows.split(",") if s.strip()]
+        if not wanted:
+            raise BadInput(f"--rows {args.rows!r} names no row; give comma-separated labels "
+                           f"(rows of {search.name}: {', '.join(labels)}) or leave it out for "
+                           "every row")
+        unknown = [w for w in wanted if w not in search.rows]
+        if unknown:
+            raise BadInput(f"--rows: unknown row {unknown[0]!r}; rows of {search.name}: "
+                           f"{', '.join(labels)}")
+        labels = wanted
+    out = []
+    for label in labels:
+        row = Row.of(search.rows[label])
+        try:
+            cfg = embedded_arch(models.resolve(row.preset, **{**row.fields, **overrides}),
+                                args.dataset)
+            models.build(cfg, shape)  # e.g. an architecture that does not fit the data
+        except (ValueError, TypeError) as e:
+            raise BadInput(f"row {label!r}: {e}") from None
+        except (RuntimeError, MemoryError) as e:  # e.g. --set hidden=300000
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise BadInput(f"row {label!r}: the model cannot be built on this machine "
+                           f"({first[:200]}); make it smaller (hidden, latent_dim, arch)"
+                           ) from None
+        if cfg.batch_size < 2 * args.workers_per_trial:
+            raise BadInput(f"row {label!r}: batch_size {cfg.batch_size} gives fewer than 2 "
+                           f"examples to each of {args.workers_per_trial} workers")
+        named = search.rows[label]  # a preset named by itself, when it is not the label
+        out.append(RunRow(label, cfg, named if isinstance(named, str) and named != label
+                          else None))
+    data = row_data(search, labels, args.dataset)
+    return tuple(dataclasses.replace(r, data=data.get(r.label)) for r in out)
+
+
+def row_data(search: Search, labels, dataset: str) -> dict[str, dict]:
+    """label -> data options of the rows that have any, each checked for `dataset`
+    (BadInput, one line, on a bad one)."""
+    out = {}
+    for label in labels:
+        options = Row.of(search.rows[label]).data
+        try:
+            check_options(options, dataset)
+        except ValueError as e:
+            raise BadInput(f"row {label!r}: {e}") from None
+        if options:
+            out[label] = options
+    return out
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return (sha + ("+uncommitted" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _check_space(search: Search, rows: tuple[RunRow, ...], shape) -> dict:
+    """The Optuna space as JSON distributions, after building the first row at its corners
+    (BadInput where Optuna cannot sample it or a corner does not build)."""
+    from engine.ray_backend import describe_space, space_corners
+    try:
+        space_json = describe_space(search.space)
+    except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
+        raise BadInput(f"space of {search.name}: Optuna cannot sample it ({e}); "
+                       "use tune.uniform / loguniform / randint / choice") from None
+    for point in space_corners(search.space):
+        try:
+            models.build(rows[0].config.replace(**point), shape)
+        except ValueError as e:
+            raise BadInput(f"space of {search.name}: {e}") from None
+    return space_json
+
+
+def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSettings:
+    """FID's feature space decided here, once, so that no node's trial picks another; and
+    refused before any trial where it cannot serve, or where --fid-samples is too few for a
+    full-rank covariance of its features (the FIDs would only be "not computed" at the end)."""
+    if "fid" not in evaluation.metrics:
+        return evaluation
+    from engine.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
+    from engine.metrics.pretrained import WeightsMissing, inception_weights_path
+    if evaluation.features == "auto":
+        n_ref = (len(getattr(load_dataset(dataset), evaluation.reference_split).images)
+                 if dataset in EMBEDDED_DATASETS else None)
+        evaluation = evaluation.replace(features=resolve_auto(
+            shape, n_ref, evaluation.inception_weights))
+    dim = CLASSIFIER_DIM
+    if evaluation.features == "inception":
+        dim = 2048  # pool3
+        if min(shape[1:]) < INCEPTION_MIN_SIZE:
+            raise BadInput(f"--features inception: {dataset}'s {shape[1]}x{shape[2]} images "
+                           f"are below the {INCEPTION_MIN_SIZE} px Inception is used at; use "
+                           "--features classifier (or auto)")
+        try:
+            inception_weights_path(evaluation.inception_weights)
+        except WeightsMissing as e:
+            raise BadInput(f"--features inception: {str(e).splitlines()[0]}") from None
+    if evaluation.fid_samples <= dim:
+        raise BadInput(f"--fid-samples {evaluation.fid_samples}: a FID in the "
+                       f"{evaluation.features} features ({dim} dimensions) needs more samples "
+                       f"than dimensions; give at least {dim + 1}")
+    return evaluation
+
+
+def _check_files(dataset: str, data_root: str | None) -> str | None:
+    """The data set's files are there (or downloaded) before any trial starts. The root is
+    kept as given (made absolute), None when not given, so that each node of a cluster finds
+    its own $VAE_DATA_ROOT; this checks the driver's machine only."""
+    if data_root:
+        data_root = str(Path(data_root).expanduser().resolve())
+    try:
+        check_data(dataset, data_root)
+    except (DataError, OSError) as e:  # OSError: e.g. a cache folder that cannot be locked
+        raise BadInput(str(e).splitlines()[0] if str(e) else repr(e)) from None
+    return data_root

@@ -1,0 +1,60 @@
+"""Import rules that keep the architecture as the folders show it (read from the source, so
+a function-level import counts as much as one at the top of a module)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, top level or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+    return out
+
+
+def importers(folder: str, package: str) -> dict[str, set[str]]:
+    """file -> the modules of `package` it imports, for the files of `folder` that do."""
+    found = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        hits = {m for m in imports(path) if m == package or m.startswith(package + ".")}
+        if hits:
+            found[str(path.relative_to(ROOT))] = hits
+    return found
+
+
+def test_only_the_ray_module_imports_ray():
+    assert set(importers("engine", "ray")) == {"engine/ray_backend.py"}
+
+
+def test_models_import_nothing_of_the_engine_nor_ray():
+    assert importers("models", "engine") == {} and importers("models", "ray") == {}
+
+
+def test_a_config_is_validated_without_torch():
+    assert not {m for m in imports(ROOT / "models/config.py")
+                if m.split(".")[0] in ("torch", "numpy", "ray")}
+
+
+def test_the_report_imports_neither_torch_nor_ray_nor_the_trial_code():
+    """The report reads a run folder: it runs where no trial ever ran (a laptop with the
+    folder copied), so it needs pandas and matplotlib, not torch, Ray or the models."""
+    for name in ("engine/report.py", "engine/tuning.py"):
+        bad = {m for m in imports(ROOT / name)
+               if m.split(".")[0] in ("torch", "ray", "models")
+               or m in ("engine.trial", "engine.evaluate", "engine.ray_backend")}
+        assert not bad, (name, bad)
+
+
+def test_the_rules_see_a_function_level_import():
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.py"
+        path.write_text("def f():\n    from ray import tune\n    import torch.nn\n")
+        assert imports(path) == {"ray", "torch.nn"}
