@@ -32,10 +32,10 @@ from ray import tune  # noqa: E402
 
 import models  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
-from engine.evaluate import reconstruction_mse  # noqa: E402
+from engine.eval.evaluate import reconstruction_mse  # noqa: E402
 from engine.report import load_trials  # noqa: E402
-from engine.search import run  # noqa: E402
-from engine.trial import train_epoch  # noqa: E402
+from engine.run import run  # noqa: E402
+from engine.run.trial import train_epoch  # noqa: E402
 from searches.ablation_uae import SEARCH  # noqa: E402
 
 

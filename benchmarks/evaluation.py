@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 def frechet_step() -> None:
     from pytorch_fid.fid_score import calculate_frechet_distance
-    from engine.metrics.frechet import frechet_distance, statistics
+    from engine.eval.metrics.frechet import frechet_distance, statistics
     rng = np.random.default_rng(0)
     d = 2048
     mix = rng.standard_normal((d, d)) / np.sqrt(d)
@@ -51,7 +51,7 @@ def frechet_step() -> None:
 def one_trial(samples: int) -> None:
     import models
     from engine.data import load_dataset
-    from engine.evaluate import evaluate
+    from engine.eval.evaluate import evaluate
     from searches.ablation_uae import SEARCH
     cache = Path(tempfile.mkdtemp(prefix="eval-bench-"))
     os.environ["VAE_ABLATIONS_CACHE"] = str(cache)

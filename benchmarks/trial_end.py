@@ -22,10 +22,10 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
-from engine.spec import TrialSpec  # noqa: E402
-from engine.evaluate import EvalSettings, evaluate  # noqa: E402
-from engine.tensorboard import TrialBoard  # noqa: E402
-from engine.trial import train_epoch  # noqa: E402
+from engine.run.spec import TrialSpec  # noqa: E402
+from engine.eval.evaluate import EvalSettings, evaluate  # noqa: E402
+from engine.eval.tensorboard import TrialBoard  # noqa: E402
+from engine.run.trial import train_epoch  # noqa: E402
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args) -> int:
-    from engine.evaluate import evaluate
+    from engine.eval.evaluate import evaluate
     from engine.files import write_json_atomic
 
     try:
@@ -79,7 +79,7 @@ def _prepare(args) -> tuple:
 
     import models
     from engine.data import apply_options, load_dataset
-    from engine.evaluate import EvalSettings, parse_groups
+    from engine.eval.evaluate import EvalSettings, parse_groups
 
     device = _device(args.device)
     folder = Path(args.folder)
@@ -135,11 +135,11 @@ def _device(text: str | None):
 def _newest_checkpoint(folder) -> dict:
     """The state of the newest checkpoint of a trial folder (or of a checkpoint folder).
 
-    Not engine.trial.newest_state, which skips a checkpoint that does not load (half-copied
+    Not engine.run.trial.newest_state, which skips a checkpoint that does not load (half-copied
     when a trial died) and so would evaluate an older epoch without saying so, or report a
     truncated file as no checkpoint at all: here the user asked for this one, so say why it
     cannot be had and which older one can."""
-    from engine.trial import STATE_FILE, load_state
+    from engine.run.trial import STATE_FILE, load_state
 
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder; pass a trial folder of a run")
@@ -172,7 +172,7 @@ def _newest_checkpoint(folder) -> dict:
 
 
 def _loads(path) -> bool:
-    from engine.trial import load_state
+    from engine.run.trial import load_state
     try:
         load_state(str(path.parent))
         return True

@@ -15,9 +15,9 @@ import torch
 
 import models
 from engine.data import embedded_arch, load_dataset
-from engine.cli import parse_assignments
-from engine.evaluate import psnr, reconstruction_mse
-from engine.trial import train_epoch
+from engine.run.cli import parse_assignments
+from engine.eval.evaluate import psnr, reconstruction_mse
+from engine.run.trial import train_epoch
 
 __all__ = ["main", "train_epoch", "reconstruction_mse", "psnr"]
 

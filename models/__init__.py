@@ -11,7 +11,7 @@ Public API:
     set_lr(optimizer, lr)        every parameter group at lr (model.lr_at(epoch, epochs) gives it)
     Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, UAE_GRADIENT_SAMPLINGS,
     kl_to_standard_normal, MEAN_SAMPLING
-                                 what the evaluation suite computes with (engine/metrics/)
+                                 what the evaluation suite computes with (engine/eval/metrics/)
     CONSTANT, DATA, INPUT, LATENT where evaluation takes a model's Sigma_x from
                                  (model.variance_source)
     register(axis, name, value), unregister(axis, name)

@@ -17,7 +17,7 @@ per-input loss (B,) and the variance it used (for logging).
   "trainable Sigma_x" rows; Iso-I is Dai & Wipf's learned gamma).
 
 Each value is a `DecoderVariance`: the training term above and what evaluation needs to know
-of Sigma_x (engine/metrics/likelihood.py asks the model, never the value's name): where it comes
+of Sigma_x (engine/eval/metrics/likelihood.py asks the model, never the value's name): where it comes
 from at evaluation time (`source`) and how it is estimated from squared errors (`estimate`).
 A value whose source is None defines no likelihood p(x | z) ("mse", "sse").
 """
@@ -31,7 +31,7 @@ import torch
 
 MLE_EPS = 1e-6
 
-# Where evaluation takes Sigma_x from (Takida does not say; engine/metrics/likelihood.py's
+# Where evaluation takes Sigma_x from (Takida does not say; engine/eval/metrics/likelihood.py's
 # docstring gives the reasons):
 CONSTANT = "constant"  # a constant of the config: estimate(None, cfg)
 DATA = "data"  # the MLE on the training set: estimate(E_{data, q}[(x - mu(z))^2] (1, *X), cfg)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 from searches.papers import UAE_TABLE_2  # noqa: E402
 
 ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]

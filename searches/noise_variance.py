@@ -5,10 +5,10 @@ classes, digits 0–4) or "big" (5–9), and by pixel rows, the upper or lower h
 BL). Noise N(0, s_x²), s_x² = 0.01 or 0.1, is added to the cells of one of four patterns:
 uniform (all four), spatial (SU, BU: the upper half of every image), conditional (SU, SL: every
 pixel of the digits 0–4) and spatial-conditional (SU only); in every split, drawn once with its
-own seed, not clipped to [0, 1] (engine/data.py, add_noise: a row's data option). Each of the
+own seed, not clipped to [0, 1] (engine/data/__init__.py, add_noise: a row's data option). Each of the
 four MLE parameterizations (Iso-I, Diag-I, Iso-D, Diag-D; Takida Table 2, Eq. 9a/10) is trained
 on each noised copy and on the clean data, and the evaluation's "variance" group reads out
-the model's estimate of Σx per test image and pixel (engine/metrics/likelihood.py,
+the model's estimate of Σx per test image and pixel (engine/eval/metrics/likelihood.py,
 decoder_variance_map: the training-set MLE for Iso-I / Diag-I, Eq. G.4 / G.11; the per-input
 MLE E_q[(x − x̂)²] for Iso-D / Diag-D, G.7 / G.15) and its mean over each cell,
 eval/sigma_x2_<cell>. The paper's means over its columns' cells stand beside ours on MNIST at
@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from engine.data import CELLS, NOISE_PARTITIONS  # noqa: E402
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,  # noqa: E402
                              TAKIDA_TABLE_3, takida_noise_row)
 

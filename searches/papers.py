@@ -2,7 +2,7 @@
 
 Each entry: the table it comes from, the setting it needs (config fields every row must have
 for the comparison to be like with like, per data set), and {dataset: {row: {metric: value}}}.
-Metric names are the engine's (engine/evaluate.py): eval/fid_rec is the FID of test-set
+Metric names are the engine's (engine/eval/evaluate.py): eval/fid_rec is the FID of test-set
 reconstructions, eval/fid_sample_<density> of samples through an ex-post density,
 eval/fid_interp_mid / _rand of slerp interpolations at the midpoint / a random ratio.
 """
@@ -43,7 +43,7 @@ UAE_TABLE_2 = {
 }
 
 # Each entry may also hold "orders": how the paper orders its rows, for the report to set our
-# order beside it in one sentence (engine/report.py, _order_notes): {"metric": m or {label: m},
+# order beside it in one sentence (engine/report/__init__.py, _order_notes): {"metric": m or {label: m},
 # "what": its name, and "ascending": labels in the order the paper's text claims (with
 # "claim": where), or "rows": labels to order by the paper's own numbers}.
 
@@ -84,7 +84,7 @@ UAE_APPENDIX_D = {
 # Scale: that relation is 1/d_z of Eq. C.8's Delta^2 = 2 s ELS, so the paper's ELS (or its gap)
 # carries a factor d_z = 8 that ours (Eq. 5, 6 as written) does not; and its MI values exceed
 # ln 10,000 = 9.2, which a bound on I(x; z) over 10,000 inputs cannot, so D.1's constant differs
-# from ours (engine/metrics/diagnostics.py). Compare trends along sigma_x^2, not values.
+# from ours (engine/eval/metrics/diagnostics.py). Compare trends along sigma_x^2, not values.
 _TAKIDA_T1_STOCHASTIC = ("eval/mse_train_sum", "eval/kl", "eval/sigma_z2", "eval/mi",
                          "eval/gap_1e-2", "eval/gap_1e-3", "eval/els")
 _TAKIDA_T1_DETERMINISTIC = ("eval/mse_train_sum", "eval/mi", "eval/gap_1e-2", "eval/gap_1e-3",
@@ -179,7 +179,7 @@ DAI_WIPF_TABLE_1 = {
 # The paper does not state its codebook size K; its numbers go with our rows at the presets'
 # K = 512. RV-VAE (Nicodemou et al.) is not in the library and is left out. Tables 1 and 4 as
 # they read in our copy (every column whole); Var. is the latent variance, which our
-# eval/latent_var reads as the total variance of the encoded test set (engine/metrics/latent.py).
+# eval/latent_var reads as the total variance of the encoded test set (engine/eval/metrics/latent.py).
 MVU_CODEBOOK_SIZE = 512  # models/presets.py's K for MVU-AE and VQ-VAE
 MVU_ROWS = {"VAE": "VAE", "VQGAN": f"VQ-VAE K={MVU_CODEBOOK_SIZE}", "WAE": "WAE-MMD",
             "Ours": f"MVU-AE K={MVU_CODEBOOK_SIZE}"}  # the paper's row -> our row label

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row  # noqa: E402
 
 ENCODINGS = {  # Sec. 4.2's two cases, at latent size 8 (Appendix D.1); no sampling is

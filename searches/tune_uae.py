@@ -18,7 +18,7 @@ weak ones at epochs 3 and 9 of 27 on the validation MSE. Every completed trial i
 best configurations (top 5 of the completed trials with their values and metrics:
 report/best_configs.csv, .md) and Optuna's parameter importances (fANOVA over every trial's
 last value, as the searcher saw them, and over the completed trials alone:
-report/importances.csv, .md), beside the table of every trial (engine/tuning.py).
+report/importances.csv, .md), beside the table of every trial (engine/report/tuning.py).
 
     python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples, ~6 min
     python searches/tune_uae.py --samples 100 --epochs 81 --dataset fashion
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from ray import tune  # noqa: E402
 
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 
 SEARCH = Search(
     name="tune_uae",

@@ -39,8 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 from searches.papers import DAI_WIPF_TABLE_1  # noqa: E402
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # sized for 2 CPU cores; the paper's is 1024

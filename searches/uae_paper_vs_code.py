@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from engine.search import run  # noqa: E402
+from engine.run import run  # noqa: E402
 from searches.ablation_uae import SEARCH as ABLATION_UAE  # noqa: E402
 
 ROWS = [f"{row}{reading}" for row in ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*",

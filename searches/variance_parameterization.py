@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from engine.evaluate import EvalSettings  # noqa: E402
-from engine.search import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings  # noqa: E402
+from engine.run import Search, run  # noqa: E402
 from searches.papers import TAKIDA_TABLE_4_ROWS, TAKIDA_TABLES_4_5  # noqa: E402
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # CPU-sized (see above); Dai & Wipf's is 1024

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 # Ray's workers at its default nice 15 starve behind any busy process (CI runs the suite on a
-# loaded machine: a 16 s cluster test took 276 s). engine.ray_backend sets the same default for
+# loaded machine: a 16 s cluster test took 276 s). engine.run.ray_backend sets the same default for
 # the Ray it starts; the test fixtures that start Ray themselves (ray.cluster_utils.Cluster)
 # start it before they import the engine.
 os.environ.setdefault("RAY_worker_niceness", "0")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from engine.report import load_trials
-from engine.search import run
+from engine.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -263,7 +263,7 @@ def test_a_node_lost_mid_search_has_its_trials_finish_on_the_other(cluster, work
 SERVER = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-from engine import ray_backend
+from engine.run import ray_backend
 ray_backend.init(None)
 import ray
 from ray._private.authentication.authentication_utils import is_token_auth_enabled
@@ -346,7 +346,7 @@ class RunsCode:
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     import torch
-    from engine.trial import STATE_FILE, load_state, newest_state
+    from engine.run.trial import STATE_FILE, load_state, newest_state
     marker = tmp_path / "code-ran"
     folder = tmp_path / "checkpoint_000001"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""engine/metrics/diagnostics.py against closed forms and independent computations."""
+"""engine/eval/metrics/diagnostics.py against closed forms and independent computations."""
 import math
 
 import numpy as np
@@ -10,7 +10,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
 import models
-from engine.metrics import diagnostics as dg
+from engine.eval.metrics import diagnostics as dg
 from models.config import ConfigError
 
 D = 4

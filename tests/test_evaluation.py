@@ -13,10 +13,10 @@ from skimage.metrics import structural_similarity
 
 import models
 from engine.data import load_dataset
-from engine.evaluate import EvalSettings, evaluate, psnr, ssim, ssim_kernel
-from engine.metrics import features as F
-from engine.metrics.frechet import TooFewSamples, frechet_distance, statistics
-from engine.metrics.sample_quality import inception_score, precision_recall
+from engine.eval.evaluate import EvalSettings, evaluate, psnr, ssim, ssim_kernel
+from engine.eval.metrics import features as F
+from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
+from engine.eval.metrics.sample_quality import inception_score, precision_recall
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_bad_evaluation_settings_are_one_line():
 
 
 def test_eval_groups_parse_the_same_for_searches_and_the_evaluate_command():
-    from engine.evaluate import GROUPS, parse_groups
+    from engine.eval.evaluate import GROUPS, parse_groups
     assert parse_groups("all") == GROUPS and parse_groups("none") == ()
     assert parse_groups("fid, latent") == ("fid", "latent")
     assert EvalSettings.from_dict({"metrics": "none"}).metrics == ()

@@ -2,7 +2,7 @@
 "error:", exit code 2, no traceback. Non-finite config and evaluation floats, a --set pair in
 the wrong form, and `python -m engine evaluate` with a device this machine lacks, an --out
 folder that does not exist or a truncated checkpoint. No Ray: the trial folder is written by
-engine.trial.run_trial with a Session that copies its checkpoints as Tune would."""
+engine.run.trial.run_trial with a Session that copies its checkpoints as Tune would."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +17,10 @@ import torch
 
 import models
 from engine.__main__ import main as engine_main
-from engine.evaluate import EvalSettings
-from engine.search import run
+from engine.eval.evaluate import EvalSettings
+from engine.run import run
 from engine.train import parse_assignments
-from engine.trial import Session, run_trial
+from engine.run.trial import Session, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_FIELDS = [f.name for f in dataclasses.fields(models.Config) if f.type in (float, "float")]
@@ -138,7 +138,7 @@ def no_evaluation(monkeypatch):
     """The evaluation itself, replaced: a test of bad input fails if it is ever reached."""
     def evaluate(*args, **kwargs):
         raise AssertionError("the evaluation ran although the input was bad")
-    monkeypatch.setattr("engine.evaluate.evaluate", evaluate)
+    monkeypatch.setattr("engine.eval.evaluate.evaluate", evaluate)
 
 
 def test_evaluate_runs_on_a_good_trial_folder(trial, capsys):

@@ -30,7 +30,7 @@ def importers(folder: str, package: str) -> dict[str, set[str]]:
 
 
 def test_only_the_ray_module_imports_ray():
-    assert set(importers("engine", "ray")) == {"engine/ray_backend.py"}
+    assert set(importers("engine", "ray")) == {"engine/run/ray_backend.py"}
 
 
 def test_models_import_nothing_of_the_engine_nor_ray():
@@ -45,10 +45,10 @@ def test_a_config_is_validated_without_torch():
 def test_the_report_imports_neither_torch_nor_ray_nor_the_trial_code():
     """The report reads a run folder: it runs where no trial ever ran (a laptop with the
     folder copied), so it needs pandas and matplotlib, not torch, Ray or the models."""
-    for name in ("engine/report.py", "engine/tuning.py"):
+    for name in ("engine/report/__init__.py", "engine/report/tuning.py"):
         bad = {m for m in imports(ROOT / name)
                if m.split(".")[0] in ("torch", "ray", "models")
-               or m in ("engine.trial", "engine.evaluate", "engine.ray_backend")}
+               or m in ("engine.run.trial", "engine.eval.evaluate", "engine.run.ray_backend")}
         assert not bad, (name, bad)
 
 

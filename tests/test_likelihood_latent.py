@@ -1,4 +1,4 @@
-"""Tests of engine/metrics/likelihood.py (the IWAE NLL bound) and engine/metrics/latent.py
+"""Tests of engine/eval/metrics/likelihood.py (the IWAE NLL bound) and engine/eval/metrics/latent.py
 (latent variance, perceptual path length), against closed forms and independent numpy
 computations on linear-Gaussian models."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import models
-from engine.metrics import latent
-from engine.metrics.likelihood import NotComputable, iwae_nll, training_set_variance
+from engine.eval.metrics import latent
+from engine.eval.metrics.likelihood import NotComputable, iwae_nll, training_set_variance
 from models.codebooks import nearest_code
 
 SHAPE = (1, 2, 2)  # d_x = 4
@@ -423,7 +423,7 @@ def test_table4_interpolates_encoded_test_images():
 def test_decoder_variance_map_keeps_each_channel_of_a_trainable_variance():
     """Diag-I trainable on 3-channel images: the map is exp(log Σx) per channel and pixel for
     every image (an average over the first axis would mix the channels)."""
-    from engine.metrics.likelihood import decoder_variance_map
+    from engine.eval.metrics.likelihood import decoder_variance_map
     torch.manual_seed(0)
     model = models.build(models.PRESETS["Diag-I-trainable"], (3, 8, 8))
     with torch.no_grad():

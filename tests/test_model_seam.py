@@ -15,8 +15,8 @@ import torch
 
 import models
 from engine.data import load_dataset
-from engine.evaluate import EvalSettings, evaluate
-from engine.metrics.likelihood import iwae_nll
+from engine.eval.evaluate import EvalSettings, evaluate
+from engine.eval.metrics.likelihood import iwae_nll
 from models import config, variances
 from models.codebooks import vector_quantized
 

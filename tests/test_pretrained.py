@@ -1,4 +1,4 @@
-"""engine/metrics/pretrained.py: the real loading code, run on weights files made here.
+"""engine/eval/metrics/pretrained.py: the real loading code, run on weights files made here.
 
 The files hold random weights under the exact names and keys the real downloads have, placed
 in a temporary torch hub cache ($TORCH_HOME/hub/checkpoints). Each test compares our loader
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from engine.metrics import pretrained
-from engine.metrics.pretrained import WeightsMissing
+from engine.eval.metrics import pretrained
+from engine.eval.metrics.pretrained import WeightsMissing
 
 
 class DownloadAttempted(Exception):
@@ -197,7 +197,7 @@ def test_lpips_missing_backbone_says_where(hub):
 def test_the_evaluations_inception_feature_space_and_auto_choice(hub, fid_state_dict):
     from types import SimpleNamespace
 
-    from engine.metrics import features
+    from engine.eval.metrics import features
     big = SimpleNamespace(name="fake", image_shape=(1, 28, 28))
     assert features.resolve_auto((1, 28, 28), 2049) == "classifier"  # no weights yet
     torch.save(fid_state_dict, hub / "pt_inception-2015-12-05-6726825d.pth")

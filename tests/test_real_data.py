@@ -1,4 +1,4 @@
-"""Tests for the real data sets (engine/datasets.py, engine/data.py): tiny files in each data
+"""Tests for the real data sets (engine/data/real.py, engine/data/__init__.py): tiny files in each data
 set's real on-disk format are written into a temporary root and loaded through the same code
 a user runs (torchvision's classes, the per-machine .npy cache, the float32 conversion)."""
 
@@ -22,14 +22,15 @@ import torchvision.datasets.utils as tv_utils
 from PIL import Image
 
 import models
-from engine import data, datasets
+from engine import data
+from engine.data import real as datasets
 from engine.data import (DATASETS, DataError, DataNotFound, UnofficialFilesWarning, check_data,
                          dataset_shape, load_arrays, load_dataset)
 from models.networks import auto_arch
 
 REAL = ("mnist", "fashion", "cifar10", "celeba", "celebahq")
 # The tiny files are not the official ones: the loaders say so once per decode.
-pytestmark = pytest.mark.filterwarnings("ignore::engine.datasets.UnofficialFilesWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::engine.data.real.UnofficialFilesWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -23,9 +23,9 @@ import pytest
 
 from engine import files
 from engine.report import load_trials
-from engine.cli import BadInput, parse_args
-from engine.folder import claim_run_folder
-from engine.search import run
+from engine.run.cli import BadInput, parse_args
+from engine.run.folder import claim_run_folder
+from engine.run import run
 
 from test_search import ENV, ROOT, search
 
@@ -178,7 +178,7 @@ def test_files_are_written_with_the_umasks_mode(tmp_path, mask):
 
 
 def test_rays_token_file_is_made_private(tmp_path):
-    from engine.ray_backend import private_token_file
+    from engine.run.ray_backend import private_token_file
     token = tmp_path / "auth_token"
     token.write_text("secret")
     token.chmod(0o644)
@@ -190,7 +190,7 @@ def test_rays_token_file_is_made_private(tmp_path):
 NICENESS = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from engine import ray_backend
+from engine.run import ray_backend
 ray_backend.init(None)
 import ray
 print(ray.get(ray.remote(lambda: os.nice(0)).remote()))

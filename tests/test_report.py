@@ -1,4 +1,4 @@
-"""Reports of run folders (engine/report.py and `python -m engine report`) on small synthetic
+"""Reports of run folders (engine/report/__init__.py and `python -m engine report`) on small synthetic
 runs written in the engine's format: search.json, one folder per trial with params.json,
 result.json (JSON lines, Tune's fields and ours), error.txt, and finished.json once the search
 ended. The paper numbers here are made up for the test."""

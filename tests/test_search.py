@@ -19,9 +19,9 @@ import torch
 
 import models
 from engine.report import load_trials
-from engine.cli import parse_args
-from engine.spec import load
-from engine.search import run
+from engine.run.cli import parse_args
+from engine.run.spec import load
+from engine.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
@@ -36,7 +36,7 @@ def search(args, timeout=600, script="searches/ablation_uae.py", env=None, **kw)
 
 def write_script(tmp_path, body: str) -> str:
     path = tmp_path / "study.py"
-    path.write_text("import sys\nfrom engine.search import Search, run, grid\n" + body)
+    path.write_text("import sys\nfrom engine.run import Search, run, grid\n" + body)
     return str(path)
 
 
@@ -122,7 +122,7 @@ def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
                 "val/mse", "test/mse"):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("val/mse")] == [1, 2]
-    # the smoke evaluation samples the prior and GMM-10 (engine/cli.py SMOKE_SKIPS)
+    # the smoke evaluation samples the prior and GMM-10 (engine/run/cli.py SMOKE_SKIPS)
     assert {"reconstructions", "samples/prior", "samples/gmm10"} <= set(tags["images"])
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
@@ -382,7 +382,7 @@ def test_an_unreadable_search_json_on_resume_is_one_line_and_exit_2(tmp_path, ca
 def test_a_space_optuna_cannot_sample_is_refused_before_ray_starts(tmp_path, capsys):
     from ray import tune
 
-    from engine.search import Search
+    from engine.run import Search
     study = Search(name="bad", title="bad", rows={"UAE": "UAE"},
                    space={"beta": tune.sample_from(lambda _: 1e-3)})
     out = tmp_path / "run"
@@ -397,7 +397,7 @@ def test_studies_default_to_mnist5k_with_an_mlp_and_smoke_runs_to_digits():
     builds the MLP (EMBEDDED_ARCH); --smoke trains on the 8x8 digits unless --dataset says
     otherwise; a row's or --set's own arch, and a real data set's auto pick, are kept."""
     sys.path.insert(0, str(ROOT))
-    from engine.spec import resolve_rows
+    from engine.run.spec import resolve_rows
     from searches.ablation_uae import SEARCH
 
     def configs(args, shape):
@@ -418,7 +418,7 @@ def test_studies_default_to_mnist5k_with_an_mlp_and_smoke_runs_to_digits():
 
 def test_a_run_folder_written_before_the_run_spec_reports_and_resumes(tmp_path):
     """tests/data/run_before_spec: search.json and a completed trial's files as main wrote
-    them before engine/spec.py (9b14986: `ablation_uae.py --smoke --rows VAE,UAE`, the UAE
+    them before engine/run/spec.py (9b14986: `ablation_uae.py --smoke --rows VAE,UAE`, the UAE
     trial's folder then removed). The report reads it; --resume runs the missing trial only,
     with the run's own settings, and leaves the finished one's results as they were."""
     out = tmp_path / "run"

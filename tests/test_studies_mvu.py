@@ -1,7 +1,7 @@
 """The studies of issue 6 on MVU-AE codebooks and UAE hyperparameters: codebook.py and
 tune_uae.py run end to end as subprocesses at --smoke size (Ray local on this machine); the
 rows' configs, the best configurations and Optuna's importances of a sampled search
-(engine/tuning.py), MVU-AE's published numbers as data and where they stand, bad input."""
+(engine/report/tuning.py), MVU-AE's published numbers as data and where they stand, bad input."""
 from __future__ import annotations
 
 import importlib
@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 
 import models
-from engine import report, tuning
+from engine import report
+from engine.report import tuning
 from engine.report import load_trials
-from engine.search import run
+from engine.run import run
 from searches import papers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,10 +19,10 @@ import models
 from engine import report
 from engine.data import (CELLS, NOISE_PARTITIONS, Dataset, Split, add_noise, apply_options,
                          check_options, load_digits)
-from engine.evaluate import EvalSettings, evaluate
+from engine.eval.evaluate import EvalSettings, evaluate
 from engine.report import load_trials
-from engine.search import BadInput, Search
-from engine.spec import row_data
+from engine.run import BadInput, Search
+from engine.run.spec import row_data
 from searches import papers
 
 from test_studies import ENV, ROOT, search_of, study  # the other studies' helpers

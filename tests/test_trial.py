@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import models
-from engine.trial import Diverged, Session, load_state, run_trial, train_epoch
+from engine.run.trial import Diverged, Session, load_state, run_trial, train_epoch
 
 
 def params(**kw):
@@ -165,7 +165,7 @@ def test_restored_at_the_final_checkpoint_trains_nothing_and_reports_only_if_set
 
 
 def test_newest_state_takes_the_latest_epoch_and_skips_a_half_written_checkpoint(tmp_path):
-    from engine.trial import newest_state
+    from engine.run.trial import newest_state
     full = run(params(), tmp_path / "a")
     for name, state in (("checkpoint_000007", full.states[0]),
                         ("checkpoint_000002", full.states[1])):
@@ -284,8 +284,8 @@ def test_the_board_decodes_the_drawn_latents_and_fits_only_when_none_were_drawn(
     from torchvision.utils import make_grid
 
     from engine.data import load_dataset
-    from engine.spec import TrialSpec
-    from engine.tensorboard import GRID, TrialBoard
+    from engine.run.spec import TrialSpec
+    from engine.eval.tensorboard import GRID, TrialBoard
     data = load_dataset("digits")
     p = params()
     model = models.build(models.resolve(p["config"]), data.image_shape).eval()

@@ -47,7 +47,7 @@ import torch
 
 from models import CONSTANT, DATA, INPUT, LATENT
 
-from engine.metrics import evaluating
+from engine.eval.metrics import evaluating
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.data import DATASETS
-from engine.evaluate import GROUPS, EvalSettings, parse_groups
+from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
-    from engine.search import Search
+    from engine.run.search import Search
 
 STORAGE_ENV = "VAE_ABLATIONS_STORAGE"  # the default --storage, e.g. set on every cluster node
 
@@ -92,7 +92,7 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    "torch hub cache)")
     p.add_argument("--eval-set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
-                   "densities=prior,gmm10 (see engine/evaluate.py EvalSettings)")
+                   "densities=prior,gmm10 (see engine/eval/evaluate.py EvalSettings)")
     args = p.parse_args(argv)
     args.storage_from = "--storage"  # named in its errors
     if args.storage is None and os.environ.get(STORAGE_ENV):

@@ -20,7 +20,7 @@ GRID = 16  # images per grid row
 
 class TrialBoard:
     def __init__(self, trial_dir: str, spec, data, start_epoch: int):
-        """`spec`: the trial's engine.spec.TrialSpec."""
+        """`spec`: the trial's engine.run.spec.TrialSpec."""
         # purge_step drops what a crashed run logged after its last checkpoint
         self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
                                     purge_step=start_epoch)

@@ -16,7 +16,7 @@ Groups (the paper table each serves):
 - "likelihood" (Takida Table 7): eval/nll (k-sample importance weighting), eval/nll_bpd.
 - "variance" (Takida Table 3): eval/sigma_x2, the model's decoder variance Sigma_x estimated
   for each test image and pixel, averaged; eval/sigma_x2_<cell>, averaged over each cell of
-  engine/data.py's partition (SU, SL, BU, BL: labels in the lower / upper half of the classes,
+  engine/data/__init__.py's partition (SU, SL, BU, BL: labels in the lower / upper half of the classes,
   upper / lower half of the rows; U, L without labels).
 - "diagnostics" (Takida Table 1; Dai & Wipf; UAE Sec. 4.2 / App. B): eval/gap_1e-2,
   eval/gap_1e-3, eval/els, eval/kl, eval/sigma_z2, eval/mi, eval/mse_train_sum (Takida's MSE,
@@ -60,7 +60,7 @@ class EvalSettings:
     """What to evaluate and with how many samples (flags: --eval, --fid-samples, --features,
     --inception-weights, --eval-set FIELD=VALUE)."""
     metrics: tuple[str, ...] = GROUPS
-    features: str = "auto"  # "auto" | "inception" | "classifier" (engine/metrics/features.py)
+    features: str = "auto"  # "auto" | "inception" | "classifier" (engine/eval/metrics/features.py)
     inception_weights: str | None = None  # pytorch-fid's weights file, else the hub cache
     reference_split: str = "test"  # FID's real images (and the reconstructed / interpolated)
     fid_samples: int = 10_000  # generated images per FID (the papers: 10,000)
@@ -208,7 +208,7 @@ def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 def _lpips(ctx: Context):
     if "lpips" not in ctx.cache:
-        from engine.metrics.pretrained import WeightsMissing, load_lpips
+        from engine.eval.metrics.pretrained import WeightsMissing, load_lpips
         try:
             ctx.cache["lpips"] = load_lpips(ctx.settings.lpips_net, device=ctx.device)
         except WeightsMissing as e:
@@ -247,7 +247,7 @@ def _density_latents(ctx: Context) -> torch.Tensor:
 def _image_sets(ctx: Context) -> dict[str, Callable]:
     """name -> a function giving an iterator of image batches (evaluated lazily, one at a
     time, so a failing density costs only its own metrics)."""
-    from engine.metrics import sample_quality as sq
+    from engine.eval.metrics import sample_quality as sq
     m, s, dev = ctx.model, ctx.settings, ctx.device
     ref = getattr(ctx.data, s.reference_split).images
     sets: dict[str, Callable] = {"rec": lambda: sq.reconstructions(m, ref, dev, s.batch_size)}
@@ -273,9 +273,9 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
 
 @torch.no_grad()
 def fid(ctx: Context) -> dict:
-    from engine.metrics.features import NotComputed, choose_features, reference
-    from engine.metrics.frechet import TooFewSamples, frechet_distance, statistics
-    from engine.metrics.sample_quality import inception_score, precision_recall
+    from engine.eval.metrics.features import NotComputed, choose_features, reference
+    from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
+    from engine.eval.metrics.sample_quality import inception_score, precision_recall
     s = ctx.settings
     sets = _image_sets(ctx)
     names = [f"eval/{k}_{n}" for n in sets for k in ("fid", "precision", "recall")]
@@ -309,7 +309,7 @@ def fid(ctx: Context) -> dict:
 
 def _features_of(space, batches, device, batch_size: int
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    from engine.metrics.features import extract
+    from engine.eval.metrics.features import extract
     feats, logits = [], []
     for images in batches:
         f, lg = extract(space, images, device, batch_size)
@@ -323,7 +323,7 @@ def _features_of(space, batches, device, batch_size: int
 
 @torch.no_grad()
 def latent(ctx: Context) -> dict:
-    from engine.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
+    from engine.eval.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
     images = ctx.data.test.images.to(ctx.device)
     out: dict = {f"eval/{k}": v for k, v in latent_variance(ctx.model, images).items()}
     lp = _lpips(ctx)
@@ -338,7 +338,7 @@ def latent(ctx: Context) -> dict:
 
 
 def likelihood(ctx: Context) -> dict:
-    from engine.metrics.likelihood import NotComputable, iwae_nll
+    from engine.eval.metrics.likelihood import NotComputable, iwae_nll
     s = ctx.settings
     images = _subset(ctx.data.test.images, s.nll_images, ctx.seed)
     try:  # the training images stay on the CPU: only *_i_mle reads them, batch by batch
@@ -350,7 +350,7 @@ def likelihood(ctx: Context) -> dict:
 
 
 def diagnostics(ctx: Context) -> dict:
-    from engine.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
+    from engine.eval.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
     s = ctx.settings
     train = _subset(ctx.data.train.images, s.diagnostic_images, ctx.seed).to(ctx.device)
     out: dict = {}
@@ -376,7 +376,7 @@ def diagnostics(ctx: Context) -> dict:
 
 def variance(ctx: Context) -> dict:
     from engine.data import cell_masks
-    from engine.metrics.likelihood import NotComputable, decoder_variance_map
+    from engine.eval.metrics.likelihood import NotComputable, decoder_variance_map
     test = ctx.data.test
     try:
         var = decoder_variance_map(ctx.model, test.images, ctx.data.train.images,
@@ -404,7 +404,7 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
     """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
     computed, "features": the FID feature space}; "time/eval_<group>_s" per group. `drawn`,
     where given, is filled with {density name: the (n, D) latents sampled from it}."""
-    from engine.metrics import evaluating
+    from engine.eval.metrics import evaluating
     settings = settings or EvalSettings()
     device = torch.device(device)
     ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None,

@@ -47,7 +47,7 @@ from typing import Callable
 
 import torch
 
-from engine.metrics import evaluating
+from engine.eval.metrics import evaluating
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, C, H, W) x 2 -> (B,)
 Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> (n, D), e.g. Density.sample

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.cli import BadInput, check_storage
+from engine.run.cli import BadInput, check_storage
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
-    from engine.search import Search
+    from engine.run.search import Search
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_folder(search: Search, args) -> Path:

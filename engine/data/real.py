@@ -1,7 +1,7 @@
 """Readers of the real data sets' on-disk formats: MNIST, Fashion-MNIST, CIFAR-10, CelebA and
 CelebA-HQ, through torchvision's dataset classes, decoded and preprocessed to uint8 arrays.
 
-engine/data.py caches what these readers return (once per machine) and turns it into the
+engine/data/__init__.py caches what these readers return (once per machine) and turns it into the
 engine's float32 `Split`s; nothing here knows about caches or tensors of the engine.
 
 Where the files are expected, under a data root (engine.data.data_root: --data-root, else

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
-from engine import tuning
+from engine.report import tuning
 from engine.files import STOPPED_FILE, write_atomic
 
 # status -> the table's count column
@@ -179,7 +179,7 @@ def save_figure(fig: Figure, path) -> None:
 def write_report(run_dir) -> str:
     """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
     curves.csv, val_curves.png, final_bar.png; for a sampled search also its best
-    configurations and parameter importances, engine/tuning.py), each file atomically, and
+    configurations and parameter importances, engine/report/tuning.py), each file atomically, and
     return the text to print: a title line, the Markdown table, its notes, the trials'
     statuses, where the files are."""
     run = Path(run_dir)

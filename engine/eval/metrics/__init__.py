@@ -1,4 +1,4 @@
-"""The evaluation suite's metrics, one module per family (engine/evaluate.py runs them)."""
+"""The evaluation suite's metrics, one module per family (engine/eval/evaluate.py runs them)."""
 from __future__ import annotations
 
 import contextlib

@@ -16,21 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import models
-from engine.cli import BadInput, check_args, eval_settings, parse_assignments
+from engine.run.cli import BadInput, check_args, eval_settings, parse_assignments
 from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, embedded_arch, load_dataset)
-from engine.evaluate import EvalSettings
+from engine.eval.evaluate import EvalSettings
 from engine.files import write_json_atomic
-from engine.folder import ROOT, claim_run_folder, read_search_json, run_folder
+from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
 
 if TYPE_CHECKING:
-    from engine.search import Search
+    from engine.run.search import Search
 
 
 @dataclass(frozen=True)
 class Row:
     """A row as a study declares it: a preset (a name or a Config), the fields it changes,
-    and the data options it trains and is evaluated on (engine/data.py check_options, e.g.
+    and the data options it trains and is evaluated on (engine/data/__init__.py check_options, e.g.
     {"noise": {"partition": "spatial", "variance": 0.1}}), or None."""
     preset: str | models.Config
     fields: dict = field(default_factory=dict)
@@ -313,7 +313,7 @@ def git_commit() -> str:
 def _check_space(search: Search, rows: tuple[RunRow, ...], shape) -> dict:
     """The Optuna space as JSON distributions, after building the first row at its corners
     (BadInput where Optuna cannot sample it or a corner does not build)."""
-    from engine.ray_backend import describe_space, space_corners
+    from engine.run.ray_backend import describe_space, space_corners
     try:
         space_json = describe_space(search.space)
     except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
@@ -333,8 +333,8 @@ def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSett
     full-rank covariance of its features (the FIDs would only be "not computed" at the end)."""
     if "fid" not in evaluation.metrics:
         return evaluation
-    from engine.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
-    from engine.metrics.pretrained import WeightsMissing, inception_weights_path
+    from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
+    from engine.eval.metrics.pretrained import WeightsMissing, inception_weights_path
     if evaluation.features == "auto":
         n_ref = (len(getattr(load_dataset(dataset), evaluation.reference_split).images)
                  if dataset in EMBEDDED_DATASETS else None)

@@ -1,13 +1,13 @@
 """A search: rows of configurations x seeds on one data set for a budget, run by Ray Tune.
 
 A search script declares a `Search` (a docstring, the rows, the seeds, the metric, the paper's
-numbers) and calls `run(search)`, which gives it the engine's common flags (engine/cli.py):
+numbers) and calls `run(search)`, which gives it the engine's common flags (engine/run/cli.py):
 
     --dataset D --epochs N --seeds K --smoke --out DIR --storage DIR --resume --address ADDR
     --gpus-per-trial G --cpus-per-trial C --workers-per-trial W
     --scheduler fifo|asha --search grid|optuna --samples N --rows A,B --set FIELD=VALUE
 
-Every row is resolved and built for the data set before anything starts (engine/spec.py); a
+Every row is resolved and built for the data set before anything starts (engine/run/spec.py); a
 bad one, or any other bad input, is one line on stderr and exit code 2. Seeds are an explicit
 axis: every (row, seed) is its own trial, and the report groups them.
 """
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models
-from engine.cli import BadInput, parse_args
-from engine.evaluate import EvalSettings
+from engine.run.cli import BadInput, parse_args
+from engine.eval.evaluate import EvalSettings
 from engine.files import write_json_atomic
-from engine.folder import release_run_folder
-from engine.resume import BEFORE_RESUME, merge_results, resume
-from engine.spec import Resources, Row, RunSpec, prepare
+from engine.run.folder import release_run_folder
+from engine.run.resume import BEFORE_RESUME, merge_results, resume
+from engine.run.spec import Resources, Row, RunSpec, prepare
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Search:
     """A study: `rows` maps a label (a table row) to a `Row(preset, fields, data)` or its
     shorthand: a preset name, a Config, a (preset, {field: value}) pair, or a (preset,
     {field: value}, data options) triple whose data options change the data the row trains
-    and is evaluated on (engine/data.py, check_options: e.g. {"noise": {"partition":
+    and is evaluated on (engine/data/__init__.py, check_options: e.g. {"noise": {"partition":
     "spatial", "variance": 0.1}})."""
     name: str
     title: str
@@ -50,7 +50,7 @@ class Search:
     samples: int = 20  # the default of --samples (trials of --search optuna)
     # may give "samples" and "dataset" (else SMOKE_DATASET)
     smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
-    # what every trial is evaluated on at its end (engine/evaluate.py); --smoke shrinks the
+    # what every trial is evaluated on at its end (engine/eval/evaluate.py); --smoke shrinks the
     # sample counts to SMOKE_EVAL unless the flags give them
     evaluation: EvalSettings = field(default_factory=EvalSettings)
 
@@ -82,7 +82,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from engine import ray_backend  # imports Ray: only once the input is known to be good
+    from engine.run import ray_backend  # imports Ray: only once the input is known to be good
     give_up = None if args.resume else (lambda: release_run_folder(out))
     code = _connect(args.address, spec.resources, ray_backend, give_up)
     if code is not None:
@@ -137,7 +137,7 @@ def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> 
 
 
 def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: list) -> str:
-    """Run the experiment (or finish it from the run's own files, engine/resume.py):
+    """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
     "complete", "interrupted" or "disk full"."""
     space = spec.trial_space()
     if spec.search == "optuna":

@@ -46,7 +46,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
-from engine.trial import Session, load_state, newest_state, run_trial  # noqa: E402
+from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
 
 def init(address: str | None, give_up=None) -> None:

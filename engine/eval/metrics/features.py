@@ -3,7 +3,7 @@ reference statistics of a data set in each.
 
 Two feature spaces, always named in the results:
 - "inception": pytorch-fid's Inception-v3 pool3 features (2,048-d) and its logits (IS); the
-  standard FID. Needs pytorch-fid's weights file (engine/metrics/pretrained.py).
+  standard FID. Needs pytorch-fid's weights file (engine/eval/metrics/pretrained.py).
 - "classifier-<data set>": the penultimate layer (64-d) of a small CNN trained once,
   deterministically, on the data set's own labels (as is common for MNIST-like data) and
   cached on disk. Its numbers are comparable with each other, not with Inception FIDs.
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from engine.files import write_atomic, write_json_atomic
-from engine.metrics.frechet import Stats, statistics
+from engine.eval.metrics.frechet import Stats, statistics
 
 CACHE_ENV = "VAE_ABLATIONS_CACHE"
 INCEPTION_MIN_SIZE = 28  # MNIST's size: the smallest the papers compute Inception FID at
@@ -162,7 +162,7 @@ def classifier_space(data, device) -> FeatureSpace:
 
 
 def inception_space(device, weights: str | None = None) -> FeatureSpace:
-    from engine.metrics.pretrained import inception_weights_path, load_inception
+    from engine.eval.metrics.pretrained import inception_weights_path, load_inception
     path = inception_weights_path(weights)
     net = load_inception(path, device=device)
     stat = path.stat()  # the file's identity, cheaper than hashing 100 MB per trial
@@ -178,7 +178,7 @@ def resolve_auto(image_shape: tuple[int, ...], n_reference: int | None,
     images (a full-rank covariance; None: not known, as for the real data sets, whose test
     splits all have more), else "classifier". A search resolves it once, on the driver, so
     that no trial on another node silently computes its FIDs in another space."""
-    from engine.metrics.pretrained import WeightsMissing, inception_weights_path
+    from engine.eval.metrics.pretrained import WeightsMissing, inception_weights_path
     suits = (min(image_shape[1:]) >= INCEPTION_MIN_SIZE
              and (n_reference is None or n_reference > 2048))
     if not suits:
@@ -194,7 +194,7 @@ def choose_features(data, which: str, device, inception_weights: str | None = No
                     ) -> FeatureSpace:
     """"inception", "classifier" or "auto" (see the module docstring); NotComputed if the
     asked-for space cannot be had, with the reason."""
-    from engine.metrics.pretrained import WeightsMissing
+    from engine.eval.metrics.pretrained import WeightsMissing
     if which == "classifier":
         return classifier_space(data, device)
     suits = min(data.image_shape[1:]) >= INCEPTION_MIN_SIZE

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import models
-from engine.metrics import evaluating
+from engine.eval.metrics import evaluating
 
 # Elements of the largest (queries x components x D) block the MI bound builds at once.
 _MI_BLOCK = 1 << 24

@@ -7,9 +7,9 @@ All are deterministic, so every run on every machine sees the same splits.
 
 Real: ``mnist``, ``fashion``, ``cifar10``, ``celeba``, ``celebahq``, read from a data root
 (``load_dataset(name, root)``: the argument, else $VAE_DATA_ROOT, else ~/data) by the readers
-in engine/datasets.py, which also say where each data set's files are expected, how it is
+in engine/data/real.py, which also say where each data set's files are expected, how it is
 preprocessed and split. Each is decoded once per machine into uint8 .npy files in the cache
-folder (engine.metrics.features.cache_dir(): $VAE_ABLATIONS_CACHE, else
+folder (engine.eval.metrics.features.cache_dir(): $VAE_ABLATIONS_CACHE, else
 ~/.cache/vae-ablations, under data/), under a file lock so that trials starting together decode
 it once; every trial then maps those files (np.load(mmap_mode="r")), so the operating system's
 page cache holds one copy per machine, and converts them to its own float32 tensors in [0, 1].
@@ -48,8 +48,8 @@ import sklearn.datasets
 import torch
 import torch.nn.functional as F
 
-from engine import datasets as _real
-from engine.datasets import DataError, DataNotFound, UnofficialFilesWarning  # noqa: F401
+from engine.data import real as _real
+from engine.data.real import DataError, DataNotFound, UnofficialFilesWarning  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def _data_cache() -> Path:
-    from engine.metrics.features import cache_dir  # lazily: engine.metrics is heavier
+    from engine.eval.metrics.features import cache_dir  # lazily: engine.eval.metrics is heavier
     return cache_dir() / "data"
 
 
@@ -339,7 +339,7 @@ class _RealLoader:
     def __init__(self, name: str) -> None:
         self.name = self.__name__ = name
         shape = "x".join(map(str, _real.SHAPES[name]))
-        self.__doc__ = f"{_real.TITLES[name]}, {shape} images: see engine/datasets.py."
+        self.__doc__ = f"{_real.TITLES[name]}, {shape} images: see engine/data/real.py."
 
     def __call__(self, root: str | os.PathLike | None = None, *, download: bool = True) -> Dataset:
         arrays = load_arrays(self.name, root, download=download)

@@ -5,7 +5,7 @@ reconstruction error (`val/mse`, `val/psnr`, the metric ASHA stops on) and its t
 saves a checkpoint; the last epoch adds the evaluation (`test/...`). A NaN or infinite loss
 ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
 Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
-Ray: engine/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
+Ray: engine/run/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
 public API (build, forward/loss, reconstruct, make_optimizer, fit_density).
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 
 import models
 from engine.data import apply_options, load_dataset
-from engine.evaluate import evaluate, psnr, reconstruction_mse
-from engine.spec import TrialSpec
-from engine.tensorboard import TrialBoard
+from engine.eval.evaluate import evaluate, psnr, reconstruction_mse
+from engine.run.spec import TrialSpec
+from engine.eval.tensorboard import TrialBoard
 
 STATE_FILE = "state.pt"
 
@@ -111,7 +111,7 @@ def run_trial(params: dict, session: Session) -> None:
 
     params (the Tune trial's config, stored by Tune as params.json) also holds "label",
     "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" and,
-    for a row with data options, "data" (e.g. noise added to the images, engine/data.py).
+    for a row with data options, "data" (e.g. noise added to the images, engine/data/__init__.py).
     """
     spec = TrialSpec.from_params(params)  # bad settings fail now
     seed, epochs, cfg = spec.seed, spec.epochs, spec.config

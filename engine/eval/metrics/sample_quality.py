@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from engine.metrics.latent import slerp
+from engine.eval.metrics.latent import slerp
 
 # --- image sets, produced in batches so 10,000 CelebA-size images never sit in memory ---
 
