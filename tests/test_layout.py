@@ -45,11 +45,28 @@ def test_a_config_is_validated_without_torch():
 def test_the_report_imports_neither_torch_nor_ray_nor_the_trial_code():
     """The report reads a run folder: it runs where no trial ever ran (a laptop with the
     folder copied), so it needs pandas and matplotlib, not torch, Ray or the models."""
-    for name in ("engine/report/__init__.py", "engine/report/tuning.py"):
+    names = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "engine/report").rglob("*.py"))
+    assert len(names) >= 2
+    for name in names:
         bad = {m for m in imports(ROOT / name)
                if m.split(".")[0] in ("torch", "ray", "models")
                or m in ("engine.run.trial", "engine.eval.evaluate", "engine.run.ray_backend")}
         assert not bad, (name, bad)
+
+
+def test_evaluation_data_and_report_never_import_the_search():
+    """Dependencies point one way: engine/run/ drives evaluation, data and the report; none of
+    them knows of a search, a Tune trial or a run spec, so each runs without one (the report
+    on a copied folder, `evaluate` from `python -m engine evaluate`)."""
+    for folder in ("engine/eval", "engine/data", "engine/report"):
+        assert importers(folder, "engine.run") == {}, folder
+
+
+def test_search_run_is_a_pipeline_of_at_most_30_lines():
+    """search.run: parse, prepare the spec, connect, save, execute, finish (issue 14)."""
+    tree = ast.parse((ROOT / "engine/run/search.py").read_text())
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    assert run.end_lineno - run.lineno + 1 <= 30  # its docstring and signature included
 
 
 def test_the_rules_see_a_function_level_import():

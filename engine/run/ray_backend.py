@@ -81,6 +81,13 @@ def init(address: str | None, give_up=None) -> None:
     private_token_file()
 
 
+def shutdown() -> None:
+    """Leave Ray: its log thread is joined, so no trial process's last words, which Ray
+    forwards to this driver's stderr as they arrive, can come after the driver's own last line
+    (on a busy machine they came seconds late, after "the disk is full")."""
+    ray.shutdown()
+
+
 TOKEN_FILE = Path("~/.ray/auth_token")
 
 

@@ -93,6 +93,8 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         spec.save(out)
     (out / "finished.json").unlink(missing_ok=True)
     outcome = _execute(spec, out, args.resume, ray_backend, list(callbacks))
+    if outcome != "complete":  # the run ends here: its one line must be the last
+        ray_backend.shutdown()
     return _finish(spec, out, outcome, after)
 
 
