@@ -46,12 +46,12 @@ SEARCH = Search(
 )
 
 
-def plot_against_codebook_size(run_dir: Path) -> None:
-    """report/codebook.png: PSNR, SSIM and latent variance against K per codebook row."""
-    import pandas as pd
+def plot_against_codebook_size(run) -> None:
+    """report/codebook.png: PSNR, SSIM and latent variance against K per codebook row.
+    `run`: the finished run (engine/run/finished.py)."""
     from matplotlib.figure import Figure
     from engine.report import save_figure
-    table = pd.read_csv(run_dir / "report" / "table.csv", index_col="label")
+    table = run.table
     metrics = ("test/psnr", "test/ssim", "eval/latent_var")
     fig = Figure(figsize=(13, 4), layout="constrained")
     for ax, metric in zip(fig.subplots(1, len(metrics)), metrics):
@@ -73,7 +73,7 @@ def plot_against_codebook_size(run_dir: Path) -> None:
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    save_figure(fig, run_dir / "report" / "codebook.png")  # atomically
+    save_figure(fig, run.report_path("codebook.png"))  # atomically
 
 
 if __name__ == "__main__":

@@ -79,34 +79,32 @@ SEARCH = Search(
 )
 
 
-def recovery(run_dir: Path) -> None:
+def recovery(run) -> None:
     """report/recovery.md and recovery.csv: per noised row and cell, the estimate beside the
-    injected s_x² plus the clean estimate of the row with the same config and no noise."""
+    injected s_x² plus the clean estimate of the row with the same config and no noise.
+    `run`: the finished run (engine/run/finished.py)."""
     import json
     import pandas as pd
-    from engine.report import load_trials
     from engine.files import write_atomic, write_text_atomic  # no half-written report file
-    search = json.loads((run_dir / "search.json").read_text())
-    trials = load_trials(run_dir)
-    done = trials[trials["status"] == "completed"]
+    spec, done = run.spec, run.completed
     stats = {label: sub for label, sub in done.groupby("label")}
-    clean_of = {json.dumps(r["config"], sort_keys=True): r["label"]
-                for r in search["rows"] if not r.get("data")}
+    key = lambda r: json.dumps(r.config.to_dict(), sort_keys=True)  # noqa: E731
+    clean_of = {key(r): r.label for r in spec.rows if not r.data}
     records = []
-    for row in search["rows"]:
-        noise = (row.get("data") or {}).get("noise")
-        clean = clean_of.get(json.dumps(row["config"], sort_keys=True))
+    for row in spec.rows:
+        noise = (row.data or {}).get("noise")
+        clean = clean_of.get(key(row))
         noisy = NOISE_PARTITIONS[noise["partition"]] if noise else ()
-        name = row["config"].get("name", "")
+        name = row.config.name
         for cell in CELLS:
             metric = f"eval/sigma_x2_{cell}"
-            est = stats[row["label"]][metric] if row["label"] in stats and metric in done \
+            est = stats[row.label][metric] if row.label in stats and metric in done \
                 else pd.Series(dtype=float)
             base = (stats[clean][metric].mean() if clean in stats and metric in done
                     else float("nan"))
             injected = noise["variance"] if cell in noisy else 0.0
             records.append({
-                "row": row["label"], "preset": name,
+                "row": row.label, "preset": name,
                 "pattern": noise["partition"] if noise else "clean",
                 "s_x2": noise["variance"] if noise else 0.0, "cell": cell, "noisy": cell in noisy,
                 "sufficient": bool(noise) and noise["partition"] in SUFFICIENT.get(name, ()),
@@ -114,7 +112,7 @@ def recovery(run_dir: Path) -> None:
                 "estimate": est.mean(), "estimate_std": est.std(ddof=1), "n": len(est),
                 "ratio": est.mean() / (injected + base)})
     table = pd.DataFrame.from_records(records)
-    write_atomic(run_dir / "report" / "recovery.csv", lambda p: table.to_csv(p, index=False))
+    write_atomic(run.report_path("recovery.csv"), lambda p: table.to_csv(p, index=False))
 
     def cell_text(r) -> str:
         if pd.isna(r["estimate"]):
@@ -137,14 +135,14 @@ def recovery(run_dir: Path) -> None:
                            f"{ratios.median():.2f}, {len(ratios)} cells"
                            + ("; the paper: within 5 % of s_x² + 0.007 on MNIST)." if noisy
                               else ")."))
-    text = (f"# Recovery of the injected noise ({search['dataset']}, {search['epochs']} epochs, "
-            f"mean over seeds {', '.join(map(str, search['seeds']))})\n\n"
+    text = (f"# Recovery of the injected noise ({spec.dataset}, {spec.epochs} epochs, "
+            f"mean over seeds {', '.join(map(str, spec.seeds))})\n\n"
             "Each cell: the mean estimated variance in the cell, **bold** where noise was "
             "injected, then (expected = injected s_x² + the same parameterization's estimate "
             "on the clean data, ×estimate / expected). Clean rows: the estimate alone. "
             "sufficient: the parameterization can model the pattern in theory.\n\n"
             + "\n".join(lines) + "\n\n" + "".join(f"- {s}\n" for s in summary))
-    write_text_atomic(run_dir / "report" / "recovery.md", text)
+    write_text_atomic(run.report_path("recovery.md"), text)
     print(text)
 
 

@@ -54,18 +54,17 @@ SEARCH = Search(
 )
 
 
-def plot_sweep(run_dir: Path) -> None:
-    """report/sweep.png: each of METRICS against log10 σx², one line per encoding."""
-    import json
+def plot_sweep(run) -> None:
+    """report/sweep.png: each of METRICS against log10 σx², one line per encoding.
+    `run`: the finished run (engine/run/finished.py)."""
     import numpy as np
     from matplotlib.figure import Figure
-    from engine.report import load_trials, save_figure
-    trials = load_trials(run_dir)
-    done = trials[trials["status"] == "completed"].assign(
+    from engine.report import save_figure
+    done = run.completed.assign(
         log_s=lambda t: np.log10(t["config/sigma_x2"].astype(float)).round(2),
         enc=lambda t: np.where(t["config/posterior"] == "point", "deterministic", "stochastic"))
-    search = json.loads((run_dir / "search.json").read_text())
-    paper = (search.get("paper") or {}).get("numbers", {}).get(search["dataset"], {})
+    spec = run.spec
+    paper = (spec.paper or {}).get("numbers", {}).get(spec.dataset, {})
     fig = Figure(figsize=(14, 7), layout="constrained")
     for ax, metric in zip(fig.subplots(2, 4).flat, METRICS):
         shown = []
@@ -87,9 +86,9 @@ def plot_sweep(run_dir: Path) -> None:
         ax.set(xlabel="log10 σx²", title=metric)
     fig.axes[0].legend(fontsize=7)
     fig.axes[-1].axis("off")
-    fig.suptitle(f"{search['title']} ({search['dataset']}, {search['epochs']} epochs): "
+    fig.suptitle(f"{spec.title} ({spec.dataset}, {spec.epochs} epochs): "
                  "mean ± std over seeds")
-    save_figure(fig, run_dir / "report" / "sweep.png")  # atomically
+    save_figure(fig, run.report_path("sweep.png"))  # atomically
 
 
 if __name__ == "__main__":

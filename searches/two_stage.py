@@ -65,15 +65,15 @@ SEARCH = Search(
 )
 
 
-def plot_gamma_and_spectrum(run_dir: Path) -> None:
-    """report/gamma_spectrum.png: γ per epoch (train/sigma_x2) and the encoder spectrum."""
+def plot_gamma_and_spectrum(run) -> None:
+    """report/gamma_spectrum.png: γ per epoch (train/sigma_x2) and the encoder spectrum.
+    `run`: the finished run (engine/run/finished.py)."""
     import json
     import numpy as np
     from matplotlib.figure import Figure
-    from engine.report import load_curves, load_trials, save_figure
-    curves = load_curves(run_dir)
-    gamma = curves[curves["metric"] == "train/sigma_x2"]
-    trials = load_trials(run_dir)
+    from engine.report import save_figure
+    gamma = run.curves[run.curves["metric"] == "train/sigma_x2"]
+    trials = run.trials
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     for i, label in enumerate(dict.fromkeys(trials["label"])):
@@ -83,9 +83,8 @@ def plot_gamma_and_spectrum(run_dir: Path) -> None:
             left.plot(stats.index, stats["mean"], label=label, **style)
             left.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0),
                               stats["mean"] + stats["std"].fillna(0), color=f"C{i}", alpha=0.2)
-        files = [run_dir / t / "encoder_spectrum.json"
-                 for t in trials.loc[trials["label"] == label, "trial"]]
-        spectra = [json.loads(f.read_text()) for f in files if f.is_file()]
+        spectra = [json.loads(f.read_text())
+                   for f in run.trial_files(label, "encoder_spectrum.json")]
         if spectra:
             right.plot(np.mean(spectra, axis=0), marker="o", ms=3,
                        label=f"{label} (n={len(spectra)})", **style)
@@ -98,7 +97,7 @@ def plot_gamma_and_spectrum(run_dir: Path) -> None:
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    save_figure(fig, run_dir / "report" / "gamma_spectrum.png")  # atomically
+    save_figure(fig, run.report_path("gamma_spectrum.png"))  # atomically
 
 
 if __name__ == "__main__":

@@ -438,3 +438,25 @@ def test_a_run_folder_written_before_the_run_spec_reports_and_resumes(tmp_path):
     assert kept.read_bytes() == before
     saved = json.loads((out / "search.json").read_text())
     assert saved["git"].startswith("9b14986")  # a resume never rewrites the run's record
+
+
+def test_a_studys_after_step_gets_the_finished_run_with_its_typed_spec():
+    """FinishedRun on tests/data/run_before_spec (one completed VAE trial, no UAE trial): the
+    spec's rows as search.json saved them, the trials and curves as the report reads them, each
+    trial's own files found by row."""
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    from engine.run.finished import FinishedRun
+    out = ROOT / "tests/data/run_before_spec"
+    spec = load(out, SEARCH, parse_args(SEARCH, ["--resume", "--out", str(out)]))
+    finished = FinishedRun.read(out, spec)
+    saved = json.loads((out / "search.json").read_text())
+    assert [r.label for r in spec.rows] == [r["label"] for r in saved["rows"]] == ["VAE", "UAE"]
+    assert finished.row("UAE").config.to_dict() == saved["rows"][1]["config"]
+    assert list(finished.completed["label"]) == ["VAE"]
+    trial = out / "VAE_seed0_b4ee8_00000"
+    assert finished.trial_files("VAE", "params.json") == [trial / "params.json"]
+    assert finished.trial_files("UAE", "params.json") == []
+    epochs = len((trial / "result.json").read_text().splitlines())
+    assert sorted(finished.curves["epoch"].unique()) == list(range(1, epochs + 1))
+    assert finished.report_path("x.png") == out / "report" / "x.png"

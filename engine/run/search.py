@@ -73,9 +73,9 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
     """Validate, run the search with Ray Tune, write and print the report. Exit code:
     0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input,
     130 when interrupted (Ctrl-C: --resume finishes it). `callbacks` are extra
-    ray.tune.Callback objects (e.g. a benchmark's timer). `after(run folder)`, if given, runs
-    once the report is written (a study's own plots into <run>/report/); if it raises, the
-    error is one line on stderr and the exit code 1."""
+    ray.tune.Callback objects (e.g. a benchmark's timer). `after(FinishedRun)`, if given,
+    runs once the report is written (a study's own plots into <run>/report/); if it raises,
+    the error is one line on stderr and the exit code 1."""
     args = parse_args(search, argv)
     try:
         spec, out = prepare(search, args, argv)
@@ -189,14 +189,15 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
         return 1
     if outcome == "complete":
         write_json_atomic(out / "finished.json", {"finished": True})
-    from engine.report import write_report
+    from engine.report import write_report  # pandas, matplotlib: only once there is a report
+    from engine.run.finished import FinishedRun
     text = write_report(out)
     print(text)
     print(f"TensorBoard: tensorboard --logdir {out}")
     failed = False
     if after is not None and outcome == "complete":
         try:
-            after(out)
+            after(FinishedRun.read(out, spec))
         except Exception as e:  # noqa: BLE001  (the trials' results are written already)
             print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
                   file=sys.stderr)
