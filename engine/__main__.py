@@ -10,7 +10,9 @@ before anything is evaluated.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,8 +77,6 @@ def _prepare(args) -> tuple:
     """Everything the evaluation needs, each piece checked first: an evaluation takes
     minutes, and a bad flag found only at its end (the JSON file cannot be written) would
     waste them. Raises ValueError, one line, on bad input."""
-    from pathlib import Path
-
     import models
     from engine.data import apply_options, load_dataset
     from engine.eval.evaluate import EvalSettings, parse_groups
@@ -182,8 +182,6 @@ def _loads(path) -> bool:
 
 def _output(out: str | None, trial_dir):
     """Where the metrics' JSON goes, checked to be writable now rather than after the run."""
-    import os
-    from pathlib import Path
 
     path = Path(out) if out else trial_dir / "evaluation.json"
     named = f"--out {out}" if out else f"{path} (the default; choose another with --out)"

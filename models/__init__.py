@@ -9,11 +9,12 @@ Public API:
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
     set_lr(optimizer, lr)        every parameter group at lr (model.lr_at(epoch, epochs) gives it)
-    Posterior, REGULARIZERS, SAMPLINGS, nearest_code, MLE_EPS, UAE_GRADIENT_SAMPLINGS,
+    Posterior, REGULARIZERS, nearest_code, MLE_EPS, UAE_GRADIENT_SAMPLINGS,
     kl_to_standard_normal, MEAN_SAMPLING
                                  what the evaluation suite computes with (engine/eval/metrics/)
     CONSTANT, DATA, INPUT, LATENT where evaluation takes a model's Sigma_x from
                                  (model.variance_source)
+    axis_values(field)           the values config field `field` takes (built-in, then registered)
     register(axis, name, value), unregister(axis, name)
                                  add a value to an axis without editing models/ (e.g. a test's
                                  toy decoder variance, a DecoderVariance or Codebook record)
@@ -24,7 +25,7 @@ from __future__ import annotations
 from . import config as _config
 from .autoencoder import GaussianAutoencoder
 from .codebooks import CODEBOOKS, Codebook, nearest_code
-from .config import MEAN_SAMPLING, SAMPLINGS, Config, ConfigError
+from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
 from .density import DENSITIES, draw_latents, fit_density, redraw_latents
 from .schedules import set_lr
@@ -37,7 +38,7 @@ from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EP
 
 __all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
            "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior",
-           "REGULARIZERS", "SAMPLINGS", "nearest_code", "MLE_EPS", "UAE_GRADIENT_SAMPLINGS",
+           "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS", "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",
            "CONSTANT", "DATA", "INPUT", "LATENT", "register", "unregister", "DecoderVariance",
            "Codebook", "PosteriorHead"]

@@ -12,37 +12,34 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-# The values of each axis. Each name is the key of a dict of small functions in its module
-# (posteriors.POSTERIORS, samplers.SAMPLERS, ...); config.py lists them here so that a config
-# can be validated without importing torch.
-POSTERIORS = ("diagonal", "full", "full_bounded", "point")
-SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all", "unscented_mean", "mean")
-REGULARIZERS = ("kl", "wasserstein", "wasserstein_unsquared", "l2", "l2_unsquared", "mmd",
-                "none")
-DECODER_REGS = ("none", "gradient_penalty", "eig_gradient_penalty", "eig_gradient_norm_at_mean",
-                "gradient_norm_at_mean", "spectral_norm_sum", "weight_decay")
-DECODER_VARIANCES = (
-    "mse", "sse", "fixed",
-    "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
-    "iso_i_trainable", "iso_d_trainable", "diag_i_trainable", "diag_d_trainable",
-)
-CODEBOOKS = ("none", "soft", "vq")
-DENSITIES = ("prior", "gmm", "second_stage")
-ARCHS = ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128")
-OUTPUTS = ("sigmoid", "linear")
-LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
-
 _STOCHASTIC_SAMPLINGS = ("reparam", "unscented", "unscented_rows", "unscented_all",
                          "unscented_mean")
 _FIXED_POINT_SAMPLINGS = ("unscented_all", "mean")  # a fixed point set: num_samples=1
 MEAN_SAMPLING = "mean"  # z = mu: the one sampling a point posterior has
 
-# The field each axis validates, with its values. `models.register` adds a value to an axis
-# (its function to the module's dict, its name here) without editing this file.
+# The field each axis validates, with its built-in values. Each name is also the key of the
+# axis's dict of small functions or records in its module (posteriors.POSTERIORS,
+# samplers.SAMPLERS, ...; tests/test_combinations.py checks they agree); they are listed here
+# so that a config can be validated without importing torch. `models.register` adds a value to
+# an axis (its function to the module's dict, its name here) without editing this file.
 AXES: dict[str, tuple[str, ...]] = {
-    "posterior": POSTERIORS, "sampling": SAMPLINGS, "regularizer": REGULARIZERS,
-    "decoder_reg": DECODER_REGS, "decoder_variance": DECODER_VARIANCES, "codebook": CODEBOOKS,
-    "density": DENSITIES, "arch": ARCHS, "output": OUTPUTS, "lr_schedule": LR_SCHEDULES,
+    "posterior": ("diagonal", "full", "full_bounded", "point"),
+    "sampling": ("reparam", "unscented", "unscented_rows", "unscented_all", "unscented_mean",
+                 "mean"),
+    "regularizer": ("kl", "wasserstein", "wasserstein_unsquared", "l2", "l2_unsquared", "mmd",
+                    "none"),
+    "decoder_reg": ("none", "gradient_penalty", "eig_gradient_penalty",
+                    "eig_gradient_norm_at_mean", "gradient_norm_at_mean", "spectral_norm_sum",
+                    "weight_decay"),
+    "decoder_variance": ("mse", "sse", "fixed",
+                         "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
+                         "iso_i_trainable", "iso_d_trainable", "diag_i_trainable",
+                         "diag_d_trainable"),
+    "codebook": ("none", "soft", "vq"),
+    "density": ("prior", "gmm", "second_stage"),
+    "arch": ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128"),
+    "output": ("sigmoid", "linear"),
+    "lr_schedule": ("constant", "step", "cosine", "plateau"),
 }
 _ADDED: dict[str, list[str]] = {axis: [] for axis in AXES}
 

@@ -41,7 +41,7 @@ SEARCH = Search(
            "gamma": tune.loguniform(1e-6, 1e0),  # preset 1e-6: from negligible to dominant
            "kappa": tune.loguniform(1e-4, 1e1),  # preset 1e-3
            "lr": tune.loguniform(1e-4, 1e-2)},  # preset 1e-3
-    search="optuna",
+    algorithm="optuna",
     samples=30,
     scheduler="asha",  # rungs at epochs 3, 9, 27
     seeds=1,

@@ -16,10 +16,12 @@ SMALL = dict(latent_dim=3, hidden=8, codebook_size=4, num_samples=2)
 
 
 def _combos():
-    return itertools.product(C.REGULARIZERS, C.DECODER_REGS, C.DECODER_VARIANCES, C.CODEBOOKS)
+    return itertools.product(*(C.AXES[axis] for axis in
+                               ("regularizer", "decoder_reg", "decoder_variance", "codebook")))
 
 
-@pytest.mark.parametrize("posterior,sampling", list(itertools.product(C.POSTERIORS, C.SAMPLINGS)))
+@pytest.mark.parametrize("posterior,sampling",
+                         list(itertools.product(C.AXES["posterior"], C.AXES["sampling"])))
 def test_every_valid_combination_trains(posterior, sampling):
     x = torch.rand(4, *X_SHAPE)
     built = refused = 0
@@ -150,13 +152,14 @@ def test_config_lists_exactly_the_values_each_axis_module_implements():
     """config.py lists the axis values (to validate without building anything); each must have
     its function in the axis's dict, and no function may be unreachable from a Config."""
     from models import codebooks, decoder_regs, density, networks, posteriors, regularizers
-    from models import samplers, variances
-    assert set(C.POSTERIORS) == set(posteriors.POSTERIORS)
-    assert set(C.SAMPLINGS) == set(samplers.SAMPLERS)
-    assert set(C.REGULARIZERS) == set(regularizers.REGULARIZERS)
-    assert set(C.DECODER_REGS) == set(decoder_regs.DECODER_PENALTIES)
-    assert set(C.DECODER_VARIANCES) == set(variances.DECODER_VARIANCES)
-    assert set(C.CODEBOOKS) == set(codebooks.CODEBOOKS)
-    assert set(C.DENSITIES) == set(density.DENSITIES)
-    assert set(C.ARCHS) == {"auto", *networks.ARCHS}
-    assert set(C.OUTPUTS) == set(networks.OUTPUTS)
+    from models import samplers, schedules, variances
+    assert set(C.AXES["posterior"]) == set(posteriors.POSTERIORS)
+    assert set(C.AXES["sampling"]) == set(samplers.SAMPLERS)
+    assert set(C.AXES["regularizer"]) == set(regularizers.REGULARIZERS)
+    assert set(C.AXES["decoder_reg"]) == set(decoder_regs.DECODER_PENALTIES)
+    assert set(C.AXES["decoder_variance"]) == set(variances.DECODER_VARIANCES)
+    assert set(C.AXES["codebook"]) == set(codebooks.CODEBOOKS)
+    assert set(C.AXES["density"]) == set(density.DENSITIES)
+    assert set(C.AXES["arch"]) == {"auto", *networks.ARCHS}
+    assert set(C.AXES["output"]) == set(networks.OUTPUTS)
+    assert set(C.AXES["lr_schedule"]) == set(schedules.LR_SCHEDULES)

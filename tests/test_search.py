@@ -366,7 +366,7 @@ def test_resume_takes_the_runs_own_search_scheduler_and_resources(tmp_path):
                                "--cpus-per-trial", "1", "--samples", "2"])
     spec = load(tmp_path, SEARCH, args)
     assert list(spec.configs) == ["UAE"]
-    assert (spec.search, spec.samples, spec.scheduler, spec.max_concurrent,
+    assert (spec.algorithm, spec.samples, spec.scheduler, spec.max_concurrent,
             spec.resources.cpu) == ("optuna", 7, "asha", 3, 2.0)
 
 

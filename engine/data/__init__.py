@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 import sklearn.datasets
 import torch
+from filelock import FileLock
 import torch.nn.functional as F
 
 from engine.data import real as _real
@@ -272,7 +273,6 @@ def _tag(name: str, root: Path) -> str:
 
 def _lock(name: str, root: Path):
     """The machine-wide lock under which name is downloaded into root and decoded."""
-    from filelock import FileLock
     base = _data_cache()
     base.mkdir(parents=True, exist_ok=True)
     return FileLock(str(base / f"{_tag(name, root)}.lock"))

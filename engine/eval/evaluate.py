@@ -39,6 +39,15 @@ import numpy as np
 import torch
 
 import models
+from engine.data import cell_masks
+from engine.eval.metrics import evaluating
+from engine.eval.metrics import sample_quality as sq
+from engine.eval.metrics.sample_quality import inception_score, precision_recall
+from engine.eval.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
+from engine.eval.metrics.features import NotComputed, choose_features, extract, reference
+from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
+from engine.eval.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
+from engine.eval.metrics.likelihood import NotComputable, decoder_variance_map, iwae_nll
 from engine.files import write_json_atomic
 
 GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
@@ -208,6 +217,7 @@ def _subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 def _lpips(ctx: Context):
     if "lpips" not in ctx.cache:
+        # lpips and torchvision's backbones load only where a group asks for LPIPS
         from engine.eval.metrics.pretrained import WeightsMissing, load_lpips
         try:
             ctx.cache["lpips"] = load_lpips(ctx.settings.lpips_net, device=ctx.device)
@@ -247,7 +257,6 @@ def _density_latents(ctx: Context) -> torch.Tensor:
 def _image_sets(ctx: Context) -> dict[str, Callable]:
     """name -> a function giving an iterator of image batches (evaluated lazily, one at a
     time, so a failing density costs only its own metrics)."""
-    from engine.eval.metrics import sample_quality as sq
     m, s, dev = ctx.model, ctx.settings, ctx.device
     ref = getattr(ctx.data, s.reference_split).images
     sets: dict[str, Callable] = {"rec": lambda: sq.reconstructions(m, ref, dev, s.batch_size)}
@@ -273,9 +282,6 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
 
 @torch.no_grad()
 def fid(ctx: Context) -> dict:
-    from engine.eval.metrics.features import NotComputed, choose_features, reference
-    from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
-    from engine.eval.metrics.sample_quality import inception_score, precision_recall
     s = ctx.settings
     sets = _image_sets(ctx)
     names = [f"eval/{k}_{n}" for n in sets for k in ("fid", "precision", "recall")]
@@ -309,7 +315,6 @@ def fid(ctx: Context) -> dict:
 
 def _features_of(space, batches, device, batch_size: int
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    from engine.eval.metrics.features import extract
     feats, logits = [], []
     for images in batches:
         f, lg = extract(space, images, device, batch_size)
@@ -323,7 +328,6 @@ def _features_of(space, batches, device, batch_size: int
 
 @torch.no_grad()
 def latent(ctx: Context) -> dict:
-    from engine.eval.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
     images = ctx.data.test.images.to(ctx.device)
     out: dict = {f"eval/{k}": v for k, v in latent_variance(ctx.model, images).items()}
     lp = _lpips(ctx)
@@ -338,7 +342,6 @@ def latent(ctx: Context) -> dict:
 
 
 def likelihood(ctx: Context) -> dict:
-    from engine.eval.metrics.likelihood import NotComputable, iwae_nll
     s = ctx.settings
     images = _subset(ctx.data.test.images, s.nll_images, ctx.seed)
     try:  # the training images stay on the CPU: only *_i_mle reads them, batch by batch
@@ -350,7 +353,6 @@ def likelihood(ctx: Context) -> dict:
 
 
 def diagnostics(ctx: Context) -> dict:
-    from engine.eval.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
     s = ctx.settings
     train = _subset(ctx.data.train.images, s.diagnostic_images, ctx.seed).to(ctx.device)
     out: dict = {}
@@ -375,8 +377,6 @@ def diagnostics(ctx: Context) -> dict:
 
 
 def variance(ctx: Context) -> dict:
-    from engine.data import cell_masks
-    from engine.eval.metrics.likelihood import NotComputable, decoder_variance_map
     test = ctx.data.test
     try:
         var = decoder_variance_map(ctx.model, test.images, ctx.data.train.images,
@@ -404,7 +404,6 @@ def evaluate(model, data, device=torch.device("cpu"), settings: EvalSettings | N
     """Every asked-for group's metrics (floats) and "notes" {metric or group: why not
     computed, "features": the FID feature space}; "time/eval_<group>_s" per group. `drawn`,
     where given, is filled with {density name: the (n, D) latents sampled from it}."""
-    from engine.eval.metrics import evaluating
     settings = settings or EvalSettings()
     device = torch.device(device)
     ctx = Context(model, data, device, settings, seed, Path(out_dir) if out_dir else None,

@@ -3,8 +3,11 @@ that refuse bad input (one line, exit code 2) before Ray starts."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import math
 import os
+import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,9 +68,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="DDP workers per trial (a TorchTrainer inside the trial when > 1)")
     p.add_argument("--scheduler", choices=("fifo", "asha"), default=search.scheduler,
                    help=f"asha stops weak trials early on {search.metric}")
-    p.add_argument("--search", choices=("grid", "optuna"), default=search.search,
+    p.add_argument("--search", choices=("grid", "optuna"), default=search.algorithm,
                    help="optuna samples the search's space instead of running its rows "
-                   f"({search.search})")
+                   f"({search.algorithm})")
     p.add_argument("--samples", type=int,
                    help=f"trials for --search optuna ({search.samples})")
     p.add_argument("--max-concurrent", type=int, default=0,
@@ -257,9 +260,6 @@ def parse_assignments(flag: str, pairs: list[str], defaults) -> dict:
     each VALUE cast to its field's default's type (a tuple: comma-separated; None: text).
     Raises ValueError, one line, on a pair that is malformed, names no field (with the
     closest field's name for a misspelling) or does not cast."""
-    import dataclasses
-    import difflib
-    import re
     fields = [f.name for f in dataclasses.fields(defaults)]
     out = {}
     for pair in pairs:

@@ -34,6 +34,7 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 import csv  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
 import sys  # noqa: E402
@@ -318,7 +319,6 @@ DISK_LOGGERS = ("ray.tune.execution.tune_controller", "ray.tune.execution.experi
 def disk_full(folder: str, below: int = 64 << 20) -> bool:
     """Whether the file system of `folder` has less than `below` bytes free (64 MiB: less
     than one conv net's checkpoint)."""
-    import shutil
     try:
         return shutil.disk_usage(folder).free < below
     except OSError:

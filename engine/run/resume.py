@@ -3,6 +3,8 @@ and checkpoints), never from Tune's pickled state; and merge a continued trial's
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -16,7 +18,7 @@ def resume(out: Path, spec, experiment) -> str:
     weights_only); a sampled run's unfinished trials likewise, then the samples it still owes,
     drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
     run their writer's code) is never read. Returns "complete" or "interrupted"."""
-    if spec.search == "grid":
+    if spec.algorithm == "grid":
         todo = _trials_to_repair(out, spec.configs, spec.seeds)
         owed = 0
     else:
@@ -24,7 +26,7 @@ def resume(out: Path, spec, experiment) -> str:
     print(f"resume: {len(todo)} trial(s) to finish"
           + (f", {owed} more to sample" if owed else "")
           + (": " + ", ".join(f"{label} seed {seed}" for label, seed, *_ in todo)
-             if todo and spec.search == "grid" else ""), flush=True)
+             if todo and spec.algorithm == "grid" else ""), flush=True)
     outcome = "complete"
     if todo:
         folders = [out / p[2] for p in todo if p[2]]
@@ -44,7 +46,7 @@ def resume(out: Path, spec, experiment) -> str:
                     merge_results(folder)
     if owed and outcome == "complete":
         _, told, owed = _sampled_to_continue(out, spec.samples, spec.metric)
-        outcome = experiment(search_alg=spec.search, num_samples=owed, told=told)
+        outcome = experiment(search_alg=spec.algorithm, num_samples=owed, told=told)
     return outcome
 
 
@@ -122,8 +124,6 @@ def merge_results(folder: Path) -> None:
 def _write_progress_csv(path: Path, lines: list[dict]) -> None:
     """progress.csv of `lines` with the columns of its existing header (else of the first
     line), nested values flattened as Tune's CSV logger does ("config/beta")."""
-    import csv
-    import io
 
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}

@@ -14,6 +14,7 @@ axis: every (row, seed) is its own trial, and the report groups them.
 from __future__ import annotations
 
 import errno
+import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class Search:
     paper: dict | None = None  # {"source", "setting", "numbers": {dataset: {label: {metric: v}}}}
     scheduler: str = "fifo"  # an ablation table wants every row at the full budget
     space: dict | None = None  # config field -> ray.tune domain, for --search optuna
-    search: str = "grid"  # the default of --search: "optuna" samples `space` on the first row
+    algorithm: str = "grid"  # the default of --search: "optuna" samples `space` on the first row
     samples: int = 20  # the default of --samples (trials of --search optuna)
     # may give "samples" and "dataset" (else SMOKE_DATASET)
     smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
@@ -62,7 +63,6 @@ def grid(base: str | models.Config, **axes: list) -> dict:
 
     grid("UAE", beta=[1e-4, 1e-3], kappa=[1e-3, 1.0]) -> four rows, e.g. "beta=0.0001 kappa=1.0"
     (space-separated, so that --rows can name them with commas)."""
-    import itertools
     keys = list(axes)
     return {" ".join(f"{k}={v}" for k, v in zip(keys, values)):
             Row(base, dict(zip(keys, values))) for values in itertools.product(*axes.values())}
@@ -142,7 +142,7 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
     """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
     "complete", "interrupted" or "disk full"."""
     space = spec.trial_space()
-    if spec.search == "optuna":
+    if spec.algorithm == "optuna":
         first = spec.rows[0]
         space.update(label=first.label, seed=spec.seeds[0],
                      config={**first.config.to_dict(), **spec.sampled})
@@ -170,8 +170,8 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
         if resuming:
             outcome = resume(out, spec, experiment)
         else:
-            outcome = experiment(search_alg=spec.search, num_samples=(
-                spec.samples if spec.search == "optuna" else 1))
+            outcome = experiment(search_alg=spec.algorithm, num_samples=(
+                spec.samples if spec.algorithm == "optuna" else 1))
         for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a resume whose driver was killed
             merge_results(kept.parent)
     except OSError as e:  # the driver's own writes (merge, search.json) on a full disk
@@ -210,7 +210,7 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
 
 
 def _statuses(out: Path) -> set[str]:
-    from engine.report import load_trials
+    from engine.report import load_trials  # pandas: as in _finish
     return set(load_trials(out)["status"])
 
 

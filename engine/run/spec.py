@@ -20,6 +20,7 @@ from engine.run.cli import BadInput, check_args, eval_settings, parse_assignment
 from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, embedded_arch, load_dataset)
 from engine.eval.evaluate import EvalSettings
+from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
 from engine.files import write_json_atomic
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
 
@@ -86,7 +87,7 @@ class RunSpec:
     metric: str
     mode: str
     scheduler: str  # "fifo" | "asha"
-    search: str  # "grid" | "optuna"
+    algorithm: str  # "grid" | "optuna" (--search; search.json's "search")
     rows: tuple[RunRow, ...]
     table_metrics: tuple[str, ...]
     paper: dict | None
@@ -118,10 +119,10 @@ class RunSpec:
             "name": self.name, "title": self.title, "dataset": self.dataset,
             "data_root": self.data_root, "epochs": self.epochs, "seeds": list(self.seeds),
             "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
-            "search": self.search, "rows": [r.to_json() for r in self.rows],
+            "search": self.algorithm, "rows": [r.to_json() for r in self.rows],
             "table_metrics": list(self.table_metrics), "paper": self.paper,
             **({"samples": self.samples, "space": self.space}
-               if self.search == "optuna" else {}),
+               if self.algorithm == "optuna" else {}),
             "max_concurrent": self.max_concurrent, "evaluation": self.evaluation.to_dict(),
             "image_every": self.image_every, "checkpoint_every": self.checkpoint_every,
             "resources": self.resources.to_json(), "git": self.git, "argv": list(self.argv)}
@@ -190,7 +191,7 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
     spec = RunSpec(
         name=search.name, title=search.title, dataset=args.dataset, data_root=data_root,
         epochs=args.epochs, seeds=tuple(range(args.seeds)), metric=search.metric,
-        mode=search.mode, scheduler=args.scheduler, search=args.search, rows=rows,
+        mode=search.mode, scheduler=args.scheduler, algorithm=args.search, rows=rows,
         table_metrics=tuple(search.table_metrics), paper=search.paper, samples=args.samples,
         space=space_json, max_concurrent=args.max_concurrent,
         evaluation=_resolve_features(evaluation, args.dataset, shape),
@@ -222,7 +223,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
         epochs=saved["epochs"], seeds=tuple(saved["seeds"]),
         metric=saved.get("metric", search.metric), mode=saved.get("mode", search.mode),
         scheduler=saved.get("scheduler", args.scheduler),
-        search=saved.get("search", args.search), rows=rows,
+        algorithm=saved.get("search", args.search), rows=rows,
         table_metrics=tuple(saved.get("table_metrics", search.table_metrics)),
         paper=saved.get("paper"), samples=saved.get("samples", args.samples),
         space=saved.get("space"), max_concurrent=saved.get("max_concurrent", args.max_concurrent),
@@ -235,7 +236,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
         sampled=search.space)
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
           f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
-          f"--search {spec.search}, --scheduler {spec.scheduler}, evaluation "
+          f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
           f"{','.join(spec.evaluation.metrics) or 'none'}; flags given now other than "
           "--address and --data-root are ignored", flush=True)
     return spec
@@ -313,7 +314,7 @@ def git_commit() -> str:
 def _check_space(search: Search, rows: tuple[RunRow, ...], shape) -> dict:
     """The Optuna space as JSON distributions, after building the first row at its corners
     (BadInput where Optuna cannot sample it or a corner does not build)."""
-    from engine.run.ray_backend import describe_space, space_corners
+    from engine.run.ray_backend import describe_space, space_corners  # Ray: a sampled search only
     try:
         space_json = describe_space(search.space)
     except Exception as e:  # noqa: BLE001  (ValueError, AttributeError, ...)
@@ -333,8 +334,7 @@ def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSett
     full-rank covariance of its features (the FIDs would only be "not computed" at the end)."""
     if "fid" not in evaluation.metrics:
         return evaluation
-    from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
-    from engine.eval.metrics.pretrained import WeightsMissing, inception_weights_path
+    from engine.eval.metrics.pretrained import WeightsMissing, inception_weights_path  # lpips
     if evaluation.features == "auto":
         n_ref = (len(getattr(load_dataset(dataset), evaluation.reference_split).images)
                  if dataset in EMBEDDED_DATASETS else None)

@@ -364,9 +364,9 @@ def gradient_variance(model, images: torch.Tensor,
     fork_devices = [device] if device.type == "cuda" else []
     out: dict[str, float] = {}
     for name in samplings:
-        if name not in models.SAMPLINGS:  # checked here: a point posterior never builds its config
+        if name not in models.axis_values("sampling"):  # a point posterior never builds it
             raise models.ConfigError(f"sampling={name!r} is not one of "
-                                     f"{', '.join(models.SAMPLINGS)}")
+                                     f"{', '.join(models.axis_values('sampling'))}")
         # a point posterior decodes z = mu under every scheme: the posterior mean's sampler
         cfg = model.cfg.with_sampling(models.MEAN_SAMPLING if point else name)
         with evaluating(model, cfg), torch.random.fork_rng(devices=fork_devices):

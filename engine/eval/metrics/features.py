@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 
 from engine.files import write_atomic, write_json_atomic
@@ -144,8 +145,7 @@ def classifier_space(data, device) -> FeatureSpace:
     folder = cache_dir() / "features"
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
-    from filelock import FileLock  # trials starting together train it once
-    with FileLock(str(folder / f"{key}.lock")):
+    with FileLock(str(folder / f"{key}.lock")):  # trials starting together train it once
         if not (weights.is_file() and meta.is_file()):
             net, accuracy = train_classifier(data)
             write_atomic(weights, lambda f: torch.save(net.state_dict(), f))
@@ -162,6 +162,7 @@ def classifier_space(data, device) -> FeatureSpace:
 
 
 def inception_space(device, weights: str | None = None) -> FeatureSpace:
+    # pretrained imports lpips and torchvision: only where Inception is asked for
     from engine.eval.metrics.pretrained import inception_weights_path, load_inception
     path = inception_weights_path(weights)
     net = load_inception(path, device=device)
