@@ -8,6 +8,8 @@ Public API:
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
+    PRECISIONS                   --precision name -> the dtype model.compute_in(name) runs the
+                                 encoder and decoder networks in (None: fp32)
     set_lr(optimizer, lr)        every parameter group at lr (model.lr_at(epoch, epochs) gives it)
     Posterior, REGULARIZERS, nearest_code, MLE_EPS, UAE_GRADIENT_SAMPLINGS,
     kl_to_standard_normal, MEAN_SAMPLING
@@ -23,7 +25,7 @@ Public API:
 from __future__ import annotations
 
 from . import config as _config
-from .autoencoder import GaussianAutoencoder
+from .autoencoder import PRECISIONS, GaussianAutoencoder
 from .codebooks import CODEBOOKS, Codebook, nearest_code
 from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
@@ -36,7 +38,7 @@ from .samplers import SAMPLERS, UAE_GRADIENT_SAMPLINGS
 from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EPS,
                         DecoderVariance)
 
-__all__ = ["PRESETS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
+__all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
            "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior",
            "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS", "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",

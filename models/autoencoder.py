@@ -7,7 +7,8 @@ file only wires them together. Encoders and decoders are injected from models/ne
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +22,13 @@ from .regularizers import REGULARIZERS
 from .samplers import SAMPLERS, Samples
 from .schedules import lr_at
 from .variances import CONSTANT, DECODER_VARIANCES
+
+# where torch's fused Adam runs and this project has tested it (torch lists more devices)
+_FUSED_DEVICES = ("cpu", "cuda")
+
+# --precision: the dtype the encoder and decoder networks compute in (autocast); None: fp32
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainableLogVariance(nn.Module):
@@ -75,10 +83,11 @@ class GaussianAutoencoder(nn.Module):
             self.codebook = nn.Parameter(torch.empty(k, cfg.latent_dim).uniform_(-1 / k, 1 / k))
         else:
             self.codebook = None
+        self._compute_dtype: torch.dtype | None = None  # compute_in() sets it
 
     # --- the public API ---
     def posterior(self, x: torch.Tensor) -> Posterior:
-        return self._from_params(self.encoder(x), self.cfg.latent_dim)
+        return self._from_params(self._network(self.encoder, x), self.cfg.latent_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior's mean (B, D) and lower-triangular covariance factor L (B, D, D)."""
@@ -88,8 +97,30 @@ class GaussianAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder mean for latents of shape (..., D) -> (..., *input_shape)."""
         lead = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        out = self._network(self.decoder, z.reshape(-1, z.shape[-1]))
         return out.view(*lead, *self.input_shape)
+
+    @contextlib.contextmanager
+    def compute_in(self, precision: str) -> Iterator[None]:
+        """Within it, the encoder and decoder networks run under autocast in `precision`
+        ("fp32", "bf16", "fp16"; PRECISIONS) and return float32. Everything after them stays
+        float32: the posterior's mean and covariance factor, the sampling (sigma points), the
+        codebook, the latent regularizers (KL, Wasserstein: Cholesky factors, log-determinants),
+        the decoder variances and their minibatch MLEs, the reconstruction likelihood and the
+        eigenvalues of the decoder penalties, all of which bf16's 8-bit mantissa would move
+        more than the networks' own rounding (tests/test_precision.py states by how much)."""
+        before, self._compute_dtype = self._compute_dtype, PRECISIONS[precision]
+        try:
+            yield
+        finally:
+            self._compute_dtype = before
+
+    def _network(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self._compute_dtype is None:
+            return net(x)
+        with torch.autocast(x.device.type, dtype=self._compute_dtype):
+            out = net(x)
+        return out.float()
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction D(mu(x)) (through the codebook where there is one)."""
@@ -230,7 +261,14 @@ class GaussianAutoencoder(nn.Module):
                 {"params": decoder, "weight_decay": decay}]
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.param_groups(), lr=self.cfg.lr)
+        """Adam over param_groups(), fused (one kernel for all parameters) where the
+        parameters' device has torch's fused kernel: it is faster, and it can skip a step on
+        the device (its found-inf input), which lets training check for a non-finite loss
+        without a host sync a batch (engine/run/trial.py)."""
+        groups = self.param_groups()
+        fused = all(p.is_floating_point() and p.device.type in _FUSED_DEVICES
+                    for g in groups for p in g["params"])
+        return torch.optim.Adam(groups, lr=self.cfg.lr, fused=fused or None)
 
     def lr_at(self, epoch: int, epochs: int, history: Sequence[float] = ()) -> float:
         """The learning rate of epoch `epoch` (1-based) of `epochs` (cfg.lr_schedule), after the

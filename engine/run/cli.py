@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import models
 from engine.data import DATASETS
 from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
 
@@ -82,6 +83,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="epochs between TensorBoard image grids")
     p.add_argument("--checkpoint-every", type=int, default=1,
                    help="epochs between checkpoints (and always the last)")
+    p.add_argument("--precision", choices=tuple(models.PRECISIONS), default="fp32",
+                   help="what the encoder and decoder train in (autocast; fp16 with a loss "
+                   "scaler); the loss terms, evaluation and checkpoints stay fp32 (fp32)")
     p.add_argument("--eval", help=f"metric groups evaluated at the end, comma-separated: "
                    f"{', '.join(GROUPS)}, all or none (default: "
                    f"{','.join(search.evaluation.metrics) or 'none'})")

@@ -97,6 +97,7 @@ class RunSpec:
     evaluation: EvalSettings
     image_every: int
     checkpoint_every: int
+    precision: str  # what the networks train in: "fp32" | "bf16" | "fp16" (models.PRECISIONS)
     resources: Resources
     git: str
     argv: tuple[str, ...]
@@ -125,7 +126,8 @@ class RunSpec:
                if self.algorithm == "optuna" else {}),
             "max_concurrent": self.max_concurrent, "evaluation": self.evaluation.to_dict(),
             "image_every": self.image_every, "checkpoint_every": self.checkpoint_every,
-            "resources": self.resources.to_json(), "git": self.git, "argv": list(self.argv)}
+            "precision": self.precision, "resources": self.resources.to_json(), "git": self.git,
+            "argv": list(self.argv)}
 
     def save(self, out: Path) -> None:
         write_json_atomic(out / "search.json", self.to_json())
@@ -135,7 +137,7 @@ class RunSpec:
         return {"label": None, "seed": None, "dataset": self.dataset,
                 "data_root": self.data_root, "epochs": self.epochs, "metric": self.metric,
                 "mode": self.mode, "image_every": self.image_every,
-                "checkpoint_every": self.checkpoint_every,
+                "checkpoint_every": self.checkpoint_every, "precision": self.precision,
                 "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json()}
 
 
@@ -156,6 +158,7 @@ class TrialSpec:
     evaluation: EvalSettings
     resources: Resources
     data: dict | None
+    precision: str
     params: dict = field(compare=False, repr=False)
 
     @classmethod
@@ -172,7 +175,7 @@ class TrialSpec:
             checkpoint_every=params.get("checkpoint_every", 1),
             evaluation=EvalSettings.from_dict(params.get("evaluation")),
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
-            data=params.get("data"), params=params)
+            data=params.get("data"), precision=params.get("precision", "fp32"), params=params)
 
 
 def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path]:
@@ -196,6 +199,7 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
         space=space_json, max_concurrent=args.max_concurrent,
         evaluation=_resolve_features(evaluation, args.dataset, shape),
         image_every=args.image_every, checkpoint_every=args.checkpoint_every,
+        precision=args.precision,
         resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial),
         git=git_commit(),
         argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space)
@@ -230,6 +234,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
         evaluation=EvalSettings.from_dict(saved.get("evaluation")),
         image_every=saved.get("image_every", args.image_every),
         checkpoint_every=saved.get("checkpoint_every", args.checkpoint_every),
+        precision=saved.get("precision", "fp32"),  # a run from before --precision: fp32
         resources=Resources(res.get("cpu", given.cpu), res.get("gpu", given.gpu),
                             given.workers),  # workers: run_folder checked they match
         git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),

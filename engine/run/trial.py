@@ -48,7 +48,8 @@ class Session:
 
 def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Generator,
                 rank: int = 0, world: int = 1,
-                all_reduce: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+                all_reduce: Callable[[torch.Tensor], None] | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One pass over `images` in shuffled minibatches of `batch_size` (summed over workers);
     returns the mean of every loss term over the examples of all workers.
 
@@ -57,44 +58,83 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
     W workers step exactly as one worker on the whole batch would, for a loss that is a mean
     over examples (not for batch statistics: BatchNorm, the MMD, each worker's own noise)
     and up to float rounding (tests/test_faults.py compares the parameters).
-    Raises Diverged before stepping on a non-finite loss, so the parameters stay finite.
+    Raises Diverged after a non-finite loss, the parameters as they were before its step.
     Also returns "loss_last_batch", the loss of the epoch's last minibatch (mean over the
     workers' examples): what the UAE authors' ReduceLROnPlateau monitors (models/schedules.py).
+
+    No host-device sync a batch where the optimizer can skip a step on the device (fused
+    Adam, models' make_optimizer): the terms are summed on the device and read once, at the
+    epoch's end, with the divergence flag; from the first non-finite loss on, every step is
+    skipped by the optimizer's found-inf input (as GradScaler skips one), so the epoch runs to
+    its end but changes nothing. Any other optimizer reads the flag before each step.
+
+    `scaler` (fp16, run_trial): the loss is scaled before backward and GradScaler skips each
+    step whose gradients overflow, by the same found-inf input; a non-finite loss still ends
+    the epoch in Diverged, the parameters finite (each step it skipped changed nothing).
     """
     net.train()
-    order = torch.randperm(len(images), generator=gen)
-    sums: dict[str, float] = {}
+    device = images.device
+    # drawn by the CPU generator that the checkpoint saves (a resume replays it); one copy
+    order = torch.randperm(len(images), generator=gen).to(device)
+    masked = scaler is None and _skips_steps_on_device(opt)
+    sums: dict[str, torch.Tensor] = {}  # term -> sum over examples, float64 on the device
+    bad = torch.zeros((), device=device)  # 1.0 from the first non-finite loss of any worker
+    first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)  # its batch's start
     n = 0
-    last = (0.0, 0)  # the last batch's loss x its examples, its examples
+    last = (torch.zeros((), dtype=torch.float64, device=device), 0)  # loss x examples, examples
     for i in range(0, len(images), batch_size):
         idx = order[i:i + batch_size]
         if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
             continue
         batch = images[idx[rank::world]]
         terms = net(batch)
-        # every worker must stop at the same batch, or the next all-reduce hangs
-        loss = terms["loss"].item()
-        if _any_worker(not math.isfinite(loss), world, all_reduce, batch.device):
+        flag = (~torch.isfinite(terms["loss"].detach())).float()
+        if world > 1:  # every worker must stop at the same batch, or the next all-reduce hangs
+            all_reduce(flag)
+        first_bad = torch.where((bad == 0) & (flag > 0), float(i), first_bad)
+        bad = torch.maximum(bad, (flag > 0).float())
+        if not masked and scaler is None and bad.item():  # it cannot skip: a sync a batch
             raise Diverged(f"non-finite loss in the batch starting at example {i}")
         opt.zero_grad(set_to_none=True)
         # DDP averages the workers' gradients; a worker's loss is a mean over its own rows, so
         # weighting it by world * its share of the batch makes that average the gradient of
         # the whole batch's mean even when the batch does not split evenly (75 -> 38 + 37)
         share = world * len(batch) / len(idx) if world > 1 else 1.0
-        (terms["loss"] * share).backward()
-        opt.step()
-        for k, v in terms.items():  # the loss is read already: one host sync fewer a batch
-            sums[k] = sums.get(k, 0.0) + (loss if k == "loss" else v.item()) * len(batch)
+        if scaler is not None:
+            scaler.scale(terms["loss"] * share).backward()
+            scaler.step(opt)  # skipped where a gradient is not finite (a NaN loss's are not)
+            scaler.update()
+        else:
+            (terms["loss"] * share).backward()
+            if masked:
+                opt.found_inf = bad  # fused Adam leaves parameters and moments as they are
+            opt.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().double() * len(batch)
         n += len(batch)
-        last = (loss * len(batch), len(batch))
+        last = (terms["loss"].detach().double() * len(batch), len(batch))
+    if masked:
+        opt.found_inf = None  # a later caller's plain step must not see this epoch's flag
+    keys = sorted(sums)
+    counts = torch.tensor([n, last[1]], dtype=torch.float64, device=device)
+    packed = torch.cat([torch.stack([*(sums[k] for k in keys), last[0]]), counts])
     if world > 1:  # sums and counts over workers, so the means are over every example
-        keys = sorted(sums)
-        packed = torch.tensor([sums[k] for k in keys] + [n, *last], dtype=torch.float64,
-                              device=images.device)
-        all_reduce(packed)
-        sums = dict(zip(keys, packed[:-3].tolist()))
-        n, last = packed[-3].item(), tuple(packed[-2:].tolist())
-    return {**{k: v / n for k, v in sums.items()}, "loss_last_batch": last[0] / last[1]}
+        all_reduce(packed)  # (also after a divergence: every worker makes the same calls)
+    # the epoch's one read: term sums, last batch's loss x count, the two counts, the flag
+    *term_sums, last_sum, total, last_n, flag, start = torch.cat(
+        [packed, torch.stack([bad.double(), first_bad])]).tolist()
+    if flag:
+        raise Diverged(f"non-finite loss in the batch starting at example {int(start)}")
+    return {**{k: v / total for k, v in zip(keys, term_sums)},
+            "loss_last_batch": last_sum / last_n}
+
+
+def _skips_steps_on_device(opt) -> bool:
+    """Whether `opt` takes a found-inf tensor and skips its step on the device where it is 1
+    (torch's fused Adam/AdamW; the setting lives in the param groups, which a loaded
+    optimizer state may have changed)."""
+    return (getattr(opt, "_step_supports_amp_scaling", False)
+            and all(g.get("fused") for g in opt.param_groups))
 
 
 def _any_worker(bad: bool, world: int, all_reduce, device) -> bool:
@@ -123,6 +163,8 @@ def run_trial(params: dict, session: Session) -> None:
     if session.rank:
         torch.manual_seed(seed + 100_003 * session.rank)
     opt = model.make_optimizer()
+    # fp16's small range needs the loss scaled (bf16 has fp32's exponent and needs none)
+    scaler = torch.amp.GradScaler(dev.type) if spec.precision == "fp16" else None
     gen = torch.Generator().manual_seed(seed)
     start, last = 1, {}
     monitored: list[float] = []  # each epoch's last-batch loss, for lr_schedule="plateau"
@@ -130,6 +172,8 @@ def run_trial(params: dict, session: Session) -> None:
         model.load_state_dict(session.resume["model"])
         opt.load_state_dict(session.resume["optimizer"])
         gen.set_state(session.resume["generator"])
+        if scaler is not None and "scaler" in session.resume:
+            scaler.load_state_dict(session.resume["scaler"])
         torch.set_rng_state(session.resume["torch_rng"])  # the noise of sampling, dropout
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
@@ -155,8 +199,9 @@ def run_trial(params: dict, session: Session) -> None:
             lr = model.lr_at(epoch, epochs, monitored)
             models.set_lr(opt, lr)
             try:
-                terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
-                                    session.world, session.all_reduce)
+                with model.compute_in(spec.precision):  # training only: evaluation is fp32
+                    terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
+                                        session.world, session.all_reduce, scaler)
                 val_mse = reconstruction_mse(model, val)
                 # BatchNorm statistics differ per rank: the workers must agree, or hang
                 if _any_worker(not math.isfinite(val_mse), session.world,
@@ -186,7 +231,8 @@ def run_trial(params: dict, session: Session) -> None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
             last = metrics
             if epoch % spec.checkpoint_every == 0 or epoch == epochs:
-                _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored)
+                _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored,
+                                        scaler)
             else:  # a checkpoint costs ~10 ms: on tiny epochs the user may space them out
                 session.report(metrics, None)
     finally:
@@ -207,10 +253,10 @@ def _diverged(last: dict, epoch: int, metric: str, mode: str) -> dict:
 
 
 def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
-                            params: dict, monitored: list[float]) -> None:
+                            params: dict, monitored: list[float], scaler=None) -> None:
     """Report with a checkpoint that holds everything to continue and to trace the result:
     weights, optimizer, the shuffling generator, the epoch, the losses a plateau rate reads,
-    and the resolved params."""
+    fp16's loss scale, and the resolved params."""
     if session.rank != 0:  # only rank 0 writes; every worker still reports (a barrier)
         session.report(metrics, None)
         return
@@ -219,6 +265,7 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     **({"cuda_rng": torch.cuda.get_rng_state(model_device(model))}
                        if model_device(model).type == "cuda" else {}),
+                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                     "epoch": metrics["epoch"], "monitored": list(monitored),
                     "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
         session.report(metrics, d)  # Ray copies the folder to the run's storage
