@@ -13,13 +13,14 @@ import torch
 
 import models
 from engine.data import load_dataset
+from engine.host_reads import HostReads
 from engine.eval.evaluate import reconstruction_mse
 from engine.run.spec import TrialSpec
 from engine.run.trial import Diverged, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trial import _Syncs, params, run, same_state  # noqa: E402
+from test_trial import params, run, same_state  # noqa: E402
 
 # |loss_low - loss_fp32| / |loss_fp32| on a fixed batch of 16 28x28 images at initialisation,
 # the networks in the low precision. Measured worst cases (this CPU, torch 2.14): bf16 1.1e-2
@@ -77,7 +78,7 @@ def test_fp16_training_reads_nothing_a_batch_and_never_steps_on_a_nan():
     scaler = torch.amp.GradScaler("cpu")
     counts = []
     for n in (16, 48):
-        with model.compute_in("fp16"), _Syncs() as syncs:
+        with model.compute_in("fp16"), HostReads() as syncs:
             train_epoch(model, opt, torch.rand(n, 1, 8, 8), 8,
                         torch.Generator().manual_seed(0), scaler=scaler)
         counts.append(syncs.count)
