@@ -75,7 +75,8 @@ class SecondStage:
     def gamma(self) -> float:
         """The learned gamma_z (the mean decoder variance where it depends on u)."""
         with torch.no_grad():
-            z = torch.zeros(1, 1, self.vae.cfg.latent_dim)
+            z = torch.zeros(1, 1, self.vae.cfg.latent_dim,
+                            device=next(self.vae.parameters()).device)
             return float(self.vae.log_variance(z).exp().mean())
 
 
@@ -111,7 +112,8 @@ def second_stage_config(cfg: Config) -> Config:
 def fit_second_stage(latents: torch.Tensor, cfg: Config, seed: int = 0,
                      redraw: Redraw | None = None) -> Density:
     # seeded, without touching the caller's RNG; trained even when called under no_grad
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    cuda = [latents.device] if latents.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.enable_grad():
         torch.manual_seed(seed)
         return _train_second_stage(latents, cfg, seed, redraw)
 
@@ -121,17 +123,19 @@ def _train_second_stage(latents: torch.Tensor, cfg: Config, seed: int,
     from .autoencoder import GaussianAutoencoder  # the same composed model, on vectors
 
     stage2_cfg = second_stage_config(cfg)
-    vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,))
+    device = latents.device  # the trial's: 50 epochs of a 3 x 1024 MLP belong on its GPU
+    vae = GaussianAutoencoder(stage2_cfg, (cfg.latent_dim,)).to(device)
     opt = vae.make_optimizer()
     gen = torch.Generator().manual_seed(seed)
-    given = latents.detach().float().cpu()
+    given = latents.detach().float()
     bs = min(stage2_cfg.batch_size, len(given))
     vae.train()
     for epoch in range(cfg.second_stage_epochs):
         set_lr(opt, vae.lr_at(epoch + 1, cfg.second_stage_epochs))
         # a fresh z ~ q(z|x) per image each epoch (without redraw: the given latents)
-        data = given if redraw is None or epoch == 0 else redraw(epoch).detach().float().cpu()
-        order = torch.randperm(len(data), generator=gen)
+        data = (given if redraw is None or epoch == 0
+                else redraw(epoch).detach().float().to(device))
+        order = torch.randperm(len(data), generator=gen).to(device)
         for i in range(0, len(data), bs):
             loss = vae.loss(data[order[i:i + bs]])["loss"]
             opt.zero_grad()
@@ -150,7 +154,8 @@ DENSITIES: dict[str, Callable[..., Density]] = {  # (latents, cfg, seed, redraw=
 def draw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 512
                  ) -> torch.Tensor:
     """One latent per training image, drawn as in training (model.density_latents), for
-    fitting an ex-post density; reproducible per seed. (N, D) on the CPU"""
+    fitting an ex-post density; reproducible per seed. (N, D) on the model's device, where
+    the second stage trains (a GMM takes them to the CPU itself)"""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -158,7 +163,7 @@ def draw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 5
     # caller's RNG streams (CPU and the model's GPU) are left as they were
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device)).cpu()
+        latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device))
                              for i in range(0, len(images), batch_size)])
     model.train(was_training)
     return latents

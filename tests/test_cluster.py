@@ -54,10 +54,14 @@ def test_cluster_yaml_gives_what_a_user_relies_on():
     # the head runs the drivers: no GPU, on a CPU instance type, and no trial
     assert head["resources"].get("GPU", 0) == 0 and head["resources"].get("CPU") == 0
     assert not head["node_config"]["InstanceType"].startswith(("g", "p"))
-    # an autoscaling GPU worker type: none while idle, some when trials ask for GPUs
-    [worker] = [t for name, t in types.items() if name != config["head_node_type"]]
-    assert worker["resources"]["GPU"] >= 1 and worker["node_config"]["InstanceType"][0] in "gp"
-    assert worker["min_workers"] == 0 and 0 < worker["max_workers"] <= config["max_workers"]
+    # autoscaling GPU worker types: none while idle, some when trials ask for GPUs; one of
+    # them with several GPUs in a node, where DDP's gradients do not cross the network
+    workers = [t for name, t in types.items() if name != config["head_node_type"]]
+    for worker in workers:
+        assert worker["resources"]["GPU"] >= 1
+        assert worker["node_config"]["InstanceType"][0] in "gp"
+        assert worker["min_workers"] == 0 and 0 < worker["max_workers"] <= config["max_workers"]
+    assert sorted(w["resources"]["GPU"] for w in workers) == [1, 4]
     # every node installs this project (and so its dependencies) from its checkout
     setup = "\n".join(config["setup_commands"])
     assert "git clone" in setup and "pip install --quiet -e ~/vae-ablations" in setup

@@ -359,3 +359,19 @@ def test_the_board_decodes_the_drawn_latents_and_fits_only_when_none_were_drawn(
     assert fitted == [2 * GRID] and set(kept.images) == {f"samples/{model.cfg.density}"}
     assert torch.equal(kept.images[f"samples/{model.cfg.density}"], expected)
     board.close()
+
+
+def test_a_trial_runs_its_torch_and_blas_threads_at_its_cpu_allotment():
+    import threadpoolctl
+    from engine.run.ray_backend import cpu_threads
+    before = torch.get_num_threads()
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert blas  # numpy's OpenBLAS (or MKL), whose pool Ray's variable may not reach
+    try:
+        for cpu, n in ((1.0, 1), (0.5, 1), (2.0, 2)):
+            with cpu_threads({"resources": {"cpu": cpu}}):
+                assert torch.get_num_threads() == n
+                assert {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                        if p["user_api"] == "blas"} == {n}
+    finally:
+        torch.set_num_threads(before)

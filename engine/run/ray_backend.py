@@ -42,6 +42,7 @@ import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import ray  # noqa: E402
+import threadpoolctl  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
@@ -165,10 +166,22 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def cpu_threads(params: dict) -> threadpoolctl.threadpool_limits:
+    """The trial's threads at its CPU allotment, deliberately (at least 1; 0.5 CPUs: 1):
+    torch's intra-op pool now, and the BLAS and OpenMP pools of numpy, scipy and scikit-learn
+    (the GMM, the Fréchet square root, eigh) for as long as the returned context is open.
+    Ray's OMP_NUM_THREADS reaches only the pools that read it at start-up, and more threads
+    than CPUs on a shared node is slower, not faster: a 2-thread eigh(2048) took 3-7x one
+    thread's beside other work on a 2-core machine (issue 15)."""
+    n = max(1, int(params["resources"]["cpu"]))
+    torch.set_num_threads(n)
+    return threadpoolctl.threadpool_limits(limits=n)
+
+
 def one_worker_trial(params: dict) -> None:
     """A Tune function trainable: the trial's loop in this process."""
     _quiet()
-    torch.set_num_threads(max(1, int(params["resources"]["cpu"])))
+    threads = cpu_threads(params)
     use_gpu = params["resources"]["gpu"] > 0
     if use_gpu and not torch.cuda.is_available():  # never train on CPU while holding a GPU
         raise RuntimeError("the trial was given a GPU but torch sees no CUDA device here")
@@ -180,9 +193,10 @@ def one_worker_trial(params: dict) -> None:
                     checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
 
     trial_dir = _trial_storage_dir()
-    run_trial(params, Session(report=report, trial_dir=trial_dir,
-                              resume=_load_resume(tune.get_checkpoint(), trial_dir),
-                              device=torch.device("cuda" if use_gpu else "cpu")))
+    with threads:
+        run_trial(params, Session(report=report, trial_dir=trial_dir,
+                                  resume=_load_resume(tune.get_checkpoint(), trial_dir),
+                                  device=torch.device("cuda" if use_gpu else "cpu")))
 
 
 def ddp_trial(params: dict) -> None:
@@ -216,7 +230,7 @@ def _ddp_worker(loop_config: dict) -> None:
 
     params = loop_config["params"]
     _quiet()
-    torch.set_num_threads(max(1, int(params["resources"]["cpu"])))
+    threads = cpu_threads(params)
     ctx = train.get_context()
 
     node = node_id()
@@ -225,13 +239,14 @@ def _ddp_worker(loop_config: dict) -> None:
         train.report({**metrics, "node_id": node},
                      checkpoint=train.Checkpoint.from_directory(folder) if folder else None)
 
-    run_trial(params, Session(
-        report=report, trial_dir=loop_config["trial_dir"],
-        resume=_load_resume(train.get_checkpoint(),
-                            os.path.join(loop_config["trial_dir"], "ddp")),
-        rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=get_device(),
-        wrap=lambda m: prepare_model(m, move_to_device=False),
-        all_reduce=lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM)))
+    with threads:
+        run_trial(params, Session(
+            report=report, trial_dir=loop_config["trial_dir"],
+            resume=_load_resume(train.get_checkpoint(),
+                                os.path.join(loop_config["trial_dir"], "ddp")),
+            rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=get_device(),
+            wrap=lambda m: prepare_model(m, move_to_device=False),
+            all_reduce=lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM)))
 
 
 # --- the experiment ---
