@@ -176,7 +176,8 @@ def worker(cluster):
 
 def start_search(cluster, storage: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "searches/ablation_uae.py"), "--dataset", "digits",
+        [sys.executable, str(ROOT / "searches/ablation_uae.py"), "--checkpoint-every", "1",
+         "--dataset", "digits",
          "--rows", "RAE", "--seeds", "2", "--eval", "reconstruction", "--storage", str(storage), "--address",
          cluster.address, *args],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from engine.report import load_trials
 from engine.run.trial import Session, load_state, run_trial
 
-from test_search import ENV, ROOT  # the engine tests' subprocess environment
+from test_search import ENV, EVERY_EPOCH, ROOT  # the engine tests' subprocess environment
 from test_trial import same_state
 
 
@@ -52,8 +52,8 @@ def run_and_kill(args: list[str], progress, victim) -> tuple[subprocess.Popen, s
     search, its stderr and that dict. Whatever of the search is left (the driver, the Ray it
     started) is killed at the end, passed or not."""
     out = Path(args[args.index("--out") + 1])
-    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"),
+                             *EVERY_EPOCH, *args], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         killed, deadline = {}, time.time() + 400

@@ -27,7 +27,7 @@ from engine.run.cli import BadInput, parse_args
 from engine.run.folder import claim_run_folder
 from engine.run import run
 
-from test_search import ENV, ROOT, search
+from test_search import ENV, EVERY_EPOCH, ROOT, search
 
 sys.path.insert(0, str(ROOT))
 from searches.ablation_uae import SEARCH  # noqa: E402
@@ -55,7 +55,8 @@ def csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def start_search(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+    return subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"),
+                             *EVERY_EPOCH, *args],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 

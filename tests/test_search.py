@@ -26,10 +26,14 @@ from engine.run import run
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+# the searches these tests interrupt, kill and resume checkpoint every epoch, so that what
+# they check (a trial continues from the epoch after its last checkpoint) is every epoch's;
+# the default, by time (5m), would checkpoint these seconds-long trials at their end only
+EVERY_EPOCH = ["--checkpoint-every", "1"]
 
 
 def search(args, timeout=600, script="searches/ablation_uae.py", env=None, **kw):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, str(ROOT / script), *EVERY_EPOCH, *args], cwd=ROOT,
                           env={**ENV, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout, **kw)
 
@@ -131,7 +135,8 @@ def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
 def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
     out = tmp_path / "run"
     args = ["--smoke", "--seeds", "3", "--epochs", "3", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *args],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "searches/ablation_uae.py"), *EVERY_EPOCH,
+                             *args],
                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 import models
 from engine.host_reads import HostReads
 from engine.run.trial import Diverged, Session, load_state, run_trial, train_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def params(**kw):
@@ -375,3 +378,55 @@ def test_a_trial_runs_its_torch_and_blas_threads_at_its_cpu_allotment():
                         if p["user_api"] == "blas"} == {n}
     finally:
         torch.set_num_threads(before)
+
+
+def test_by_default_a_trial_checkpoints_by_time_and_always_at_its_last_epoch(tmp_path,
+                                                                            monkeypatch):
+    """checkpoint_seconds: the first epoch to end that long after the last checkpoint writes
+    one; a fake clock that advances 100 s an epoch, against 250 s, checkpoints epochs 3, 6
+    and the last (7). No real time is measured."""
+    import engine.run.trial as trial
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    real_epoch = trial.train_epoch
+
+    def epoch_of_100_s(*a, **k):
+        now[0] += 100.0
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(trial, "_clock", clock)
+    monkeypatch.setattr(trial, "train_epoch", epoch_of_100_s)
+    rec = run(params(epochs=7, checkpoint_every=0, checkpoint_seconds=250.0), tmp_path)
+    assert [s["epoch"] for s in rec.states if s] == [3, 6, 7]
+    assert len(rec.reports) == 7  # every epoch still reports its line
+
+
+@pytest.mark.parametrize("text, cadence", [("1", (1, 0.0)), ("5", (5, 0.0)),
+                                           ("90s", (0, 90.0)), ("5m", (0, 300.0)),
+                                           ("1.5h", (0, 5400.0))])
+def test_checkpoint_every_takes_epochs_or_a_duration(text, cadence):
+    from engine.run.cli import checkpoint_cadence
+    assert checkpoint_cadence(text) == cadence
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "0s", "infm", "5x", "m", ""])
+def test_a_bad_checkpoint_cadence_is_refused_saying_what_it_takes(text):
+    import argparse
+    from engine.run.cli import checkpoint_cadence
+    with pytest.raises(argparse.ArgumentTypeError, match="number of epochs >= 1"):
+        checkpoint_cadence(text)
+
+
+def test_the_default_cadence_is_five_minutes_and_a_run_from_before_it_every_epoch(tmp_path):
+    import sys
+    from engine.run.cli import parse_args
+    from engine.run.spec import TrialSpec
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    assert parse_args(SEARCH, []).checkpoint_every == (0, 300.0)
+    old = {k: v for k, v in params().items() if not k.startswith("checkpoint")}
+    spec = TrialSpec.from_params(old)
+    assert (spec.checkpoint_every, spec.checkpoint_seconds) == (1, 0.0)

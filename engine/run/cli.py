@@ -81,8 +81,10 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="override a config field in every row, e.g. --set latent_dim=8")
     p.add_argument("--image-every", type=int, default=10,
                    help="epochs between TensorBoard image grids")
-    p.add_argument("--checkpoint-every", type=int, default=1,
-                   help="epochs between checkpoints (and always the last)")
+    p.add_argument("--checkpoint-every", type=checkpoint_cadence, default="5m",
+                   metavar="N|DURATION",
+                   help="N epochs between checkpoints, or a duration (90s, 5m, 1h): at most one "
+                   "checkpoint per that much training; always the last epoch's (5m)")
     p.add_argument("--precision", choices=tuple(models.PRECISIONS), default="fp32",
                    help="what the encoder and decoder train in (autocast; fp16 with a loss "
                    "scaler); the loss terms, evaluation and checkpoints stay fp32 (fp32)")
@@ -141,13 +143,31 @@ def eval_settings(search: Search, args) -> EvalSettings:
     return settings
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def checkpoint_cadence(text: str) -> tuple[int, float]:
+    """--checkpoint-every: "3" -> (3 epochs, 0 s); "5m" -> (0 epochs, 300 s)."""
+    text = str(text).strip()
+    try:
+        if text[-1:] in _UNITS:
+            seconds = float(text[:-1]) * _UNITS[text[-1]]
+            if seconds > 0 and math.isfinite(seconds):
+                return 0, seconds
+        elif int(text) >= 1:
+            return int(text), 0.0
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: give a number of epochs >= 1 (e.g. 5) or a duration > 0 (90s, 5m, 1h)")
+
+
 def check_args(search: Search, args) -> None:
     if args.dataset not in DATASETS:
         raise BadInput(f"--dataset {args.dataset!r} is unknown; known: {', '.join(DATASETS)}")
     for name, value, low in (("--epochs", args.epochs, 1), ("--seeds", args.seeds, 1),
                              ("--workers-per-trial", args.workers_per_trial, 1),
                              ("--samples", args.samples, 1), ("--image-every", args.image_every, 1),
-                             ("--checkpoint-every", args.checkpoint_every, 1),
                              ("--max-concurrent", args.max_concurrent, 0)):
         if value < low:
             raise BadInput(f"{name} {value} must be >= {low}")

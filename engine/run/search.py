@@ -24,6 +24,7 @@ from engine.run.cli import BadInput, parse_args
 from engine.eval.evaluate import EvalSettings
 from engine.files import write_json_atomic
 from engine.run.folder import release_run_folder
+from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
 from engine.run.spec import Resources, Row, RunSpec, prepare
 
@@ -188,7 +189,7 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
               f"--resume --out {out} continues it", file=sys.stderr)
         return 1
     if outcome == "complete":
-        write_json_atomic(out / "finished.json", {"finished": True})
+        write_json_atomic(out / "finished.json", {"finished": True, "ended": now()})
     from engine.report import write_report  # pandas, matplotlib: only once there is a report
     from engine.run.finished import FinishedRun
     text = write_report(out)

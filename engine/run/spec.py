@@ -23,6 +23,7 @@ from engine.eval.evaluate import EvalSettings
 from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
 from engine.files import write_json_atomic
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
+from engine.run.record import environment
 
 if TYPE_CHECKING:
     from engine.run.search import Search
@@ -96,11 +97,15 @@ class RunSpec:
     max_concurrent: int  # 0: as resources allow
     evaluation: EvalSettings
     image_every: int
-    checkpoint_every: int
+    checkpoint_every: int  # epochs between checkpoints; 0: by time
+    checkpoint_seconds: float  # at most one checkpoint per this much training; 0: by epochs
     precision: str  # what the networks train in: "fp32" | "bf16" | "fp16" (models.PRECISIONS)
     resources: Resources
     git: str
     argv: tuple[str, ...]
+    # engine/run/record.py: versions, Python, host, GPUs, start time, uncommitted changes; a
+    # resumed run's keeps the first start's, each resume's own under "resumes"
+    environment: dict = field(default_factory=dict, compare=False)
     # config field -> ray.tune domain: the Search's space that Optuna samples (the study's
     # live objects, not saved: search.json keeps `space`, their description)
     sampled: dict | None = field(default=None, compare=False)
@@ -126,8 +131,9 @@ class RunSpec:
                if self.algorithm == "optuna" else {}),
             "max_concurrent": self.max_concurrent, "evaluation": self.evaluation.to_dict(),
             "image_every": self.image_every, "checkpoint_every": self.checkpoint_every,
-            "precision": self.precision, "resources": self.resources.to_json(), "git": self.git,
-            "argv": list(self.argv)}
+            "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
+            "resources": self.resources.to_json(), "git": self.git, "argv": list(self.argv),
+            "environment": self.environment}
 
     def save(self, out: Path) -> None:
         write_json_atomic(out / "search.json", self.to_json())
@@ -137,7 +143,8 @@ class RunSpec:
         return {"label": None, "seed": None, "dataset": self.dataset,
                 "data_root": self.data_root, "epochs": self.epochs, "metric": self.metric,
                 "mode": self.mode, "image_every": self.image_every,
-                "checkpoint_every": self.checkpoint_every, "precision": self.precision,
+                "checkpoint_every": self.checkpoint_every,
+                "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
                 "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json()}
 
 
@@ -155,6 +162,7 @@ class TrialSpec:
     mode: str
     image_every: int
     checkpoint_every: int
+    checkpoint_seconds: float
     evaluation: EvalSettings
     resources: Resources
     data: dict | None
@@ -172,7 +180,8 @@ class TrialSpec:
             dataset=params["dataset"], data_root=params.get("data_root"),
             epochs=params["epochs"], metric=params["metric"], mode=params["mode"],
             image_every=max(1, int(params.get("image_every", 10))),
-            checkpoint_every=params.get("checkpoint_every", 1),
+            checkpoint_every=params.get("checkpoint_every", 1),  # before 5m: every epoch
+            checkpoint_seconds=params.get("checkpoint_seconds", 0.0),
             evaluation=EvalSettings.from_dict(params.get("evaluation")),
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
             data=params.get("data"), precision=params.get("precision", "fp32"), params=params)
@@ -198,10 +207,11 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
         table_metrics=tuple(search.table_metrics), paper=search.paper, samples=args.samples,
         space=space_json, max_concurrent=args.max_concurrent,
         evaluation=_resolve_features(evaluation, args.dataset, shape),
-        image_every=args.image_every, checkpoint_every=args.checkpoint_every,
+        image_every=args.image_every, checkpoint_every=args.checkpoint_every[0],
+        checkpoint_seconds=args.checkpoint_every[1],
         precision=args.precision,
         resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial),
-        git=git_commit(),
+        git=git_commit(), environment=environment(ROOT),
         argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space)
     return spec, claim_run_folder(search, args, out)
 
@@ -233,11 +243,13 @@ def load(out: Path, search: Search, args) -> RunSpec:
         space=saved.get("space"), max_concurrent=saved.get("max_concurrent", args.max_concurrent),
         evaluation=EvalSettings.from_dict(saved.get("evaluation")),
         image_every=saved.get("image_every", args.image_every),
-        checkpoint_every=saved.get("checkpoint_every", args.checkpoint_every),
+        checkpoint_every=saved.get("checkpoint_every", 1),  # a run from before: every epoch
+        checkpoint_seconds=saved.get("checkpoint_seconds", 0.0),
         precision=saved.get("precision", "fp32"),  # a run from before --precision: fp32
         resources=Resources(res.get("cpu", given.cpu), res.get("gpu", given.gpu),
                             given.workers),  # workers: run_folder checked they match
         git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),
+        environment=_resumed(saved.get("environment"), environment(ROOT)),
         sampled=search.space)
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
           f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
@@ -303,6 +315,13 @@ def row_data(search: Search, labels, dataset: str) -> dict[str, dict]:
         if options:
             out[label] = options
     return out
+
+
+def _resumed(first: dict | None, this: dict) -> dict:
+    """The first start's record, with this resume's appended to its "resumes"."""
+    first = dict(first or {})  # a run from before the record: only the resumes'
+    first["resumes"] = [*first.get("resumes", []), {**this, "git": git_commit()}]
+    return first
 
 
 def git_commit() -> str:

@@ -2,7 +2,8 @@
 
 Every epoch it reports the mean of each training term (`train/<term>`), the validation
 reconstruction error (`val/mse`, `val/psnr`, the metric ASHA stops on) and its time, and
-saves a checkpoint; the last epoch adds the evaluation (`test/...`). A NaN or infinite loss
+saves a checkpoint when one is due (_checkpoint_due); the last epoch adds the evaluation
+(`test/...`) and its checkpoint. A NaN or infinite loss
 ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
 Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
 Ray: engine/run/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
@@ -27,6 +28,7 @@ from engine.run.spec import TrialSpec
 from engine.eval.tensorboard import TrialBoard
 
 STATE_FILE = "state.pt"
+_clock = time.monotonic  # the checkpoint cadence's clock (a test's fake one replaces it)
 
 
 class Diverged(Exception):
@@ -150,7 +152,8 @@ def run_trial(params: dict, session: Session) -> None:
     """Train params["config"] with params["seed"] on params["dataset"] for params["epochs"].
 
     params (the Tune trial's config, stored by Tune as params.json) also holds "label",
-    "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" and,
+    "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" /
+    "checkpoint_seconds" and,
     for a row with data options, "data" (e.g. noise added to the images, engine/data/__init__.py).
     """
     spec = TrialSpec.from_params(params)  # bad settings fail now
@@ -192,6 +195,7 @@ def run_trial(params: dict, session: Session) -> None:
     train, val = data.train.images.to(dev), data.val.images.to(dev)
     board = TrialBoard(session.trial_dir, spec, data, start) if session.rank == 0 else None
     drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
+    since = _clock()  # the last checkpoint (or this process's start of training)
     try:
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
@@ -230,14 +234,27 @@ def run_trial(params: dict, session: Session) -> None:
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
             last = metrics
-            if epoch % spec.checkpoint_every == 0 or epoch == epochs:
+            if _checkpoint_due(spec, epoch, _clock() - since):
+                since = _clock()
                 _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored,
                                         scaler)
-            else:  # a checkpoint costs ~10 ms: on tiny epochs the user may space them out
+            else:
                 session.report(metrics, None)
     finally:
         if board is not None:
             board.close()
+
+
+def _checkpoint_due(spec: TrialSpec, epoch: int, elapsed: float) -> bool:
+    """The last epoch always; else every checkpoint_every epochs, or, by time (the default,
+    5 minutes), the first epoch to end `checkpoint_seconds` after the last checkpoint: a
+    checkpoint is the model, Adam's moments and the RNG states (161-433 MB for the conv nets),
+    written to shared storage, which every epoch would cost more than short epochs do."""
+    if epoch == spec.epochs:
+        return True
+    if spec.checkpoint_every:
+        return epoch % spec.checkpoint_every == 0
+    return elapsed >= spec.checkpoint_seconds
 
 
 def _diverged(last: dict, epoch: int, metric: str, mode: str) -> dict:
