@@ -2,6 +2,7 @@
 
     python -m engine report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
     python -m engine evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
+    python -m engine export runs/ablation_uae best/   # the best trial, for engine.load.load_model
 
 Bad input (a folder that is not a run folder, holds no checkpoint or a truncated one, a device
 this machine lacks, an --out folder that does not exist) is one line on stderr and exit code 2,
@@ -36,9 +37,24 @@ def main(argv: list[str] | None = None) -> int:
                     "the run read them)")
     ev.add_argument("--device", help="cuda or cpu (default: cuda where there is one)")
     ev.add_argument("--out", help="the JSON file (default <folder>/evaluation.json)")
+    ex = commands.add_parser(
+        "export", help="write a run's best trial as a folder load_model reads without Ray",
+        description="Write the best completed trial of a run (by its search metric) as "
+        "model.json (config, image shape, provenance) and weights.pt (the state dict).")
+    ex.add_argument("run_dir", metavar="RUN_FOLDER")
+    ex.add_argument("out", metavar="OUT_FOLDER", help="a new (or empty) folder")
     args = p.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "export":
+        from engine.load import export_best
+        try:
+            trial = export_best(args.run_dir, args.out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"exported {trial} to {args.out}: engine.load.load_model({args.out!r})")
+        return 0
 
     if args.command == "report":
         # imported here: other commands may need Ray, a report needs only pandas and matplotlib
@@ -80,12 +96,13 @@ def _prepare(args) -> tuple:
     import models
     from engine.data import apply_options, load_dataset
     from engine.eval.evaluate import EvalSettings, parse_groups
+    from engine.load import first_line, newest_checkpoint
 
     device = _device(args.device)
     folder = Path(args.folder)
     # a checkpoint folder is Tune's to replace: what the evaluation writes goes to its trial
     trial_dir = folder.parent if (folder / "state.pt").is_file() else folder
-    state = _newest_checkpoint(folder)
+    state = newest_checkpoint(folder)
     params = state["params"]
     changes = {k: getattr(args, k) for k in ("fid_samples", "features", "inception_weights")
                if getattr(args, k) is not None}
@@ -104,7 +121,7 @@ def _prepare(args) -> tuple:
         model.load_state_dict(state["model"])
     except RuntimeError as e:  # weights of another architecture or data set
         raise ValueError(f"{folder}: the checkpoint's weights do not fit its own config "
-                         f"({_first_line(e)}); was the trial folder's params changed?"
+                         f"({first_line(e)}); was the trial folder's params changed?"
                          ) from None
     return model.to(device), data, device, settings, state, trial_dir, path
 
@@ -132,54 +149,6 @@ def _device(text: str | None):
     return device
 
 
-def _newest_checkpoint(folder) -> dict:
-    """The state of the newest checkpoint of a trial folder (or of a checkpoint folder).
-
-    Not engine.run.trial.newest_state, which skips a checkpoint that does not load (half-copied
-    when a trial died) and so would evaluate an older epoch without saying so, or report a
-    truncated file as no checkpoint at all: here the user asked for this one, so say why it
-    cannot be had and which older one can."""
-    from engine.run.trial import STATE_FILE, load_state
-
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder; pass a trial folder of a run")
-    if (folder / STATE_FILE).is_file():
-        files = [folder / STATE_FILE]
-    else:  # a Tune trial's checkpoints, else a DDP trial's
-        files = (sorted(folder.glob(f"checkpoint_*/{STATE_FILE}"))
-                 or sorted(folder.glob(f"ddp/checkpoint_*/{STATE_FILE}")))
-    if not files:
-        raise ValueError(f"{folder} holds no checkpoint (checkpoint_*/state.pt); pass a trial "
-                         "folder of a run")
-    # checkpoint_000009 after checkpoint_000002: Tune numbers them with leading zeros
-    newest, older = files[-1], files[-2::-1]
-    try:
-        state = load_state(str(newest.parent))
-    except Exception as e:  # noqa: BLE001  (truncated zip, half-written or not a checkpoint)
-        readable = next((f for f in older if _loads(f)), None)
-        raise ValueError(
-            f"{newest}: the newest checkpoint is unreadable, truncated or corrupt "
-            f"({_first_line(e)}); "
-            + (f"evaluate the newest readable one: python -m engine evaluate {readable.parent}"
-               if readable else "no older checkpoint there loads either; rerun the trial")
-        ) from None
-    missing = [k for k in ("model", "params", "epoch") if k not in state] \
-        if isinstance(state, dict) else ["model"]
-    if missing:
-        raise ValueError(f"{newest} is not a checkpoint of this engine (it has no "
-                         f"{missing[0]!r}); pass a trial folder of a run")
-    return state
-
-
-def _loads(path) -> bool:
-    from engine.run.trial import load_state
-    try:
-        load_state(str(path.parent))
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def _output(out: str | None, trial_dir):
     """Where the metrics' JSON goes, checked to be writable now rather than after the run."""
 
@@ -195,12 +164,6 @@ def _output(out: str | None, trial_dir):
         raise ValueError(f"{named}: the folder {path.parent} is not writable; write into "
                          "another folder")
     return path
-
-
-def _first_line(e: Exception) -> str:
-    """An exception's first sentence, short: torch's messages run to paragraphs."""
-    text = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
-    return text or type(e).__name__
 
 
 if __name__ == "__main__":

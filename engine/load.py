@@ -1,0 +1,141 @@
+"""A trained model back from disk, without Ray: `load_model(folder)` on a trial folder, one of
+its checkpoints, or a folder `export_best` wrote; `export_best(run, out)` writes the best
+trial of a run (by the search's metric) as a self-contained folder.
+
+An exported folder holds `model.json` (the resolved config, the image shape, and where the
+weights came from: run, trial, row, seed, epoch, the metric and its value, the commit) and
+`weights.pt` (the model's state dict alone, loaded with torch.load(weights_only=True)); it is
+rebuilt with models.build(config, image_shape), so `models/` and this file are all it needs.
+Bad input raises ValueError, one line that says what to pass instead.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+import models
+from engine.data import dataset_shape
+from engine.files import write_atomic, write_json_atomic
+from engine.run.trial import STATE_FILE, load_state
+
+EXPORT_CONFIG, EXPORT_WEIGHTS = "model.json", "weights.pt"
+
+
+def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAutoencoder:
+    """The model (its resolved config as model.cfg) of a trial folder's newest checkpoint, of
+    a checkpoint folder, or of an exported folder; on `device`, in eval mode."""
+    folder = Path(folder)
+    if (folder / EXPORT_CONFIG).is_file():
+        meta = json.loads((folder / EXPORT_CONFIG).read_text())
+        weights = torch.load(folder / EXPORT_WEIGHTS, map_location="cpu", weights_only=True)
+        model = _built(meta["config"], tuple(meta["image_shape"]), weights, folder)
+    else:
+        state = newest_checkpoint(folder)
+        params = state["params"]
+        model = _built(params["config"], dataset_shape(params["dataset"]), state["model"],
+                       folder)
+    return model.to(device).eval()
+
+
+def _built(config: dict, shape: tuple, weights: dict, folder: Path):
+    model = models.build(models.resolve(config), shape)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # weights of another architecture or data set
+        raise ValueError(f"{folder}: the weights do not fit their own config "
+                         f"({first_line(e)}); was the folder's params changed?") from None
+    return model
+
+
+def export_best(run_dir, out) -> Path:
+    """The run's best completed trial by its search metric and mode (its last value), as an
+    exported folder `out` (new, or empty). Returns the trial folder it came from."""
+    from engine.report import NotARunFolder, load_search, load_trials  # pandas: export only
+    run, out = Path(run_dir), Path(out)
+    try:
+        search, trials = load_search(run), load_trials(run)
+    except NotARunFolder as e:
+        raise ValueError(str(e)) from None
+    metric, mode = search.get("metric", "val/mse"), search.get("mode", "min")
+    done = trials[(trials["status"] == "completed") & trials[metric].map(_finite)] \
+        if metric in trials else trials.iloc[0:0]
+    if done.empty:
+        raise ValueError(f"{run} has no completed trial with a finite {metric}; finish it "
+                         f"first (--resume --out {run})")
+    best = done.loc[done[metric].idxmin() if mode == "min" else done[metric].idxmax()]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder; export into a new one")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the folder {out.parent} does not exist; create it first")
+    trial = run / best["trial"]
+    state = newest_checkpoint(trial)
+    params = state["params"]
+    out.mkdir(exist_ok=True)
+    # the weights alone (no optimizer, no RNG), written whole or not at all
+    write_atomic(out / EXPORT_WEIGHTS, lambda tmp: torch.save(state["model"], tmp))
+    write_json_atomic(out / EXPORT_CONFIG, {
+        "config": params["config"], "image_shape": list(dataset_shape(params["dataset"])),
+        "dataset": params["dataset"], "data": params.get("data"), "label": params["label"],
+        "seed": params["seed"], "epoch": state["epoch"], "metric": metric, "mode": mode,
+        "value": float(best[metric]), "run": str(run.resolve()), "trial": best["trial"],
+        "git": search.get("git")})
+    return trial
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def newest_checkpoint(folder) -> dict:
+    """The state of the newest checkpoint of a trial folder (or of a checkpoint folder).
+
+    Not engine.run.trial.newest_state, which skips a checkpoint that does not load (half-copied
+    when a trial died) and so would evaluate an older epoch without saying so, or report a
+    truncated file as no checkpoint at all: here the user asked for this one, so say why it
+    cannot be had and which older one can."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder; pass a trial folder of a run")
+    if (folder / STATE_FILE).is_file():
+        files = [folder / STATE_FILE]
+    else:  # a Tune trial's checkpoints, else a DDP trial's
+        files = (sorted(folder.glob(f"checkpoint_*/{STATE_FILE}"))
+                 or sorted(folder.glob(f"ddp/checkpoint_*/{STATE_FILE}")))
+    if not files:
+        raise ValueError(f"{folder} holds no checkpoint (checkpoint_*/state.pt); pass a trial "
+                         "folder of a run")
+    # checkpoint_000009 after checkpoint_000002: Tune numbers them with leading zeros
+    newest, older = files[-1], files[-2::-1]
+    try:
+        state = load_state(str(newest.parent))
+    except Exception as e:  # noqa: BLE001  (truncated zip, half-written or not a checkpoint)
+        readable = next((f for f in older if _loads(f)), None)
+        raise ValueError(
+            f"{newest}: the newest checkpoint is unreadable, truncated or corrupt "
+            f"({first_line(e)}); "
+            + (f"evaluate the newest readable one: python -m engine evaluate {readable.parent}"
+               if readable else "no older checkpoint there loads either; rerun the trial")
+        ) from None
+    missing = [k for k in ("model", "params", "epoch") if k not in state] \
+        if isinstance(state, dict) else ["model"]
+    if missing:
+        raise ValueError(f"{newest} is not a checkpoint of this engine (it has no "
+                         f"{missing[0]!r}); pass a trial folder of a run")
+    return state
+
+
+def _loads(path) -> bool:
+    try:
+        load_state(str(path.parent))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def first_line(e: Exception) -> str:
+    """An exception's first sentence, short: torch's messages run to paragraphs."""
+    text = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
+    return text or type(e).__name__

@@ -1,0 +1,81 @@
+"""A trained model back without Ray: load_model on a trial folder reproduces the trial's final
+test error; `python -m engine export` writes the run's best trial by its search metric, and
+the exported folder loads in a process where Ray cannot be imported."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.data import load_dataset
+from engine.eval.evaluate import reconstruction_mse
+from engine.load import load_model
+from engine.report import load_trials
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from test_search import ENV, search  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    proc = search(["--smoke", "--rows", "RAE,VAE", "--eval", "reconstruction",
+                   "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def engine(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_load_model_gives_the_trials_weights_and_its_final_test_error(run):
+    trials = load_trials(run)
+    test = load_dataset("digits").test.images
+    for _, t in trials.iterrows():
+        model = load_model(run / t["trial"])
+        assert model.cfg.name == t["config/name"] and not model.training
+        assert reconstruction_mse(model, test) == pytest.approx(t["test/mse"], rel=1e-9)
+
+
+def test_export_writes_the_best_trial_and_it_loads_without_ray(run, tmp_path):
+    out = tmp_path / "best"
+    proc = engine("export", str(run), str(out))
+    assert proc.returncode == 0, proc.stderr
+    trials = load_trials(run)
+    best = trials.loc[trials["val/mse"].idxmin()]  # ablation_uae: val/mse, min
+    meta = json.loads((out / "model.json").read_text())
+    assert (meta["trial"], meta["label"], meta["metric"]) == (best["trial"], best["label"],
+                                                              "val/mse")
+    assert meta["value"] == best["val/mse"] and meta["image_shape"] == [1, 8, 8]
+    weights = torch.load(out / "weights.pt", weights_only=True)
+    assert weights.keys() == load_model(run / best["trial"]).state_dict().keys()
+    code = ("import sys; sys.modules['ray'] = None\n"  # any import of Ray fails
+            "import torch; from engine.load import load_model\n"
+            f"m = load_model({str(out)!r})\n"
+            "print(m.cfg.name, float(m.reconstruct(torch.rand(2, 1, 8, 8)).mean() >= 0))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [best["config/name"], "1.0"]
+
+
+@pytest.mark.parametrize("case", ["not a run", "out not empty"])
+def test_a_bad_export_is_one_line_and_exit_2(run, tmp_path, case):
+    out = tmp_path / "best"
+    if case == "out not empty":
+        out.mkdir()
+        (out / "x").write_text("")
+        proc = engine("export", str(run), str(out))
+    else:
+        proc = engine("export", str(tmp_path), str(out))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert ("not an empty folder" if case == "out not empty" else "not a run folder") in lines[0]
