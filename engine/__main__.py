@@ -93,10 +93,9 @@ def _prepare(args) -> tuple:
     """Everything the evaluation needs, each piece checked first: an evaluation takes
     minutes, and a bad flag found only at its end (the JSON file cannot be written) would
     waste them. Raises ValueError, one line, on bad input."""
-    import models
     from engine.data import apply_options, load_dataset
     from engine.eval.evaluate import EvalSettings, parse_groups
-    from engine.load import first_line, newest_checkpoint
+    from engine.load import built, newest_checkpoint
 
     device = _device(args.device)
     folder = Path(args.folder)
@@ -116,13 +115,7 @@ def _prepare(args) -> tuple:
     data = apply_options(load_dataset(params["dataset"],  # DataNotFound: names the file
                                       args.data_root or params.get("data_root")),
                          params.get("data"))  # the row's noise, if any
-    model = models.build(models.resolve(params["config"]), data.image_shape)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:  # weights of another architecture or data set
-        raise ValueError(f"{folder}: the checkpoint's weights do not fit its own config "
-                         f"({first_line(e)}); was the trial folder's params changed?"
-                         ) from None
+    model = built(params["config"], data.image_shape, state["model"], folder)
     return model.to(device), data, device, settings, state, trial_dir, path
 
 

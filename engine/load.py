@@ -31,22 +31,25 @@ def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAut
     if (folder / EXPORT_CONFIG).is_file():
         meta = json.loads((folder / EXPORT_CONFIG).read_text())
         weights = torch.load(folder / EXPORT_WEIGHTS, map_location="cpu", weights_only=True)
-        model = _built(meta["config"], tuple(meta["image_shape"]), weights, folder)
+        model = built(meta["config"], tuple(meta["image_shape"]), weights, folder)
     else:
         state = newest_checkpoint(folder)
         params = state["params"]
-        model = _built(params["config"], dataset_shape(params["dataset"]), state["model"],
+        model = built(params["config"], dataset_shape(params["dataset"]), state["model"],
                        folder)
     return model.to(device).eval()
 
 
-def _built(config: dict, shape: tuple, weights: dict, folder: Path):
+def built(config: dict, shape: tuple, weights: dict, folder: Path):
+    """The model of `config` for images of `shape` with `weights` (ValueError, one line,
+    where they do not fit: the folder's params or model.json edited)."""
     model = models.build(models.resolve(config), shape)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:  # weights of another architecture or data set
-        raise ValueError(f"{folder}: the weights do not fit their own config "
-                         f"({first_line(e)}); was the folder's params changed?") from None
+        raise ValueError(f"{folder}: the checkpoint's weights do not fit its own config "
+                         f"({first_line(e)}); was the trial folder's params changed?"
+                         ) from None
     return model
 
 

@@ -38,9 +38,10 @@ from .samplers import SAMPLERS, UAE_GRADIENT_SAMPLINGS
 from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EPS,
                         DecoderVariance)
 
-__all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build", "resolve",
-           "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES", "Posterior",
-           "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS", "UAE_GRADIENT_SAMPLINGS",
+__all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build",
+           "resolve", "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES",
+           "Posterior", "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS",
+           "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",
            "CONSTANT", "DATA", "INPUT", "LATENT", "register", "unregister", "DecoderVariance",
            "Codebook", "PosteriorHead"]
