@@ -7,6 +7,8 @@ Public API:
     fit_density(model, train_images, seed) -> Density with .sample(n, seed)
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
+    float_images(x, device, dtype) a batch of uint8 codes (k / 255) or floats as floats in
+                                 [0, 1] on the device: how data sets held as uint8 are read
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
     PRECISIONS                   --precision name -> the dtype model.compute_in(name) runs the
                                  encoder and decoder networks in (None: fp32)
@@ -30,6 +32,7 @@ from .codebooks import CODEBOOKS, Codebook, nearest_code
 from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
 from .density import DENSITIES, draw_latents, fit_density, redraw_latents
+from .images import float_images
 from .schedules import set_lr
 from .posteriors import POSTERIORS, Posterior, PosteriorHead
 from .presets import PRESETS
@@ -39,7 +42,8 @@ from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EP
                         DecoderVariance)
 
 __all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build",
-           "resolve", "fit_density", "draw_latents", "redraw_latents", "set_lr", "DENSITIES",
+           "resolve", "fit_density", "draw_latents", "redraw_latents", "float_images", "set_lr",
+           "DENSITIES",
            "Posterior", "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS",
            "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",

@@ -23,6 +23,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from .config import Config
+from .images import float_images
 from .schedules import set_lr
 
 
@@ -163,8 +164,9 @@ def draw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 5
     # caller's RNG streams (CPU and the model's GPU) are left as they were
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        latents = torch.cat([model.density_latents(images[i:i + batch_size].to(device))
-                             for i in range(0, len(images), batch_size)])
+        latents = torch.cat([model.density_latents(  # images: uint8 or float (models/images)
+            float_images(images[i:i + batch_size], device))
+            for i in range(0, len(images), batch_size)])
     model.train(was_training)
     return latents
 

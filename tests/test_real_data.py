@@ -193,8 +193,8 @@ def test_loads_shapes_ranges_counts_and_picks_the_network(name, tmp_path):
     assert ds.image_shape == dataset_shape(name) == datasets.SHAPES[name]
     for split, n in zip(("train", "val", "test"), COUNTS[name]):
         s = getattr(ds, split)
-        assert s.images.shape == (n, *ds.image_shape) and s.images.dtype == torch.float32
-        assert 0.0 <= s.images.min() and s.images.max() <= 1.0
+        assert s.images.shape == (n, *ds.image_shape) and s.images.dtype == torch.uint8
+        assert 0.0 <= s.float().min() and s.float().max() <= 1.0
         if name in ("mnist", "fashion", "cifar10"):
             assert s.labels.shape == (n,) and s.labels.dtype == torch.int64
         else:
@@ -220,12 +220,12 @@ def test_mnist_pixels_labels_and_split_are_exact(tmp_path, gz):
     tr, trl = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     as_float = lambda a: torch.from_numpy(a.astype(np.float32)) / 255
     # val is the last 1/12 of the training file (5,000 of 60,000): here 3 of 36
-    assert torch.equal(ds.train.images[:, 0], as_float(tr[:33]))
-    assert torch.equal(ds.val.images[:, 0], as_float(tr[33:]))
-    assert torch.equal(ds.test.images[:, 0], as_float(arrays["t10k-images-idx3-ubyte"]))
+    assert torch.equal(ds.train.float()[:, 0], as_float(tr[:33]))
+    assert torch.equal(ds.val.float()[:, 0], as_float(tr[33:]))
+    assert torch.equal(ds.test.float()[:, 0], as_float(arrays["t10k-images-idx3-ubyte"]))
     assert ds.train.labels.tolist() == trl[:33].tolist() and ds.val.labels.tolist() == trl[33:].tolist()
     assert ds.test.labels.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
-    assert torch.equal(ds.train.images[0, 0, 0, :3], torch.tensor([0.0, 255.0, 128.0]) / 255)
+    assert torch.equal(ds.train.float()[0, 0, 0, :3], torch.tensor([0.0, 255.0, 128.0]) / 255)
     assert not list((tmp_path / "MNIST" / "raw").glob("*-ubyte")) or not gz  # root untouched
 
 
@@ -235,9 +235,9 @@ def test_cifar10_pixels_labels_and_split_are_exact(tmp_path):
     train = np.concatenate([raw[f"data_batch_{i}"][0] for i in range(1, 6)])
     labels = sum((raw[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     chw = lambda a: torch.from_numpy(a.reshape(-1, 3, 32, 32).astype(np.float32)) / 255
-    assert torch.equal(ds.train.images, chw(train[:18]))  # row = 1024 R, 1024 G, 1024 B
-    assert torch.equal(ds.val.images, chw(train[18:]))  # the last 1/10 (5,000 of 50,000)
-    assert torch.equal(ds.test.images, chw(raw["test_batch"][0]))
+    assert torch.equal(ds.train.float(), chw(train[:18]))  # row = 1024 R, 1024 G, 1024 B
+    assert torch.equal(ds.val.float(), chw(train[18:]))  # the last 1/10 (5,000 of 50,000)
+    assert torch.equal(ds.test.float(), chw(raw["test_batch"][0]))
     assert ds.train.labels.tolist() + ds.val.labels.tolist() == labels
     assert ds.test.labels.tolist() == raw["test_batch"][1]
     assert ds.num_classes <= 10
@@ -255,7 +255,7 @@ def test_celeba_official_partition_and_centre_crop(tmp_path):
     write_celeba(tmp_path)
     ds = load_dataset("celeba", root=tmp_path)
     for split, part in (("train", 0), ("val", 1), ("test", 2)):
-        images = getattr(ds, split).images
+        images = getattr(ds, split).float()
         levels = [LEVEL[i] for i, p in enumerate(PARTITION) if p == part]
         assert len(images) == len(levels)
         for img, level in zip(images, levels):
@@ -267,7 +267,7 @@ def test_celeba_official_partition_and_centre_crop(tmp_path):
 def test_celeba_crop_is_140_and_resize_is_antialiased_bilinear(tmp_path):
     write_celeba(tmp_path, patterns={0: RAMP, 1: STRIPES})  # train[0] and test[0]
     ds = load_dataset("celeba", root=tmp_path)
-    ramp, stripes = ds.train.images[0] * 255, ds.test.images[0] * 255  # (3, 64, 64)
+    ramp, stripes = ds.train.float()[0] * 255, ds.test.float()[0] * 255  # (3, 64, 64)
     # the 140-px ramp resized to 64: column j is centred on source x = (j + .5) * 140/64 - .5
     x = (torch.arange(64) + 0.5) * CROP / 64 - 0.5
     want = x * 255 / (CROP - 1)
@@ -284,10 +284,10 @@ def test_celebahq_natural_order_split_and_resize(tmp_path):
     folder = tmp_path / "celebahq"
     (folder / "notes.txt").write_text("not an image: ignored by its suffix")
     ds = load_dataset("celebahq", root=tmp_path)
-    got = [round(float(s.images[i].mean()) * 255 / 10) for s in (ds.train, ds.val, ds.test)
+    got = [round(float(s.float()[i].mean()) * 255 / 10) for s in (ds.train, ds.val, ds.test)
            for i in range(len(s.images))]
     assert got == list(range(20))  # 0.png .. 19.png: 17 train, the 5% val, the last 10% test
-    assert torch.equal(ds.test.images[-1], torch.full((3, 128, 128), 190 / 255))
+    assert torch.equal(ds.test.float()[-1], torch.full((3, 128, 128), 190 / 255))
 
 
 def test_celebahq_non_square_is_centre_cropped(tmp_path):
@@ -295,7 +295,7 @@ def test_celebahq_non_square_is_centre_cropped(tmp_path):
     img = np.zeros((200, 300, 3), np.uint8)
     img[:, 50:250] = 200  # the centre 200x200 square bright, 50 px black on either side
     Image.fromarray(img).save(folder / "2.png")
-    test = load_dataset("celebahq", root=tmp_path).test.images[0]
+    test = load_dataset("celebahq", root=tmp_path).test.float()[0]
     assert torch.equal(test, torch.full((3, 128, 128), 200 / 255))
 
 
@@ -320,7 +320,7 @@ def test_second_load_reads_the_cache_not_the_files(name, tmp_path, monkeypatch):
         assert torch.equal(getattr(first, split).images, getattr(second, split).images)
     images, _ = load_arrays(name, root=tmp_path)["train"]
     assert isinstance(images, np.memmap) and images.dtype == np.uint8 and not images.flags.writeable
-    second.train.images.zero_()  # every caller gets its own float tensors
+    second.train.images.zero_()  # every caller gets its own (copy-on-write) map
     assert torch.equal(load_dataset(name, root=tmp_path).train.images, first.train.images)
 
 

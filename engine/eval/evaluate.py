@@ -49,6 +49,7 @@ from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statist
 from engine.eval.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
 from engine.eval.metrics.likelihood import NotComputable, decoder_variance_map, iwae_nll
 from engine.files import write_json_atomic
+from models import float_images
 
 GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
 DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10}),
@@ -163,11 +164,13 @@ class Context:
 
 @torch.no_grad()
 def reconstruction_mse(model, images: torch.Tensor, batch_size: int = 512) -> float:
-    """Mean squared error per pixel of the deterministic reconstruction D(mu(x))."""
+    """Mean squared error per pixel of the deterministic reconstruction D(mu(x)), each batch
+    of `images` (uint8 or float, on any device) converted on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
+        x = float_images(images[i:i + batch_size], device)
         total += (model.reconstruct(x) - x).pow(2).flatten(1).mean(1).sum().item()
     return total / len(images)
 
@@ -191,7 +194,7 @@ def ssim(model, images: torch.Tensor, device, batch_size: int) -> float:
     k = ssim_kernel(images.shape)
     total = 0.0
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
+        x = float_images(images[i:i + batch_size], device)
         total += float(ssim_fn(model.reconstruct(x).clamp(0, 1), x, data_range=1.0,
                                kernel_size=k, reduction="sum"))
     return total / len(images)
@@ -228,7 +231,7 @@ def _lpips(ctx: Context):
 
 @torch.no_grad()
 def reconstruction(ctx: Context) -> dict:
-    images = ctx.data.test.images.to(ctx.device)
+    images = ctx.data.test.images.to(ctx.device)  # uint8 (or float): a batch at a time below
     bs = ctx.settings.batch_size
     mse = reconstruction_mse(ctx.model, images, bs)
     out: dict = {"test/mse": mse, "test/psnr": psnr(mse),
@@ -239,9 +242,10 @@ def reconstruction(ctx: Context) -> dict:
     if isinstance(lp, str):
         out["test/lpips"] = lp
     else:
+        def lpips_of(x: torch.Tensor) -> torch.Tensor:  # (B,) of one batch
+            return lp(ctx.model.reconstruct(x).clamp(0, 1), x)
         _guarded(out, ["test/lpips"], lambda: {"test/lpips": float(torch.cat([
-            lp(ctx.model.reconstruct(images[i:i + bs]).clamp(0, 1), images[i:i + bs])
-            for i in range(0, len(images), bs)]).mean())})
+            lpips_of(float_images(images[i:i + bs])) for i in range(0, len(images), bs)]).mean())})
     return out
 
 
@@ -354,7 +358,8 @@ def likelihood(ctx: Context) -> dict:
 
 def diagnostics(ctx: Context) -> dict:
     s = ctx.settings
-    train = _subset(ctx.data.train.images, s.diagnostic_images, ctx.seed).to(ctx.device)
+    train = float_images(_subset(ctx.data.train.images, s.diagnostic_images, ctx.seed),
+                         ctx.device)  # (n, *X): a subset (1,000 by default), as floats
     out: dict = {}
     # Takida's MSE is summed over pixels, on training images: named apart from test/mse
     names = {"mse": "mse_train_sum", "mse_per_pixel": "mse_train"}

@@ -14,6 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 import models
+from models import float_images
 
 GRID = 16  # images per grid row
 
@@ -26,7 +27,7 @@ class TrialBoard:
                                     purge_step=start_epoch)
         self.spec, self.data = spec, data
         self.every = spec.image_every
-        self.fixed = data.val.images[:GRID]  # the same inputs every time: (16, C, H, W)
+        self.fixed = float_images(data.val.images[:GRID])  # the same inputs each time: (16, C, H, W)
         self.prior_z = torch.randn(GRID, spec.config.latent_dim,
                                    generator=torch.Generator().manual_seed(0))
 
@@ -74,8 +75,7 @@ class TrialBoard:
         fitted = {name: z[:2 * GRID] for name, z in drawn.items() if name != "prior"}
         if not fitted:  # the evaluation sampled no fitted density: the config's, here
             # fitting may train (a second-stage VAE), so no no_grad around it
-            density = models.fit_density(model, self.data.train.images.to(dev),
-                                         seed=self.spec.seed)
+            density = models.fit_density(model, self.data.train.images, seed=self.spec.seed)
             fitted = {model.cfg.density: density.sample(2 * GRID, seed=0)}
         for name, z in fitted.items():  # decoded as the FID decoded them (VQ: through a code)
             with torch.no_grad():

@@ -48,12 +48,43 @@ class Session:
     all_reduce: Callable[[torch.Tensor], None] | None = None  # in-place sum over workers
 
 
+DEVICE_DATA_SHARE = 0.25  # of a trial's share of its GPU's memory that its data may take
+
+
+def data_device(nbytes: int, device: torch.device, gpu_share: float,
+                gpu_memory: int | None = None) -> torch.device:
+    """Where a trial holds its training and validation images (`nbytes` of them, uint8 where
+    the data set is 8-bit): on its GPU when they take at most DEVICE_DATA_SHARE of the trial's
+    share of that GPU's memory (`gpu_share` of `gpu_memory` bytes, the whole GPU for a share
+    of 0 or more than 1), else on the host, where train_epoch pins each batch and copies it
+    without a sync. CelebA-64's 2.24 GB: on the device of a trial with a whole 24 GB GPU, on
+    the host at --gpus-per-trial 1/8 (3 GB each), so 8 trials' data do not fill the GPU."""
+    if device.type != "cuda":
+        return device
+    if gpu_memory is None:
+        gpu_memory = torch.cuda.get_device_properties(device).total_memory
+    share = gpu_share if 0 < gpu_share <= 1 else 1.0
+    return device if nbytes <= DEVICE_DATA_SHARE * share * gpu_memory else torch.device("cpu")
+
+
+def _batch(images: torch.Tensor, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """images[rows] as floats on `device`: gathered where the images are, then (from the
+    host to a GPU) pinned, so that the copy is asynchronous: no sync a batch."""
+    x = images[rows]
+    if x.device != device and device.type == "cuda":
+        x = x.pin_memory()
+    return models.float_images(x, device)
+
+
 def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Generator,
                 rank: int = 0, world: int = 1,
                 all_reduce: Callable[[torch.Tensor], None] | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
-    """One pass over `images` in shuffled minibatches of `batch_size` (summed over workers);
-    returns the mean of every loss term over the examples of all workers.
+                scaler: torch.amp.GradScaler | None = None,
+                device: torch.device | None = None) -> dict[str, float]:
+    """One pass over `images` ((N, C, H, W) uint8 codes or floats, models/images.py; each
+    minibatch converted on `device`, default the images' own) in shuffled minibatches of
+    `batch_size` (summed over workers); returns the mean of every loss term over the examples
+    of all workers.
 
     `net(x)` returns the loss dict (a DDP wrapper syncs gradients through forward). Every
     worker draws the same permutation from `gen` and takes rows rank::world of each batch, so
@@ -75,9 +106,10 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
     the epoch in Diverged, the parameters finite (each step it skipped changed nothing).
     """
     net.train()
-    device = images.device
-    # drawn by the CPU generator that the checkpoint saves (a resume replays it); one copy
-    order = torch.randperm(len(images), generator=gen).to(device)
+    device = images.device if device is None else torch.device(device)
+    # drawn by the CPU generator that the checkpoint saves (a resume replays it); one copy,
+    # to where the images are
+    order = torch.randperm(len(images), generator=gen).to(images.device)
     masked = scaler is None and _skips_steps_on_device(opt)
     sums: dict[str, torch.Tensor] = {}  # term -> sum over examples, float64 on the device
     bad = torch.zeros((), device=device)  # 1.0 from the first non-finite loss of any worker
@@ -88,7 +120,7 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
         idx = order[i:i + batch_size]
         if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
             continue
-        batch = images[idx[rank::world]]
+        batch = _batch(images, idx[rank::world], device)  # uint8 -> floats, on the device
         terms = net(batch)
         flag = (~torch.isfinite(terms["loss"].detach())).float()
         if world > 1:  # every worker must stop at the same batch, or the next all-reduce hangs
@@ -192,7 +224,12 @@ def run_trial(params: dict, session: Session) -> None:
         if start > epochs:  # at its final checkpoint: nothing left to train
             return
     net = session.wrap(model)
-    train, val = data.train.images.to(dev), data.val.images.to(dev)
+    # held as the data set holds them (uint8: a quarter of float32's bytes), on the GPU where
+    # they fit the trial's share of it, each batch converted there; on the host the training
+    # split stays the page cache's shared memory map
+    held = data_device(data.train.images.nbytes + data.val.images.nbytes, dev,
+                       spec.resources.gpu)
+    train, val = data.train.images.to(held), data.val.images.to(held)
     board = TrialBoard(session.trial_dir, spec, data, start) if session.rank == 0 else None
     drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
     since = _clock()  # the last checkpoint (or this process's start of training)
@@ -205,7 +242,7 @@ def run_trial(params: dict, session: Session) -> None:
             try:
                 with model.compute_in(spec.precision):  # training only: evaluation is fp32
                     terms = train_epoch(net, opt, train, cfg.batch_size, gen, session.rank,
-                                        session.world, session.all_reduce, scaler)
+                                        session.world, session.all_reduce, scaler, dev)
                 val_mse = reconstruction_mse(model, val)
                 # BatchNorm statistics differ per rank: the workers must agree, or hang
                 if _any_worker(not math.isfinite(val_mse), session.world,

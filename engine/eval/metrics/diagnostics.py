@@ -26,6 +26,7 @@ import torch
 
 import models
 from engine.eval.metrics import evaluating
+from models import float_images
 
 # Elements of the largest (queries x components x D) block the MI bound builds at once.
 _MI_BLOCK = 1 << 24
@@ -40,7 +41,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device
              ) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), batch_size):
-        yield images[i:i + batch_size].to(device)
+        yield float_images(images[i:i + batch_size], device)
 
 
 def _is_point(scale_tril: torch.Tensor) -> bool:

@@ -29,6 +29,7 @@ from torch import nn
 
 from engine.files import write_atomic, write_json_atomic
 from engine.eval.metrics.frechet import Stats, statistics
+from models import float_images
 
 CACHE_ENV = "VAE_ABLATIONS_CACHE"
 INCEPTION_MIN_SIZE = 28  # MNIST's size: the smallest the papers compute Inception FID at
@@ -64,7 +65,7 @@ def extract(space: FeatureSpace, images: torch.Tensor, device, batch_size: int =
     [0, 1], computed in batches on `device`."""
     feats, logits = [], []
     for i in range(0, len(images), batch_size):
-        f, lg = space.net(images[i:i + batch_size].to(device).float().clamp(0, 1))
+        f, lg = space.net(float_images(images[i:i + batch_size], device).clamp(0, 1))
         feats.append(f.double().cpu())
         if lg is not None:
             logits.append(lg.double().cpu())
@@ -97,10 +98,18 @@ class Classifier(nn.Module):
         return f, self.head(torch.relu(f))
 
 
+def _hash_pixels(h, images: torch.Tensor, chunk: int = 4096) -> None:
+    """Feed `h` the float32 bytes of `images` as models.float_images reads them, `chunk` images
+    at a time: the same digest for a split held as uint8 or as float32 (and for the float32
+    splits of before), and no whole copy of a large split."""
+    for i in range(0, len(images), chunk):
+        h.update(float_images(images[i:i + chunk]).cpu().contiguous().numpy().tobytes())
+
+
 def _fingerprint(data) -> str:
     h = hashlib.sha256()
     for split in (data.train, data.test):
-        h.update(split.images.numpy().tobytes())
+        _hash_pixels(h, split.images)
         h.update(split.labels.numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -114,7 +123,7 @@ def train_classifier(data, steps: int = CLASSIFIER_STEPS, batch_size: int = 128,
     network."""
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers run under no_grad
         torch.manual_seed(seed)
-        x, y = data.train.images.float(), data.train.labels
+        x, y = float_images(data.train.images), data.train.labels
         net = Classifier(x.shape[1], data.num_classes, min(x.shape[-2:]))
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(seed)
@@ -130,7 +139,7 @@ def train_classifier(data, steps: int = CLASSIFIER_STEPS, batch_size: int = 128,
             opt.step()
     net.eval()
     with torch.no_grad():
-        pred = torch.cat([net(data.test.images[i:i + 1000].float())[1].argmax(1)
+        pred = torch.cat([net(float_images(data.test.images[i:i + 1000]))[1].argmax(1)
                           for i in range(0, len(data.test.images), 1000)])
     return net, float((pred == data.test.labels).float().mean())
 
@@ -147,7 +156,7 @@ def classifier_space(data, device) -> FeatureSpace:
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):  # trials starting together train it once
         if not (weights.is_file() and meta.is_file()):
-            net, accuracy = train_classifier(data)
+            net, accuracy = train_classifier(data, CLASSIFIER_STEPS)  # the key's step count
             write_atomic(weights, lambda f: torch.save(net.state_dict(), f))
             write_json_atomic(meta, {"test_accuracy": accuracy, "steps": CLASSIFIER_STEPS,
                                      "dataset": data.name})
@@ -225,7 +234,9 @@ def reference(data, split: str, space: FeatureSpace, device, recompute: bool = F
     """Statistics of data.<split> in `space`, computed once per (data set, split, feature
     space) and cached in cache_dir()/reference; `recompute` ignores the cache."""
     images = getattr(data, split).images
-    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    _hash_pixels(h, images)
+    digest = h.hexdigest()[:16]
     folder = cache_dir() / "reference"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{data.name}-{split}-{space.key}-{digest}.npz"

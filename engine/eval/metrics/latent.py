@@ -48,6 +48,7 @@ from typing import Callable
 import torch
 
 from engine.eval.metrics import evaluating
+from models import float_images
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, C, H, W) x 2 -> (B,)
 Sampler = Callable[[int, int], torch.Tensor]  # (n, seed) -> (n, D), e.g. Density.sample
@@ -71,7 +72,7 @@ def encoded_latents(model, images: torch.Tensor, batch_size: int = 512,
     means, spreads = [], []
     with evaluating(model):
         for i in range(0, len(images), batch_size):
-            post = model.posterior(images[i:i + batch_size].to(p.device, p.dtype))
+            post = model.posterior(float_images(images[i:i + batch_size], p.device, p.dtype))
             z = post.mean  # (B, D)
             if quantize:
                 z = model.quantize(z)

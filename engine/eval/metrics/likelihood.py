@@ -45,7 +45,7 @@ import math
 
 import torch
 
-from models import CONSTANT, DATA, INPUT, LATENT
+from models import CONSTANT, DATA, INPUT, LATENT, float_images
 
 from engine.eval.metrics import evaluating
 
@@ -105,7 +105,7 @@ def _posterior_draws(model, images: torch.Tensor, draws: int, seed: int, batch_s
     p = _param(model)
     gen = torch.Generator(device=p.device).manual_seed(seed)
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(p.device, p.dtype)
+        x = float_images(images[i:i + batch_size], p.device, p.dtype)
         post = model.posterior(x)
         yield x, post, torch.randn((draws, *post.mean.shape), generator=gen, device=p.device,
                                    dtype=p.dtype)
@@ -248,7 +248,7 @@ def iwae_nll(model, images: torch.Tensor, k: int = 500, batch_size: int = 100, s
     total = 0.0
     with evaluating(model):
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(p.device, p.dtype)  # (B, *X)
+            x = float_images(images[i:i + batch_size], p.device, p.dtype)  # (B, *X)
             eps = torch.randn((k, x.shape[0], cfg.latent_dim), generator=gen, device=p.device,
                               dtype=p.dtype)  # (k, B, D): small next to the decoded images
             chunk = max(1, chunk_elements // (x.shape[0] * d_x))

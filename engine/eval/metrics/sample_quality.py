@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.eval.metrics.latent import slerp
+from models import float_images
 
 # --- image sets, produced in batches so 10,000 CelebA-size images never sit in memory ---
 
@@ -26,7 +27,7 @@ from engine.eval.metrics.latent import slerp
 def reconstructions(model, images: torch.Tensor, device, batch_size: int) -> Iterator:
     """D(mu(x)) of every image (through the codebook where there is one)."""
     for i in range(0, len(images), batch_size):
-        yield model.reconstruct(images[i:i + batch_size].to(device))
+        yield model.reconstruct(float_images(images[i:i + batch_size], device))
 
 
 def decoded(model, latents: torch.Tensor, device, batch_size: int) -> Iterator:
@@ -47,8 +48,8 @@ def interpolation_latents(model, images: torch.Tensor, n: int, ratio: str, seed:
     out = []
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
-        mu_i = model.encode(images[i[sl]].to(device))[0]
-        mu_j = model.encode(images[j[sl]].to(device))[0]
+        mu_i = model.encode(float_images(images[i[sl]], device))[0]
+        mu_j = model.encode(float_images(images[j[sl]], device))[0]
         out.append(slerp(mu_i, mu_j, t[sl].to(device)).cpu())
     return torch.cat(out)
 
