@@ -154,9 +154,9 @@ def test_table_mean_std_and_counts_per_configuration(tmp_path):
 
     shown = report.format_table(table)
     assert shown.columns.names == ["dataset", "metric"]
-    # 4 significant digits, trailing zeros kept: mean 0.013, std 0.0036055...
-    assert shown.loc["VAE (beta=1)", ("digits", "test/mse")] == "0.01300 ± 0.003606"
-    assert shown.loc[UT, ("digits", "test/mse")] == "0.008000 (n=1)"
+    # rounded to the spread: std 0.0036055... to one digit, the mean 0.013 to one more
+    assert shown.loc["VAE (beta=1)", ("digits", "MSE ↓")] == "0.0130 ± 0.004"
+    assert shown.loc[UT, ("digits", "MSE ↓")] == "0.008000 (n=1)"  # 4 significant digits
     assert ("trials", "stopped early") not in shown.columns  # all zero: not shown
 
 
@@ -169,8 +169,8 @@ def test_paper_numbers_stand_beside_ours_when_dataset_and_setting_match(tmp_path
     notes = " ".join(table.attrs["notes"])
     assert "the paper's eval/fid_sample_gmm10 is not computed in this run" in notes
     cols = list(report.format_table(table).columns)
-    ours = cols.index(("fashion", "eval/fid_rec"))
-    assert cols[ours + 1] == ("fashion", "eval/fid_rec (paper)")
+    ours = cols.index(("fashion", "FID (rec.) ↓"))
+    assert cols[ours + 1] == ("fashion", "FID (rec.) ↓ (paper)")
 
 
 def test_no_paper_numbers_on_another_dataset(tmp_path):
@@ -204,7 +204,7 @@ def test_write_report_writes_every_file_atomically_and_round_trips(tmp_path):
     for png in ("val_curves.png", "final_bar.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     tex = (out / "table.tex").read_text()
-    assert tex.isascii() and r"UT-VAE{*}-full-$\Sigma$" in tex and r"test/mse" in tex
+    assert tex.isascii() and r"UT-VAE{*}-full-$\Sigma$" in tex and r"MSE $\downarrow$" in tex
     assert re.search(r"(?<!\\)[_#]", tex) is None and r"$\pm$" in tex
     assert all(line.startswith("%") for line in tex.splitlines() if re.search(r"(?<!\\)%", line))
     md = (out / "table.md").read_text()
@@ -363,3 +363,89 @@ def test_a_note_names_the_rows_that_run_a_preset_of_another_name(tmp_path):
     other = make_run(tmp_path / "plain", finished=True)
     plain = report.ablation_table(report.load_trials(other), _search(other))
     assert not [n for n in plain.attrs["notes"] if "preset of another name" in n]
+
+
+def test_values_are_rounded_to_the_precision_of_their_spread():
+    from engine.report.display import cell
+    assert cell(0.01471, 0.0005977, 3) == "0.01471 ± 0.0006"  # the example
+    assert cell(0.01471, 0.00149, 3) == "0.01471 ± 0.0015"  # a spread that begins with 1: two
+    assert cell(0.0123, 0.0096, 3) == "0.0123 ± 0.010"  # 0.0096 rounds up to a leading 1
+    assert cell(47.38, 3.2, 3) == "47.4 ± 3" and cell(47.38, 35.0, 3) == "47 ± 40"
+    assert cell(2.0, 0.0, 3) == "2.000 ± 0" and cell(0.5, float("nan"), 1) == "0.5000 (n=1)"
+    assert cell(float("nan"), float("nan"), 0) == "—"
+    for mean, std in [(0.01471, 0.0005977), (123.456, 0.0421), (0.9871, 0.0123)]:
+        shown_mean, shown_std = (float(x) for x in cell(mean, std, 3).split(" ± "))
+        # the spread to one significant digit (two from a leading 1), the mean one digit more
+        first = f"{std:e}"[0]
+        assert shown_std == float(f"{std:.{1 if first == '1' else 0}e}")
+        assert abs(shown_mean - mean) <= 0.05 * shown_std + 1e-12
+
+
+def test_metrics_have_display_names_with_units_and_the_better_direction():
+    from engine.report.display import metric_name
+    assert metric_name("eval/fid_rec") == ("FID (rec.) ↓", "↓")
+    assert metric_name("eval/fid_sample_gmm10") == ("FID (GMM-10) ↓", "↓")
+    assert metric_name("eval/fid_sample_second_stage")[0] == "FID (2nd stage) ↓"
+    assert metric_name("eval/recall_interp_mid") == ("recall (interp. mid) ↑", "↑")
+    assert metric_name("test/psnr") == ("PSNR (dB) ↑", "↑")
+    assert metric_name("val/mse") == ("val. MSE ↓", "↓")
+    assert metric_name("eval/latent_var") == ("latent variance", None)  # a property: no best
+    assert metric_name("eval/sigma_x2_SU") == ("eval/sigma_x2_SU", None)  # unknown: as it is
+
+
+def test_the_best_of_a_column_is_marked_with_every_row_the_seeds_cannot_tell_from_it():
+    from scipy.stats import ttest_ind
+    from engine.report.display import LOWER, best_rows
+    rng = np.random.default_rng(0)
+    seeds = {"A": rng.normal(1.00, 0.02, 5), "B": rng.normal(1.01, 0.02, 5),
+             "C": rng.normal(1.20, 0.02, 5), "D": rng.normal(1.03, 0.2, 4),
+             "E": np.array([0.9])}  # one seed: no spread, not testable
+    mean = pd.Series({k: v.mean() for k, v in seeds.items()})
+    std = pd.Series({k: v.std(ddof=1) if len(v) > 1 else np.nan for k, v in seeds.items()})
+    n = pd.Series({k: len(v) for k, v in seeds.items()})
+    marked = best_rows(mean, std, n, LOWER)
+    # the best is E (one seed): nothing can be tested against it
+    assert marked == {"E"}
+    without = [k for k in seeds if k != "E"]
+    marked = best_rows(mean[without], std[without], n[without], LOWER)
+    best = mean[without].idxmin()
+    # Welch's test on the seeds themselves: an independent computation
+    want = {best} | {k for k in without if k != best
+                     and ttest_ind(seeds[best], seeds[k], equal_var=False).pvalue >= 0.05}
+    assert marked == want and "C" not in marked and len(marked) >= 2
+    assert best_rows(mean, std, n, None) == set()  # no direction: nothing is best
+
+
+def test_the_markdown_and_latex_tables_set_each_columns_best_in_bold(tmp_path):
+    run = make_run(tmp_path)
+    report.write_report(run)
+    md = (run / "report" / "table.md").read_text()
+    tex = (run / "report" / "table.tex").read_text()
+    # UT-VAE*-full-Σ has the lowest MSE (0.008) and so the highest PSNR, one seed: only it
+    [ut] = [line for line in md.splitlines() if line.startswith(f"| {UT}")]
+    assert ut.count("**") == 4 and "**0.008000 (n=1)**" in ut
+    assert "**" not in "".join(line for line in md.splitlines() if line.startswith("| VAE"))
+    assert r"\textbf{0.008000 (n=1)}" in tex
+    assert "bold: the best mean of each column" in md and "Welch" in md
+
+
+def test_the_final_figure_plots_every_table_metric_with_each_seed_as_a_point(tmp_path):
+    run = make_run(tmp_path)
+    trials, search = report.load_trials(run), _search(run)
+    table = report.ablation_table(trials, search)
+    names = {t: g["name"] for g in report._groups(trials, search)
+             for t in trials.loc[g["index"], "trial"]}
+    fig = report._bar_figure(table, search, trials, names)
+    metrics = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]
+    assert len(metrics) == 2 and len(fig.axes) == len(metrics)  # test/mse and test/psnr
+    done = trials[trials.status == "completed"]
+    for ax, metric in zip(fig.axes, metrics):
+        [points] = [c for c in ax.collections if c.get_label() == "seeds"]
+        xy = points.get_offsets()
+        assert len(xy) == len(done)  # every completed seed, at its row's bar
+        assert sorted(np.asarray(xy)[:, 1]) == pytest.approx(sorted(done[metric]))
+        rows = np.rint(np.asarray(xy)[:, 0]).astype(int)
+        assert sorted(rows.tolist()) == sorted(list(table.index).index(names[t])
+                                               for t in done["trial"])
+    report.write_report(run)
+    assert (run / "report" / "final_bar.png").read_bytes()[:4] == b"\x89PNG"

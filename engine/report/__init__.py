@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
-from engine.report import tuning
+from engine.report import display, tuning
 from engine.files import STOPPED_FILE, write_atomic
 
 # status -> the table's count column
@@ -143,31 +143,43 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
                                                         *COUNTS.values()],
                                       index=pd.Index([g["name"] for g in groups], name="label"))
     table.attrs["dataset"] = str(search.get("dataset", ""))
+    table.attrs["metric"], table.attrs["mode"] = search.get("metric"), search.get("mode")
     table.attrs["notes"] = (notes + _preset_notes(groups, search.get("rows") or [])
                             + _order_notes(table, search)
                             + _evaluation_notes(trials, metrics)
                             + _convergence_notes(trials, groups)
-                            + _status_notes(trials, groups, table, search.get("rows") or []))
+                            + _status_notes(trials, groups, table, search.get("rows") or [])
+                            + ([display.best_note()] if metrics else []))
     return table
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for display: cells "0.0123 ± 0.0004" (4 significant digits), "0.0123 (n=1)",
-    "—" where no trial completed, with columns (dataset, metric) as the papers lay them out,
-    then (trials, count) for the counts that are not all zero."""
+    """The table for display: cells "0.01471 ± 0.0006" (rounded to their spread,
+    engine/report/display.py), "0.008000 (n=1)", "—" where no trial completed, with columns
+    (dataset, display name: "FID (rec.) ↓") as the papers lay them out, then (trials, count)
+    for the counts that are not all zero. attrs["bold"]: the (row, column) positions of each
+    column's best within noise, which the Markdown and LaTeX tables set in bold."""
     dataset = table.attrs.get("dataset", "")
     columns: dict[tuple[str, str], list[str]] = {}
+    bold: set[tuple[int, int]] = set()
     for metric in [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]:
-        stats = zip(table[f"{metric} mean"], table[f"{metric} std"], table["n"])
-        columns[(dataset, metric)] = [_cell(m, s, n) for m, s, n in stats]
+        mean, std, n = table[f"{metric} mean"], table[f"{metric} std"], table["n"]
+        name, better = display.metric_name(metric)
+        if metric == table.attrs.get("metric") and table.attrs.get("mode") in ("min", "max"):
+            better = display.LOWER if table.attrs["mode"] == "min" else display.HIGHER
+        best = display.best_rows(mean.reset_index(drop=True), std.reset_index(drop=True),
+                                 n.reset_index(drop=True), better)
+        bold |= {(row, len(columns)) for row in best}
+        columns[(dataset, name)] = [display.cell(m, s, k) for m, s, k in zip(mean, std, n)]
         if f"{metric} (paper)" in table:
-            columns[(dataset, f"{metric} (paper)")] = [
+            columns[(dataset, f"{name} (paper)")] = [
                 "" if pd.isna(v) else f"{v:g}" for v in table[f"{metric} (paper)"]]  # as published
     for column in ["n", NOT_CONVERGED, *COUNTS.values()]:
         if column == "n" or table[column].any():
             columns[("trials", column)] = [str(int(v)) for v in table[column]]
     shown = pd.DataFrame(columns, index=table.index)
     shown.columns = pd.MultiIndex.from_tuples(list(columns), names=["dataset", "metric"])
+    shown.attrs["bold"] = bold
     return shown
 
 
@@ -208,7 +220,8 @@ def write_report(run_dir) -> str:
         "curves.csv": lambda p: curves.to_csv(p, index=False),
         "val_curves.png": lambda p: _curves_figure(curves, names, table.index, search)
         .savefig(p, format="png", dpi=120),
-        "final_bar.png": lambda p: _bar_figure(table, search).savefig(p, format="png", dpi=120),
+        "final_bar.png": lambda p: _bar_figure(table, search, trials, names)
+        .savefig(p, format="png", dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
     for name, write in writers.items():
@@ -608,19 +621,6 @@ def _status_counts(trials: pd.DataFrame) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if s in counts) or "no trials"
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    if pd.isna(mean):
-        return "—"
-    if pd.isna(std):
-        return f"{_sig(mean)} (n=1)" if n <= 1 else f"{_sig(mean)} ± –"
-    return f"{_sig(mean)} ± {_sig(std)}"
-
-
-def _sig(v: float) -> str:
-    """4 significant digits, trailing zeros kept: they state the precision ("0.01300")."""
-    return f"{v:#.4g}".rstrip(".").replace(".e", "e")
-
-
 # --- writing ------------------------------------------------------------------------------
 
 def _title(search: dict, finished: bool) -> str:
@@ -631,8 +631,16 @@ def _title(search: dict, finished: bool) -> str:
             f"{search.get('metric')} ({search.get('mode')}); {state}")
 
 
+def _emboldened(shown: pd.DataFrame, mark: Callable[[str], str]) -> pd.DataFrame:
+    """`shown` with mark(cell) at format_table's bold positions."""
+    out = shown.copy()
+    for row, col in shown.attrs.get("bold", ()):
+        out.iat[row, col] = mark(out.iat[row, col])
+    return out
+
+
 def _markdown(shown: pd.DataFrame) -> str:
-    flat = shown.copy()
+    flat = _emboldened(shown, lambda c: f"**{c}**")
     flat.columns = [metric if top == "trials" else f"{top}: {metric}"
                     for top, metric in shown.columns]
     # disable_numparse: the cells are already formatted; tabulate would round them again
@@ -653,7 +661,8 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
           "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
           "*": "{*}",  # braced: after a row's \\ a bare * would read as \\*
           "±": r"$\pm$", "—": "---", "–": "--", "×": r"$\times$", "·": r"$\cdot$",
-          "≤": r"$\leq$", "≥": r"$\geq$", "√": r"$\surd$"}
+          "≤": r"$\leq$", "≥": r"$\geq$", "√": r"$\surd$", "↓": r"$\downarrow$",
+          "↑": r"$\uparrow$"}
 _GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
                    "Psi", "Omega"}
 
@@ -683,6 +692,8 @@ def _latex_unicode(ch: str) -> str:
 
 def _latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
     escaped = shown.map(_latex)
+    escaped.attrs["bold"] = shown.attrs.get("bold", set())
+    escaped = _emboldened(escaped, lambda c: f"\\textbf{{{c}}}")
     escaped.index = [_latex(i) for i in shown.index]
     escaped.columns = pd.MultiIndex.from_tuples(
         [(_latex(top), _latex(metric)) for top, metric in shown.columns])
@@ -725,23 +736,45 @@ def _curves_figure(curves: pd.DataFrame, names: dict, order, search: dict) -> Fi
     return fig
 
 
-def _bar_figure(table: pd.DataFrame, search: dict) -> Figure:
-    """The first table metric per row: mean over completed seeds, std error bars."""
-    metric = _table_metrics(pd.DataFrame(), search)[0]
-    fig = Figure(figsize=(max(5.0, 0.6 * len(table) + 2), 4.5), layout="constrained")
-    ax = fig.add_subplot()
+def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None = None,
+                names: dict | None = None) -> Figure:
+    """Every table metric, one panel each (small multiples, 3 to a row): per row the mean over
+    completed seeds as a bar with a std error bar, and each completed seed's own value as a
+    point, so a reader sees the spread the table's ± summarises."""
+    metrics = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")] or [
+        _table_metrics(pd.DataFrame(), search)[0]]
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    width = max(5.0, 0.6 * len(table) + 2)
+    fig = Figure(figsize=(width * cols, 4.2 * rows), layout="constrained")
     x = np.arange(len(table))
-    mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
-    std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
-    done = ~np.isnan(mean)
-    ax.bar(x[done], mean[done], color="C0")
-    spread = done & ~np.isnan(std)  # no error bar where one seed gives no std (not a zero one)
-    ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="k", capsize=3)
-    top = mean[done].max() if done.any() else 1.0
-    for i, n in zip(x, table["n"]):
-        ax.text(i, 0.02 * top, f"n={n}" if done[i] else "—", ha="center", va="bottom",
-                fontsize=7, color="w" if done[i] else "k")
-    ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel=metric, title=f"{metric}: mean ± std over completed seeds")
-    ax.title.set_fontsize(9)
+    position = {name: i for i, name in enumerate(table.index)}
+    done_trials = (trials[trials["status"] == "completed"] if trials is not None and len(trials)
+                   else pd.DataFrame(columns=["trial"]))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
+        std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
+        done = ~np.isnan(mean)
+        ax.bar(x[done], mean[done], color="C0", alpha=0.6)
+        spread = done & ~np.isnan(std)  # no error bar where one seed gives no std (not a zero one)
+        ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="k", capsize=3)
+        if metric in done_trials:
+            at = [(position.get((names or {}).get(t)), v)
+                  for t, v in zip(done_trials["trial"], pd.to_numeric(done_trials[metric],
+                                                                      errors="coerce"))]
+            at = [(i, v) for i, v in at if i is not None and np.isfinite(v)]
+            if at:
+                # a small fixed spread sideways, so that equal values do not hide each other
+                offsets = np.linspace(-0.15, 0.15, 5)
+                ax.scatter([i + offsets[j % 5] for j, (i, _) in enumerate(at)],
+                           [v for _, v in at], s=12, color="C3", zorder=3, label="seeds")
+        top = np.nanmax(np.abs(mean[done])) if done.any() else 1.0
+        for i, n in zip(x, table["n"]):
+            ax.text(i, 0.02 * top, f"n={n}" if done[i] else "—", ha="center", va="bottom",
+                    fontsize=7, color="w" if done[i] else "k")
+        ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right", fontsize=8)
+        name, _ = display.metric_name(metric)
+        ax.set(title=f"{name}: mean ± std, seeds as points")
+        ax.title.set_fontsize(9)
     return fig

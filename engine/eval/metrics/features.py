@@ -114,13 +114,14 @@ def _fingerprint(data) -> str:
     return h.hexdigest()[:16]
 
 
-def train_classifier(data, steps: int = CLASSIFIER_STEPS, batch_size: int = 128, seed: int = 0
+def train_classifier(data, steps: int | None = None, batch_size: int = 128, seed: int = 0
                      ) -> tuple[Classifier, float]:
     """Train on data.train's labels with a fixed seed on the CPU; returns the classifier (eval
     mode) and its test accuracy. Reproducible on one machine; another machine (another BLAS,
     thread count) may differ in the last bits, so a cluster should share one cache folder
     ($VAE_ABLATIONS_CACHE on the shared file system) for its trials' FIDs to share one
     network."""
+    steps = CLASSIFIER_STEPS if steps is None else steps  # read now: the cache key's count
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers run under no_grad
         torch.manual_seed(seed)
         x, y = float_images(data.train.images), data.train.labels
@@ -156,7 +157,7 @@ def classifier_space(data, device) -> FeatureSpace:
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):  # trials starting together train it once
         if not (weights.is_file() and meta.is_file()):
-            net, accuracy = train_classifier(data, CLASSIFIER_STEPS)  # the key's step count
+            net, accuracy = train_classifier(data)
             write_atomic(weights, lambda f: torch.save(net.state_dict(), f))
             write_json_atomic(meta, {"test_accuracy": accuracy, "steps": CLASSIFIER_STEPS,
                                      "dataset": data.name})
