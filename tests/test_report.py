@@ -390,7 +390,8 @@ def test_metrics_have_display_names_with_units_and_the_better_direction():
     assert metric_name("test/psnr") == ("PSNR (dB) ↑", "↑")
     assert metric_name("val/mse") == ("val. MSE ↓", "↓")
     assert metric_name("eval/latent_var") == ("latent variance", None)  # a property: no best
-    assert metric_name("eval/sigma_x2_SU") == ("eval/sigma_x2_SU", None)  # unknown: as it is
+    assert metric_name("eval/sigma_x2_SU") == ("σx² (SU)", None)  # a noise pattern's cell
+    assert metric_name("eval/takida_gap") == ("eval/takida_gap", None)  # unknown: as it is
 
 
 def test_the_best_of_a_column_is_marked_with_every_row_the_seeds_cannot_tell_from_it():

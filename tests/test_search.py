@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import models
+from engine.report.display import metric_name
 from engine.report import load_trials
 from engine.run.cli import parse_args
 from engine.run.spec import load
@@ -82,7 +83,7 @@ def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
     # the evaluation: UAE Table 2's FIDs for every trial, in the feature space it names
     for metric in ("eval/fid_rec", "eval/fid_sample_gmm10", "eval/fid_interp_mid"):
         assert trials[metric].notna().all() and (trials[metric] > 0).all(), metric
-        assert f"digits: {metric}" in table
+        assert f"digits: {metric_name(metric)[0]}" in table
     assert "FID, precision and recall in classifier-digits" in table
     assert "test/lpips not computed" not in table  # not one of this search's table metrics
 

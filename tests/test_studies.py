@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import models
+from engine.report.display import metric_name
 from engine import report
 from engine.report import load_curves, load_trials
 from searches import papers
@@ -56,7 +57,7 @@ def test_sigma_points_smoke_tables_fids_and_time_per_epoch(tmp_path):
         assert models.Config.from_dict(p["config"]) == base.replace(num_samples=k)
     table = (out / "report" / "table.md").read_text()
     for metric in search_of("sigma_points").table_metrics:
-        assert f"digits: {metric}" in table
+        assert f"digits: {metric_name(metric)[0]}" in table
     # the table's time is the mean of every epoch's time/epoch_s
     curves = load_curves(out)
     for trial, sub in curves.groupby("trial"):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import models
+from engine.report.display import metric_name
 from engine import report
 from engine.report import tuning
 from engine.report import load_trials
@@ -72,7 +73,7 @@ def test_codebook_smoke_tables_reconstruction_and_latent_metrics(tmp_path):
     assert (trials["eval/latent_var"] > 0).all()
     table = (out / "report" / "table.md").read_text()
     for metric in search_of("codebook").table_metrics:
-        assert f"digits: {metric}" in table
+        assert f"digits: {metric_name(metric)[0]}" in table
     # LPIPS and PPL: a number where AlexNet's weights are, else the reason, never both
     for metric in ("test/lpips", "eval/ppl"):
         computed = metric in trials and trials[metric].notna().all()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import models
+from engine.report.display import metric_name
 from engine import report
 from engine.data import (CELLS, NOISE_PARTITIONS, Dataset, Split, add_noise, apply_options,
                          check_options, load_digits)
@@ -251,7 +252,7 @@ def test_noise_variance_smoke_estimates_beside_the_injected_variance(tmp_path):
     assert "| Diag-D spatial s²=0.1 | yes |" in text and "estimate / expected ranges" in text
     assert "# Recovery of the injected noise" in proc.stdout
     table = (out / "report" / "table.md").read_text()
-    assert "digits: eval/sigma_x2_SU" in table and "this run is on digits" in table
+    assert "digits: σx² (SU)" in table and "this run is on digits" in table
     assert ("order of Diag-D … by σ̂² in SU (ascending), Takida Sec. 5.3 (the estimate "
             "follows the injected s_x²): clean < spatial s²=0.1; ours on digits:") in table
     # the evaluate command reads the trial's noise from its checkpoint: the same estimate
@@ -345,7 +346,7 @@ def test_variance_parameterization_smoke_table_and_orders(tmp_path):
             assert t[m] > 0
     table = (out / "report" / "table.md").read_text()
     for metric in search_of("variance_parameterization").table_metrics:
-        assert f"digits: {metric}" in table
+        assert f"digits: {metric_name(metric)[0]}" in table
     assert "Takida Tables 4 and 5 reports mnist, celeba; this run is on digits" in table
     assert ("order by FID of GMM-10 samples (ascending), Takida Tables 4 and 5 on mnist: "
             "Iso-I < AE < Iso-I-trainable < VAE-σx²=1; ours on digits: ") in table

@@ -44,8 +44,12 @@ def metric_name(metric: str) -> tuple[str, str | None]:
     unknown metric as it is, with no direction."""
     split, _, name = metric.rpartition("/")
     prefix = "val. " if split == "val" else ""
+    base, _, part = name.rpartition("_")
     if name in NAMES:
         shown, better = NAMES[name]
+    elif base in NAMES and part.isupper():  # a cell of the noise patterns: "sigma_x2_SU"
+        shown, better = NAMES[base]
+        shown += f" ({part})"
     else:
         score, _, images = name.partition("_")
         if score not in SCORES or not images:
