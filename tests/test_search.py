@@ -4,6 +4,7 @@ and input refused before anything starts."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 import pytest
 import torch
 
@@ -129,6 +132,12 @@ def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
     assert [e.step for e in acc.Scalars("val/mse")] == [1, 2]
     # the smoke evaluation samples the prior and GMM-10 (engine/run/cli.py SMOKE_SKIPS)
     assert {"reconstructions", "samples/prior", "samples/gmm10"} <= set(tags["images"])
+    # 8x8 digits enlarged 8x (nearest) so a grid is legible: 16 of 64 px, 2 px apart
+    grid = acc.Images("reconstructions")[-1]
+    assert (grid.width, grid.height) == (16 * 66 + 2, 2 * 66 + 2)  # inputs over reconstructions
+    image = np.asarray(Image.open(io.BytesIO(grid.encoded_image_string)))
+    cell = image[2:66, 2:66]  # the first input: 8x8 blocks of one value each
+    assert (cell == np.repeat(np.repeat(cell[::8, ::8], 8, 0), 8, 1)).all()
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
 

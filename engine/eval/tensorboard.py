@@ -11,12 +11,23 @@ import sys
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
-from torchvision.utils import make_grid
+from torchvision.utils import make_grid as _make_grid
 
 import models
 from models import float_images
 
 GRID = 16  # images per grid row
+LEGIBLE = 64  # px: smaller images are enlarged (nearest) to at least this height in a grid
+
+
+def make_grid(x: torch.Tensor, nrow: int) -> torch.Tensor:
+    """torchvision's grid of (B, C, H, W) images, each first enlarged by the whole factor that
+    brings it to LEGIBLE px (nearest neighbour: the pixels stay visible as pixels), so a grid
+    of 16 8x8 digits is 1,058 px wide (64 px each, 2 px apart) rather than 162."""
+    factor = max(1, -(-LEGIBLE // x.shape[-2]))  # ceil: 8 px -> 8x, 28 -> 3x, 64 -> 1x
+    if factor > 1:
+        x = torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
+    return _make_grid(x, nrow=nrow)
 
 
 class TrialBoard:
