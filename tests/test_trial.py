@@ -347,7 +347,10 @@ def test_the_board_decodes_the_drawn_latents_and_fits_only_when_none_were_drawn(
     board._density_samples(model, 1, {"prior": z, "gmm10": z})
     assert set(kept.images) == {"samples/gmm10"}  # the prior's grid is _images' own
     with torch.no_grad():
-        expected = make_grid(model.decode(z[:2 * GRID]).clamp(0, 1), nrow=GRID)
+        decoded = model.decode(z[:2 * GRID]).clamp(0, 1)  # (32, 1, 8, 8)
+    # each 8x8 digit enlarged 8x by repeating its pixels (nearest), as the board draws it
+    enlarged = decoded.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+    expected = make_grid(enlarged, nrow=GRID)
     assert torch.equal(kept.images["samples/gmm10"], expected)
     # nothing fitted drawn (an evaluation without FIDs): the config's density, fitted here
     fitted = []
