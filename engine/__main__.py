@@ -116,7 +116,7 @@ def _prepare(args) -> tuple:
                                       args.data_root or params.get("data_root")),
                          params.get("data"))  # the row's noise, if any
     model = built(params["config"], data.image_shape, state["model"], folder)
-    return model.to(device), data, device, settings, state, trial_dir, path
+    return model.place(device), data, device, settings, state, trial_dir, path
 
 
 def _device(text: str | None):

@@ -37,7 +37,7 @@ def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAut
         params = state["params"]
         model = built(params["config"], dataset_shape(params["dataset"]), state["model"],
                        folder)
-    return model.to(device).eval()
+    return model.place(device).eval()
 
 
 def built(config: dict, shape: tuple, weights: dict, folder: Path):

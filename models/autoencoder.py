@@ -84,6 +84,7 @@ class GaussianAutoencoder(nn.Module):
         else:
             self.codebook = None
         self._compute_dtype: torch.dtype | None = None  # compute_in() sets it
+        self._image_format = torch.contiguous_format  # place() sets it
 
     # --- the public API ---
     def posterior(self, x: torch.Tensor) -> Posterior:
@@ -115,7 +116,27 @@ class GaussianAutoencoder(nn.Module):
         finally:
             self._compute_dtype = before
 
+    def memory_format(self, device: torch.device) -> torch.memory_format:
+        """The layout this model's convolutions run fastest in on `device`: channels_last (NHWC)
+        for a net with convolutions on a CUDA device, whose cuDNN kernels (tensor cores under
+        bf16/fp16) take NHWC and would otherwise transpose every input and output; elsewhere
+        (the CPU, MLPs) the default layout."""
+        convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in self.modules())
+        if torch.device(device).type == "cuda" and convolutional:
+            return torch.channels_last
+        return torch.contiguous_format
+
+    def place(self, device: torch.device, memory_format: torch.memory_format | None = None
+              ) -> "GaussianAutoencoder":
+        """The model on `device` in `memory_format` (default: memory_format(device)); the
+        images it is given are laid out alike on the way in (_network). A layout changes
+        strides, not values."""
+        self._image_format = memory_format or self.memory_format(device)
+        return self.to(device, memory_format=self._image_format)
+
     def _network(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self._image_format is not torch.contiguous_format:
+            x = x.contiguous(memory_format=self._image_format)  # (B, C, H, W) as NHWC
         if self._compute_dtype is None:
             return net(x)
         with torch.autocast(x.device.type, dtype=self._compute_dtype):

@@ -133,3 +133,77 @@ def test_an_unknown_precision_is_refused_with_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(SEARCH, ["--precision", "int8"])
     assert e.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
+# --- the GPU layout: channels_last for convolutional nets on CUDA, computed the same ---
+
+def test_a_conv_net_on_cuda_takes_channels_last_and_everything_else_the_default_layout():
+    conv, mlp = models.build("UAE", (1, 28, 28)), models.build("UAE", (1, 8, 8))
+    assert conv.memory_format(torch.device("cuda")) == torch.channels_last
+    assert conv.memory_format(torch.device("cuda:1")) == torch.channels_last
+    assert conv.memory_format(torch.device("cpu")) == torch.contiguous_format
+    assert mlp.memory_format(torch.device("cuda")) == torch.contiguous_format
+    conv.place("cpu", torch.channels_last)
+    weights = [m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert not all(w.is_contiguous() for w in weights)  # the layout did change
+
+
+# a preset for each axis value that handles images after the networks: the decoder
+# variances (fixed, learned gamma, the MLEs and a trainable head), the decoder penalties
+# (gradients with respect to z, their eigen-weighted form), the codebooks, the MMD
+IMAGE_AXES = ("VAE", "RAE-GP", "RAE-GP-code", "UAE", "UAE-code", "VAE-learned-γ", "Iso-I",
+              "Diag-I", "Iso-D", "Diag-D", "Diag-D-trainable", "MVU-AE", "VQ-VAE", "WAE-MMD")
+
+
+@pytest.mark.parametrize("preset,shape", [
+    *((p, (1, 28, 28)) for p in IMAGE_AXES),
+    ("UAE", (3, 32, 32)), ("Diag-D", (3, 64, 64))])
+def test_channels_last_gives_the_losses_gradients_and_reconstructions_of_the_default(preset,
+                                                                                      shape):
+    """The presets of IMAGE_AXES on conv28 and the larger conv nets (the paper's conv64 at 3x64x64): the
+    layout moves no loss term, gradient or reconstruction beyond float rounding (a view of a
+    channels_last tensor that assumed the default strides would fail or scramble pixels)."""
+    torch.manual_seed(0)
+    # float64, so that the sums a layout reorders round far below what a misplaced pixel
+    # would move (float32's rounding, amplified by BatchNorm over 2 inputs and by Diag-D's
+    # per-pixel variances, reaches 1e-3 of a term)
+    ref = models.build(preset, shape).double()
+    nhwc = models.build(preset, shape).double()
+    nhwc.load_state_dict(ref.state_dict())
+    nhwc.place("cpu", torch.channels_last)
+    x = torch.rand(2, *shape, dtype=torch.float64)
+    out = {}
+    for name, model in (("ref", ref), ("nhwc", nhwc)):
+        torch.manual_seed(1)
+        terms = model.loss(x)
+        terms["loss"].backward()
+        grads = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        with torch.no_grad():  # as evaluated: BatchNorm on its running statistics
+            out[name] = ({k: v.detach() for k, v in terms.items()}, grads,
+                         model.eval().reconstruct(x))
+    (t0, g0, r0), (t1, g1, r1) = out["ref"], out["nhwc"]
+    assert t0.keys() == t1.keys()
+    for k in t0:
+        assert float(t1[k]) == pytest.approx(float(t0[k]), rel=1e-9, abs=1e-12), k
+    # summed in another order: each parameter's gradient against the largest one's norm
+    # (a bias before a BatchNorm has a gradient of 0 up to rounding)
+    scale = max(g.norm() for g in g0 if g is not None)
+    for a, b in zip(g0, g1):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert (a - b).norm() <= 1e-7 * scale
+    assert torch.allclose(r0, r1, rtol=1e-9, atol=1e-12)
+
+
+def test_a_gpu_trial_lets_cudnn_pick_its_convolution_algorithms_and_a_cpu_one_does_not():
+    from engine.run.trial import tune_backends
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        tune_backends(torch.device("cpu"))
+        assert torch.backends.cudnn.benchmark is False
+        tune_backends(torch.device("cuda", 0))
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before

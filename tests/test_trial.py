@@ -229,6 +229,27 @@ def test_a_nan_in_a_later_batch_leaves_the_parameters_of_the_steps_before_it():
     assert torch.equal(opt.state_dict()["state"][0]["step"], torch.tensor(1.0))
 
 
+def test_an_error_mid_epoch_leaves_no_skip_flag_on_the_optimizer():
+    """train_epoch hands fused Adam its found-inf flag for the epoch; an exception in a
+    batch (here the second) must not leave it there, or every later plain step of that
+    optimizer would be skipped whenever the flag was 1."""
+    torch.manual_seed(0)
+    model = models.build("AE", (1, 8, 8))
+    opt = model.make_optimizer()
+    calls = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            if len(calls) == 2:
+                raise RuntimeError("out of memory")
+            return model(x)
+    net = Net()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_epoch(net, opt, torch.rand(24, 1, 8, 8), 8, torch.Generator().manual_seed(0))
+    assert calls == [8, 8] and getattr(opt, "found_inf", None) is None
+
+
 def test_host_reads_counts_the_reads_that_would_sync_a_gpu_and_not_arithmetic():
     x = torch.tensor([0.0, 2.0, -1.0])
     with HostReads() as reads:

@@ -116,39 +116,45 @@ def train_epoch(net, opt, images: torch.Tensor, batch_size: int, gen: torch.Gene
     first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)  # its batch's start
     n = 0
     last = (torch.zeros((), dtype=torch.float64, device=device), 0)  # loss x examples, examples
-    for i in range(0, len(images), batch_size):
-        idx = order[i:i + batch_size]
-        if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
-            continue
-        batch = _batch(images, idx[rank::world], device)  # uint8 -> floats, on the device
-        terms = net(batch)
-        flag = (~torch.isfinite(terms["loss"].detach())).float()
-        if world > 1:  # every worker must stop at the same batch, or the next all-reduce hangs
-            all_reduce(flag)
-        first_bad = torch.where((bad == 0) & (flag > 0), float(i), first_bad)
-        bad = torch.maximum(bad, (flag > 0).float())
-        if not masked and scaler is None and bad.item():  # it cannot skip: a sync a batch
-            raise Diverged(f"non-finite loss in the batch starting at example {i}")
-        opt.zero_grad(set_to_none=True)
-        # DDP averages the workers' gradients; a worker's loss is a mean over its own rows, so
-        # weighting it by world * its share of the batch makes that average the gradient of
-        # the whole batch's mean even when the batch does not split evenly (75 -> 38 + 37)
-        share = world * len(batch) / len(idx) if world > 1 else 1.0
-        if scaler is not None:
-            scaler.scale(terms["loss"] * share).backward()
-            scaler.step(opt)  # skipped where a gradient is not finite (a NaN loss's are not)
-            scaler.update()
-        else:
-            (terms["loss"] * share).backward()
-            if masked:
-                opt.found_inf = bad  # fused Adam leaves parameters and moments as they are
-            opt.step()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.detach().double() * len(batch)
-        n += len(batch)
-        last = (terms["loss"].detach().double() * len(batch), len(batch))
-    if masked:
-        opt.found_inf = None  # a later caller's plain step must not see this epoch's flag
+    try:
+        for i in range(0, len(images), batch_size):
+            idx = order[i:i + batch_size]
+            if len(idx) < 2 * world:  # BatchNorm and the MMD need 2 inputs per worker
+                continue
+            batch = _batch(images, idx[rank::world], device)  # uint8 -> floats, on the device
+            terms = net(batch)
+            flag = (~torch.isfinite(terms["loss"].detach())).float()
+            # every worker must stop at the same batch, or the next all-reduce hangs
+            if world > 1:
+                all_reduce(flag)
+            first_bad = torch.where((bad == 0) & (flag > 0), float(i), first_bad)
+            bad = torch.maximum(bad, (flag > 0).float())
+            if not masked and scaler is None and bad.item():  # it cannot skip: a sync a batch
+                raise Diverged(f"non-finite loss in the batch starting at example {i}")
+            opt.zero_grad(set_to_none=True)
+            # DDP averages the workers' gradients; a worker's loss is a mean over its own
+            # rows, so weighting it by world * its share of the batch makes that average the
+            # gradient of the whole batch's mean even when the batch does not split evenly
+            # (75 -> 38 + 37)
+            share = world * len(batch) / len(idx) if world > 1 else 1.0
+            if scaler is not None:
+                scaler.scale(terms["loss"] * share).backward()
+                # skipped where a gradient is not finite (a NaN loss's are not)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                (terms["loss"] * share).backward()
+                if masked:
+                    # fused Adam leaves parameters and moments as they are
+                    opt.found_inf = bad
+                opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(batch)
+            n += len(batch)
+            last = (terms["loss"].detach().double() * len(batch), len(batch))
+    finally:  # also when it raises: a later caller's plain step must not see the flag
+        if masked:
+            opt.found_inf = None
     keys = sorted(sums)
     counts = torch.tensor([n, last[1]], dtype=torch.float64, device=device)
     packed = torch.cat([torch.stack([*(sums[k] for k in keys), last[0]]), counts])
@@ -192,8 +198,9 @@ def run_trial(params: dict, session: Session) -> None:
     seed, epochs, cfg = spec.seed, spec.epochs, spec.config
     data = apply_options(load_dataset(spec.dataset, spec.data_root), spec.data)
     dev = session.device
+    tune_backends(dev)
     torch.manual_seed(seed)  # the same initial weights for a seed on any worker
-    model = models.build(cfg, data.image_shape).to(dev)
+    model = models.build(cfg, data.image_shape).place(dev)  # NHWC for convs on a GPU
     # then each worker its own noise stream (rank 0 continues the one-worker stream)
     if session.rank:
         torch.manual_seed(seed + 100_003 * session.rank)
@@ -280,6 +287,15 @@ def run_trial(params: dict, session: Session) -> None:
     finally:
         if board is not None:
             board.close()
+
+
+def tune_backends(device: torch.device) -> None:
+    """On a GPU, cuDNN times its convolution algorithms for each new input shape once and
+    keeps the fastest (a trial's shapes are fixed: its batch size, and the last batch's). The
+    choice may differ between runs, so GPU results are reproducible to float rounding, not bit
+    for bit, as GPU reductions already were. Nothing changes on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def _checkpoint_due(spec: TrialSpec, epoch: int, elapsed: float) -> bool:
