@@ -21,11 +21,15 @@ import pytest
 import torch
 
 import models
+from engine.eval.tensorboard import ascii_text
 from engine.report.display import metric_name
 from engine.report import load_trials
 from engine.run.cli import parse_args
 from engine.run.spec import load
 from engine.run import run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tb_hparams import read_hparams  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
@@ -138,8 +142,22 @@ def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
     image = np.asarray(Image.open(io.BytesIO(grid.encoded_image_string)))
     cell = image[2:66, 2:66]  # the first input: 8x8 blocks of one value each
     assert (cell == np.repeat(np.repeat(cell[::8, ::8], 8, 0), 8, 1)).all()
-    plugins = acc.PluginTagToContent("hparams")
-    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    # the HPARAMS tab (as its plugin serves it): a group per row, its two seeds' sessions,
+    # every table metric once (no final/* copies), the search and data set as columns
+    experiment, groups = read_hparams(out)
+    assert sorted(experiment["hparams"]["label"]) == sorted(ascii_text(r) for r in UAE_ROWS)
+    assert experiment["hparams"]["search"] == ["ablation_uae"]
+    assert experiment["hparams"]["dataset"] == ["digits"]
+    assert {"val/mse", "test/mse", "test/psnr", "eval/fid_rec"} <= set(experiment["metrics"])
+    assert not [m for m in experiment["metrics"] if m.startswith("final/")]
+    assert set(groups) == {f"{out.name}/{row}" for row in UAE_ROWS}
+    assert set(read_hparams(out, filters=True)[1]) == set(groups)  # UT-VAE*-full-Σ's too
+    uae = groups[f"{out.name}/UAE"]
+    assert {s["status"] for s in uae["sessions"].values()} == {"SUCCESS"}
+    assert len(uae["sessions"]) == 2  # seeds 0 and 1, aggregated
+    trials = load_trials(out).set_index(["label", "seed"])
+    assert uae["metrics"]["test/mse"] == pytest.approx(trials.loc[("UAE", slice(None)),
+                                                                  "test/mse"].mean(), rel=1e-6)
 
 
 def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
@@ -247,6 +265,10 @@ sys.exit(run(SEARCH))
     assert trials.loc["AE", "status"] == "completed" and trials.loc["VAE", "status"] == "completed"
     assert pd.notna(trials.loc["AE", "test/mse"])
     assert "diverged" in (out / "report" / "table.md").read_text()
+    _, groups = read_hparams(out)  # TensorBoard's HParams: the diverged trial a failure
+    status = {g.split("/", 1)[1]: {s["status"] for s in v["sessions"].values()}
+              for g, v in groups.items()}
+    assert status == {"AE": {"SUCCESS"}, "AE-lr-1e30": {"FAILURE"}, "VAE": {"SUCCESS"}}
 
 
 def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
@@ -266,6 +288,16 @@ def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
         assert record["by"] == "ASHA" and record["at_epoch"] == t["epochs_done"]
     assert proc.stdout.count(": stopped early at epoch") == len(stopped)
     assert (out / "finished.json").exists()
+    # TensorBoard's HParams: every trial a session from its start; a stopped one with no end
+    # status ("unknown") and its last epoch's val/mse, a completed one a success
+    _, groups = read_hparams(out)
+    sessions = {name.split("/")[0]: session for g in groups.values()
+                for name, session in g["sessions"].items()}
+    assert len(sessions) == len(trials)
+    for _, t in trials.iterrows():
+        session = sessions[t["trial"]]
+        assert session["status"] == ("SUCCESS" if t["status"] == "completed" else "UNKNOWN")
+        assert session["metrics"]["val/mse"][0] == t["epochs_done"]
 
 
 def test_optuna_samples_the_declared_space(tmp_path):

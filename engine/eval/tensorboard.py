@@ -1,16 +1,34 @@
-"""TensorBoard for one trial: every reported metric as a scalar, image grids of
-reconstructions and samples at intervals, and the HParams summary at the end, in
-<trial dir>/tensorboard. `tensorboard --logdir <run folder>` shows every trial of a search
-side by side, filterable by configuration field in the HPARAMS tab.
+"""TensorBoard for one trial: every reported metric as a scalar (once, at its epoch), image
+grids of reconstructions and samples at intervals, and the trial's HParams session, in
+<trial dir>/tensorboard. `tensorboard --logdir <run folder>` (or a folder of run folders)
+shows every trial side by side; the HPARAMS tab has a row per (row, seed) and a group per row.
+
+Why the HParams data look as they do (TensorBoard 2.x's plugin, read back by
+tests/test_tensorboard.py the way the plugin reads it):
+- No experiment summary is written. The plugin takes the first experiment summary it finds
+  in a logdir and drops the hyperparameters and metrics of every other, so two studies under
+  one logdir (a cluster's /mnt/shared/runs) lost one study's columns. Without one it infers
+  the experiment from every session: the union of their hyperparameters (strings, such as
+  the row's label, as discrete domains) and every scalar tag as a metric.
+- The session starts when the trial does, so a running, stopped or diverged trial shows its
+  latest values; its group is "<run folder>/<row>", so TensorBoard aggregates the seeds of a
+  row, and rows of the same name in two runs stay apart.
+- A session's end status is the first one written in its folder (the plugin keeps a tag's
+  first metadata), so it is written once, when the trial ends: SUCCESS (completed), FAILURE
+  (diverged, or an error: the driver writes that one). A trial that ASHA stopped, an
+  interrupt left unfinished, or that is still running has none: TensorBoard's "unknown".
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
+import unicodedata
 
 import torch
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid as _make_grid
 
 import models
@@ -30,6 +48,82 @@ def make_grid(x: torch.Tensor, nrow: int) -> torch.Tensor:
     return _make_grid(x, nrow=nrow)
 
 
+# a trial's end as TensorBoard's HParams plugin knows it (it has no "stopped early")
+END_STATUS = {"completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
+              "error": api_pb2.STATUS_FAILURE}
+
+
+# characters without an ASCII decomposition, as text (Greek letters are spelled out below)
+_SPELLED = {"×": "x", "−": "-", "–": "-", "—": "-", "±": "+-", "·": ".", "‖": "||",
+            "√": "sqrt", "∇": "grad", "≈": "~", "≤": "<=", "≥": ">=", '"': "'", "\\": "/"}
+
+
+def ascii_text(text: str) -> str:
+    """`text` in printable ASCII without '"' or a backslash, spelled rather than dropped
+    ("UT-VAE*-full-Σ" -> "UT-VAE*-full-Sigma", "VAE-σx²=1" -> "VAE-sigmax^2=1").
+
+    TensorBoard's HParams plugin infers a string column's checkbox filter from the sessions'
+    values through json_format.MessageToJson, which escapes every other character ("Σ" becomes
+    the six characters "\\u03a3"), and then compares the checked values with the sessions'
+    own: a row whose label has a "Σ" vanished from the table as soon as the filter applied."""
+    out, script = [], None  # script: "^" or "_" while in a run of super-/subscripts
+    for c in text:
+        name = unicodedata.name(c, "")
+        mark = "^" if name.startswith("SUPERSCRIPT ") else "_" if name.startswith(
+            "SUBSCRIPT ") else None
+        if mark:  # "10⁻⁶" -> "10^-6"
+            digit = unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode()
+            out.append(("" if mark == script else mark) + (digit or "-"))
+        elif c.isascii() and c not in _SPELLED:
+            out.append(c)
+        elif name.startswith("GREEK ") and " LETTER " in name:
+            word = name.split(" LETTER ", 1)[1].split()[0].lower().replace("lamda", "lambda")
+            out.append(word.capitalize() if "CAPITAL" in name else word)
+        else:
+            out.append(_SPELLED.get(c) or unicodedata.normalize("NFKD", c).encode(
+                "ascii", "ignore").decode() or "?")
+        script = mark
+    return "".join(out)
+
+
+def hyperparameters(spec, run: str) -> dict[str, float | int | str | bool]:
+    """The HParams columns of a trial: its run folder, search, data set (and data options),
+    row, seed and every field of its resolved config (None and tuples as text; text as
+    ascii_text, so that TensorBoard's filters keep every row)."""
+    def value(v):
+        if isinstance(v, str):
+            return ascii_text(v)
+        return v if isinstance(v, (int, float, bool)) else ascii_text(str(v))
+    return {"run": value(run), "search": value(spec.search or ""),
+            "dataset": value(spec.dataset), "data": value(spec.data or "as is"),
+            "label": value(spec.label), "seed": spec.seed,
+            **{k: value(v) for k, v in spec.params["config"].items()}}
+
+
+def session_start(spec, run: str) -> summary_pb2.Summary:
+    """The session's start: its hyperparameters and its group, "<run folder>/<row>"."""
+    return summary_v2.hparams_pb(hyperparameters(spec, run), trial_id=f"{run}/{spec.label}",
+                                 start_time_secs=time.time())
+
+
+def session_end(status: str) -> summary_pb2.Summary:
+    """The session's end with END_STATUS[status] (summary_v2 writes it only together with an
+    experiment summary, which this module avoids)."""
+    info = plugin_data_pb2.SessionEndInfo(status=END_STATUS[status], end_time_secs=time.time())
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=metadata.SESSION_END_INFO_TAG, tensor=metadata.NULL_TENSOR,
+                      metadata=metadata.create_summary_metadata(
+                          plugin_data_pb2.HParamsPluginData(session_end_info=info)))
+    return summary
+
+
+def end_session(trial_dir: str, status: str) -> None:
+    """End a trial's session from outside it (the driver, for a trial that failed with an
+    error: its own process could not); a file of its own in the trial's board folder."""
+    with SummaryWriter(os.path.join(trial_dir, "tensorboard")) as writer:
+        writer.file_writer.add_summary(session_end(status))
+
+
 class TrialBoard:
     def __init__(self, trial_dir: str, spec, data, start_epoch: int):
         """`spec`: the trial's engine.run.spec.TrialSpec."""
@@ -37,6 +131,9 @@ class TrialBoard:
         self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
                                     purge_step=start_epoch)
         self.spec, self.data = spec, data
+        run = os.path.basename(os.path.dirname(os.path.abspath(trial_dir)))
+        # at every start (a resumed trial's too: the plugin keeps the first, the same values)
+        self.writer.file_writer.add_summary(session_start(spec, run))
         self.every = spec.image_every
         self.fixed = float_images(data.val.images[:GRID])  # the same inputs each time: (16, C, H, W)
         self.prior_z = torch.randn(GRID, spec.config.latent_dim,
@@ -53,7 +150,12 @@ class TrialBoard:
             self._guard("images", self._images, model, epoch)
         if final:
             self._guard("density samples", self._density_samples, model, epoch, drawn or {})
-            self._guard("hparams", self._hparams, metrics)
+            self.end("completed")
+        self.writer.flush()
+
+    def end(self, status: str) -> None:
+        """The session's end (END_STATUS): "completed", or "diverged" (run_trial)."""
+        self.writer.file_writer.add_summary(session_end(status))
         self.writer.flush()
 
     def close(self) -> None:
@@ -93,15 +195,3 @@ class TrialBoard:
                 x = model.generate(z.to(dev))
             self.writer.add_image(f"samples/{name}",
                                   make_grid(x.clamp(0, 1).cpu(), nrow=GRID), epoch)
-
-    def _hparams(self, metrics: dict) -> None:
-        hp = {"label": self.spec.label, "seed": self.spec.seed,
-              **{k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                 for k, v in self.spec.params["config"].items()}}
-        final = {f"final/{k}": v for k, v in metrics.items()
-                 if isinstance(v, float) and k.split("/")[0] in ("val", "test", "eval")}
-        writer = self.writer._get_file_writer()
-        for summary in hparams(hp, final):  # experiment, session start, session end
-            writer.add_summary(summary)
-        for k, v in final.items():  # the values the HParams table shows
-            self.writer.add_scalar(k, v)

@@ -48,6 +48,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
+from engine.eval.tensorboard import end_session  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
 
@@ -424,6 +425,8 @@ class _Progress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, f"error ({trial.error_file or 'see the trial folder'})")
+        if trial.path is not None:  # its process could not say so: TensorBoard's failure
+            end_session(trial.path, "error")
 
 
 def _ended(trial) -> bool:

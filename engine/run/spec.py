@@ -140,7 +140,7 @@ class RunSpec:
 
     def trial_space(self) -> dict:
         """What every trial's params hold besides its label, seed, config and data."""
-        return {"label": None, "seed": None, "dataset": self.dataset,
+        return {"label": None, "seed": None, "search": self.name, "dataset": self.dataset,
                 "data_root": self.data_root, "epochs": self.epochs, "metric": self.metric,
                 "mode": self.mode, "image_every": self.image_every,
                 "checkpoint_every": self.checkpoint_every,
@@ -167,6 +167,7 @@ class TrialSpec:
     resources: Resources
     data: dict | None
     precision: str
+    search: str | None  # the search's name (None in the params of a run before it was kept)
     params: dict = field(compare=False, repr=False)
 
     @classmethod
@@ -184,7 +185,8 @@ class TrialSpec:
             checkpoint_seconds=params.get("checkpoint_seconds", 0.0),
             evaluation=EvalSettings.from_dict(params.get("evaluation")),
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
-            data=params.get("data"), precision=params.get("precision", "fp32"), params=params)
+            data=params.get("data"), precision=params.get("precision", "fp32"),
+            search=params.get("search"), params=params)
 
 
 def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path]:

@@ -256,6 +256,8 @@ def run_trial(params: dict, session: Session) -> None:
                                session.all_reduce, dev):
                     raise Diverged("non-finite validation error")
             except Diverged:
+                if board is not None:
+                    board.end("diverged")
                 session.report(_diverged(last, epoch, spec.metric, spec.mode), None)
                 return
             monitored.append(terms["loss_last_batch"])
