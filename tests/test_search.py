@@ -7,6 +7,7 @@ import ast
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,6 +122,27 @@ def test_the_report_command_rebuilds_the_same_table(smoke_run):
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (out / "report" / "table.csv").read_text() == before
+
+
+def test_a_search_prints_its_progress_after_every_finished_trial(smoke_run):
+    """Not a terminal (captured): a line per finished trial, each followed by where the
+    search stands; the counts add up to the 16 trials and end with all done."""
+    _, proc = smoke_run
+    lines = proc.stdout.splitlines()
+    progress = [re.match(r"progress: (\d+) of 16 done, (\d+) running, (\d+) pending, "
+                         r"(\d+) failed; (\S+) elapsed, (.+)$", x)
+                for x in lines if x.startswith("progress: ")]
+    assert len(progress) >= 16 and all(progress), lines
+    counts = [tuple(map(int, m.groups()[:4])) for m in progress]
+    assert all(sum(c) == 16 for c in counts)
+    done = [c[0] for c in counts]
+    assert done == sorted(done) and done[-1] == 16 and counts[-1] == (16, 0, 0, 0)
+    assert progress[-1][6] == "none left"
+    assert all(m[6] == "time left not yet known" or re.fullmatch(r"~\S+ left", m[6])
+               for m in progress[:-1])
+    trial_lines = [i for i, x in enumerate(lines) if re.match(r"\[\d+\] ", x)]
+    assert len(trial_lines) == 16  # and the next line is the progress after it
+    assert all(lines[i + 1].startswith("progress: ") for i in trial_lines)
 
 
 def test_tensorboard_has_scalars_images_and_hparams(smoke_run):

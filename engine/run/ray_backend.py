@@ -39,6 +39,7 @@ import signal  # noqa: E402
 import stat  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import ray  # noqa: E402
@@ -46,6 +47,7 @@ import threadpoolctl  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
 from engine.eval.tensorboard import end_session  # noqa: E402
@@ -294,7 +296,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
     if data:  # only rows with data options: every other search's params stay as they were
         space["data"] = tune.sample_from(lambda config: data.get(config["label"]))
-    progress, interrupt = _Progress(metric, epochs), _Interrupt()
+    progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples)), \
+        _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
         scheduler=_scheduler(scheduler, epochs),
@@ -397,25 +400,107 @@ class _CSVLogger(CSVLoggerCallback):
         super().log_trial_result(iteration, trial, result)
 
 
-class _Progress(tune.Callback):
-    """One line per finished trial instead of Tune's wide status table."""
+PROGRESS_EVERY_S = 60.0  # a progress line at least this often while trials run (no terminal)
 
-    def __init__(self, metric: str, epochs: int):
-        self.metric, self.epochs, self.done, self.complete = metric, epochs, 0, False
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _Progress(tune.Callback):
+    """The search's progress instead of Tune's wide status table: a line per finished trial,
+    then where the search stands,
+
+        progress: 5 of 16 done, 2 running, 9 pending, 0 failed; 1m05s elapsed, ~3m28s left
+
+    after every finished trial and every PROGRESS_EVERY_S while trials run. Done counts the
+    trials that ended by themselves or by the scheduler (completed, diverged, stopped early),
+    failed those that ended in an error. The time left is an estimate: the elapsed time scaled
+    by the trial-epochs still owed over those done (a finished trial's whole budget counts as
+    done, so ASHA's stops shorten it), each trial's evaluation not counted apart. On a
+    terminal a tqdm bar shows the same and the trial lines are printed above it."""
+
+    def __init__(self, metric: str, epochs: int, total: int, stream=None,
+                 clock=time.monotonic, every: float = PROGRESS_EVERY_S):
+        self.metric, self.epochs, self.total = metric, epochs, total
+        self.stream = stream or sys.stdout
+        self.clock, self.every = clock, every
+        self.done = self.failed = 0
+        self.ended: set[int] = set()  # id() of the trials counted (Tune marks them later)
+        self.complete = False
+        self.start = self.last_line = clock()
+        self.trials: list = []
+        self.bar = None
+        if self.stream.isatty():
+            self.bar = tqdm(total=total, unit="trial", file=self.stream, dynamic_ncols=True,
+                            desc="trials")
+
+    def on_step_end(self, iteration, trials, **info):
+        self.trials = trials
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._counts(), refresh=False)
+            self.bar.refresh()
+        elif self.clock() - self.last_line >= self.every and self._running():
+            self._progress_line()
 
     def on_experiment_end(self, trials, **info):
         # every trial ended by itself, by an error or by the scheduler (never by an interrupt)
         self.complete = all(t.status == "ERROR" or _ended(t) for t in trials)
+        if self.bar is not None:
+            self.bar.close()
 
-    def _line(self, trial, what: str) -> None:
-        self.done += 1
+    def _running(self) -> list:
+        return [t for t in self.trials if t.status == "RUNNING" and id(t) not in self.ended]
+
+    def _counts(self) -> str:
+        running = len(self._running())
+        pending = max(0, self.total - self.done - self.failed - running)
+        return (f"{self.done} of {self.total} done, {running} running, {pending} pending, "
+                f"{self.failed} failed")
+
+    def _left(self, elapsed: float) -> str:
+        finished = self.done + self.failed
+        owed = self.total * self.epochs
+        done = finished * self.epochs + sum(
+            (t.last_result or {}).get("epoch", 0) or 0 for t in self._running())
+        if finished == self.total:
+            return "none left"
+        if done <= 0:
+            return "time left not yet known"
+        return f"~{_duration(elapsed * (owed - done) / done)} left"
+
+    def _progress_line(self) -> None:
+        self.last_line = self.clock()
+        elapsed = self.last_line - self.start
+        self._print(f"progress: {self._counts()}; {_duration(elapsed)} elapsed, "
+                    f"{self._left(elapsed)}")
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _line(self, trial, what: str, failed: bool = False) -> None:
+        self.ended.add(id(trial))
+        self.done += not failed
+        self.failed += failed
         r = trial.last_result or {}
         shown = " ".join(f"{k}={r[k]:.4g}" for k in (self.metric, "test/mse")
                          if isinstance(r.get(k), (int, float)))
-        print(f"[{self.done}] {trial.config['label']} seed {trial.config['seed']}: {what}"
-              f"{' at epoch ' + str(r['epoch']) if 'epoch' in r else ''} {shown}", flush=True)
+        self._print(f"[{self.done + self.failed}] {trial.config['label']} seed "
+                    f"{trial.config['seed']}: {what}"
+                    f"{' at epoch ' + str(r['epoch']) if 'epoch' in r else ''} {shown}".rstrip())
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._counts(), refresh=False)
+            self.bar.update(1)
+        else:
+            self._progress_line()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.trials = trials
         status = (trial.last_result or {}).get("status", "running")
         if status in ("completed", "diverged"):
             self._line(trial, status)
@@ -424,9 +509,19 @@ class _Progress(tune.Callback):
         # else: stopped by an interrupt, unfinished: the driver says so once
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, f"error ({trial.error_file or 'see the trial folder'})")
+        self.trials = trials
+        self._line(trial, f"error ({trial.error_file or 'see the trial folder'})", failed=True)
         if trial.path is not None:  # its process could not say so: TensorBoard's failure
             end_session(trial.path, "error")
+
+
+def _trial_count(space: dict, num_samples: int) -> int:
+    """How many trials a param space makes: num_samples times every grid's size."""
+    count = num_samples
+    for value in space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            count *= len(value["grid_search"])
+    return count
 
 
 def _ended(trial) -> bool:
