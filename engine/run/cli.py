@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import math
 import os
 import re
@@ -88,6 +89,10 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=tuple(models.PRECISIONS), default="fp32",
                    help="what the encoder and decoder train in (autocast; fp16 with a loss "
                    "scaler); the loss terms, evaluation and checkpoints stay fp32 (fp32)")
+    p.add_argument("--tracker", action="append", choices=tuple(TRACKERS), default=[],
+                   help="also log every trial to this experiment tracker (repeatable): mlflow "
+                   "($MLFLOW_TRACKING_URI, else <run>/mlflow.db), wandb (W&B: group = the row), "
+                   "aim (<run>/.aim); each an extra: pip install 'vae-ablations[mlflow]'")
     p.add_argument("--eval", help=f"metric groups evaluated at the end, comma-separated: "
                    f"{', '.join(GROUPS)}, all or none (default: "
                    f"{','.join(search.evaluation.metrics) or 'none'})")
@@ -199,6 +204,32 @@ def check_args(search: Search, args) -> None:
     if args.storage and not args.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
         args.storage = str(check_storage(args.storage, args.storage_from))
     check_address(args.address)
+    for tracker in dict.fromkeys(args.tracker):
+        check_tracker(tracker)
+
+
+# --tracker: the package each needs (an optional extra of pyproject.toml)
+TRACKERS = {"mlflow": "mlflow", "wandb": "wandb", "aim": "aim"}
+
+
+def check_tracker(name: str) -> None:
+    """A tracker whose package is installed and, for W&B, that can log: an API key
+    ($WANDB_API_KEY or `wandb login`'s) or WANDB_MODE=offline/disabled (else Ray's callback
+    would fail only once the search had started)."""
+    if importlib.util.find_spec(TRACKERS[name]) is None:
+        raise BadInput(f"--tracker {name}: the {TRACKERS[name]} package is not installed; "
+                       f"pip install 'vae-ablations[{name}]' (or pip install {TRACKERS[name]})")
+    if name == "wandb" and os.environ.get("WANDB_MODE") not in ("offline", "disabled") \
+            and not os.environ.get("WANDB_API_KEY"):
+        import netrc  # where `wandb login` keeps the key
+        try:
+            logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+        except (OSError, netrc.NetrcParseError):
+            logged_in = False
+        if not logged_in:
+            raise BadInput("--tracker wandb: no W&B API key; set WANDB_API_KEY, run `wandb "
+                           "login`, or set WANDB_MODE=offline (runs kept under <run>/wandb "
+                           "for `wandb sync`)")
 
 
 def check_storage(value: str, name: str) -> Path:

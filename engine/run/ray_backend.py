@@ -33,6 +33,7 @@ os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 import csv  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -261,7 +262,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    callbacks: list | None = None,
                    pairs: list[list] | None = None,
                    data: dict[str, dict] | None = None,
-                   told: list[tuple[dict, float]] | None = None) -> str:
+                   told: list[tuple[dict, float]] | None = None,
+                   trackers: tuple[str, ...] = ()) -> str:
     """Run the experiment in `run_dir`; returns "complete" (every trial ended: completed,
     diverged, errored or stopped by the scheduler), or "interrupted" (Ctrl-C / SIGINT: the
     trials still running were stopped where they were, to be continued by --resume).
@@ -273,7 +275,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
     a trial given its old folder continues from the newest checkpoint there (--resume), one
     given a config trains it (a sampled trial), the others their row's. `told` gives a sampled
     search's searcher the (sampled values, final metric) of trials already run. `data` maps
-    the labels of rows with data options (noise) to them: the trial's "data".
+    the labels of rows with data options (noise) to them: the trial's "data". `trackers`
+    also log every trial to MLflow, W&B or Aim (tracker_callbacks).
 
     Nothing of Tune's saved state is read back (no Tuner.restore): it is pickled, and a
     pickle from a run folder on shared storage would run its writer's code here.
@@ -306,7 +309,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         trial_dirname_creator=_dirname, trial_name_creator=_dirname)
     run_config = tune.RunConfig(
         name=os.path.basename(run_dir), storage_path=os.path.dirname(run_dir),
-        callbacks=[JsonLoggerCallback(), _CSVLogger(), progress, *(callbacks or [])],
+        callbacks=[JsonLoggerCallback(), _CSVLogger(), progress,
+                   *tracker_callbacks(trackers, run_dir), *(callbacks or [])],
         verbose=verbose, stop=interrupt,
         failure_config=tune.FailureConfig(max_failures=1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
@@ -327,6 +331,115 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
     if interrupt.disk_full:
         return "disk full"
     return "interrupted" if interrupt.asked or not progress.complete else "complete"
+
+
+# --- experiment trackers: Ray Tune's own logger callbacks, each trial one tracked run ---
+
+def tracked_params(params: dict) -> dict:
+    """What a tracker records as a trial's hyperparameters: its row, seed, search, data set,
+    budget, precision and data options, and every field of its resolved config (flat, so
+    that a tracker's table has a column per field)."""
+    return {"label": params["label"], "seed": params["seed"],
+            "search": params.get("search"), "dataset": params["dataset"],
+            "epochs": params["epochs"], "precision": params.get("precision", "fp32"),
+            "data": json.dumps(params["data"]) if params.get("data") else "as is",
+            **params["config"]}
+
+
+def tracked_metrics(result: dict) -> dict:
+    """The trial's own metrics of a Tune result (train/, val/, test/, eval/, time/ and the
+    epoch), not Tune's bookkeeping (trial_id, pid, config/...)."""
+    return {k: v for k, v in result.items()
+            if (k.split("/")[0] in ("train", "val", "test", "eval", "time", "diverged")
+                or k == "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _run_name(trial) -> str:
+    return f"{trial.config['label']} seed {trial.config['seed']}"
+
+
+def tracker_callbacks(names, run_dir: str) -> list:
+    """The callbacks of --tracker's names, each writing next to the run (MLflow: the
+    tracking server of $MLFLOW_TRACKING_URI, else <run>/mlflow.db; W&B: <run>/wandb; Aim:
+    <run>/.aim): one tracked run per trial, named "<row> seed <n>", with tracked_params as
+    its hyperparameters and tracked_metrics every epoch (the last are the final metrics)."""
+    return [{"mlflow": _mlflow, "wandb": _wandb, "aim": _aim}[name](run_dir)
+            for name in names]
+
+
+def _mlflow(run_dir: str):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback  # the optional extra
+
+    class MLflow(MLflowLoggerCallback):
+        """Ray's MLflow callback with a run per trial named by its row and seed, tagged with
+        the row (`row`), seed, run folder, search and data set, and only the trial's own
+        params and metrics (Ray's logs every key of the trial's config and result)."""
+
+        def log_trial_start(self, trial):
+            if trial in self._trial_runs:  # a retried trial goes on in its run
+                return
+            c = trial.config
+            tags = {**self.tags, "row": c["label"], "seed": str(c["seed"]),
+                    "run": os.path.basename(run_dir), "search": str(c.get("search")),
+                    "dataset": c["dataset"], "trial": trial.trial_id}
+            run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(trial))
+            self._trial_runs[trial] = run.info.run_id
+            self.mlflow_util.log_params(run_id=run.info.run_id,
+                                        params_to_log=tracked_params(c))
+
+        def log_trial_result(self, iteration, trial, result):
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial],
+                                         metrics_to_log=tracked_metrics(result),
+                                         step=result.get("epoch") or iteration)
+
+        def log_trial_end(self, trial, failed=False):
+            status = "error" if failed else (trial.last_result or {}).get("status", "")
+            if status == "running":  # ended before its last epoch by ASHA or an interrupt
+                status = "stopped early" if _stopped_by_scheduler(trial) else "unfinished"
+            self.mlflow_util._get_client().set_tag(self._trial_runs[trial], "status", status)
+            super().log_trial_end(trial, failed)
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir}/mlflow.db"
+    return MLflow(tracking_uri=uri, experiment_name=_search_name(run_dir))
+
+
+def _wandb(run_dir: str):
+    from ray.air.integrations.wandb import WandbLoggerCallback, _clean_log  # the extra
+
+    class Wandb(WandbLoggerCallback):
+        """Ray's W&B callback with a run per trial named by its row and seed, grouped by
+        "<run folder>/<row>" so that W&B bands the row's seeds, its config tracked_params,
+        its history tracked_metrics; run files in <run>/wandb (offline: `wandb sync` them)."""
+
+        def log_trial_start(self, trial):
+            c = trial.config
+            self._start_logging_actor(
+                trial, [*self._exclude_results, *self.excludes, "config"],
+                id=trial.trial_id, name=_run_name(trial), resume="allow", reinit=True,
+                allow_val_change=True, project=self.project,
+                group=f"{os.path.basename(run_dir)}/{c['label']}",
+                config=_clean_log(tracked_params(c)), dir=run_dir,
+                tags=[os.path.basename(run_dir), c["dataset"]], **self.kwargs)
+
+        def log_trial_result(self, iteration, trial, result):
+            super().log_trial_result(iteration, trial, {
+                **tracked_metrics(result), "training_iteration": result.get("epoch")
+                or iteration})
+
+    return Wandb(project=os.environ.get("WANDB_PROJECT") or _search_name(run_dir))
+
+
+def _aim(run_dir: str):
+    from ray.tune.logger.aim import AimLoggerCallback  # the optional extra
+    return AimLoggerCallback(repo=run_dir, experiment_name=_search_name(run_dir))
+
+
+def _search_name(run_dir: str) -> str:
+    """The search's name, from its search.json (a tracker's experiment or project)."""
+    try:
+        return json.loads(Path(run_dir, "search.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return os.path.basename(run_dir)
 
 
 # Ray's loggers that report a trial's or the driver's failure to write: on a full disk each

@@ -166,7 +166,8 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
         return ray_backend.run_experiment(
             str(out), space, rows, workers=res.workers, cpu=res.cpu, gpu=res.gpu,
             metric=spec.metric, mode=spec.mode, scheduler=spec.scheduler, epochs=spec.epochs,
-            max_concurrent=max_concurrent, callbacks=callbacks, data=spec.data_options, **kw)
+            max_concurrent=max_concurrent, callbacks=callbacks, data=spec.data_options,
+            trackers=spec.trackers, **kw)
     try:
         if resuming:
             outcome = resume(out, spec, experiment)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import models
-from engine.run.cli import BadInput, check_args, eval_settings, parse_assignments
+from engine.run.cli import BadInput, check_args, check_tracker, eval_settings, parse_assignments
 from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, embedded_arch, load_dataset)
 from engine.eval.evaluate import EvalSettings
@@ -103,6 +103,7 @@ class RunSpec:
     resources: Resources
     git: str
     argv: tuple[str, ...]
+    trackers: tuple[str, ...] = ()  # --tracker: experiment trackers every trial also logs to
     # engine/run/record.py: versions, Python, host, GPUs, start time, uncommitted changes; a
     # resumed run's keeps the first start's, each resume's own under "resumes"
     environment: dict = field(default_factory=dict, compare=False)
@@ -133,6 +134,7 @@ class RunSpec:
             "image_every": self.image_every, "checkpoint_every": self.checkpoint_every,
             "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
             "resources": self.resources.to_json(), "git": self.git, "argv": list(self.argv),
+            **({"trackers": list(self.trackers)} if self.trackers else {}),
             "environment": self.environment}
 
     def save(self, out: Path) -> None:
@@ -214,7 +216,8 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
         precision=args.precision,
         resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial),
         git=git_commit(), environment=environment(ROOT),
-        argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space)
+        argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space,
+        trackers=tuple(dict.fromkeys(args.tracker)))
     return spec, claim_run_folder(search, args, out)
 
 
@@ -252,7 +255,9 @@ def load(out: Path, search: Search, args) -> RunSpec:
                             given.workers),  # workers: run_folder checked they match
         git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),
         environment=_resumed(saved.get("environment"), environment(ROOT)),
-        sampled=search.space)
+        sampled=search.space, trackers=tuple(saved.get("trackers", ())))
+    for tracker in spec.trackers:  # the run's own, installed and able to log here too
+        check_tracker(tracker)
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
           f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
           f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
