@@ -1,8 +1,10 @@
-"""The engine's command line.
+"""The engine's command line: `vae-ablations` once installed (pyproject.toml's console
+script), or `python -m engine`.
 
-    python -m engine report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
-    python -m engine evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
-    python -m engine export runs/ablation_uae best/   # the best trial, for engine.load.load_model
+    vae-ablations run ablation_uae --smoke        # a study of searches/, with the engine's flags
+    vae-ablations report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
+    vae-ablations evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
+    vae-ablations export runs/ablation_uae best/   # the best trial, for engine.load.load_model
 
 Bad input (a folder that is not a run folder, holds no checkpoint or a truncated one, a device
 this machine lacks, an --out folder that does not exist) is one line on stderr and exit code 2,
@@ -11,14 +13,28 @@ before anything is evaluated.
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 import os
 import sys
 from pathlib import Path
 
+from searches import STUDIES
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0])
+    prog = ("python -m engine" if Path(sys.argv[0]).name == "__main__.py"
+            else Path(sys.argv[0]).name)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    study = commands.add_parser(
+        "run", help="run a study of searches/ (its flags: vae-ablations run STUDY --help)",
+        description="Run one of the studies (searches/<STUDY>.py) with the engine's flags.",
+        add_help=False)
+    study.add_argument("study", metavar="STUDY", nargs="?",
+                       help=f"one of {', '.join(STUDIES)}")
+    study.add_argument("flags", nargs=argparse.REMAINDER, help="the study's flags")
+    commands.add_parser("studies", help="list the studies with the first line of each")
     report = commands.add_parser(
         "report", help="tables (Markdown, LaTeX, CSV) and plots of a finished or partial run",
         description="Write <run folder>/report/ and print the ablation table.")
@@ -44,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("run_dir", metavar="RUN_FOLDER")
     ex.add_argument("out", metavar="OUT_FOLDER", help="a new (or empty) folder")
     args = p.parse_args(argv)
+    if args.command == "run":
+        return _run_study(args.study, args.flags, prog)
+    if args.command == "studies":
+        for name in STUDIES:
+            print(f"{name:27} {_study(name).__doc__.splitlines()[0]}")
+        return 0
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "export":
@@ -65,6 +87,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     return 0
+
+
+def _study(name: str):
+    return importlib.import_module(f"searches.{name}")
+
+
+def _run_study(name: str | None, flags: list[str], prog: str) -> int:
+    """`run STUDY FLAGS`: the study's own main, with the flags as its command line."""
+    if name in (None, "-h", "--help"):
+        print(f"usage: {prog} run STUDY [flags]; STUDY one of {', '.join(STUDIES)} "
+              f"({prog} studies lists them; {prog} run STUDY --help, their flags)")
+        return 0 if name else 2
+    if name not in STUDIES:
+        near = difflib.get_close_matches(name, STUDIES, n=1)
+        print(f"error: no study {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+              f"one of {', '.join(STUDIES)}", file=sys.stderr)
+        return 2
+    os.environ["VAE_ABLATIONS_PROG"] = f"{prog} run {name}"  # its usage lines' name
+    return _study(name).main(flags)
 
 
 def _evaluate(args) -> int:

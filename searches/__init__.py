@@ -1,0 +1,8 @@
+"""The studies: one module each, a docstring and a `Search`, runnable three ways:
+
+    python searches/ablation_uae.py --smoke      # the script (from a checkout, installed)
+    python -m searches.ablation_uae --smoke
+    vae-ablations run ablation_uae --smoke       # the console script (pyproject.toml)
+"""
+STUDIES = ("ablation_uae", "uae_paper_vs_code", "sigma_points", "tune_uae", "two_stage",
+           "sigma_x_sweep", "variance_parameterization", "noise_variance", "codebook")

@@ -24,13 +24,10 @@ a conv net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's
     python searches/ablation_uae.py --dataset patches --seeds 5 --epochs 100
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import UAE_TABLE_2  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import UAE_TABLE_2
 
 ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
 CODE_READING = ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE")
@@ -51,5 +48,11 @@ SEARCH = Search(
     evaluation=EvalSettings(metrics=("reconstruction", "fid"), densities=("gmm10",)),
 )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run ablation_uae ...`)."""
+    return run(SEARCH, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH))
+    sys.exit(main())

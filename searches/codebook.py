@@ -20,13 +20,10 @@ data sets (its VQGAN as our VQ-VAE) and says where it differs.
     python searches/codebook.py --dataset celebahq --seeds 3 --epochs 80
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import MVU_AE_TABLES_1_4  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import MVU_AE_TABLES_1_4
 
 SIZES = (8, 32, 128, 512)
 CODEBOOKS = ("VQ-VAE", "MVU-AE")  # presets: hard substitution, soft penalty
@@ -76,5 +73,10 @@ def plot_against_codebook_size(run) -> None:
     save_figure(fig, run.report_path("codebook.png"))  # atomically
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run codebook ...`)."""
+    return run(SEARCH, argv, after=plot_against_codebook_size)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH, after=plot_against_codebook_size))
+    sys.exit(main())

@@ -25,14 +25,11 @@ clean < s_x² = 0.01 < s_x² = 0.1 in the SU cell (noisy in every pattern) besid
     python searches/noise_variance.py --dataset mnist --epochs 100
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.data import CELLS, NOISE_PARTITIONS  # noqa: E402
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,  # noqa: E402
+from engine.data import CELLS, NOISE_PARTITIONS
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,
                              TAKIDA_TABLE_3, takida_noise_row)
 
 PARAMETERIZATIONS = ("Iso-I", "Diag-I", "Iso-D", "Diag-D")  # presets: Σx by MLE
@@ -146,5 +143,10 @@ def recovery(run) -> None:
     print(text)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run noise_variance ...`)."""
+    return run(SEARCH, argv, after=recovery)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH, after=recovery))
+    sys.exit(main())

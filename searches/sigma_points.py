@@ -20,13 +20,10 @@ order of the UAE rows beside that claim (searches/papers.py, UAE_APPENDIX_D).
     python searches/sigma_points.py --dataset fashion --seeds 5 --epochs 100
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import UAE_APPENDIX_D  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import UAE_APPENDIX_D
 
 POINTS = (1, 2, 4, 8)
 
@@ -45,5 +42,11 @@ SEARCH = Search(
     evaluation=EvalSettings(metrics=("reconstruction", "fid"), densities=("gmm10",)),
 )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run sigma_points ...`)."""
+    return run(SEARCH, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH))
+    sys.exit(main())

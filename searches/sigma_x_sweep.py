@@ -23,13 +23,10 @@ when deterministic) beside ours.
     python searches/sigma_x_sweep.py --dataset mnist --epochs 200 --seeds 1
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row
 
 ENCODINGS = {  # Sec. 4.2's two cases, at latent size 8 (Appendix D.1); no sampling is
     # evaluated, so the ex-post density is the prior (nothing to fit at the end)
@@ -91,5 +88,10 @@ def plot_sweep(run) -> None:
     save_figure(fig, run.report_path("sweep.png"))  # atomically
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run sigma_x_sweep ...`)."""
+    return run(SEARCH, argv, after=plot_sweep)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH, after=plot_sweep))
+    sys.exit(main())

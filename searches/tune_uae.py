@@ -24,14 +24,11 @@ report/importances.csv, .md), beside the table of every trial (engine/report/tun
     python searches/tune_uae.py --samples 100 --epochs 81 --dataset fashion
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+from ray import tune
 
-from ray import tune  # noqa: E402
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
 
 SEARCH = Search(
     name="tune_uae",
@@ -53,5 +50,11 @@ SEARCH = Search(
     evaluation=EvalSettings(metrics=("reconstruction", "fid"), densities=("gmm10",)),
 )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run tune_uae ...`)."""
+    return run(SEARCH, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH))
+    sys.exit(main())

@@ -35,13 +35,10 @@ setting:
         --set latent_dim=64 second_stage_hidden=1024 second_stage_epochs=800
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import DAI_WIPF_TABLE_1  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import DAI_WIPF_TABLE_1
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # sized for 2 CPU cores; the paper's is 1024
 
@@ -100,5 +97,10 @@ def plot_gamma_and_spectrum(run) -> None:
     save_figure(fig, run.report_path("gamma_spectrum.png"))  # atomically
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run two_stage ...`)."""
+    return run(SEARCH, argv, after=plot_gamma_and_spectrum)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH, after=plot_gamma_and_spectrum))
+    sys.exit(main())

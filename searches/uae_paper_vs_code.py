@@ -30,12 +30,9 @@ full-Σ behind UT-VAE* and UAE behind RAE-GP: the direction to check, not "UAE b
 """
 import dataclasses
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.run import run  # noqa: E402
-from searches.ablation_uae import SEARCH as ABLATION_UAE  # noqa: E402
+from engine.run import run
+from searches.ablation_uae import SEARCH as ABLATION_UAE
 
 ROWS = [f"{row}{reading}" for row in ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*",
                                        "UT-VAE*-full-Σ", "UAE")
@@ -52,5 +49,11 @@ SEARCH = dataclasses.replace(
     paper=None,
 )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run uae_paper_vs_code ...`)."""
+    return run(SEARCH, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH))
+    sys.exit(main())

@@ -28,13 +28,10 @@ Takida's G.17 taken literally does not give its Table 4 row, and the ε decides 
         --set second_stage_hidden=1024
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from engine.eval.evaluate import EvalSettings  # noqa: E402
-from engine.run import Search, run  # noqa: E402
-from searches.papers import TAKIDA_TABLE_4_ROWS, TAKIDA_TABLES_4_5  # noqa: E402
+from engine.eval.evaluate import EvalSettings
+from engine.run import Search, run
+from searches.papers import TAKIDA_TABLE_4_ROWS, TAKIDA_TABLES_4_5
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # CPU-sized (see above); Dai & Wipf's is 1024
 
@@ -56,5 +53,11 @@ SEARCH = Search(
                             densities=("prior", "second_stage", "gmm10", "gmm100")),
 )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The study from the command line (`vae-ablations run variance_parameterization ...`)."""
+    return run(SEARCH, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(SEARCH))
+    sys.exit(main())

@@ -43,7 +43,9 @@ class BadInput(ValueError):
 
 def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     smoke_dataset = search.smoke.get("dataset", SMOKE_DATASET)
-    p = argparse.ArgumentParser(description=search.title)
+    # `vae-ablations run NAME` (engine/__main__.py) names itself; a script, its file
+    prog = os.environ.get("VAE_ABLATIONS_PROG") or None
+    p = argparse.ArgumentParser(prog=prog, description=search.title)
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default "
                    f"{search.dataset}; with --smoke {smoke_dataset})")
     p.add_argument("--data-root", help="where the real data sets' files are (default "
@@ -55,9 +57,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    f"the evaluation with {SMOKE_EVAL} and without {', '.join(SMOKE_SKIPS)}")
     p.add_argument("--out", help="the run folder (default <storage>/<search>-<dataset>-<n>)")
     p.add_argument("--storage", metavar="DIR",
-                   help=f"the folder of run folders (default ${STORAGE_ENV}, else runs/ in the "
-                   "project); on a cluster, a shared file system that every node mounts at this "
-                   "path (NFS, EFS, ...)")
+                   help=f"the folder of run folders (default ${STORAGE_ENV}, else ./runs in the "
+                   "working directory); on a cluster, a shared file system that every node "
+                   "mounts at this path (NFS, EFS, ...)")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run (the latest one, or --out)")
     p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '

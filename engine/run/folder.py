@@ -24,7 +24,8 @@ def run_folder(search: Search, args) -> Path:
         if not args.resume:
             check_storage(str(out), "--out")  # its parent exists, it is writable
     else:
-        runs = Path(args.storage) if args.storage else ROOT / "runs"
+        # the working directory's runs/, never the installed package's folder
+        runs = Path(args.storage) if args.storage else Path.cwd() / "runs"
         taken = _taken(runs, search.name, args.dataset)
         if args.resume and not taken:
             raise BadInput(f"--resume: no run of {search.name} on {args.dataset} in {runs}; "
