@@ -180,6 +180,16 @@ def test_tune_uae_smoke_reports_the_best_configs_and_the_importances(tmp_path):
     assert "## Best configurations" in table and "## Parameter importances" in table
     assert (out / "report" / "importances.md").read_text() in table
     assert "## Parameter importances" in proc.stdout
+    # the run as an Optuna study (optuna-dashboard sqlite:///<run>/optuna.db) and its plots
+    import optuna
+    kept = optuna.load_study(study_name="tune_uae", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(kept.trials) == 4
+    for t in kept.trials:
+        row = trials.set_index("trial").loc[t.user_attrs["trial"]]
+        assert t.params == pytest.approx({n: row[f"config/{n}"] for n in SEARCHED}, rel=1e-12)
+        assert len(t.intermediate_values) == row["epochs_done"]
+    assert (out / "report" / "optuna_importances.png").stat().st_size > 10_000
+    assert (out / "report" / "optuna_history.png").stat().st_size > 10_000
 
 
 def _trials(rows: list[tuple]) -> pd.DataFrame:
@@ -218,6 +228,41 @@ def test_best_configs_rank_completed_trials_by_the_metric_in_the_searchs_mode():
     assert "## Best configurations (3 of 4 completed trials, by final m, max)" in text
     assert "| param   | all 4 trials   | 3 completed   |" in text
     assert set(files) == set(tuning.FILES)
+
+
+def test_the_run_is_kept_as_an_optuna_study_for_its_dashboard_and_plots(tmp_path):
+    """optuna.db: a trial per run trial with its sampled params, per-epoch values and the
+    state Optuna knows it by; Optuna reads it back with its own storage; the plots drawn."""
+    import optuna
+    from PIL import Image
+    trials = _trials([("t1", "completed", 0.3, 0.01, "a"), ("t2", "stopped early", 0.9, 0.1, "b"),
+                      ("t3", "completed", 0.5, 0.2, "b"), ("t5", "error", None, 0.4, "a"),
+                      ("t6", "running", 0.7, 0.5, "b"), ("t7", "diverged", math.inf, 0.6, "a")])
+    curves = pd.DataFrame([{"trial": t, "label": "UAE", "seed": 0, "epoch": e, "metric": "m",
+                            "value": v} for t, values in {"t1": [0.5, 0.3], "t2": [0.9],
+                                                          "t3": [0.6, 0.5], "t6": [0.7]}.items()
+                           for e, v in enumerate(values, start=1)])
+    search = {"name": "tune", "metric": "m", "mode": "min", "space": SPACE, "search": "optuna"}
+    tuning.write_study(trials, curves, search, tmp_path / "optuna.db")
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.metric_names == ["m"]
+    by = {t.user_attrs["trial"]: t for t in study.trials}
+    state = optuna.trial.TrialState
+    assert {k: t.state for k, t in by.items()} == {
+        "t1": state.COMPLETE, "t2": state.PRUNED, "t3": state.COMPLETE, "t5": state.FAIL,
+        "t6": state.RUNNING, "t7": state.FAIL}
+    assert by["t1"].value == 0.3 and by["t1"].params == {"x": 0.01, "y": "a"}
+    assert by["t1"].intermediate_values == {1: 0.5, 2: 0.3}
+    assert by["t2"].intermediate_values == {1: 0.9} and by["t2"].value is None
+    assert study.best_trial.user_attrs["trial"] == "t1"
+    for name, write in tuning.plot_writers(trials, curves, search).items():
+        write(tmp_path / name)
+        image = Image.open(tmp_path / name)
+        assert image.size[0] >= 600 and image.size[1] >= 300, name
+        pixels = image.convert("L").getextrema()
+        assert pixels[0] < 100 < pixels[1], name  # something drawn on the white
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(tuning.PLOTS)
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -224,6 +224,12 @@ def write_report(run_dir) -> str:
         .savefig(p, format="png", dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
+    if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
+        plots = tuning.plot_writers(trials, curves, search)
+        writers.update(plots)
+        files += [*plots, f"../{tuning.STUDY_FILE}"]
+        write_atomic(run / tuning.STUDY_FILE,
+                     lambda p: tuning.write_study(trials, curves, search, p))
     for name, write in writers.items():
         write_atomic(out / name, write)
     return "\n\n".join([title, markdown, note_lines.rstrip("\n"), *([sections.rstrip("\n")]

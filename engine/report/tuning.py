@@ -11,15 +11,26 @@ parameter importances, from the run folder alone (like engine/report/__init__.py
   early counts with its value at the rung that stopped it, which favours what learns fast),
   and over the completed trials alone (one budget, fewer trials). Errored, diverged and
   unfinished trials and non-finite values are left out.
+- The study itself, in the run folder (STUDY_FILE, SQLite), for optuna-dashboard and Optuna's
+  plots: rebuilt from the run's files each time the report is written, rather than kept from
+  the searcher's own study, because a resumed search samples with a new searcher (told the
+  finished trials) and the run folder is the one record both halves share. Each run trial is
+  an Optuna trial with its sampled parameters, its per-epoch values of the search metric as
+  intermediate values, and its state: COMPLETE (value: the final metric), PRUNED (ASHA
+  stopped it), FAIL (diverged, an error), RUNNING (unfinished). The report draws Optuna's
+  importance and optimization-history plots from it.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 
 TOP_K = 5
 FILES = ("best_configs.csv", "best_configs.md", "importances.csv", "importances.md")
+STUDY_FILE = "optuna.db"  # in the run folder: optuna-dashboard sqlite:///<run>/optuna.db
+PLOTS = ("optuna_importances.png", "optuna_history.png")
 
 
 def is_sampled(search: dict) -> bool:
@@ -49,8 +60,7 @@ def study_of(trials: pd.DataFrame, search: dict, statuses=("completed", "stopped
     a finite value (its last), with the space's distributions."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {name: optuna.distributions.json_to_distribution(text)
-                     for name, text in search["space"].items()}
+    distributions = _distributions(search)
     metric = search.get("metric", "val/mse")
     study = optuna.create_study(
         direction="minimize" if search.get("mode", "min") == "min" else "maximize")
@@ -126,6 +136,103 @@ def report_sections(trials: pd.DataFrame, search: dict) -> tuple[str, dict]:
     files = {"best_configs.csv": best.to_csv(), "best_configs.md": best_md,
              "importances.csv": table.to_csv(index=False), "importances.md": imp_md}
     return best_md + "\n" + imp_md, files
+
+
+def _distributions(search: dict) -> dict:
+    import optuna
+    return {name: optuna.distributions.json_to_distribution(text)
+            for name, text in search["space"].items()}
+
+
+def run_study(trials: pd.DataFrame, curves: pd.DataFrame, search: dict, storage=None):
+    """The run as an Optuna study (in `storage`, a URL, else in memory): one Optuna trial
+    per run trial with its sampled parameters, per-epoch values and state (module docstring),
+    named after the run's search; user attributes: the trial folder, seed and status."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = _distributions(search)
+    metric = search.get("metric", "val/mse")
+    study = optuna.create_study(
+        storage=storage, study_name=search.get("name", "search"), load_if_exists=False,
+        direction="minimize" if search.get("mode", "min") == "min" else "maximize")
+    study.set_metric_names([metric])
+    state = {"completed": optuna.trial.TrialState.COMPLETE,
+             "stopped early": optuna.trial.TrialState.PRUNED,
+             "diverged": optuna.trial.TrialState.FAIL, "error": optuna.trial.TrialState.FAIL}
+    values = curves[curves["metric"] == metric] if len(curves) else curves
+    made = []
+    for _, t in trials.iterrows():
+        params = {name: t.get(f"config/{name}") for name in distributions}
+        if any(v is None or (isinstance(v, float) and math.isnan(v))
+               for v in params.values()):
+            continue  # a trial off the space (not sampled)
+        params = {name: _native(v, distributions[name]) for name, v in params.items()}
+        final = pd.to_numeric(t.get(metric), errors="coerce")
+        this = state.get(t["status"], optuna.trial.TrialState.RUNNING)
+        if this == optuna.trial.TrialState.COMPLETE and not (
+                isinstance(final, float) and math.isfinite(final)):
+            this = optuna.trial.TrialState.FAIL  # completed without a finite final value
+        own = values[values["trial"] == t["trial"]] if len(values) else values
+        steps = {int(e): float(v) for e, v in zip(own.get("epoch", []), own.get("value", []))
+                 if isinstance(v, (int, float)) and math.isfinite(v)}
+        made.append(optuna.trial.create_trial(
+            params=params, distributions=distributions, state=this,
+            value=float(final) if this == optuna.trial.TrialState.COMPLETE else None,
+            intermediate_values=steps,
+            user_attrs={"trial": t["trial"], "seed": int(t["seed"]), "status": t["status"]}))
+    study.add_trials(made)
+    return study
+
+
+def write_study(trials: pd.DataFrame, curves: pd.DataFrame, search: dict, path) -> None:
+    """run_study into a new SQLite file at `path` (the caller renames it into place)."""
+    import optuna
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    try:
+        run_study(trials, curves, search, storage)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()  # the file is closed before it is renamed
+
+
+def plot_writers(trials: pd.DataFrame, curves: pd.DataFrame, search: dict) -> dict:
+    """{file name: writer(path)} of Optuna's importance plot (fANOVA, seed 0, over the trials
+    the importance table's "all" column uses) and optimization history (the completed
+    trials' final values and the best so far), where they can be drawn."""
+    import optuna
+    from optuna.visualization import matplotlib as plots
+    metric = search.get("metric", "val/mse")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna marks its matplotlib plots experimental, with a warning at every call
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    out = {}
+    scored = study_of(trials, search)
+    if len(scored.trials) >= 2:
+        def importances_png(path):
+            ax = plots.plot_param_importances(
+                scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                params=list(search["space"]), target_name=metric)
+            _save(ax, path, f"Parameter importances for the final {metric} (fANOVA)")
+        out["optuna_importances.png"] = importances_png
+    study = run_study(trials, curves, search)
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        def history_png(path):
+            ax = plots.plot_optimization_history(study, target_name=metric)
+            _save(ax, path, f"Optimization history: final {metric} of each completed trial")
+        out["optuna_history.png"] = history_png
+    return out
+
+
+def _save(ax, path, title: str) -> None:
+    import matplotlib.pyplot as plt
+    for loc in ("left", "center", "right"):  # Optuna's own title, whichever side it set
+        ax.set_title("", loc=loc)
+    ax.set_title(title, loc="left")
+    fig = ax.figure
+    fig.set_size_inches(7, 4)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
 
 
 def _native(value, distribution):
