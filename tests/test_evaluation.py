@@ -16,7 +16,7 @@ from engine.data import load_dataset
 from engine.eval.evaluate import EvalSettings, evaluate, psnr, ssim, ssim_kernel
 from engine.eval.metrics import features as F
 from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
-from engine.eval.metrics.sample_quality import inception_score, precision_recall
+from engine.eval.metrics.sample_quality import inception_score, kid, precision_recall
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,38 @@ def test_precision_recall_against_brute_force_numpy():
     assert p == pytest.approx(inside(fake, real, manifold(real)))
     assert r == pytest.approx(inside(real, fake, manifold(fake)))
     assert precision_recall(real, real, k=3) == (1.0, 1.0)
+
+
+def _unbiased_mmd2_numpy(x: np.ndarray, y: np.ndarray) -> float:
+    """Bińkowski et al. 2018, Eq. 2 with k(a, b) = (a·b / d + 1)^3: the diagonal left out."""
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+    m, n = len(x), len(y)
+    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy))
+            / (n * (n - 1)) - 2 * kxy.mean())
+
+
+def test_kid_is_the_unbiased_polynomial_mmd_and_unbiased_where_fid_is_not():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 6)), rng.normal(0.5, 1.2, size=(40, 6))
+    # a subset as large as the sets holds all of them: every subset gives the full estimate
+    value, spread = kid(real, fake, subsets=5, subset_size=1000)
+    assert value == pytest.approx(_unbiased_mmd2_numpy(real, fake), rel=1e-10)
+    assert spread == pytest.approx(0.0, abs=1e-12)
+    # subsets of 20: their mean is an average of estimates, their spread positive
+    value, spread = kid(real, fake, subsets=50, subset_size=20, seed=1)
+    assert spread > 0 and abs(value - _unbiased_mmd2_numpy(real, fake)) < 3 * spread
+    # two samples of one distribution: KID averages to 0 over independent draws, FID does not
+    # (it is biased upwards at small n, the embedded reference sets' case)
+    kids, fids = [], []
+    for seed in range(100):
+        r = np.random.default_rng(seed)
+        a, b = r.normal(size=(60, 4)), r.normal(size=(60, 4))
+        kids.append(kid(a, b, subsets=1, subset_size=60)[0])
+        fids.append(frechet_distance(statistics(a), statistics(b)))
+    sem = np.std(kids) / np.sqrt(len(kids))
+    assert abs(np.mean(kids)) < 3 * sem
+    assert np.mean(fids) > 10 * np.std(fids) / np.sqrt(len(fids))  # clearly above 0
 
 
 def test_inception_score_known_answers():
@@ -178,7 +210,8 @@ def test_evaluate_notes_what_it_cannot_compute_and_names_the_feature_space(
     assert "decoder likelihood" in notes["eval/nll"]
     for key in ("test/mse", "test/psnr", "test/ssim", "eval/fid_rec", "eval/fid_sample_prior",
                 "eval/fid_sample_gmm10", "eval/fid_interp_mid", "eval/fid_interp_rand",
-                "eval/precision_rec", "eval/recall_rec"):
+                "eval/precision_rec", "eval/recall_rec", "eval/kid_rec",
+                "eval/kid_sample_gmm10", "eval/kid_std_interp_mid"):
         assert math.isfinite(out[key]), key
     assert model.training  # left as it was
     again = evaluate(model, digits, torch.device("cpu"), settings, seed=0)

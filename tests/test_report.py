@@ -387,6 +387,8 @@ def test_metrics_have_display_names_with_units_and_the_better_direction():
     assert metric_name("eval/fid_sample_gmm10") == ("FID (GMM-10) ↓", "↓")
     assert metric_name("eval/fid_sample_second_stage")[0] == "FID (2nd stage) ↓"
     assert metric_name("eval/recall_interp_mid") == ("recall (interp. mid) ↑", "↑")
+    assert metric_name("eval/kid_rec") == ("KID (rec.) ↓", "↓")
+    assert metric_name("eval/kid_std_sample_gmm10") == ("KID s.d. (GMM-10)", None)
     assert metric_name("test/psnr") == ("PSNR (dB) ↑", "↑")
     assert metric_name("val/mse") == ("val. MSE ↓", "↓")
     assert metric_name("eval/latent_var") == ("latent variance", None)  # a property: no best

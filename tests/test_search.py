@@ -72,6 +72,11 @@ def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
     table = (out / "report" / "table.md").read_text()
     for label in UAE_ROWS:
         assert f"| {label} " in table and label in proc.stdout
+    # each FID column followed by its KID (unbiased on the small reference set)
+    header = table.split("\n| label")[1].split("\n")[0]
+    for images in ("rec.", "GMM-10", "interp. mid"):
+        assert f"FID ({images}) ↓" in header and f"KID ({images}) ↓" in header
+        assert header.index(f"FID ({images})") < header.index(f"KID ({images})")
     for name in ("table.tex", "table.csv", "trials.csv", "val_curves.png", "final_bar.png"):
         assert (out / "report" / name).stat().st_size > 0
     # every trial stores its fully resolved configuration: the preset of its row, all but the

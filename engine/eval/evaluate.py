@@ -10,8 +10,9 @@ Groups (the paper table each serves):
   test/mse_sum (summed over pixels, Takida Tables 4 and 6).
 - "fid" (UAE Table 2; Takida Tables 4-6; Dai & Wipf Table 1; MVU-AE Table 2): eval/fid_rec,
   eval/fid_sample_<density> (prior, gmm10, gmm100, second_stage), eval/fid_interp_mid /
-  _rand (Takida Table 5), eval/precision_<set> / eval/recall_<set>, eval/is_<set> (Inception
-  only).
+  _rand (Takida Table 5), and beside each FID its KID (eval/kid_<set>, eval/kid_std_<set>:
+  unbiased at small reference sets), eval/precision_<set> / eval/recall_<set>, eval/is_<set>
+  (Inception only).
 - "latent" (MVU-AE Table 4): eval/latent_var, eval/ppl.
 - "likelihood" (Takida Table 7): eval/nll (k-sample importance weighting), eval/nll_bpd.
 - "variance" (Takida Table 3): eval/sigma_x2, the model's decoder variance Sigma_x estimated
@@ -42,7 +43,7 @@ import models
 from engine.data import cell_masks
 from engine.eval.metrics import evaluating
 from engine.eval.metrics import sample_quality as sq
-from engine.eval.metrics.sample_quality import inception_score, precision_recall
+from engine.eval.metrics.sample_quality import inception_score, kid, precision_recall
 from engine.eval.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
 from engine.eval.metrics.features import NotComputed, choose_features, extract, reference
 from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
@@ -76,6 +77,8 @@ class EvalSettings:
     fid_samples: int = 10_000  # generated images per FID (the papers: 10,000)
     densities: tuple[str, ...] = ("prior", "gmm10", "gmm100", "second_stage")
     pr_k: int = 3  # Kynkäänniemi et al.'s k
+    kid_subsets: int = 100  # KID's subsets and their size (torch-fidelity's defaults)
+    kid_subset_size: int = 1000
     lpips_net: str = "alex"
     ppl_samples: int = 10_000
     ppl_epsilon: float = 1e-4  # MVU-AE / StyleGAN
@@ -101,7 +104,7 @@ class EvalSettings:
             raise ValueError(f"densities: unknown {unknown[0]!r}; known: "
                              f"{', '.join(DENSITY_SETS)}")
         for name in ("fid_samples", "pr_k", "ppl_samples", "iwae_k", "grad_var_draws",
-                     "variance_draws", "batch_size"):
+                     "variance_draws", "batch_size", "kid_subsets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
         for name in ("nll_images", "diagnostic_images"):
@@ -113,6 +116,8 @@ class EvalSettings:
             if f.type in (float, "float") and not math.isfinite(value):
                 raise ValueError(f"{f.name} {value} must be finite (not inf or nan), e.g. "
                                  f"{f.name}={f.default}")
+        if self.kid_subset_size < 2:
+            raise ValueError(f"kid_subset_size {self.kid_subset_size} must be >= 2")
         if not self.ppl_epsilon > 0:
             raise ValueError(f"ppl_epsilon {self.ppl_epsilon} must be > 0")
         if self.lpips_net not in ("alex", "vgg", "squeeze"):
@@ -288,7 +293,8 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
 def fid(ctx: Context) -> dict:
     s = ctx.settings
     sets = _image_sets(ctx)
-    names = [f"eval/{k}_{n}" for n in sets for k in ("fid", "precision", "recall")]
+    names = [f"eval/{k}_{n}" for n in sets
+             for k in ("fid", "kid", "kid_std", "precision", "recall")]
     try:
         space = choose_features(ctx.data, s.features, ctx.device, s.inception_weights)
         ref = reference(ctx.data, s.reference_split, space, ctx.device)
@@ -301,10 +307,13 @@ def fid(ctx: Context) -> dict:
             feats, logits = _features_of(space, make(), ctx.device, s.batch_size)
         except Exception as e:  # noqa: BLE001
             out.update({f"eval/{k}_{name}": f"failed: {type(e).__name__}: {e}"
-                        for k in ("fid", "precision", "recall")})
+                        for k in ("fid", "kid", "kid_std", "precision", "recall")})
             continue
         _guarded(out, [f"eval/fid_{name}"], lambda: {
             f"eval/fid_{name}": frechet_distance(ref.stats, statistics(feats))})
+        _guarded(out, [f"eval/kid_{name}", f"eval/kid_std_{name}"], lambda: dict(zip(
+            (f"eval/kid_{name}", f"eval/kid_std_{name}"),
+            kid(ref.features, feats, s.kid_subsets, s.kid_subset_size, seed=ctx.seed))))
         _guarded(out, [f"eval/precision_{name}", f"eval/recall_{name}"], lambda: dict(zip(
             (f"eval/precision_{name}", f"eval/recall_{name}"),
             precision_recall(ref.features, feats, s.pr_k, device=ctx.device, seed=ctx.seed))))

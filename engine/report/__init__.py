@@ -422,9 +422,16 @@ def _short(v) -> str:
 
 
 def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
-    """The search's table metrics (else its search metric), then every other metric reported
-    that the paper has numbers for; trials.csv has every metric."""
-    metrics = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
+    """The search's table metrics (else its search metric), each FID followed by its KID
+    where the trials have one (unbiased where FID is not: small reference sets), then every
+    other metric reported that the paper has numbers for; trials.csv has every metric."""
+    declared = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
+    metrics = []
+    for m in declared:
+        metrics.append(m)
+        kid = m.replace("eval/fid_", "eval/kid_", 1)
+        if m.startswith("eval/fid_") and kid in trials.columns and kid not in declared:
+            metrics.append(kid)
     numbers = (search.get("paper") or {}).get("numbers") or {}
     published = {m for rows in numbers.values() for row in rows.values() for m in row}
     return metrics + sorted(c for c in trials.columns if c in published and c not in metrics)

@@ -52,9 +52,13 @@ def metric_name(metric: str) -> tuple[str, str | None]:
         shown += f" ({part})"
     else:
         score, _, images = name.partition("_")
+        spread = score == "kid" and images.startswith("std_")  # KID's std over its subsets
+        images = images.removeprefix("std_") if spread else images
         if score not in SCORES or not images:
             return metric, None
         shown, better = SCORES[score]
+        if spread:
+            shown, better = f"{shown} s.d.", None
         gmm = images.removeprefix("sample_gmm")
         shown += f" ({IMAGE_SETS.get(images) or (f'GMM-{gmm}' if gmm.isdigit() else images)})"
     return f"{prefix}{shown}" + (f" {better}" if better else ""), better
