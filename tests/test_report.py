@@ -452,3 +452,53 @@ def test_the_final_figure_plots_every_table_metric_with_each_seed_as_a_point(tmp
                                                for t in done["trial"])
     report.write_report(run)
     assert (run / "report" / "final_bar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _strips(shade: int, densities=("prior", "gmm10")) -> dict:
+    """A trial's qualitative.npz arrays, every pixel of a strip one shade (8x8, gray)."""
+    def strip(n, value):
+        return np.full((n, 8, 8, 1), value, np.uint8)
+    return {"inputs": strip(8, shade), "reconstructions": strip(8, shade + 1),
+            **{f"samples/{d}": strip(8, shade + 2) for d in densities},
+            "interpolation": strip(16, shade + 3)}
+
+
+def test_the_qualitative_figure_has_a_band_per_row_from_its_lowest_seed_completed_trial(
+        tmp_path):
+    from PIL import Image
+    run = make_run(tmp_path, finished=True)
+    trials = report.load_trials(run)
+    shades = {}
+    for _, t in trials.iterrows():  # each trial's pictures in a shade of its own
+        shade = 10 * len(shades)
+        shades[t["trial"]] = shade
+        np.savez(run / t["trial"] / "qualitative.npz", **_strips(shade))
+    text = report.write_report(run)
+    assert "qualitative.png" in text
+    rows = report._qualitative_rows(run, trials, _search(run))
+    # one band per table row with a completed trial, in the table's order, each the row's
+    # lowest completed seed: VAE beta 1 seed 0, UT seed 0 (its seeds 1, 2 failed), VAE 0.5 seed 0
+    table = report.ablation_table(trials, _search(run))
+    assert [name.split("\n")[0] for name, _ in rows] == list(table.index)
+    for name, strips in rows:
+        assert name.endswith("seed 0")
+    expected = [shades[t] for t in trials[(trials["seed"] == 0)]["trial"]]
+    assert sorted(int(s["inputs"][0, 0, 0, 0]) for _, s in rows) == sorted(expected)
+    image = Image.open(run / "report" / "qualitative.png")
+    assert image.size[0] > image.size[1] > 200  # wider than high, three bands
+
+
+def test_a_row_without_pictures_is_left_out_and_the_title_says_so(tmp_path):
+    run = make_run(tmp_path, finished=True)
+    trials = report.load_trials(run)
+    first = trials[trials["label"] == "VAE"]["trial"].iloc[0]
+    np.savez(run / first / "qualitative.npz", **_strips(0, densities=("prior",)))
+    rows = report._qualitative_rows(run, trials, _search(run))
+    assert len(rows) == 1
+    title = report._picture_title(_search(run), rows, trials)
+    assert "2 row(s) with no completed trial that saved its pictures are left out" in title
+    # a truncated file (a crash while it was written) is no picture, not an error
+    (run / first / "qualitative.npz").write_bytes(b"PK\x03\x04 cut")
+    assert report._qualitative_rows(run, trials, _search(run)) == []
+    report.write_report(run)
+    assert not (run / "report" / "qualitative.png").exists()

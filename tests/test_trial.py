@@ -454,3 +454,42 @@ def test_the_default_cadence_is_five_minutes_and_a_run_from_before_it_every_epoc
     old = {k: v for k, v in params().items() if not k.startswith("checkpoint")}
     spec = TrialSpec.from_params(old)
     assert (spec.checkpoint_every, spec.checkpoint_seconds) == (1, 0.0)
+
+
+def test_a_trial_saves_the_pictures_of_its_row_for_the_reports_figure(tmp_path):
+    """qualitative.npz: the test inputs as they are stored, their reconstructions, samples
+    decoded from the evaluation's own draws (and the prior's), and two slerp paths whose
+    ends decode the encoder means of test images 0, 1 and 2, 3."""
+    import numpy as np
+
+    from engine.data import load_dataset
+    from engine.eval.metrics.latent import slerp
+    from engine.eval.qualitative import FILE, N
+    rec = run(params(epochs=1, evaluation={"metrics": ["fid"], "fid_samples": 300,
+                                           "densities": ["gmm10"]}), tmp_path)
+    assert rec.reports[-1]["status"] == "completed"
+    saved = dict(np.load(tmp_path / FILE))
+    data = load_dataset("digits")
+    assert set(saved) == {"inputs", "reconstructions", "samples/prior", "samples/gmm10",
+                          "interpolation"}
+    test = data.test.images[:N]  # (N, 1, 8, 8): digits' 17 levels k/16, held as floats
+
+    def codes(x):
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(saved["inputs"], codes(models.float_images(test)))
+    model = models.build("AE", (1, 8, 8))
+    model.load_state_dict(rec.states[-1]["model"])
+    model.eval()
+    with torch.no_grad():
+        x = models.float_images(test)
+        assert np.array_equal(saved["reconstructions"], codes(model.reconstruct(x)))
+        mu = model.encode(models.float_images(data.test.images[:4]))[0]
+        ends = codes(model.decode(mu))
+        path = saved["interpolation"]
+        assert path.shape == (2 * N, 8, 8, 1)
+        for got, want in ((path[0], ends[0]), (path[N - 1], ends[1]), (path[N], ends[2]),
+                          (path[2 * N - 1], ends[3])):
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # slerp's rounding
+        mid = codes(model.decode(slerp(mu[:1], mu[1:2], torch.tensor([1 / (N - 1)]))))
+        assert np.abs(path[1].astype(int) - mid[0].astype(int)).max() <= 1
+    assert saved["samples/gmm10"].shape == (N, 8, 8, 1)

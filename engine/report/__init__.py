@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
-from engine.report import display, tuning
+from engine.report import display, qualitative, tuning
 from engine.files import STOPPED_FILE, write_atomic
 
 # status -> the table's count column
@@ -224,6 +224,11 @@ def write_report(run_dir) -> str:
         .savefig(p, format="png", dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
+    pictures = _qualitative_rows(run, trials, search)
+    if pictures:  # the trials' own pictures, a band per row (engine/report/qualitative.py)
+        writers["qualitative.png"] = lambda p: qualitative.figure(pictures, _picture_title(
+            search, pictures, trials)).savefig(p, format="png", dpi=100)
+        files.append("qualitative.png")
     if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
         plots = tuning.plot_writers(trials, curves, search)
         writers.update(plots)
@@ -235,6 +240,32 @@ def write_report(run_dir) -> str:
     return "\n\n".join([title, markdown, note_lines.rstrip("\n"), *([sections.rstrip("\n")]
                                                                       if sections else []),
                         _status_text(trials) + f"\nfiles: {out}/ ({', '.join(files)})"])
+
+
+def _qualitative_rows(run: Path, trials: pd.DataFrame, search: dict) -> list[tuple]:
+    """(row name, strips) per table row, in the table's order, of the row's lowest-seed
+    completed trial that saved its pictures."""
+    if not len(trials):
+        return []
+    out = []
+    for g in _groups(trials, search):
+        done = trials.loc[g["index"]]
+        done = done[done["status"] == "completed"].sort_values("seed", kind="stable")
+        for _, t in done.iterrows():
+            strips = qualitative.load_strips(run / t["trial"])
+            if strips:
+                out.append((f"{g['name']}\nseed {t['seed']}", strips))
+                break
+    return out
+
+
+def _picture_title(search: dict, pictures: list, trials: pd.DataFrame) -> str:
+    shown = len(pictures)
+    rows = len({g["name"] for g in _groups(trials, search)})
+    missing = (f"; {rows - shown} row(s) with no completed trial that saved its pictures are "
+               "left out") if rows > shown else ""
+    return (f"{search.get('name')} on {search.get('dataset')}: each row's lowest-seed completed "
+            f"trial at its last epoch{missing}")
 
 
 # --- reading the run folder ---------------------------------------------------------------

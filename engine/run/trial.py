@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch
 import models
 from engine.data import apply_options, load_dataset
 from engine.eval.evaluate import evaluate, psnr, reconstruction_mse
+from engine.eval.qualitative import save_qualitative
 from engine.run.spec import TrialSpec
 from engine.eval.tensorboard import TrialBoard
 
@@ -276,6 +278,7 @@ def run_trial(params: dict, session: Session) -> None:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
                     metrics.update(evaluate(model, data, dev, spec.evaluation, seed=seed,
                                             out_dir=session.trial_dir, drawn=drawn))
+                    _save_pictures(model, data, drawn, dev, session.trial_dir, seed)
                 metrics["status"] = "completed"
             if board is not None:
                 board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
@@ -289,6 +292,15 @@ def run_trial(params: dict, session: Session) -> None:
     finally:
         if board is not None:
             board.close()
+
+
+def _save_pictures(model, data, drawn: dict, dev, trial_dir: str, seed: int) -> None:
+    """The report's qualitative figure's strips (engine/eval/qualitative.py); a picture
+    that cannot be drawn must not cost the trial its result, so it says why instead."""
+    try:
+        save_qualitative(model, data.test.images, drawn, dev, trial_dir, seed)
+    except Exception as e:  # noqa: BLE001
+        print(f"qualitative figure: not saved: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def tune_backends(device: torch.device) -> None:
