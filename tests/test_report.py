@@ -428,8 +428,34 @@ def test_the_markdown_and_latex_tables_set_each_columns_best_in_bold(tmp_path):
     [ut] = [line for line in md.splitlines() if line.startswith(f"| {UT}")]
     assert ut.count("**") == 4 and "**0.008000 (n=1)**" in ut
     assert "**" not in "".join(line for line in md.splitlines() if line.startswith("| VAE"))
-    assert r"\textbf{0.008000 (n=1)}" in tex
+    # bold inside the decimal-aligned boxes: the integer part and the fraction
+    assert r"[r]{\textbf{0}}" in tex and r"[l]{\textbf{.008000}}" in tex
     assert "bold: the best mean of each column" in md and "Welch" in md
+
+
+def _boxes(cell: str) -> list[tuple[str, str]]:
+    """(width template, side) of every \\makebox in a LaTeX cell."""
+    return re.findall(r"\\makebox\[\\widthof\{\\textbf\{([^}]*)\}\}\]\[([rl])\]", cell)
+
+
+def test_the_latex_table_aligns_every_column_on_its_decimal_points(tmp_path):
+    """booktabs, and in each numeric column every cell the same boxes (calc's \\widthof the
+    column's widest part in bold, integers right-aligned, fractions left-aligned), so that
+    the means' points, the ± signs and the stds' points fall in one place, bold or not."""
+    run = make_run(tmp_path)
+    shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
+    tex = report._latex_table(shown, [])
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert tex.startswith("% needs \\usepackage{booktabs,calc}")
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    rows = [line.rstrip(" \\").split(" & ") for line in body.strip().splitlines()]
+    mse = shown.columns.get_loc(next(c for c in shown.columns if "MSE" in c[1])) + 1
+    cells = [row[mse] for row in rows]
+    numeric = [c for c in cells if "makebox" in c]
+    assert len(numeric) >= 2 and len({tuple(_boxes(c)) for c in numeric}) == 1
+    assert _boxes(numeric[0])[:2] == [("0", "r"), (".000000", "l")]  # 0.008000's parts
+    # a cell that is no number ("—": no completed seed) is left as it is
+    assert all("makebox" in c or c.strip() in ("---", "") for c in cells)
 
 
 def test_the_final_figure_plots_every_table_metric_with_each_seed_as_a_point(tmp_path):

@@ -1,17 +1,12 @@
 """Readers of the real data sets' on-disk formats: MNIST, Fashion-MNIST, CIFAR-10, CelebA and
 CelebA-HQ, through torchvision's dataset classes, decoded and preprocessed to uint8 arrays.
 
-engine/data/__init__.py caches what these readers return (once per machine) and turns it into the
-engine's float32 `Split`s; nothing here knows about caches or tensors of the engine.
+engine/data/__init__.py caches what these readers return (once per machine) and maps it as the
+engine's uint8 `Split`s; nothing here knows about caches or tensors of the engine.
 
-Where the files are expected, under a data root (engine.data.data_root: --data-root, else
-$VAE_DATA_ROOT, else ~/data), which is torchvision's own layout for its classes:
-
-  mnist     <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
-  fashion   <root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
-  cifar10   <root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
-  celeba    <root>/celeba/img_align_celeba/*.jpg and <root>/celeba/list_eval_partition.txt
-  celebahq  <root>/celebahq/*.jpg|*.jpeg|*.png (a flat folder, e.g. the 30,000 images)
+Where the files are expected (torchvision's own layout under a data root: --data-root, else
+$VAE_DATA_ROOT, else ~/data) and how each set is split are the user's to know: the README's
+Data section has both tables; the code below is their one source.
 
 Preprocessing (Takida et al. Appendix I; Dai & Wipf; the common practice):
   mnist, fashion  28x28, 1 channel, as stored.
@@ -22,17 +17,9 @@ Preprocessing (Takida et al. Appendix I; Dai & Wipf; the common practice):
   celebahq        centre-cropped to a square if it is not one, resized to 128x128 the same
                   way, RGB.
 
-Splits (test is always the official test split where there is one):
-  mnist, fashion  test = t10k (10,000); val = the last 5,000 of the 60,000 training images
-                  (1/12 of the training file: the same fraction of a smaller file); train =
-                  the first 55,000.
-  cifar10         test = test_batch (10,000); val = the last 5,000 of the 50,000 training
-                  images (1/10: the second half of data_batch_5); train = the first 45,000.
-  celeba          the official list_eval_partition.txt: train 162,770 / valid 19,867 /
-                  test 19,962 (0 / 1 / 2), in the file's order.
-  celebahq        no official split: the files in natural order (2.jpg before 10.jpg), the
-                  last 10% are test (3,000 of 30,000: the common 27,000 / 3,000 split), the 5%
-                  before them val (1,500), the first 85% train (25,500).
+Splits: the official test split where there is one, val the end of the training files (the
+same fraction for MNIST's and Fashion-MNIST's files: 1/12), CelebA's official partition file,
+and for CelebA-HQ, which has none, the common 27,000 / 3,000 split in natural file order.
 
 torchvision's integrity checks: MNIST checks only that the uncompressed files exist (the MD5s
 are those of the .gz downloads and are checked when it downloads); CIFAR10 and CelebA refuse

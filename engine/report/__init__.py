@@ -735,15 +735,66 @@ def _latex_unicode(ch: str) -> str:
 
 
 def _latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
+    """booktabs, each numeric column aligned on its decimal points (_aligned_column)."""
+    bold = shown.attrs.get("bold", set())
     escaped = shown.map(_latex)
-    escaped.attrs["bold"] = shown.attrs.get("bold", set())
+    for k in range(shown.shape[1]):
+        cells = _aligned_column(list(shown.iloc[:, k]),
+                                {row for row, col in bold if col == k})
+        if cells is not None:
+            escaped[escaped.columns[k]] = cells
+    escaped.attrs["bold"] = {(row, col) for row, col in bold
+                             if not _NUMBER.match(str(shown.iat[row, col]))}
     escaped = _emboldened(escaped, lambda c: f"\\textbf{{{c}}}")
     escaped.index = [_latex(i) for i in shown.index]
     escaped.columns = pd.MultiIndex.from_tuples(
         [(_latex(top), _latex(metric)) for top, metric in shown.columns])
     comments = "".join(f"% {_latex(n)}\n" for n in notes)
-    return ("% needs \\usepackage{booktabs}\n" + comments
-            + escaped.to_latex(escape=False, multicolumn_format="c"))
+    return ("% needs \\usepackage{booktabs,calc}\n" + comments
+            + escaped.to_latex(escape=False, multicolumn_format="c",
+                               column_format="l" + "c" * escaped.shape[1]))
+
+
+# a table cell as display.cell writes it: "0.01471 ± 0.0006", "0.008000 (n=1)", "12.5 ± 3"
+_NUMBER = re.compile(r"^(?P<mi>-?\d+)(?P<mf>\.\d+)?"
+                     r"(?: ± (?P<si>\d+)(?P<sf>\.\d+)?)?(?P<note> \(n=\d+\))?$")
+
+
+def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
+    """The LaTeX of a column's cells with every mean's and every std's decimal point at one
+    place: each part in a box as wide as the column's widest in bold (calc's \\widthof), the
+    integer parts right-aligned and the fractions left-aligned in theirs, so bold cells (bold
+    digits are wider) align too. None where no cell is a number."""
+    parsed = [_NUMBER.match(str(c)) for c in cells]
+    found = [m for m in parsed if m]
+    if not found:
+        return None
+
+    def widest(part: str) -> str:
+        return max((m[part] or "" for m in found), key=len)
+    parts = {p: widest(p) for p in ("mi", "mf", "si", "sf", "note")}
+
+    def box(text: str, part: str, side: str, heavy: bool) -> str:
+        if not parts[part]:
+            return ""
+        template = re.sub(r"\d", "0", parts[part])  # the widest digits: every digit as 0
+        shown = f"\\textbf{{{text}}}" if heavy and text else text
+        return (f"\\makebox[\\widthof{{\\textbf{{{_latex(template)}}}}}][{side}]"
+                f"{{{shown}}}")
+
+    out = []
+    for k, (cell, m) in enumerate(zip(cells, parsed)):
+        if not m:
+            text = _latex(cell)
+            out.append(f"\\textbf{{{text}}}" if k in bold else text)
+            continue
+        heavy = k in bold
+        pm = "\\,$\\pm$\\," if m["si"] else "\\phantom{\\,$\\pm$\\,}"
+        out.append(box(m["mi"], "mi", "r", heavy) + box(m["mf"] or "", "mf", "l", heavy)
+                   + ((pm + box(m["si"] or "", "si", "r", heavy)
+                       + box(m["sf"] or "", "sf", "l", heavy)) if parts["si"] else "")
+                   + box(_latex(m["note"] or ""), "note", "l", heavy))
+    return out
 
 
 # --- plots --------------------------------------------------------------------------------
