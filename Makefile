@@ -16,8 +16,12 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/python searches/ablation_uae.py
 
+# Two pytest workers, a test file each at a time (--dist loadfile keeps a file's module
+# fixtures, e.g. one smoke search, in one process): about half of a search test's wall time is
+# waiting (Ray starting and stopping, a trial's worker importing torch), which the other
+# worker fills. `pytest -n 0` runs serially.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) *.egg-info

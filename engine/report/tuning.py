@@ -155,7 +155,9 @@ def run_study(trials: pd.DataFrame, curves: pd.DataFrame, search: dict, storage=
     study = optuna.create_study(
         storage=storage, study_name=search.get("name", "search"), load_if_exists=False,
         direction="minimize" if search.get("mode", "min") == "min" else "maximize")
-    study.set_metric_names([metric])
+    with warnings.catch_warnings():  # Optuna marks it experimental (its dashboard reads it)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
     state = {"completed": optuna.trial.TrialState.COMPLETE,
              "stopped early": optuna.trial.TrialState.PRUNED,
              "diverged": optuna.trial.TrialState.FAIL, "error": optuna.trial.TrialState.FAIL}
