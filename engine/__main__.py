@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         "model.json (config, image shape, provenance) and weights.pt (the state dict).")
     ex.add_argument("run_dir", metavar="RUN_FOLDER")
     ex.add_argument("out", metavar="OUT_FOLDER", help="a new (or empty) folder")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # the study's own parser reads its flags (-h included)
+        return _run_study(argv[1] if len(argv) > 1 else None, argv[2:], prog)
     args = p.parse_args(argv)
-    if args.command == "run":
-        return _run_study(args.study, args.flags, prog)
     if args.command == "studies":
         for name in STUDIES:
             print(f"{name:27} {_study(name).__doc__.splitlines()[0]}")
@@ -95,10 +96,14 @@ def _study(name: str):
 
 def _run_study(name: str | None, flags: list[str], prog: str) -> int:
     """`run STUDY FLAGS`: the study's own main, with the flags as its command line."""
-    if name in (None, "-h", "--help"):
-        print(f"usage: {prog} run STUDY [flags]; STUDY one of {', '.join(STUDIES)} "
-              f"({prog} studies lists them; {prog} run STUDY --help, their flags)")
-        return 0 if name else 2
+    usage = (f"usage: {prog} run STUDY [flags]; STUDY one of {', '.join(STUDIES)} ({prog} "
+             f"studies lists them; {prog} run STUDY --help, their flags)")
+    if name in ("-h", "--help"):
+        print(usage)
+        return 0
+    if name is None:
+        print(f"error: no study named; {usage.removeprefix('usage: ')}", file=sys.stderr)
+        return 2
     if name not in STUDIES:
         near = difflib.get_close_matches(name, STUDIES, n=1)
         print(f"error: no study {name!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "

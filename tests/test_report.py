@@ -373,7 +373,11 @@ def test_values_are_rounded_to_the_precision_of_their_spread():
     assert cell(47.38, 3.2, 3) == "47.4 ± 3" and cell(47.38, 35.0, 3) == "47 ± 40"
     assert cell(2.0, 0.0, 3) == "2.000 ± 0" and cell(0.5, float("nan"), 1) == "0.5000 (n=1)"
     assert cell(float("nan"), float("nan"), 0) == "—"
-    for mean, std in [(0.01471, 0.0005977), (123.456, 0.0421), (0.9871, 0.0123)]:
+    # large values (KID in the classifier's features) in powers of ten, rounded the same way
+    assert cell(4.521e7, 1.645e7, 3) == "4.5e7 ± 2e7"
+    assert cell(1.127e8, 1.258e7, 3) == "1.127e8 ± 0.13e8"
+    for mean, std in [(0.01471, 0.0005977), (123.456, 0.0421), (0.9871, 0.0123),
+                      (4.521e7, 2.645e7), (1.127e8, 1.258e7)]:
         shown_mean, shown_std = (float(x) for x in cell(mean, std, 3).split(" ± "))
         # the spread to one significant digit (two from a leading 1), the mean one digit more
         first = f"{std:e}"[0]
@@ -528,3 +532,28 @@ def test_a_row_without_pictures_is_left_out_and_the_title_says_so(tmp_path):
     assert report._qualitative_rows(run, trials, _search(run)) == []
     report.write_report(run)
     assert not (run / "report" / "qualitative.png").exists()
+
+
+def test_a_figure_that_cannot_be_drawn_costs_the_report_nothing_but_itself(tmp_path,
+                                                                           monkeypatch):
+    """fANOVA raises on trials that all scored the same ("zero total variance"): the plot is
+    named in one line, the tables and every other file are written."""
+    from engine.report import tuning
+    run = make_run(tmp_path, finished=True)
+    search = _search(run)
+    search.update(search="optuna", space={"beta": '{"name": "FloatDistribution", "attributes": '
+                                                  '{"step": null, "low": 0.0001, "high": 2.0, '
+                                                  '"log": true}}'})
+    (run / "search.json").write_text(json.dumps(search))
+
+    def fails(path):
+        raise RuntimeError("Encountered zero total variance in all trees.")
+    monkeypatch.setattr(tuning, "plot_writers",
+                        lambda *a: {"optuna_importances.png": fails})
+    text = report.write_report(run)
+    assert ("report/optuna_importances.png not written: RuntimeError: Encountered zero total "
+            "variance in all trees.") in text
+    assert not (run / "report" / "optuna_importances.png").exists()
+    for name in (*report.REPORT_FILES, "importances.md"):
+        assert (run / "report" / name).stat().st_size > 0, name
+    assert (run / "optuna.db").is_file()  # the study itself was still kept

@@ -133,3 +133,27 @@ def test_hparams_text_is_spelled_in_ascii_that_tensorboard_does_not_escape(text,
     # what the plugin does to a value before it offers it as a filter: unchanged now
     value = struct_pb2.Value(string_value=ascii_text(text))
     assert json_format.MessageToJson(value)[1:-1] == ascii
+
+
+def test_an_errored_trial_that_resume_continues_ends_as_its_continuation_does(tmp_path,
+                                                                            digits):
+    """The driver's "failure" of an errored trial is a file of its own, which --resume removes
+    when it continues the trial (engine/run/resume.py): TensorBoard keeps a folder's first
+    end status, so the failure would otherwise stand over the success that follows."""
+    from engine.eval.tensorboard import forget_driver_end
+    p = params(label="UAE", seed=0, search="s")
+    model = models.build(models.resolve(p["config"]), digits.image_shape).eval()
+    trial_dir = tmp_path / "s-digits-1" / "UAE_seed0_00000"
+    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1)
+    board.epoch(model, {"val/mse": 1.0}, 1, final=False)
+    board.close()
+    end_session(str(trial_dir), "error")
+    _, groups = read_hparams(tmp_path)
+    assert [s["status"] for s in groups["s-digits-1/UAE"]["sessions"].values()] == ["FAILURE"]
+    forget_driver_end(trial_dir)  # what --resume does to the trials it continues
+    again = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 2)
+    again.epoch(model, {"val/mse": 0.5}, 2, final=False)
+    again.end("completed")
+    again.close()
+    _, groups = read_hparams(tmp_path)
+    assert [s["status"] for s in groups["s-digits-1/UAE"]["sessions"].values()] == ["SUCCESS"]

@@ -127,3 +127,51 @@ def test_a_tracker_that_cannot_log_is_one_line_and_exit_2(tmp_path, capsys, monk
 
 
 _find_spec = __import__("importlib.util").util.find_spec
+
+
+class _Trial:
+    """What Ray's logger callbacks read of a Tune trial."""
+
+    def __init__(self, trial_id, folder, label="AE", seed=0):
+        self.trial_id, self.local_path, self.path = trial_id, str(folder), str(folder)
+        self.config = {"label": label, "seed": seed, "search": "tracked", "dataset": "digits",
+                       "epochs": 3, "config": {"beta": 1.0, "latent_dim": 8}}
+        self.last_result = {}
+
+    def __str__(self):
+        return f"trial_{self.trial_id}"
+
+
+def test_a_trial_that_resume_continues_goes_on_in_its_tracked_run(tmp_path):
+    """--resume continues a trial in its old folder under a new Tune trial id: MLflow finds
+    its run by the trial's key (run folder / trial folder) and logs on in it; W&B's id is a
+    hash of the same key, so W&B continues its run too."""
+    from mlflow import MlflowClient
+
+    from engine.run.ray_backend import _mlflow, _trial_key
+    run = tmp_path / "tracked-digits-1"
+    run.mkdir()
+    (run / "search.json").write_text(json.dumps({"name": "tracked"}))
+    folder = run / "AE_seed0_aaaaa_00000"
+    first, again = _Trial("aaaaa_00000", folder), _Trial("bbbbb_00000", folder)
+    assert _trial_key(str(run), first) == _trial_key(str(run), again)
+    assert _trial_key(str(run), first) != _trial_key(str(run), _Trial("x", run / "AE_seed1"))
+    callback = _mlflow(str(run))
+    callback.setup()
+    callback.log_trial_start(first)
+    for epoch in (1, 2):
+        callback.log_trial_result(epoch, first, {"epoch": epoch, "val/mse": 1.0 / epoch})
+    first.last_result = {"status": "running", "epoch": 2}
+    callback.log_trial_end(first, failed=True)  # the search died here, say
+    resumed = _mlflow(str(run))  # a new driver
+    resumed.setup()
+    resumed.log_trial_start(again)
+    resumed.log_trial_result(3, again, {"epoch": 3, "val/mse": 0.25, "test/mse": 0.2})
+    again.last_result = {"status": "completed", "epoch": 3}
+    resumed.log_trial_end(again)
+    client = MlflowClient(f"sqlite:///{run}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tracked"]
+    (only,) = client.search_runs([experiment.experiment_id])
+    assert only.info.status == "FINISHED" and only.data.tags["status"] == "completed"
+    assert [m.step for m in client.get_metric_history(only.info.run_id, "val/mse")] == [1, 2, 3]
+    assert only.data.metrics["test/mse"] == 0.2

@@ -313,7 +313,8 @@ def fid(ctx: Context) -> dict:
             f"eval/fid_{name}": frechet_distance(ref.stats, statistics(feats))})
         _guarded(out, [f"eval/kid_{name}", f"eval/kid_std_{name}"], lambda: dict(zip(
             (f"eval/kid_{name}", f"eval/kid_std_{name}"),
-            kid(ref.features, feats, s.kid_subsets, s.kid_subset_size, seed=ctx.seed))))
+            kid(ref.features, feats, s.kid_subsets, s.kid_subset_size, seed=ctx.seed,
+                device=ctx.device))))
         _guarded(out, [f"eval/precision_{name}", f"eval/recall_{name}"], lambda: dict(zip(
             (f"eval/precision_{name}", f"eval/recall_{name}"),
             precision_recall(ref.features, feats, s.pr_k, device=ctx.device, seed=ctx.seed))))

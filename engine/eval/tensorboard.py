@@ -20,6 +20,7 @@ tests/test_tensorboard.py the way the plugin reads it):
 """
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -117,11 +118,22 @@ def session_end(status: str) -> summary_pb2.Summary:
     return summary
 
 
+DRIVER_END = ".driver-end"  # the suffix of the event file end_session writes
+
+
 def end_session(trial_dir: str, status: str) -> None:
     """End a trial's session from outside it (the driver, for a trial that failed with an
-    error: its own process could not); a file of its own in the trial's board folder."""
-    with SummaryWriter(os.path.join(trial_dir, "tensorboard")) as writer:
+    error: its own process could not), in an event file of its own (DRIVER_END), which a
+    --resume that continues the trial removes (forget_driver_end): the plugin keeps the first
+    end status in a folder, and the continued trial writes its own."""
+    with SummaryWriter(os.path.join(trial_dir, "tensorboard"),
+                       filename_suffix=DRIVER_END) as writer:
         writer.file_writer.add_summary(session_end(status))
+
+
+def forget_driver_end(trial_dir) -> None:
+    for path in glob.glob(os.path.join(str(trial_dir), "tensorboard", f"*{DRIVER_END}")):
+        os.unlink(path)
 
 
 class TrialBoard:

@@ -224,22 +224,30 @@ def write_report(run_dir) -> str:
         .savefig(p, format="png", dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
-    pictures = _qualitative_rows(run, trials, search)
-    if pictures:  # the trials' own pictures, a band per row (engine/report/qualitative.py)
-        writers["qualitative.png"] = lambda p: qualitative.figure(pictures, _picture_title(
-            search, pictures, trials)).savefig(p, format="png", dpi=100)
-        files.append("qualitative.png")
-    if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
-        plots = tuning.plot_writers(trials, curves, search)
-        writers.update(plots)
-        files += [*plots, f"../{tuning.STUDY_FILE}"]
-        write_atomic(run / tuning.STUDY_FILE,
-                     lambda p: tuning.write_study(trials, curves, search, p))
     for name, write in writers.items():
         write_atomic(out / name, write)
+    # what must not cost the report its tables where it cannot be drawn (e.g. fANOVA on
+    # trials that all scored the same): said in a line instead
+    extra: dict[str, Callable[[Path], object]] = {}
+    pictures = _qualitative_rows(run, trials, search)
+    if pictures:  # the trials' own pictures, a band per row (engine/report/qualitative.py)
+        extra["report/qualitative.png"] = lambda p: qualitative.figure(pictures, _picture_title(
+            search, pictures, trials)).savefig(p, format="png", dpi=100)
+    if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
+        extra.update({f"report/{name}": write for name, write
+                      in tuning.plot_writers(trials, curves, search).items()})
+        extra[tuning.STUDY_FILE] = lambda p: tuning.write_study(trials, curves, search, p)
+    unwritten = []
+    for name, write in extra.items():
+        try:
+            write_atomic(run / name, write)
+            files.append(name.removeprefix("report/") if "/" in name else f"../{name}")
+        except Exception as e:  # noqa: BLE001
+            unwritten.append(f"{name} not written: {type(e).__name__}: {e}")
     return "\n\n".join([title, markdown, note_lines.rstrip("\n"), *([sections.rstrip("\n")]
                                                                       if sections else []),
-                        _status_text(trials) + f"\nfiles: {out}/ ({', '.join(files)})"])
+                        _status_text(trials) + f"\nfiles: {out}/ ({', '.join(files)})"
+                        + "".join(f"\n{line}" for line in unwritten)])
 
 
 def _qualitative_rows(run: Path, trials: pd.DataFrame, search: dict) -> list[tuple]:

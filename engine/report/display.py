@@ -92,8 +92,12 @@ def cell(mean: float, std: float, n: int) -> str:
     if std == 0 or not math.isfinite(std) or not math.isfinite(mean):
         return f"{_sig(mean)} ± {std:g}"
     decimals = _decimals(std)
-    if max(abs(mean), std) >= 1e6:
-        return f"{_sig(mean)} ± {_sig(std)}"  # fixed notation would print a wall of digits
+    if max(abs(mean), std) >= 1e6:  # fixed notation would print a wall of digits: both in
+        # units of the larger's power of ten, rounded to the spread the same way
+        power = math.floor(math.log10(max(abs(mean), std)))
+        scaled = cell(mean / 10 ** power, std / 10 ** power, n)
+        m, sd = scaled.split(" ± ")
+        return f"{m}e{power} ± {sd}e{power}"
     return f"{_fixed(mean, decimals + 1)} ± {_fixed(std, decimals)}"
 
 

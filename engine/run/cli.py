@@ -223,12 +223,15 @@ def check_tracker(name: str) -> None:
                        f"pip install 'vae-ablations[{name}]' (or pip install {TRACKERS[name]})")
     if name == "wandb" and os.environ.get("WANDB_MODE") not in ("offline", "disabled") \
             and not os.environ.get("WANDB_API_KEY"):
-        import netrc  # where `wandb login` keeps the key
+        import netrc  # where `wandb login` keeps the key, under the W&B server's host name
+        from urllib.parse import urlparse
+        host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
         try:
-            logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+            logged_in = netrc.netrc().authenticators(host) is not None
         except (OSError, netrc.NetrcParseError):
             logged_in = False
-        if not logged_in:
+        # (wandb.login(prompt=False) would ask the server, which needs the network now)
+        if not logged_in and not os.environ.get("WANDB_SETUP_API_KEY_HOOK"):
             raise BadInput("--tracker wandb: no W&B API key; set WANDB_API_KEY, run `wandb "
                            "login`, or set WANDB_MODE=offline (runs kept under <run>/wandb "
                            "for `wandb sync`)")

@@ -33,6 +33,7 @@ os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 os.environ.setdefault("RAY_worker_niceness", "0")
 
 import csv  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
@@ -358,6 +359,13 @@ def _run_name(trial) -> str:
     return f"{trial.config['label']} seed {trial.config['seed']}"
 
 
+def _trial_key(run_dir: str, trial) -> str:
+    """A tracked run's identity across --resume, which continues a trial in its old folder
+    under a new Tune trial id: the run folder and the trial folder's names."""
+    folder = os.path.basename(str(trial.local_path or trial.path or trial.trial_id))
+    return f"{os.path.basename(run_dir)}/{folder}"
+
+
 def tracker_callbacks(names, run_dir: str) -> list:
     """The callbacks of --tracker's names, each writing next to the run (MLflow: the
     tracking server of $MLFLOW_TRACKING_URI, else <run>/mlflow.db; W&B: <run>/wandb; Aim:
@@ -378,10 +386,17 @@ def _mlflow(run_dir: str):
         def log_trial_start(self, trial):
             if trial in self._trial_runs:  # a retried trial goes on in its run
                 return
-            c = trial.config
+            c, key = trial.config, _trial_key(run_dir, trial)
+            client = self.mlflow_util._get_client()
+            before = client.search_runs(  # a trial --resume continues: its run goes on
+                [self.mlflow_util.experiment_id], filter_string=f"tags.trial_key = '{key}'")
+            if before:
+                self._trial_runs[trial] = before[0].info.run_id
+                client.update_run(before[0].info.run_id, status="RUNNING")
+                return
             tags = {**self.tags, "row": c["label"], "seed": str(c["seed"]),
                     "run": os.path.basename(run_dir), "search": str(c.get("search")),
-                    "dataset": c["dataset"], "trial": trial.trial_id}
+                    "dataset": c["dataset"], "trial": trial.trial_id, "trial_key": key}
             run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(trial))
             self._trial_runs[trial] = run.info.run_id
             self.mlflow_util.log_params(run_id=run.info.run_id,
@@ -413,13 +428,20 @@ def _wandb(run_dir: str):
 
         def log_trial_start(self, trial):
             c = trial.config
+            # the id stays the trial's through --resume (a new Tune trial id), so that W&B
+            # continues its run rather than count a seed twice in its group
+            wandb_id = hashlib.sha1(_trial_key(run_dir, trial).encode()).hexdigest()[:16]
             self._start_logging_actor(
                 trial, [*self._exclude_results, *self.excludes, "config"],
-                id=trial.trial_id, name=_run_name(trial), resume="allow", reinit=True,
+                id=wandb_id, name=_run_name(trial), resume="allow", reinit=True,
                 allow_val_change=True, project=self.project,
                 group=f"{os.path.basename(run_dir)}/{c['label']}",
                 config=_clean_log(tracked_params(c)), dir=run_dir,
-                tags=[os.path.basename(run_dir), c["dataset"]], **self.kwargs)
+                tags=[os.path.basename(run_dir), c["dataset"]],
+                # Ray passes only the API key to the logging actor: on a cluster the
+                # driver's offline mode would not reach it otherwise
+                **({"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}),
+                **self.kwargs)
 
         def log_trial_result(self, iteration, trial, result):
             super().log_trial_result(iteration, trial, {
@@ -430,6 +452,8 @@ def _wandb(run_dir: str):
 
 
 def _aim(run_dir: str):
+    """Ray's Aim callback as it is (Tune's whole config and result; untested here: Aim's
+    reader did not list the runs its writer made on our machine)."""
     from ray.tune.logger.aim import AimLoggerCallback  # the optional extra
     return AimLoggerCallback(repo=run_dir, experiment_name=_search_name(run_dir))
 
@@ -575,8 +599,11 @@ class _Progress(tune.Callback):
 
     def _left(self, elapsed: float) -> str:
         finished = self.done + self.failed
-        owed = self.total * self.epochs
-        done = finished * self.epochs + sum(
+        # a trial --resume continued had its first epochs done before this session began
+        restored = sum((t.last_result or {}).get("restored_from_epoch") or 0
+                       for t in self.trials)
+        owed = self.total * self.epochs - restored
+        done = finished * self.epochs - restored + sum(
             (t.last_result or {}).get("epoch", 0) or 0 for t in self._running())
         if finished == self.total:
             return "none left"
@@ -625,7 +652,10 @@ class _Progress(tune.Callback):
         self.trials = trials
         self._line(trial, f"error ({trial.error_file or 'see the trial folder'})", failed=True)
         if trial.path is not None:  # its process could not say so: TensorBoard's failure
-            end_session(trial.path, "error")
+            try:
+                end_session(trial.path, "error")
+            except OSError as e:  # a full disk, a lost mount: the search goes on without it
+                print(f"tensorboard: the failure of {trial} not written: {e}", file=sys.stderr)
 
 
 def _trial_count(space: dict, num_samples: int) -> int:

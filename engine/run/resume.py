@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from engine.eval.tensorboard import forget_driver_end
 from engine.files import STOPPED_FILE, write_text_atomic
 
 
@@ -33,6 +34,7 @@ def resume(out: Path, spec, experiment) -> str:
         for folder in folders:
             if (folder / "error.txt").exists():
                 (folder / "error.txt").replace(folder / "error-before-resume.txt")
+                forget_driver_end(folder)  # its TensorBoard "failure": it goes on now
             (folder / STOPPED_FILE).unlink(missing_ok=True)
             # Tune rewrites result.json with the new epochs: the earlier lines wait on disk
             # (a driver killed during the resume loses nothing; the next resume merges them)

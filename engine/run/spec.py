@@ -255,14 +255,18 @@ def load(out: Path, search: Search, args) -> RunSpec:
                             given.workers),  # workers: run_folder checked they match
         git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),
         environment=_resumed(saved.get("environment"), environment(ROOT)),
-        sampled=search.space, trackers=tuple(saved.get("trackers", ())))
-    for tracker in spec.trackers:  # the run's own, installed and able to log here too
+        # the run's own trackers and any given now (a tracker added to a resumed run logs
+        # the trials it runs from here on)
+        sampled=search.space,
+        trackers=tuple(dict.fromkeys([*saved.get("trackers", ()), *args.tracker])))
+    for tracker in spec.trackers:  # installed and able to log here too
         check_tracker(tracker)
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
           f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
           f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
-          f"{','.join(spec.evaluation.metrics) or 'none'}; flags given now other than "
-          "--address and --data-root are ignored", flush=True)
+          f"{','.join(spec.evaluation.metrics) or 'none'}"
+          f"{', trackers ' + ','.join(spec.trackers) if spec.trackers else ''}; flags given "
+          "now other than --address, --data-root and --tracker are ignored", flush=True)
     return spec
 
 

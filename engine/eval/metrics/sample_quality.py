@@ -101,22 +101,24 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, batch: int 
 # --- KID ---
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
+        seed: int = 0, device=None) -> tuple[float, float]:
     """(mean, std) over `subsets` draws of the unbiased MMD² (torchmetrics' poly_mmd: degree
     3, gamma 1/d, coef 1) between `subset_size` real and as many fake features, each subset
     drawn without replacement, both cut to the smaller set's size where they are smaller (a
-    subset then holds every feature of that set, in another order)."""
+    subset then holds every feature of that set, in another order). The std is the
+    population one (ddof 0), as torchmetrics' and torch-fidelity's. Computed in float64 on
+    `device` (a GPU's: 100 subsets of 1,000 2,048-d Inception features are ~1 TFLOP)."""
     from torchmetrics.image.kid import poly_mmd
     n = min(subset_size, len(real), len(fake))
     if n < 2:
         raise ValueError(f"KID needs 2 or more features in each set, has {n}")
-    r = torch.from_numpy(np.asarray(real, dtype=np.float64))
-    f = torch.from_numpy(np.asarray(fake, dtype=np.float64))
-    gen = torch.Generator().manual_seed(seed)
-    values = torch.stack([poly_mmd(r[torch.randperm(len(r), generator=gen)[:n]],
-                                   f[torch.randperm(len(f), generator=gen)[:n]])
+    r = torch.from_numpy(np.asarray(real, dtype=np.float64)).to(device)
+    f = torch.from_numpy(np.asarray(fake, dtype=np.float64)).to(device)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same subsets on any device
+    values = torch.stack([poly_mmd(r[torch.randperm(len(r), generator=gen)[:n].to(r.device)],
+                                   f[torch.randperm(len(f), generator=gen)[:n].to(f.device)])
                           for _ in range(subsets)])
-    return float(values.mean()), float(values.std()) if subsets > 1 else 0.0
+    return float(values.mean()), float(values.std(unbiased=False))
 
 
 # --- Inception Score ---
