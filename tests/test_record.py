@@ -49,6 +49,27 @@ def test_uncommitted_changes_are_kept_and_a_clean_tree_or_no_repository_has_none
     assert uncommitted(plain) is None  # a folder outside any repository
 
 
+def test_an_installed_copy_inside_a_users_repository_records_neither_its_commit_nor_diff(
+        tmp_path):
+    """A virtual environment inside a user's own (dirty) repository: the engine's folder is
+    no checkout of its own, so that repository's commit and diff are not recorded as the
+    engine's; its installed version is."""
+    from engine.run.spec import git_commit
+    repo = tmp_path / "project"
+    site = repo / ".venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    _git(repo, "init", "-q")
+    (repo / "mine.py").write_text("x = 1\n")
+    _git(repo, "add", "mine.py")
+    _git(repo, "commit", "-qm", "theirs")
+    (repo / "mine.py").write_text("x = 2\n")  # dirty
+    assert uncommitted(repo) is not None  # the repository's own record
+    assert uncommitted(site) is None
+    assert git_commit(site).startswith("installed vae-ablations ")
+    assert not git_commit(repo).startswith("installed") and git_commit(repo).endswith(
+        "+uncommitted")
+
+
 def test_a_resume_keeps_the_first_start_and_appends_its_own():
     first = {"started": "2026-01-01T00:00:00+00:00", "host": "a"}
     once = _resumed(first, {"started": "2026-01-02T00:00:00+00:00", "host": "b"})

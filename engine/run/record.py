@@ -49,14 +49,26 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def own_checkout(root: Path) -> bool:
+    """Whether `root` (the folder above engine/) is the top of a git checkout: an installed
+    copy in a virtual environment inside a user's own repository is not, and that
+    repository's commit and diff are not the engine's."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root,
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(top) and Path(top).resolve() == Path(root).resolve()
+
+
 def uncommitted(root: Path) -> dict | None:
     """`git diff HEAD` and the untracked files' names where the tree is dirty, else None (also
-    where root is no git checkout, e.g. an installed copy)."""
+    where root is no git checkout of its own, e.g. an installed copy)."""
     def git(*args) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               timeout=30).stdout
     try:
-        if not git("rev-parse", "HEAD").strip():
+        if not own_checkout(root) or not git("rev-parse", "HEAD").strip():
             return None
         diff = git("diff", "HEAD")
         untracked = git("ls-files", "--others", "--exclude-standard").splitlines()

@@ -9,6 +9,7 @@ trial's params hold (Tune stores them as the trial's params.json).
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from engine.eval.evaluate import EvalSettings
 from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
 from engine.files import write_json_atomic
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
-from engine.run.record import environment
+from engine.run.record import environment, own_checkout
 
 if TYPE_CHECKING:
     from engine.run.search import Search
@@ -335,11 +336,18 @@ def _resumed(first: dict | None, this: dict) -> dict:
     return first
 
 
-def git_commit() -> str:
+def git_commit(root: Path = ROOT) -> str:
+    """The checkout's commit (+uncommitted where the tree is dirty); for an installed copy,
+    which is no checkout of its own, the installed package's version."""
+    if not own_checkout(root):
+        try:
+            return f"installed vae-ablations {importlib.metadata.version('vae-ablations')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
                                text=True, timeout=10).stdout.strip()
         return (sha + ("+uncommitted" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
