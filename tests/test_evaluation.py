@@ -203,9 +203,13 @@ def test_evaluate_notes_what_it_cannot_compute_and_names_the_feature_space(
     model = models.build("AE", digits.image_shape, latent_dim=4)
     settings = EvalSettings(metrics=("reconstruction", "fid", "likelihood"), fid_samples=300,
                             densities=("prior", "gmm10"))
-    out = evaluate(model, digits, torch.device("cpu"), settings, seed=0)
+    drawn = {}
+    out = evaluate(model, digits, torch.device("cpu"), settings, seed=0, drawn=drawn)
     notes = out["notes"]
     assert notes["features"].startswith("classifier-digits")
+    # each density's own samples under its own name (they once all went under the last's)
+    assert set(drawn) == {"prior", "gmm10"} and not torch.equal(drawn["prior"], drawn["gmm10"])
+    assert drawn["prior"].shape == drawn["gmm10"].shape == (300, 4)
     assert "alexnet-owt-7be5be79.pth" in notes["test/lpips"] and "test/lpips" not in out
     assert "decoder likelihood" in notes["eval/nll"]
     for key in ("test/mse", "test/psnr", "test/ssim", "eval/fid_rec", "eval/fid_sample_prior",

@@ -270,18 +270,18 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
     ref = getattr(ctx.data, s.reference_split).images
     sets: dict[str, Callable] = {"rec": lambda: sq.reconstructions(m, ref, dev, s.batch_size)}
 
-    def density_set(kind: str, overrides: dict):
+    def density_set(name: str, kind: str, overrides: dict):
         def make():
             density = models.DENSITIES[kind](
                 _density_latents(ctx), m.cfg.replace(**overrides), ctx.seed,
                 models.redraw_latents(m, ctx.data.train.images, ctx.seed))
             z = density.sample(s.fid_samples, seed=ctx.seed).float()
-            ctx.drawn[name] = z
+            ctx.drawn[name] = z  # this density's own name (not the loop's last, read late)
             return sq.decoded(m, z, dev, s.batch_size)
         return make
 
     for name in s.densities:
-        sets[f"sample_{name}"] = density_set(*DENSITY_SETS[name])
+        sets[f"sample_{name}"] = density_set(name, *DENSITY_SETS[name])
     for ratio in ("mid", "rand"):
         sets[f"interp_{ratio}"] = (lambda r=ratio: sq.decoded(
             m, sq.interpolation_latents(m, ref, s.fid_samples, r, ctx.seed, dev, s.batch_size),

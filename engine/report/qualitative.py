@@ -6,6 +6,7 @@ here). A row shows its lowest-seed completed trial; a row with none is left out,
 figure's title says so. Small images are drawn enlarged, their pixels kept (nearest)."""
 from __future__ import annotations
 
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def figure(rows: list[tuple[str, dict[str, np.ndarray]]], title: str) -> Figure:
                 ax.set_title(_column_name(column), fontsize=8)
             if k == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    # a long title (the rows left out) wrapped to the figure's width, ~13 characters an inch
+    fig.suptitle(textwrap.fill(title, max(40, int(fig.get_figwidth() * 13))), fontsize=9)
     return fig
 
 
