@@ -1,5 +1,6 @@
-"""--tracker: MLflow and W&B as a researcher reads them afterwards, for real (MLflow's client
-on the run's SQLite store; W&B's offline run files, tests/wandb_offline.py), from one search
+"""--tracker: MLflow, W&B and Aim as a researcher reads them afterwards, for real (MLflow's client
+on the run's SQLite store; W&B's offline run files, tests/wandb_offline.py; Aim's SDK on the
+run's repository once `aim storage reindex` has indexed it, as `aim up` does), from one search
 of a row with two seeds and a row named with a "Σ"; a tracker that cannot log is refused in
 one line before anything starts."""
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.exit(run(SEARCH))
     env.pop("WANDB_PROJECT", None)
     proc = subprocess.run([sys.executable, str(script), "--dataset", "digits", "--eval",
                            "reconstruction", "--out", str(out), "--tracker", "mlflow",
-                           "--tracker", "wandb"], cwd=tmp, env=env, capture_output=True,
+                           "--tracker", "wandb", "--tracker", "aim"], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -98,6 +99,45 @@ def test_wandb_offline_has_a_run_per_trial_grouped_by_row_so_it_bands_the_seeds(
     assert groups == {f"{tracked.name}/{label}": {0, 1} for label in ROWS}
 
 
+def _aim_runs(run_dir):
+    """The Aim runs of a run folder as Aim's SDK reads them: Aim indexes finished runs only
+    when `aim up` (its UI) or `aim storage reindex` runs, and its reader lists indexed ones."""
+    import aim
+    cli = Path(sys.executable).with_name("aim")
+    subprocess.run([str(cli), "storage", "--repo", str(run_dir), "reindex", "--yes"],
+                   check=True, capture_output=True, timeout=300)
+    return list(aim.Repo(str(run_dir)).iter_runs())
+
+
+def _aim_history(run, metric):
+    """(steps, values) of an Aim run's metric."""
+    (m,) = [m for m in run.metrics() if m.name == metric]
+    frame = m.dataframe()
+    return frame["step"].tolist(), frame["value"].tolist()
+
+
+def test_aim_has_a_run_per_trial_with_its_params_and_final_metrics(tracked):
+    runs = _aim_runs(tracked)
+    trials = _trials(tracked)
+    assert len(runs) == len(trials) == 4
+    by_trial = {(r["hparams"]["label"], r["hparams"]["seed"]): r for r in runs}
+    assert set(by_trial) == set(trials)
+    for (label, seed), r in by_trial.items():
+        last = trials[(label, seed)]
+        assert r.name == f"{label} seed {seed}" and r.experiment == "tracked"
+        assert set(r.props.tags) == {label, tracked.name, "digits"}
+        assert r["status"] == "completed"
+        assert r["hparams"]["beta"] == last["config"]["config"]["beta"]
+        assert r["hparams"]["dataset"] == "digits" and r["hparams"]["search"] == "tracked"
+        names = {m.name for m in r.metrics()}
+        assert not {"trial_id", "pid", "done"} & names
+        assert not [m for m in names if m.startswith(("config/", "__system__", "ray/"))]
+        for metric in ("val/mse", "test/mse", "test/psnr", "train/loss"):
+            steps, values = _aim_history(r, metric)
+            assert values[-1] == pytest.approx(last[metric], rel=1e-12), metric
+        assert _aim_history(r, "val/mse")[0] == [1, 2]  # a value per epoch, at its epoch
+
+
 def test_a_tracker_that_cannot_log_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     sys.path.insert(0, str(ROOT))
     from searches.ablation_uae import SEARCH
@@ -115,8 +155,8 @@ def test_a_tracker_that_cannot_log_is_one_line_and_exit_2(tmp_path, capsys, monk
     with pytest.raises(SystemExit) as e:
         run(SEARCH, ["--tracker", "comet"])
     assert e.value.code == 2 and "--tracker" in capsys.readouterr().err
-    # a tracker whose package is missing (Aim, which the tests do not install, made missing
-    # for certain by hiding it from the import system)
+    # a tracker whose package is missing (Aim, made missing by hiding it from the import
+    # system)
     monkeypatch.setitem(sys.modules, "aim", None)
     monkeypatch.setattr("importlib.util.find_spec",
                         lambda name, *a: None if name == "aim" else _find_spec(name, *a))
@@ -142,6 +182,39 @@ class _Trial:
         return f"trial_{self.trial_id}"
 
 
+def _run_folder(tmp_path):
+    run = tmp_path / "tracked-digits-1"
+    run.mkdir()
+    (run / "search.json").write_text(json.dumps({"name": "tracked"}))
+    return run
+
+
+def _die_and_resume(make, run, first, again, diverging=None):
+    """Two epochs of `first` under one driver that dies (the trial ends failed), then a third
+    epoch of `again` (its folder under a new Tune trial id) under a new driver, the
+    callbacks made by make(run folder); `diverging`: a trial of the first driver whose epoch
+    1 has a NaN val/mse."""
+    callback = make(str(run))
+    callback.setup()
+    for trial in [first] + [diverging] * (diverging is not None):
+        callback.log_trial_start(trial)
+    for epoch in (1, 2):
+        callback.log_trial_result(epoch, first, {"epoch": epoch, "val/mse": 1.0 / epoch})
+    if diverging is not None:
+        callback.log_trial_result(1, diverging, {"epoch": 1, "val/mse": float("nan"),
+                                                 "train/loss": 3.0})
+        diverging.last_result = {"status": "diverged", "epoch": 1}
+        callback.log_trial_end(diverging)
+    first.last_result = {"status": "running", "epoch": 2}
+    callback.log_trial_end(first, failed=True)  # the search died here, say
+    resumed = make(str(run))  # a new driver
+    resumed.setup()
+    resumed.log_trial_start(again)
+    resumed.log_trial_result(3, again, {"epoch": 3, "val/mse": 0.25, "test/mse": 0.2})
+    again.last_result = {"status": "completed", "epoch": 3}
+    resumed.log_trial_end(again)
+
+
 def test_a_trial_that_resume_continues_goes_on_in_its_tracked_run(tmp_path):
     """--resume continues a trial in its old folder under a new Tune trial id: MLflow finds
     its run by the trial's key (run folder / trial folder) and logs on in it; W&B's id is a
@@ -149,29 +222,35 @@ def test_a_trial_that_resume_continues_goes_on_in_its_tracked_run(tmp_path):
     from mlflow import MlflowClient
 
     from engine.run.ray_backend import _mlflow, _trial_key
-    run = tmp_path / "tracked-digits-1"
-    run.mkdir()
-    (run / "search.json").write_text(json.dumps({"name": "tracked"}))
+    run = _run_folder(tmp_path)
     folder = run / "AE_seed0_aaaaa_00000"
     first, again = _Trial("aaaaa_00000", folder), _Trial("bbbbb_00000", folder)
     assert _trial_key(str(run), first) == _trial_key(str(run), again)
     assert _trial_key(str(run), first) != _trial_key(str(run), _Trial("x", run / "AE_seed1"))
-    callback = _mlflow(str(run))
-    callback.setup()
-    callback.log_trial_start(first)
-    for epoch in (1, 2):
-        callback.log_trial_result(epoch, first, {"epoch": epoch, "val/mse": 1.0 / epoch})
-    first.last_result = {"status": "running", "epoch": 2}
-    callback.log_trial_end(first, failed=True)  # the search died here, say
-    resumed = _mlflow(str(run))  # a new driver
-    resumed.setup()
-    resumed.log_trial_start(again)
-    resumed.log_trial_result(3, again, {"epoch": 3, "val/mse": 0.25, "test/mse": 0.2})
-    again.last_result = {"status": "completed", "epoch": 3}
-    resumed.log_trial_end(again)
+    _die_and_resume(_mlflow, run, first, again)
     client = MlflowClient(f"sqlite:///{run}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "tracked"]
     (only,) = client.search_runs([experiment.experiment_id])
     assert only.info.status == "FINISHED" and only.data.tags["status"] == "completed"
     assert [m.step for m in client.get_metric_history(only.info.run_id, "val/mse")] == [1, 2, 3]
     assert only.data.metrics["test/mse"] == 0.2
+
+
+def test_a_trial_that_resume_continues_goes_on_in_its_aim_run(tmp_path):
+    """Aim finds the run by its name (row and seed: one trial of the run folder's repository)
+    and tracks on in it; a diverged epoch's NaN is left out of the run (as Ray's Aim callback
+    does), its status says "diverged"."""
+    from engine.run.ray_backend import _aim
+    run = _run_folder(tmp_path)
+    folder = run / "AE_seed0_aaaaa_00000"
+    first, again = _Trial("aaaaa_00000", folder), _Trial("bbbbb_00000", folder)
+    _die_and_resume(_aim, run, first, again,
+                    diverging=_Trial("aaaaa_00001", run / "AE_seed1_aaaaa_00001", seed=1))
+    runs = {r.name: r for r in _aim_runs(run)}
+    assert set(runs) == {"AE seed 0", "AE seed 1"}
+    continued, diverged = runs["AE seed 0"], runs["AE seed 1"]
+    assert continued["status"] == "completed" and diverged["status"] == "diverged"
+    assert continued["trial_id"] == "bbbbb_00000"
+    assert _aim_history(continued, "val/mse") == ([1, 2, 3], [1.0, 0.5, 0.25])
+    assert _aim_history(continued, "test/mse") == ([3], [0.2])
+    assert {m.name for m in diverged.metrics()} == {"epoch", "train/loss"}

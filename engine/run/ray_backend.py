@@ -36,6 +36,7 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
@@ -452,10 +453,50 @@ def _wandb(run_dir: str):
 
 
 def _aim(run_dir: str):
-    """Ray's Aim callback as it is (Tune's whole config and result; untested here: Aim's
-    reader did not list the runs its writer made on our machine)."""
+    from aim import Repo, Run
     from ray.tune.logger.aim import AimLoggerCallback  # the optional extra
-    return AimLoggerCallback(repo=run_dir, experiment_name=_search_name(run_dir))
+
+    class Aim(AimLoggerCallback):
+        """Ray's Aim callback with a run per trial in <run>/.aim named by its row and seed,
+        tagged with the row, run folder and data set, its hparams tracked_params, its
+        metrics tracked_metrics at each epoch; a trial --resume continues goes on in its run
+        (found by its name, which a row and seed make unique in the run folder's repository).
+        No system metrics or terminal capture: the callback lives in the driver, whose CPU
+        and output are not the trial's."""
+
+        def log_trial_start(self, trial):
+            if trial in self._trial_to_run:  # a retried trial goes on in its run
+                return
+            c, name = trial.config, _run_name(trial)
+            before = [r.hash for r in Repo.from_path(run_dir, init=True).structured_db.runs()
+                      if r.name == name]
+            run = Run(run_hash=before[0] if before else None, repo=run_dir,
+                      experiment=_search_name(run_dir), system_tracking_interval=None,
+                      capture_terminal_logs=False)
+            if not before:
+                run.name = name
+                for tag in (c["label"], os.path.basename(run_dir), c["dataset"]):
+                    run.add_tag(tag)
+            run["hparams"] = tracked_params(c)
+            run["trial_key"], run["trial_id"] = _trial_key(run_dir, trial), trial.trial_id
+            self._trial_to_run[trial] = run
+
+        def log_trial_result(self, iteration, trial, result):
+            run, step = self._trial_to_run[trial], result.get("epoch") or iteration
+            for metric, value in tracked_metrics(result).items():
+                # as Ray's Aim callback does, a diverged epoch's NaN is left out; the run's
+                # status says "diverged"
+                if math.isfinite(value):
+                    run.track(value, name=metric, step=step)
+
+        def log_trial_end(self, trial, failed=False):
+            status = "error" if failed else (trial.last_result or {}).get("status", "")
+            if status == "running":  # ended before its last epoch by ASHA or an interrupt
+                status = "stopped early" if _stopped_by_scheduler(trial) else "unfinished"
+            self._trial_to_run[trial]["status"] = status
+            super().log_trial_end(trial, failed)
+
+    return Aim(repo=run_dir, experiment_name=_search_name(run_dir))
 
 
 def _search_name(run_dir: str) -> str:
