@@ -360,6 +360,16 @@ def _run_name(trial) -> str:
     return f"{trial.config['label']} seed {trial.config['seed']}"
 
 
+def _end_status(trial, failed: bool) -> str:
+    """A tracked run's status at its trial's end: the trial's own (completed, diverged), or
+    "stopped early" / "unfinished" where ASHA or an interrupt ended it before its last
+    epoch, or "error"."""
+    status = "error" if failed else (trial.last_result or {}).get("status", "")
+    if status == "running":
+        status = "stopped early" if _stopped_by_scheduler(trial) else "unfinished"
+    return status
+
+
 def _trial_key(run_dir: str, trial) -> str:
     """A tracked run's identity across --resume, which continues a trial in its old folder
     under a new Tune trial id: the run folder and the trial folder's names."""
@@ -409,10 +419,8 @@ def _mlflow(run_dir: str):
                                          step=result.get("epoch") or iteration)
 
         def log_trial_end(self, trial, failed=False):
-            status = "error" if failed else (trial.last_result or {}).get("status", "")
-            if status == "running":  # ended before its last epoch by ASHA or an interrupt
-                status = "stopped early" if _stopped_by_scheduler(trial) else "unfinished"
-            self.mlflow_util._get_client().set_tag(self._trial_runs[trial], "status", status)
+            self.mlflow_util._get_client().set_tag(self._trial_runs[trial], "status",
+                                                   _end_status(trial, failed))
             super().log_trial_end(trial, failed)
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir}/mlflow.db"
@@ -471,7 +479,7 @@ def _aim(run_dir: str):
             before = [r.hash for r in Repo.from_path(run_dir, init=True).structured_db.runs()
                       if r.name == name]
             run = Run(run_hash=before[0] if before else None, repo=run_dir,
-                      experiment=_search_name(run_dir), system_tracking_interval=None,
+                      experiment=self._experiment_name, system_tracking_interval=None,
                       capture_terminal_logs=False)
             if not before:
                 run.name = name
@@ -490,10 +498,7 @@ def _aim(run_dir: str):
                     run.track(value, name=metric, step=step)
 
         def log_trial_end(self, trial, failed=False):
-            status = "error" if failed else (trial.last_result or {}).get("status", "")
-            if status == "running":  # ended before its last epoch by ASHA or an interrupt
-                status = "stopped early" if _stopped_by_scheduler(trial) else "unfinished"
-            self._trial_to_run[trial]["status"] = status
+            self._trial_to_run[trial]["status"] = _end_status(trial, failed)
             super().log_trial_end(trial, failed)
 
     return Aim(repo=run_dir, experiment_name=_search_name(run_dir))
