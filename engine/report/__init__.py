@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
-from engine.report import display, qualitative, tuning
+from engine.report import display, qualitative, stats, tuning
 from engine.files import STOPPED_FILE, write_atomic
 
 # status -> the table's count column
@@ -42,6 +42,7 @@ CONVERGENCE_WINDOW = 0.1
 CONVERGENCE_TOL = 0.01
 WATCHED = ("train/sigma_x2",)
 NOT_CONVERGED = "not converged"
+FLOOR_ROW = "real data"  # the table's floor row (FID and KID of real images)
 
 
 class NotARunFolder(ValueError):
@@ -129,6 +130,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
                 dtype=float)
             record[f"{m} mean"] = values.mean()
             record[f"{m} std"] = values.std(ddof=1)  # NaN for one seed, never a fake 0
+            record[f"{m} ci95"] = stats.ci_halfwidth(record[f"{m} std"], values.count())
             if m in published.get("metrics", ()):
                 record[f"{m} (paper)"] = _num(published["numbers"].get(g["label"], {}).get(m))
         record["n"] = len(done)
@@ -137,46 +139,132 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
         for status, column in COUNTS.items():
             record[column] = int((sub["status"] == status).sum())
         records.append(record)
-    columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "(paper)")
+    columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "ci95", "(paper)")
                if part != "(paper)" or m in published.get("metrics", ())]
+    names = [g["name"] for g in groups]
+    floor = _floor_record(trials, metrics)
+    if floor:  # what real data scores at the evaluation's sizes: how far each row is from it
+        records.append({**floor, "n": 0, NOT_CONVERGED: 0, **{c: 0 for c in COUNTS.values()}})
+        names.append(FLOOR_ROW)
     table = pd.DataFrame.from_records(records, columns=[*columns, "n", NOT_CONVERGED,
                                                         *COUNTS.values()],
-                                      index=pd.Index([g["name"] for g in groups], name="label"))
+                                      index=pd.Index(names, name="label"))
+    table.attrs["floor"] = FLOOR_ROW if floor else None
     table.attrs["dataset"] = str(search.get("dataset", ""))
     table.attrs["metric"], table.attrs["mode"] = search.get("metric"), search.get("mode")
     table.attrs["notes"] = (notes + _preset_notes(groups, search.get("rows") or [])
                             + _order_notes(table, search)
+                            + _floor_notes(trials, table)
                             + _evaluation_notes(trials, metrics)
                             + _convergence_notes(trials, groups)
                             + _status_notes(trials, groups, table, search.get("rows") or [])
-                            + ([display.best_note()] if metrics else []))
+                            + ([display.best_note()] if metrics else [])
+                            + _resolution_notes(table))
     return table
 
 
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for display: cells "0.01471 ± 0.0006" (rounded to their spread,
-    engine/report/display.py), "0.008000 (n=1)", "—" where no trial completed, with columns
-    (dataset, display name: "FID (rec.) ↓") as the papers lay them out, then (trials, count)
-    for the counts that are not all zero. attrs["bold"]: the (row, column) positions of each
-    column's best within noise, which the Markdown and LaTeX tables set in bold."""
-    dataset = table.attrs.get("dataset", "")
-    columns: dict[tuple[str, str], list[str]] = {}
-    bold: set[tuple[int, int]] = set()
+def _floor_record(trials: pd.DataFrame, metrics: list[str]) -> dict:
+    """The "real data" row: for each FID or KID column eval/<score>_<set>, the mean over the
+    completed trials of eval/floor_<score>_<set> (the evaluation's real images against the
+    same reference, at the same sizes: one value per data set and size, so every trial
+    reports the same); {} where no trial reports a floor."""
+    done = trials[trials["status"] == "completed"] if len(trials) else trials
+    record = {}
+    for m in metrics:
+        floor = m.replace("eval/", "eval/floor_", 1)
+        if m.startswith(("eval/fid_", "eval/kid_")) and floor in done:
+            values = pd.to_numeric(done[floor], errors="coerce").dropna()
+            if len(values):
+                record[f"{m} mean"] = values.mean()
+    return record
+
+
+def _floor_notes(trials: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    if not table.attrs.get("floor"):
+        return []
+    return [f"{FLOOR_ROW}: what real images score on each FID and KID column, measured like "
+            "the rows (real images disjoint from the reference, as many as each column's "
+            "generated or reconstructed set, against the same reference); no row can be "
+            "expected below it, and a row's distance from it is what the column measures."]
+
+
+def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.Column]]:
+    """{metric: (display name, better, the column's comparison)} over the table's rows (not the
+    floor row)."""
+    rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
+    out = {}
     for metric in [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]:
-        mean, std, n = table[f"{metric} mean"], table[f"{metric} std"], table["n"]
         name, better = display.metric_name(metric)
         if metric == table.attrs.get("metric") and table.attrs.get("mode") in ("min", "max"):
             better = display.LOWER if table.attrs["mode"] == "min" else display.HIGHER
-        best = display.best_rows(mean.reset_index(drop=True), std.reset_index(drop=True),
-                                 n.reset_index(drop=True), better)
-        bold |= {(row, len(columns)) for row in best}
-        columns[(dataset, name)] = [display.cell(m, s, k) for m, s, k in zip(mean, std, n)]
+        out[metric] = (name, better, stats.compare(rows[f"{metric} mean"], rows[f"{metric} std"],
+                                                    rows["n"], better))
+    return out
+
+
+def _resolution_notes(table: pd.DataFrame) -> list[str]:
+    """Per column with a direction: how many adjacent pairs (in the mean's order) the seeds
+    resolve, and the seeds per row that would resolve the hardest one left."""
+    parts = []
+    for metric, (name, better, column) in _comparisons(table).items():
+        if better is None or len(column.tested) < 2:
+            continue
+        rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
+        adjacent = list(zip(column.tested, column.tested[1:]))
+        resolved = sum(bool(column.differ(a, b)) for a, b in adjacent)
+        text = (f"{name}: {resolved} of {len(adjacent)} adjacent pairs resolved "
+                f"({int(column.pairs['differ'].sum())} of {len(column.pairs)} pairs)")
+        hardest = stats.closest_unresolved(column, rows[f"{metric} mean"], rows[f"{metric} std"])
+        if hardest:
+            a, b, need = hardest
+            text += (f"; to tell {a} from {b} at this spread: "
+                     f"{stats.describe_seeds(need)}")
+        parts.append(text)
+    if not parts:
+        return []
+    return ["which rows the seeds resolve (Welch, Holm over each column's pairs; seeds needed "
+            f"for {stats.POWER:.0%} power at the observed means and spread, at Bonferroni's "
+            f"{stats.LEVEL:g}/pairs, enough for Holm): " + "; ".join(parts) + "."]
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for display: cells "0.01471 ± 0.0006" (the mean ± the half-width of its 95%
+    interval, rounded to it: engine/report/display.py) followed by the column's compact letters
+    where the seeds resolve any pair ("0.01471 ± 0.0006 ab"), "0.008000 (n=1)", "—" where no
+    trial completed, the floor row's values plain, with columns (dataset, display name: "FID
+    (rec.) ↓") as the papers lay them out, then (trials, count) for the counts that are not all
+    zero. attrs["bold"]: the (row, column) positions of each column's best within noise, which
+    the Markdown and LaTeX tables set in bold."""
+    dataset = table.attrs.get("dataset", "")
+    floor = table.attrs.get("floor")
+    columns: dict[tuple[str, str], list[str]] = {}
+    bold: set[tuple[int, int]] = set()
+    position = {row: i for i, row in enumerate(table.index)}
+    for metric, (name, better, column) in _comparisons(table).items():
+        mean, std, n = table[f"{metric} mean"], table[f"{metric} std"], table["n"]
+        ci = (table[f"{metric} ci95"] if f"{metric} ci95" in table else pd.Series(
+            [stats.ci_halfwidth(s, k) for s, k in zip(std, n)], index=table.index))
+        if better is not None:
+            bold |= {(position[row], len(columns)) for row in column.bold}
+        resolved = len({ch for text in column.letters.values() for ch in text}) > 1
+        cells = []
+        for row, m, half, k in zip(table.index, mean, ci, n):
+            if row == floor:
+                cells.append("—" if pd.isna(m) else display._sig(m))
+                continue
+            text = display.cell(m, half, k)
+            if resolved and column.letters.get(row):
+                text += f" {column.letters[row]}"
+            cells.append(text)
+        columns[(dataset, name)] = cells
         if f"{metric} (paper)" in table:
             columns[(dataset, f"{name} (paper)")] = [
                 "" if pd.isna(v) else f"{v:g}" for v in table[f"{metric} (paper)"]]  # as published
-    for column in ["n", NOT_CONVERGED, *COUNTS.values()]:
-        if column == "n" or table[column].any():
-            columns[("trials", column)] = [str(int(v)) for v in table[column]]
+    for column_name in ["n", NOT_CONVERGED, *COUNTS.values()]:
+        if column_name == "n" or table[column_name].any():
+            columns[("trials", column_name)] = [
+                "" if row == floor else str(int(v)) for row, v in zip(table.index,
+                                                                      table[column_name])]
     shown = pd.DataFrame(columns, index=table.index)
     shown.columns = pd.MultiIndex.from_tuples(list(columns), names=["dataset", "metric"])
     shown.attrs["bold"] = bold
@@ -199,7 +287,7 @@ def write_report(run_dir) -> str:
     trials, curves = load_trials(run), load_curves(run)
     table = ablation_table(trials, search)
     shown = format_table(table)
-    notes = table.attrs["notes"]
+    notes = table.attrs["notes"] + _stability_notes(curves, trials, search)
     title = _title(search, (run / "finished.json").is_file())
     markdown = _markdown(shown)
     note_lines = "".join(f"- {n}\n" for n in notes)
@@ -540,10 +628,13 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
     the labels to order by the paper's numbers on each of its data sets (only the run's own
     where the paper has it; default: every row it has), and optionally "caveat": why the
     comparison says little, appended to its sentence}. Ours are the rows' means on the run's
-    data set; ties keep the paper's order, so they count as agreeing."""
+    data set; ties keep the paper's order, so they count as agreeing. Each sentence says how
+    many of its pairs (and of the swapped ones) the column's Holm-corrected tests resolve: an
+    order the seeds do not resolve is not a finding."""
     paper = search.get("paper") or {}
     numbers, dataset = paper.get("numbers") or {}, search.get("dataset")
     notes = []
+    comparisons = None
     for spec in paper.get("orders") or []:
         metric = spec["metric"]
         of = metric.get if isinstance(metric, dict) else (lambda label, m=metric: m)
@@ -580,12 +671,22 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
             if missing:
                 head += f"without {', '.join(map(short.get, missing))} (no value), "
             mine = sorted(theirs, key=lambda label: (ours[label], theirs.index(label)))
-            swapped = sum(mine.index(a) > mine.index(b)
-                          for i, a in enumerate(theirs) for b in theirs[i + 1:])
+            swapped = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]
+                       if mine.index(a) > mine.index(b)]
             pairs = len(theirs) * (len(theirs) - 1) // 2
-            notes.append(head + ("the same order." if not swapped else
+            # a claimed order is only as good as the tests behind it: which pairs they resolve
+            comparisons = comparisons if comparisons is not None else _comparisons(table)
+
+            def resolved(pair_list) -> int:
+                return sum(bool(comparisons[of(a)][2].differ(a, b)) for a, b in pair_list
+                           if of(a) == of(b) and of(a) in comparisons)
+            every = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]]
+            notes.append(head + (f"the same order ({resolved(every)} of {pairs} pairs resolved "
+                                 "by the seeds)." if not swapped else
                                  f"{' < '.join(map(short.get, mine))}, which differs from the "
-                                 f"paper's ({swapped} of {pairs} pairs swapped).")
+                                 f"paper's ({len(swapped)} of {pairs} pairs swapped, "
+                                 f"{resolved(swapped)} of them resolved by the seeds; "
+                                 f"{resolved(every)} of {pairs} pairs resolved in all).")
                          + (f" Uninformative: {spec['caveat']}" if spec.get("caveat") else ""))
     return notes
 
@@ -613,6 +714,50 @@ def _convergence(lines: list[dict], search: dict) -> dict:
     if not checked:
         return {"converged": None, "still_moving": None}
     return {"converged": not moving, "still_moving": json.dumps(moving) if moving else None}
+
+
+STABILITY_AT = (0.5, 0.75)  # fractions of each trial's epochs the row order is compared at
+
+
+def _stability_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -> list[str]:
+    """Whether the budget decided the ranking: for the search metric and every FID logged
+    during training (val/fid*), Kendall's τ between the rows' order by their mean at 50% and
+    75% of each completed trial's epochs and their order at its end (1: the same order)."""
+    if curves.empty or not len(trials):
+        return []
+    done = trials[trials["status"] == "completed"]
+    names = {t: g["name"] for g in _groups(trials, search) for t in trials.loc[g["index"], "trial"]}
+    metric = search.get("metric")
+    watched = [metric, *sorted(m for m in curves["metric"].unique()
+                               if m.startswith("val/fid") and m != metric)]
+    from scipy.stats import kendalltau
+    parts = []
+    for name in watched:
+        data = curves[(curves["metric"] == name) & curves["trial"].isin(done["trial"])
+                      & np.isfinite(curves["value"])]
+        at: dict[float, dict[str, list[float]]] = {f: {} for f in (*STABILITY_AT, 1.0)}
+        for trial, sub in data.groupby("trial"):
+            sub = sub.sort_values("epoch")
+            last = int(sub["epoch"].iloc[-1])
+            for f in at:
+                upto = sub[sub["epoch"] <= math.ceil(f * last)]
+                if len(upto):
+                    at[f].setdefault(names.get(trial), []).append(float(upto["value"].iloc[-1]))
+        end = {row: np.mean(v) for row, v in at[1.0].items() if row is not None}
+        taus = []
+        for f in STABILITY_AT:
+            rows = [r for r in end if r in at[f]]
+            if len(rows) < 3:
+                break
+            tau = kendalltau([np.mean(at[f][r]) for r in rows], [end[r] for r in rows]).statistic
+            taus.append(f"{tau:.2f} at {f:.0%}")
+        if len(taus) == len(STABILITY_AT):
+            parts.append(f"{name}: {', '.join(taus)}")
+    if not parts:
+        return []
+    return ["row order during training against at the end (Kendall τ of the rows' mean over "
+            "seeds, at a share of each trial's epochs; 1: the same order, lower: the budget "
+            "still decided places): " + "; ".join(parts) + "."]
 
 
 def _convergence_notes(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
@@ -646,8 +791,10 @@ def _percent_range(changes: list[float]) -> str:
 
 def _status_notes(trials: pd.DataFrame, groups: list[dict], table: pd.DataFrame,
                   search_rows: list) -> list[str]:
-    notes = ["mean ± std (ddof=1) over the completed seeds of each row, n of them; diverged, "
-             "stopped-early, errored and unfinished trials are counted, not averaged."]
+    notes = ["mean ± the half-width of its 95% confidence interval (Student's t, n - 1 degrees "
+             "of freedom) over the completed seeds of each row, n of them (each seed's value in "
+             "trials.csv, the std in table.csv); diverged, stopped-early, errored and "
+             "unfinished trials are counted, not averaged."]
     if table.empty or not table["n"].any():
         notes.append(f"no trial has completed yet ({_status_counts(trials)}), so the table has "
                      "no numbers.")
@@ -765,7 +912,8 @@ def _latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
 
 # a table cell as display.cell writes it: "0.01471 ± 0.0006", "0.008000 (n=1)", "12.5 ± 3"
 _NUMBER = re.compile(r"^(?P<mi>-?\d+)(?P<mf>\.\d+)?"
-                     r"(?: ± (?P<si>\d+)(?P<sf>\.\d+)?)?(?P<note> \(n=\d+\))?$")
+                     r"(?: ± (?P<si>\d+)(?P<sf>\.\d+)?)?(?P<note> \(n=\d+\))?"
+                     r"(?: (?P<letters>[a-zA-Z]+))?$")
 
 
 def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
@@ -780,7 +928,7 @@ def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
 
     def widest(part: str) -> str:
         return max((m[part] or "" for m in found), key=len)
-    parts = {p: widest(p) for p in ("mi", "mf", "si", "sf", "note")}
+    parts = {p: widest(p) for p in ("mi", "mf", "si", "sf", "note", "letters")}
 
     def box(text: str, part: str, side: str, heavy: bool) -> str:
         if not parts[part]:
@@ -801,7 +949,9 @@ def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
         out.append(box(m["mi"], "mi", "r", heavy) + box(m["mf"] or "", "mf", "l", heavy)
                    + ((pm + box(m["si"] or "", "si", "r", heavy)
                        + box(m["sf"] or "", "sf", "l", heavy)) if parts["si"] else "")
-                   + box(_latex(m["note"] or ""), "note", "l", heavy))
+                   + box(_latex(m["note"] or ""), "note", "l", heavy)
+                   + (f"\\,\\textsuperscript{{{box(m['letters'] or '', 'letters', 'l', False)}}}"
+                      if parts["letters"] else ""))
     return out
 
 
@@ -842,8 +992,13 @@ def _curves_figure(curves: pd.DataFrame, names: dict, order, search: dict) -> Fi
 def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None = None,
                 names: dict | None = None) -> Figure:
     """Every table metric, one panel each (small multiples, 3 to a row): per row the mean over
-    completed seeds as a bar with a std error bar, and each completed seed's own value as a
-    point, so a reader sees the spread the table's ± summarises."""
+    completed seeds with its 95% interval, each completed seed's own value as a point, and the
+    column's compact letters above, on an axis fitted to the values (not from 0: the rows'
+    differences are what is read); the "real data" floor as a dashed line."""
+    floor_row = table.attrs.get("floor")
+    comparisons = _comparisons(table) if len(table) else {}
+    if floor_row:
+        floor_values, table = table.loc[floor_row], table.drop(index=[floor_row])
     metrics = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")] or [
         _table_metrics(pd.DataFrame(), search)[0]]
     cols = min(3, len(metrics))
@@ -858,10 +1013,12 @@ def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None =
         ax = fig.add_subplot(rows, cols, k + 1)
         mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
         std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
+        ci = np.array([stats.ci_halfwidth(s, int(n)) for s, n in zip(std, table["n"])])
         done = ~np.isnan(mean)
-        ax.bar(x[done], mean[done], color="C0", alpha=0.6)
-        spread = done & ~np.isnan(std)  # no error bar where one seed gives no std (not a zero one)
-        ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="k", capsize=3)
+        ax.scatter(x[done], mean[done], marker="_", s=300, color="C0", zorder=2, label="mean")
+        spread = done & ~np.isnan(ci)  # no interval where one seed gives no spread
+        ax.errorbar(x[spread], mean[spread], yerr=ci[spread], fmt="none", ecolor="C0",
+                    capsize=4, lw=1.5, label="95% interval")
         if metric in done_trials:
             at = [(position.get((names or {}).get(t)), v)
                   for t, v in zip(done_trials["trial"], pd.to_numeric(done_trials[metric],
@@ -872,12 +1029,23 @@ def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None =
                 offsets = np.linspace(-0.15, 0.15, 5)
                 ax.scatter([i + offsets[j % 5] for j, (i, _) in enumerate(at)],
                            [v for _, v in at], s=12, color="C3", zorder=3, label="seeds")
-        top = np.nanmax(np.abs(mean[done])) if done.any() else 1.0
+        if floor_row and np.isfinite(_num(floor_values.get(f"{metric} mean"))):
+            ax.axhline(floor_values[f"{metric} mean"], color="0.4", ls="--", lw=1,
+                       label=FLOOR_ROW)
+        column = comparisons.get(metric, (None, None, None))[2]
+        letters = column.letters if column is not None else {}
+        if len({ch for text in letters.values() for ch in text}) > 1:
+            for row, text in letters.items():
+                ax.annotate(text, (position[row], 1.0), xycoords=("data", "axes fraction"),
+                            ha="center", va="bottom", fontsize=8)
         for i, n in zip(x, table["n"]):
-            ax.text(i, 0.02 * top, f"n={n}" if done[i] else "—", ha="center", va="bottom",
-                    fontsize=7, color="w" if done[i] else "k")
+            ax.annotate(f"n={n}" if done[i] else "—", (i, 0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7)
         ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(table) - 0.4)
         name, _ = display.metric_name(metric)
-        ax.set(title=f"{name}: mean ± std, seeds as points")
-        ax.title.set_fontsize(9)
+        ax.set_title(f"{name}: mean, 95% interval, seeds as points", fontsize=9, pad=12)
+        if k == 0 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     return fig

@@ -2,14 +2,14 @@
 values rounded to the precision their spread over seeds allows, and the best of each column
 marked together with every row the seeds cannot tell from it.
 
-Rounding: the spread (std over seeds) keeps one significant digit, two where it begins with 1
+Rounding: the spread (the 95% interval's half-width) keeps one significant digit, two where it begins with 1
 (0.0005977 -> 0.0006, 0.00149 -> 0.0015), and the mean one digit past the spread's last
 (0.01471 ± 0.0006): a reader sees every digit the seeds support and one more, no false
 precision. A mean without a spread (one seed) keeps 4 significant digits.
 
-Best within noise: per column with a direction, the best mean, and every row that Welch's
-t-test (scipy.stats.ttest_ind_from_stats: each row's mean, std and seed count) cannot tell
-from it at the 5% level. A row of one seed has no spread to test with: it is marked only
+Best within noise: per column with a direction, the best mean, every row that the column's
+Holm-corrected pairwise Welch tests cannot tell from it, and every row whose mean lies between
+(engine/report/stats.py). A row of one seed has no spread to test with: it is marked only
 where it is the best itself.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from scipy.stats import ttest_ind_from_stats
 
-NOISE_LEVEL = 0.05  # Welch's p below which a row is told apart from the best
+from engine.report import stats
+
 LOWER, HIGHER = "↓", "↑"
 
 # metric name after its split ("test/", "eval/", "val/") -> (display name, better direction);
@@ -102,31 +102,21 @@ def cell(mean: float, std: float, n: int) -> str:
 
 
 def best_rows(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None) -> set:
-    """The index labels to mark in one column: the best mean and every row Welch's test over
-    the seeds cannot tell from it (p >= NOISE_LEVEL); none without a direction."""
-    have = mean.notna()
-    if better is None or not have.any():
+    """The index labels to mark in one column: the best mean and every row the seeds cannot
+    tell from it (Welch's t-tests, Holm-corrected over the column's pairs, and closed upwards
+    in the mean: engine/report/stats.py); none without a direction."""
+    if better is None or not mean.notna().any():
         return set()
-    best = (mean[have].idxmin() if better == LOWER else mean[have].idxmax())
-    marked = {best}
-    m0, s0, n0 = mean[best], std[best], n[best]
-    for row in mean[have].index:
-        if row == best or n[row] < 2 or n0 < 2 or pd.isna(std[row]) or pd.isna(s0):
-            continue
-        if s0 == 0 and std[row] == 0:
-            same = mean[row] == m0  # no spread at all: only an equal mean is "the same"
-        else:
-            p = ttest_ind_from_stats(m0, s0, int(n0), mean[row], std[row], int(n[row]),
-                                     equal_var=False).pvalue
-            same = not p < NOISE_LEVEL  # a NaN p (no spread to test) counts as the same
-        if same:
-            marked.add(row)
-    return marked
+    return stats.compare(mean, std, n, better).bold
 
 
 def best_note() -> str:
     return (f"bold: the best mean of each column with a direction ({LOWER} lower is better, "
-            f"{HIGHER} higher), and every row that Welch's t-test over its seeds cannot tell "
-            f"from it (p ≥ {NOISE_LEVEL:g}); a row of one seed is bold only where it is the "
-            "best. Values are rounded to their spread: the std to one significant digit (two "
-            "where it begins with 1), the mean to one digit more.")
+            f"{HIGHER} higher), every row that shares a letter with it, and every row whose "
+            "mean is better than a bold row's (so bold is monotone in the mean); a row of one "
+            "seed is bold only where it is the best. Letters: two rows that share a letter in "
+            "a column cannot be told apart by Welch's t-test of every pair of rows with Holm's "
+            f"correction over the column's pairs (family-wise {stats.LEVEL:.0%}); a column "
+            "whose rows all share one letter shows none. Values are rounded to their interval: "
+            "the half-width to one significant digit (two where it begins with 1), the mean to "
+            "one digit more.")

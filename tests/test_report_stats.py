@@ -1,0 +1,206 @@
+"""The statistics behind the table (engine/report/stats.py): intervals, Holm-corrected pairwise
+tests, compact letters, the monotone bold rule, seeds needed, and their place in the report
+(the "real data" floor row, the order-stability and resolution notes). Checked against
+scipy's own intervals and tests on the seeds, Holm computed by hand, and the power of the
+t-test computed from the noncentral t distribution."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from engine import report
+from engine.report import stats
+from test_report import UT, _search, make_run
+
+
+def _summary(seeds: dict) -> tuple[pd.Series, pd.Series, pd.Series]:
+    mean = pd.Series({k: np.mean(v) for k, v in seeds.items()})
+    std = pd.Series({k: np.std(v, ddof=1) if len(v) > 1 else np.nan for k, v in seeds.items()})
+    return mean, std, pd.Series({k: len(v) for k, v in seeds.items()})
+
+
+def test_the_interval_is_scipys_t_interval_of_the_seeds():
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 10):
+        x = rng.normal(3.0, 0.5, n)
+        low, high = sps.t.interval(0.95, n - 1, loc=x.mean(), scale=sps.sem(x))
+        assert stats.ci_halfwidth(np.std(x, ddof=1), n) == pytest.approx((high - low) / 2)
+    assert stats.ci_halfwidth(0.1, 3) == pytest.approx(4.302653 * 0.1 / math.sqrt(3))
+    assert math.isnan(stats.ci_halfwidth(0.1, 1)) and math.isnan(stats.ci_halfwidth(math.nan, 3))
+
+
+def _holm_by_hand(p: dict, alpha=0.05) -> set:
+    """Holm's step-down procedure written out: the pairs it rejects."""
+    rejected, m = set(), len(p)
+    for k, pair in enumerate(sorted(p, key=p.get)):
+        if p[pair] >= alpha / (m - k):
+            break
+        rejected.add(pair)
+    return rejected
+
+
+def test_pairwise_tests_are_welchs_on_the_seeds_with_holms_correction():
+    rng = np.random.default_rng(7)
+    seeds = {"A": rng.normal(1.0, 0.05, 4), "B": rng.normal(1.05, 0.05, 4),
+             "C": rng.normal(1.3, 0.05, 4), "D": rng.normal(1.32, 0.3, 3),
+             "E": rng.normal(2.0, 0.05, 5)}
+    column = stats.compare(*_summary(seeds), "↓")
+    p = {(a, b): sps.ttest_ind(seeds[a], seeds[b], equal_var=False).pvalue
+         for a, b in itertools.combinations(column.tested, 2)}
+    for a, b, got in zip(column.pairs.a, column.pairs.b, column.pairs.p):
+        assert got == pytest.approx(p[(a, b)])
+    rejected = _holm_by_hand(p)
+    for a, b in p:
+        assert column.differ(a, b) == ((a, b) in rejected) == column.differ(b, a)
+    assert 0 < len(rejected) < len(p)  # the example resolves some pairs and not others
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_two_rows_share_a_letter_exactly_where_the_test_does_not_tell_them_apart(seed):
+    rng = np.random.default_rng(seed)
+    rows = list("ABCDEFG")[:rng.integers(2, 8)]
+    pairs = list(itertools.combinations(rows, 2))
+    different = [pq for pq in pairs if rng.random() < 0.5]
+    got = stats.letters(rows, different)
+    for a, b in pairs:
+        assert bool(set(got[a]) & set(got[b])) == ((a, b) not in different)
+    assert all(got[r] for r in rows) and "a" in got[rows[0]]  # the best row's letter is "a"
+
+
+def test_letters_of_an_ordered_chain():
+    # A < B < C by mean; only A and C differ: A "a", B "ab", C "b"
+    assert stats.letters(["A", "B", "C"], [("A", "C")]) == {"A": "a", "B": "ab", "C": "b"}
+    assert stats.letters(["A", "B"], []) == {"A": "a", "B": "a"}
+
+
+def test_bold_is_monotone_in_the_mean():
+    """The issue's case: the worst mean, with a wide spread, cannot be told from the best,
+    while a better mean with a tight spread can. Bold must not skip the better one."""
+    seeds = {"RAE": [190, 198, 206], "UAE": [890, 893, 896], "VAE": [700, 998, 1296]}
+    mean, std, n = _summary(seeds)
+    column = stats.compare(mean, std, n, "↓")
+    assert column.differ("RAE", "UAE") and not column.differ("RAE", "VAE")
+    assert column.bold == {"RAE", "UAE", "VAE"}
+    # every marked row's mean is better than every unmarked row's, over random columns
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        seeds = {k: rng.normal(rng.uniform(0, 3), rng.uniform(0.01, 1.5), rng.integers(2, 6))
+                 for k in "ABCDEF"}
+        mean, std, n = _summary(seeds)
+        for better in ("↓", "↑"):
+            bold = stats.compare(mean, std, n, better).bold
+            sign = 1 if better == "↓" else -1
+            rest = [sign * mean[k] for k in seeds if k not in bold]
+            assert not rest or max(sign * mean[k] for k in bold) <= min(rest)
+
+
+def test_one_seed_rows_are_untested_and_bold_only_as_the_best():
+    seeds = {"A": [1.0], "B": [1.1, 1.2, 1.15], "C": [1.12, 1.18, 1.2]}
+    column = stats.compare(*_summary(seeds), "↓")
+    assert column.bold == {"A"} and "A" not in column.letters
+    column = stats.compare(*_summary({**seeds, "A": [2.0]}), "↓")
+    assert "A" not in column.bold and column.bold >= {"B"}
+
+
+def _power(n: int, effect: float, alpha: float) -> float:
+    """Two-sided two-sample t-test power with n per group, from the noncentral t."""
+    df, nc = 2 * n - 2, effect * math.sqrt(n / 2)
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc)
+
+
+def test_seeds_needed_is_the_smallest_n_with_80_percent_power():
+    for (m1, s1, m2, s2, pairs) in [(198, 20, 212, 25, 28), (1.0, 0.1, 1.2, 0.1, 1),
+                                    (0.05, 0.004, 0.052, 0.003, 6)]:
+        need = stats.seeds_needed(m1, s1, m2, s2, pairs)
+        effect = abs(m1 - m2) / math.sqrt((s1 ** 2 + s2 ** 2) / 2)
+        alpha = 0.05 / pairs
+        assert _power(int(need), effect, alpha) >= 0.8 > _power(int(need) - 1, effect, alpha)
+    assert math.isinf(stats.seeds_needed(1.0, 0.1, 1.0, 0.1, 3))  # equal means: never
+    assert math.isinf(stats.seeds_needed(1.0, 1.0, 1.0001, 1.0, 3))  # beyond 1,000
+    assert math.isnan(stats.seeds_needed(1.0, 0.0, 2.0, 0.0, 3))  # no spread: no estimate
+
+
+def _fid_run(tmp_path, floor=True):
+    """make_run with FIDs and KIDs on every completed trial, and their floors."""
+    run = make_run(tmp_path, fid=True)
+    search = _search(run)
+    search["table_metrics"] = ["test/mse", "eval/fid_rec"]
+    (run / "search.json").write_text(json.dumps(search))
+    for folder in run.iterdir():
+        path = folder / "result.json"
+        if not path.is_file():
+            continue
+        lines = [json.loads(t) for t in path.read_text().splitlines() if t.endswith("}")]
+        if lines and lines[-1].get("status") == "completed":
+            lines[-1]["eval/kid_rec"] = lines[-1]["eval/fid_rec"] / 1000
+            if floor:
+                lines[-1].update({"eval/floor_fid_rec": 12.5, "eval/floor_kid_rec": 0.004})
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return run
+
+
+def test_the_real_data_row_shows_the_floor_and_takes_no_part_in_the_comparison(tmp_path):
+    run = _fid_run(tmp_path)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    assert list(table.index)[-1] == report.FLOOR_ROW
+    assert table.loc[report.FLOOR_ROW, "eval/fid_rec mean"] == 12.5
+    assert table.loc[report.FLOOR_ROW, "eval/kid_rec mean"] == 0.004
+    assert np.isnan(table.loc[report.FLOOR_ROW, "test/mse mean"])  # no floor for the MSE
+    shown = report.format_table(table)
+    assert shown.loc[report.FLOOR_ROW, ("digits", "FID (rec.) ↓")] == "12.50"
+    assert shown.loc[report.FLOOR_ROW, ("trials", "n")] == ""
+    floor = list(table.index).index(report.FLOOR_ROW)
+    assert not any(row == floor for row, _ in shown.attrs["bold"])  # lower, yet never bold
+    assert any("real data: what real images score" in n for n in table.attrs["notes"])
+    md = report.write_report(run)
+    assert "| real data" in md
+    (tmp_path / "b").mkdir()
+    without = report.ablation_table(report.load_trials(_fid_run(tmp_path / "b", floor=False)),
+                                    _search(run))
+    assert report.FLOOR_ROW not in without.index and without.attrs["floor"] is None
+
+
+def test_letters_and_seeds_needed_in_the_table_and_its_notes(tmp_path):
+    # five seeds in each of three rows: A and B close, C far off
+    rng = np.random.default_rng(0)
+    values = {"A": rng.normal(0.010, 0.001, 5), "B": rng.normal(0.0105, 0.001, 5),
+              "C": rng.normal(0.020, 0.001, 5)}
+    rows = [(k, {"beta": b}) for k, b in zip(values, (1.0, 2.0, 3.0))]
+    trials = [(r, s, "completed", float(values[k][s])) for r, k in enumerate(values)
+              for s in range(5)]
+    run = make_run(tmp_path, trials=trials, rows=rows)
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    shown = report.format_table(table)
+    cells = shown[("digits", "MSE ↓")]
+    assert cells["A"].endswith(" a") and cells["B"].endswith(" a") and cells["C"].endswith(" b")
+    notes = " ".join(table.attrs["notes"])
+    need = stats.seeds_needed(values["A"].mean(), values["A"].std(ddof=1),
+                              values["B"].mean(), values["B"].std(ddof=1), 3)
+    assert f"MSE ↓: 1 of 2 adjacent pairs resolved (2 of 3 pairs); to tell A from B at this " \
+           f"spread: ≈ {int(need)} seeds per row" in notes
+    tex = report._latex_table(shown, [])
+    assert r"\textsuperscript{" in tex  # the letters, set small after the interval
+
+
+def test_order_stability_is_kendalls_tau_of_the_rows_during_training_against_the_end(tmp_path):
+    run = make_run(tmp_path)
+    trials, curves = report.load_trials(run), report.load_curves(run)
+    # rewrite val/mse so that the order of the three rows at epoch 2 (of 3) is reversed at 3
+    at = {("VAE (beta=1)", 2): 1.0, (UT, 2): 2.0, ("VAE (beta=0.5)", 2): 3.0,
+          ("VAE (beta=1)", 3): 3.0, (UT, 3): 2.0, ("VAE (beta=0.5)", 3): 1.0}
+    names = {t: g["name"] for g in report._groups(trials, _search(run))
+             for t in trials.loc[g["index"], "trial"]}
+    val = curves["metric"] == "val/mse"
+    curves.loc[val, "value"] = [at.get((names[t], e), 9.0) for t, e in
+                                zip(curves.loc[val, "trial"], curves.loc[val, "epoch"])]
+    [note] = report._stability_notes(curves, trials, _search(run))
+    # at 50% of 3 epochs: epoch 2 (ceil 1.5), reversed: τ = -1; at 75%: epoch 3, the same: 1
+    want = sps.kendalltau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]).statistic
+    assert want == -1 and "val/mse: -1.00 at 50%, 1.00 at 75%" in note
