@@ -204,3 +204,23 @@ def test_order_stability_is_kendalls_tau_of_the_rows_during_training_against_the
     # at 50% of 3 epochs: epoch 2 (ceil 1.5), reversed: τ = -1; at 75%: epoch 3, the same: 1
     want = sps.kendalltau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]).statistic
     assert want == -1 and "val/mse: -1.00 at 50%, 1.00 at 75%" in note
+
+
+def test_the_order_sentence_counts_the_pairs_the_seeds_resolve():
+    paper = {"source": "P", "numbers": {"mnist": {"A": {"m": 1.0}, "B": {"m": 2.0},
+                                                  "C": {"m": 3.0}}},
+             "orders": [{"metric": "m"}]}
+    # A and B three seeds each, far apart; C as close to B as the spread: unresolved
+    seeds = {"A": [0.10, 0.11, 0.12], "B": [0.50, 0.52, 0.54], "C": [0.40, 0.60, 0.56]}
+    mean, std, n = _summary(seeds)
+    table = pd.DataFrame({"m mean": mean, "m std": std, "n": n})
+    column = stats.compare(mean, std, n, None)
+    assert column.differ("A", "B") and column.differ("A", "C") and not column.differ("B", "C")
+    note, = report._order_notes(table, {"paper": paper, "dataset": "digits"})
+    assert note.endswith("ours on digits: the same order (2 of 3 pairs resolved by the seeds).")
+    # C's mean now below B's: the one swapped pair is the unresolved one; A against C, now
+    # 0.34 apart at C's wide spread (Welch p ≈ 0.03), no longer passes Holm's 0.05/2
+    table.loc["C", "m mean"] = 0.45
+    note, = report._order_notes(table, {"paper": paper, "dataset": "digits"})
+    assert note.endswith("A < C < B, which differs from the paper's (1 of 3 pairs swapped, 0 of "
+                         "them resolved by the seeds; 1 of 3 pairs resolved in all).")

@@ -206,19 +206,22 @@ def test_the_report_says_plainly_where_our_order_differs_from_the_papers():
                                                   "C": {"m": 3.0}}},
              "orders": [{"metric": "m"}]}
     same, = _order({"A": 0.1, "B": 0.2, "C": 0.3}, "m", paper)
-    assert same == "order by m (ascending), P on mnist: A < B < C; ours on digits: the same order."
+    assert same == ("order by m (ascending), P on mnist: A < B < C; ours on digits: the same "
+                    "order (0 of 3 pairs resolved by the seeds).")
     differs, = _order({"A": 0.3, "B": 0.2, "C": 0.1}, "m", paper)
     assert differs.endswith("ours on digits: C < B < A, which differs from the paper's "
-                            "(3 of 3 pairs swapped).")
+                            "(3 of 3 pairs swapped, 0 of them resolved by the seeds; 0 of 3 "
+                            "pairs resolved in all).")
     # a row without a value is named and the others' order still compared
     missing, = _order({"A": 0.3, "B": math.nan, "C": 0.1}, "m", paper)
     assert missing.endswith("ours on digits: without B (no value), C < A, which differs from "
-                            "the paper's (1 of 1 pairs swapped).")
+                            "the paper's (1 of 1 pairs swapped, 0 of them resolved by the "
+                            "seeds; 0 of 1 pairs resolved in all).")
     alone, = _order({"A": 0.1, "B": math.nan}, "m", paper)
     assert alone.endswith("ours on digits: not comparable, no value for B.")
     # ties keep the paper's order; rows this run does not have are left out
-    assert _order({"A": 0.1, "B": 0.1}, "m", paper)[0].endswith("A < B; ours on digits: "
-                                                                 "the same order.")
+    assert _order({"A": 0.1, "B": 0.1}, "m", paper)[0].endswith(
+        "A < B; ours on digits: the same order (0 of 1 pairs resolved by the seeds).")
     # a claim from the paper's text; a shared stem named once; a metric per row
     claim = {"numbers": {}, "orders": [{"metric": {"s x=1": "m", "s x=2": "n"},
                                         "what": "M", "ascending": ["s x=2", "s x=1"],
@@ -227,9 +230,9 @@ def test_the_report_says_plainly_where_our_order_differs_from_the_papers():
                           "n mean": {"s x=1": math.nan, "s x=2": 1.0}})
     note, = report._order_notes(table, {"paper": claim, "dataset": "digits"})
     assert note == ("order of s x=… by M (ascending), Sec. 4: 2 < 1; ours on digits: "
-                    "the same order.")
+                    "the same order (0 of 1 pairs resolved by the seeds).")
     # a comparison the study knows to say little carries its reason in the same sentence
     claim["orders"][0]["caveat"] = "the model reconstructs one image for every input."
     note, = report._order_notes(table, {"paper": claim, "dataset": "digits"})
-    assert note.endswith("the same order. Uninformative: the model reconstructs one image for "
-                         "every input.")
+    assert note.endswith("the same order (0 of 1 pairs resolved by the seeds). Uninformative: "
+                         "the model reconstructs one image for every input.")

@@ -197,8 +197,10 @@ def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.
         name, better = display.metric_name(metric)
         if metric == table.attrs.get("metric") and table.attrs.get("mode") in ("min", "max"):
             better = display.LOWER if table.attrs["mode"] == "min" else display.HIGHER
-        out[metric] = (name, better, stats.compare(rows[f"{metric} mean"], rows[f"{metric} std"],
-                                                    rows["n"], better))
+        nothing = pd.Series(math.nan, index=rows.index)  # a table of means alone: no tests
+        out[metric] = (name, better, stats.compare(rows[f"{metric} mean"],
+                                                    rows.get(f"{metric} std", nothing),
+                                                    rows.get("n", nothing.fillna(0)), better))
     return out
 
 
