@@ -205,7 +205,10 @@ def test_the_evaluations_inception_feature_space_and_auto_choice(hub, fid_state_
     assert features.resolve_auto((3, 64, 64), None) == "inception"  # a real set's test split
     assert features.resolve_auto((1, 8, 8), 2049) == "classifier"  # 8 px does not suit it
     assert features.resolve_auto((1, 28, 28), 2048) == "classifier"  # no full-rank covariance
-    space = features.choose_features(big, "inception", torch.device("cpu"))
+    # raw (no reference split to standardize by: this fake data set has none)
+    space = features.choose_features(big, "inception", torch.device("cpu"),
+                                     reference_split=None)
     assert space.name == "inception-pool3" and space.dim == 2048 and space.has_inception_logits
+    assert space.reports_raw and space.standardization is None  # the papers' FID kept
     feats, logits = features.extract(space, torch.rand(3, 1, 28, 28), torch.device("cpu"))
     assert feats.shape == (3, 2048) and logits.shape == (3, 1008)

@@ -11,8 +11,17 @@ Groups (the paper table each serves):
 - "fid" (UAE Table 2; Takida Tables 4-6; Dai & Wipf Table 1; MVU-AE Table 2): eval/fid_rec,
   eval/fid_sample_<density> (prior, gmm10, gmm100, second_stage), eval/fid_interp_mid /
   _rand (Takida Table 5), and beside each FID its KID (eval/kid_<set>, eval/kid_std_<set>:
-  unbiased at small reference sets), eval/precision_<set> / eval/recall_<set>, eval/is_<set>
-  (Inception only).
+  unbiased at small reference sets; the std NaN, noted "n/a", where the KID subsets cannot
+  differ), eval/precision_<set> / eval/recall_<set>, eval/is_<set> (Inception only). FID and
+  KID are computed on features standardized by the reference split's mean and total s.d.
+  (engine/eval/metrics/features.py): in the classifier's space eval/fid_<set> and
+  eval/kid_<set> are the standardized ones; in Inception's, eval/fid_<set> and eval/kid_<set>
+  stay the papers' raw ones (comparable with published numbers) and eval/fidz_<set>,
+  eval/kidz_<set> are the standardized ones. The floor beside each: eval/floor_fid_<set>,
+  eval/floor_kid_<set> (and floor_fidz / floor_kidz with Inception), what real images
+  disjoint from the reference split score against it at the set's own size (or all there are:
+  val first, then test or train), computed once per machine (features.real_floor); the note
+  "floor" says which images.
 - "latent" (MVU-AE Table 4): eval/latent_var, eval/ppl.
 - "likelihood" (Takida Table 7): eval/nll (k-sample importance weighting), eval/nll_bpd.
 - "variance" (Takida Table 3): eval/sigma_x2, the model's decoder variance Sigma_x estimated
@@ -43,9 +52,11 @@ import models
 from engine.data import cell_masks
 from engine.eval.metrics import evaluating
 from engine.eval.metrics import sample_quality as sq
-from engine.eval.metrics.sample_quality import inception_score, kid, precision_recall
+from engine.eval.metrics.sample_quality import (NO_SUBSET_SPREAD, inception_score, kid,
+                                                precision_recall, subsets_differ)
 from engine.eval.metrics.diagnostics import encoder_spectrum, gradient_variance, takida_table1
-from engine.eval.metrics.features import NotComputed, choose_features, extract, reference
+from engine.eval.metrics.features import (NotComputed, choose_features, extract, real_floor,
+                                          reference)
 from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
 from engine.eval.metrics.latent import encoded_latents, latent_variance, perceptual_path_length
 from engine.eval.metrics.likelihood import NotComputable, decoder_variance_map, iwae_nll
@@ -289,49 +300,89 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
     return sets
 
 
+FID_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "floor_fid", "floor_kid")
+
+
 @torch.no_grad()
 def fid(ctx: Context) -> dict:
     s = ctx.settings
     sets = _image_sets(ctx)
-    names = [f"eval/{k}_{n}" for n in sets
-             for k in ("fid", "kid", "kid_std", "precision", "recall")]
     try:
-        space = choose_features(ctx.data, s.features, ctx.device, s.inception_weights)
+        space = choose_features(ctx.data, s.features, ctx.device, s.inception_weights,
+                                reference_split=s.reference_split)
         ref = reference(ctx.data, s.reference_split, space, ctx.device)
+        raw_ref = (reference(ctx.data, s.reference_split, space.raw(), ctx.device)
+                   if space.reports_raw else None)
     except (NotComputed, TooFewSamples) as e:
-        return {n: str(e) for n in names}
-    ctx.notes["features"] = f"{space.name}: {space.description}"
+        keys = FID_KEYS + (("fidz", "kidz") if s.features == "inception" else ())
+        return {f"eval/{k}_{n}": str(e) for n in sets for k in keys}
+    ctx.notes["features"] = space.label
+    z = space.standardization
     out: dict = {}
+    floors: dict[int, str] = {}  # n -> where the floor's images came from
     for name, make in sets.items():
         try:  # the images and their features (a GMM that cannot be fitted fails here)
-            feats, logits = _features_of(space, make(), ctx.device, s.batch_size)
+            raw, logits = _features_of(space, make(), ctx.device, s.batch_size)
         except Exception as e:  # noqa: BLE001
             out.update({f"eval/{k}_{name}": f"failed: {type(e).__name__}: {e}"
-                        for k in ("fid", "kid", "kid_std", "precision", "recall")})
+                        for k in FID_KEYS})
             continue
-        _guarded(out, [f"eval/fid_{name}"], lambda: {
-            f"eval/fid_{name}": frechet_distance(ref.stats, statistics(feats))})
-        _guarded(out, [f"eval/kid_{name}", f"eval/kid_std_{name}"], lambda: dict(zip(
-            (f"eval/kid_{name}", f"eval/kid_std_{name}"),
-            kid(ref.features, feats, s.kid_subsets, s.kid_subset_size, seed=ctx.seed,
-                device=ctx.device))))
+        feats = z.apply(raw)
+        # standardized FID and KID; in a space that reports raw ones (Inception), the papers'
+        # raw FID and KID under the usual names, the standardized ones as fidz / kidz
+        fid_name, kid_name = ("fidz", "kidz") if space.reports_raw else ("fid", "kid")
+        _guarded(out, [f"eval/{fid_name}_{name}"], lambda: {
+            f"eval/{fid_name}_{name}": frechet_distance(ref.stats, statistics(feats))})
+        if space.reports_raw and isinstance(out.get(f"eval/fidz_{name}"), float):
+            out[f"eval/fid_{name}"] = out[f"eval/fidz_{name}"] * z.scale ** 2  # exact
+        kids = [(kid_name, ref.features, feats)]
+        if space.reports_raw:
+            kids.append(("kid", raw_ref.features, raw))
+        for k, real, fake in kids:
+            _guarded(out, [f"eval/{k}_{name}", f"eval/{k}_std_{name}"], lambda: dict(zip(
+                (f"eval/{k}_{name}", f"eval/{k}_std_{name}"),
+                kid(real, fake, s.kid_subsets, s.kid_subset_size, seed=ctx.seed,
+                    device=ctx.device))))
+            if not subsets_differ(len(real), len(fake), s.kid_subset_size):
+                ctx.notes[f"eval/{k}_std_{name}"] = NO_SUBSET_SPREAD
         _guarded(out, [f"eval/precision_{name}", f"eval/recall_{name}"], lambda: dict(zip(
             (f"eval/precision_{name}", f"eval/recall_{name}"),
             precision_recall(ref.features, feats, s.pr_k, device=ctx.device, seed=ctx.seed))))
         if logits is not None and space.has_inception_logits:
             _guarded(out, [f"eval/is_{name}"],
                      lambda: {f"eval/is_{name}": inception_score(logits)})
+        _guarded(out, [f"eval/floor_fid_{name}", f"eval/floor_kid_{name}"],
+                 lambda: _floor(ctx, space, name, len(raw), floors))
+    if floors:
+        ctx.notes["floor"] = (
+            f"real data (eval/floor_fid_<set>, eval/floor_kid_<set>): against the "
+            f"{len(ref.features):,} {s.reference_split} images, "
+            + "; ".join(f"at {n:,} images: {where}" for n, where in sorted(floors.items())))
     if not space.has_inception_logits:
         ctx.notes["eval/is_*"] = (f"the Inception Score needs Inception's classes; FID here is "
                                   f"in {space.name}")
     return out
 
 
+def _floor(ctx: Context, space, name: str, n: int, floors: dict) -> dict:
+    """eval/floor_fid_<name>, eval/floor_kid_<name> (and floor_fidz / floor_kidz where the
+    space reports raw values): real images disjoint from the reference split, as many as the
+    set has (or all there are), against the reference; cached per machine (real_floor)."""
+    s = ctx.settings
+    f = real_floor(ctx.data, s.reference_split, space, n, ctx.device, s.kid_subsets,
+                   s.kid_subset_size, s.batch_size)
+    floors[n] = f"{f['images']}" + ("" if f["n"] == n else f" (all there are of {n:,})")
+    if space.reports_raw:
+        return {f"eval/floor_fid_{name}": f["fid_raw"], f"eval/floor_kid_{name}": f["kid_raw"],
+                f"eval/floor_fidz_{name}": f["fid"], f"eval/floor_kidz_{name}": f["kid"]}
+    return {f"eval/floor_fid_{name}": f["fid"], f"eval/floor_kid_{name}": f["kid"]}
+
+
 def _features_of(space, batches, device, batch_size: int
                  ) -> tuple[np.ndarray, np.ndarray | None]:
     feats, logits = [], []
     for images in batches:
-        f, lg = extract(space, images, device, batch_size)
+        f, lg = extract(space, images, device, batch_size, raw=True)
         feats.append(f)
         if lg is not None:
             logits.append(lg)

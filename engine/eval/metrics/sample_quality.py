@@ -14,10 +14,13 @@ each ex-post density and of interpolations; precision and recall; Inception Scor
   squared MMD between the two feature sets under the cubic polynomial kernel
   k(x, y) = (x·y / d + 1)³, averaged over random subsets as torch-fidelity and torchmetrics
   do. Unlike FID it is unbiased at any sample size, which matters where the reference split
-  is small (the embedded data sets' few hundred to thousand test images).
+  is small (the embedded data sets' few hundred to thousand test images). The evaluation
+  computes it on standardized features (engine/eval/metrics/features.py), where it reads in
+  its usual 1e-3..1 range; its std is NaN where the subsets cannot differ.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -106,19 +109,33 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     3, gamma 1/d, coef 1) between `subset_size` real and as many fake features, each subset
     drawn without replacement, both cut to the smaller set's size where they are smaller (a
     subset then holds every feature of that set, in another order). The std is the
-    population one (ddof 0), as torchmetrics' and torch-fidelity's. Computed in float64 on
-    `device` (a GPU's: 100 subsets of 1,000 2,048-d Inception features are ~1 TFLOP)."""
+    population one (ddof 0), as torchmetrics' and torch-fidelity's; NaN where the subsets
+    cannot differ (`subsets_differ`: the subset size covers both sets, so every draw is the
+    one full-set estimate, computed once; a std there would be round-off). Computed in
+    float64 on `device` (a GPU's: 100 subsets of 1,000 2,048-d Inception features are ~1
+    TFLOP)."""
     from torchmetrics.image.kid import poly_mmd
     n = min(subset_size, len(real), len(fake))
     if n < 2:
         raise ValueError(f"KID needs 2 or more features in each set, has {n}")
-    r = torch.from_numpy(np.asarray(real, dtype=np.float64)).to(device)
-    f = torch.from_numpy(np.asarray(fake, dtype=np.float64)).to(device)
+    r = torch.from_numpy(np.ascontiguousarray(real, dtype=np.float64)).to(device)
+    f = torch.from_numpy(np.ascontiguousarray(fake, dtype=np.float64)).to(device)
+    if not subsets_differ(len(real), len(fake), subset_size):
+        return float(poly_mmd(r, f)), math.nan
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same subsets on any device
     values = torch.stack([poly_mmd(r[torch.randperm(len(r), generator=gen)[:n].to(r.device)],
                                    f[torch.randperm(len(f), generator=gen)[:n].to(f.device)])
                           for _ in range(subsets)])
     return float(values.mean()), float(values.std(unbiased=False))
+
+
+def subsets_differ(n_real: int, n_fake: int, subset_size: int) -> bool:
+    """Whether KID's random subsets can differ: not where the subset size is at least both
+    sets' sizes (every subset is then both whole sets)."""
+    return min(subset_size, n_real, n_fake) < max(n_real, n_fake)
+
+
+NO_SUBSET_SPREAD = "n/a: subsets cannot differ (the KID subset size covers both sets)"
 
 
 # --- Inception Score ---
