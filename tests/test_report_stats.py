@@ -81,12 +81,18 @@ def test_letters_of_an_ordered_chain():
 
 def test_bold_is_monotone_in_the_mean():
     """The issue's case: the worst mean, with a wide spread, cannot be told from the best,
-    while a better mean with a tight spread can. Bold must not skip the better one."""
+    while a better mean with a tight spread can. Bold must not skip the better one for it,
+    nor mark the one shown worse than the best."""
     seeds = {"RAE": [190, 198, 206], "UAE": [890, 893, 896], "VAE": [700, 998, 1296]}
     mean, std, n = _summary(seeds)
     column = stats.compare(mean, std, n, "↓")
     assert column.differ("RAE", "UAE") and not column.differ("RAE", "VAE")
-    assert column.bold == {"RAE", "UAE", "VAE"}
+    assert column.bold == {"RAE"}
+    # and where the unresolved row comes first in the means, both are bold
+    seeds = {"RAE": [190, 198, 206], "UAE": [150, 400, 650], "VAE": [890, 893, 896]}
+    column = stats.compare(*_summary(seeds), "↓")
+    assert not column.differ("RAE", "UAE") and column.differ("RAE", "VAE")
+    assert column.bold == {"RAE", "UAE"}
     # every marked row's mean is better than every unmarked row's, over random columns
     rng = np.random.default_rng(3)
     for _ in range(50):
@@ -94,10 +100,12 @@ def test_bold_is_monotone_in_the_mean():
                  for k in "ABCDEF"}
         mean, std, n = _summary(seeds)
         for better in ("↓", "↑"):
-            bold = stats.compare(mean, std, n, better).bold
+            column = stats.compare(mean, std, n, better)
             sign = 1 if better == "↓" else -1
-            rest = [sign * mean[k] for k in seeds if k not in bold]
-            assert not rest or max(sign * mean[k] for k in bold) <= min(rest)
+            rest = [sign * mean[k] for k in seeds if k not in column.bold]
+            assert not rest or max(sign * mean[k] for k in column.bold) <= min(rest)
+            best = column.order[0]
+            assert not any(column.differ(best, k) for k in column.bold)
 
 
 def test_one_seed_rows_are_untested_and_bold_only_as_the_best():
@@ -183,8 +191,10 @@ def test_letters_and_seeds_needed_in_the_table_and_its_notes(tmp_path):
     notes = " ".join(table.attrs["notes"])
     need = stats.seeds_needed(values["A"].mean(), values["A"].std(ddof=1),
                               values["B"].mean(), values["B"].std(ddof=1), 3)
-    assert f"MSE ↓: 1 of 2 adjacent pairs resolved (2 of 3 pairs); to tell A from B at this " \
-           f"spread: ≈ {int(need)} seeds per row" in notes
+    within = [int(need <= cap) for cap in (5, 10, 20)]
+    assert (f"MSE ↓: 1 of 2 adjacent pairs resolved (2 of 3 in all); 5/10/20 seeds per row "
+            f"would resolve {'/'.join(map(str, within))} of the 1 unresolved; the hardest, A against "
+            f"B: ≈ {int(need)} seeds per row.") in notes
     tex = report._latex_table(shown, [])
     assert r"\textsuperscript{" in tex  # the letters, set small after the interval
 

@@ -43,6 +43,7 @@ CONVERGENCE_TOL = 0.01
 WATCHED = ("train/sigma_x2",)
 NOT_CONVERGED = "not converged"
 FLOOR_ROW = "real data"  # the table's floor row (FID and KID of real images)
+SEEDS_SHOWN = (5, 10, 20)  # seed counts the resolution note says how many pairs each resolves
 
 
 class NotARunFolder(ValueError):
@@ -184,8 +185,9 @@ def _floor_notes(trials: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         return []
     return [f"{FLOOR_ROW}: what real images score on each FID and KID column, measured like "
             "the rows (real images disjoint from the reference, as many as each column's "
-            "generated or reconstructed set, against the same reference); no row can be "
-            "expected below it, and a row's distance from it is what the column measures."]
+            "generated or reconstructed set, against the same reference): a row's distance "
+            "from it is what the column measures. Samples and interpolations cannot be "
+            "expected below it; reconstructions can, being the reference images' own."]
 
 
 def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.Column]]:
@@ -205,28 +207,31 @@ def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.
 
 
 def _resolution_notes(table: pd.DataFrame) -> list[str]:
-    """Per column with a direction: how many adjacent pairs (in the mean's order) the seeds
-    resolve, and the seeds per row that would resolve the hardest one left."""
-    parts = []
+    """Per column with a direction, a note: how many adjacent pairs (in the mean's order) the
+    seeds resolve, how many of the rest 5, 10 or 20 seeds per row would, and the seeds the
+    hardest one needs."""
+    notes = []
+    rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
     for metric, (name, better, column) in _comparisons(table).items():
         if better is None or len(column.tested) < 2:
             continue
-        rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
         adjacent = list(zip(column.tested, column.tested[1:]))
         resolved = sum(bool(column.differ(a, b)) for a, b in adjacent)
         text = (f"{name}: {resolved} of {len(adjacent)} adjacent pairs resolved "
-                f"({int(column.pairs['differ'].sum())} of {len(column.pairs)} pairs)")
-        hardest = stats.closest_unresolved(column, rows[f"{metric} mean"], rows[f"{metric} std"])
-        if hardest:
-            a, b, need = hardest
-            text += (f"; to tell {a} from {b} at this spread: "
-                     f"{stats.describe_seeds(need)}")
-        parts.append(text)
-    if not parts:
+                f"({int(column.pairs['differ'].sum())} of {len(column.pairs)} in all)")
+        left = stats.unresolved_adjacent(column, rows[f"{metric} mean"], rows[f"{metric} std"])
+        if left:
+            counts = [sum(k <= cap for *_, k in left) for cap in SEEDS_SHOWN]
+            a, b, need = left[0]
+            text += (f"; {'/'.join(map(str, SEEDS_SHOWN))} seeds per row would resolve "
+                     f"{'/'.join(map(str, counts))} of the {len(left)} unresolved; the hardest, "
+                     f"{a} against {b}: {stats.describe_seeds(need)}")
+        notes.append(text + ".")
+    if not notes:
         return []
-    return ["which rows the seeds resolve (Welch, Holm over each column's pairs; seeds needed "
-            f"for {stats.POWER:.0%} power at the observed means and spread, at Bonferroni's "
-            f"{stats.LEVEL:g}/pairs, enough for Holm): " + "; ".join(parts) + "."]
+    return ["resolved pairs: Welch's t-tests, Holm over each column's pairs; the seeds that "
+            f"would resolve a pair: {stats.POWER:.0%} power at the observed means and spread, at "
+            f"Bonferroni's {stats.LEVEL:g}/pairs (enough for Holm)."] + notes
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -7,8 +7,8 @@ Rounding: the spread (the 95% interval's half-width) keeps one significant digit
 (0.01471 ± 0.0006): a reader sees every digit the seeds support and one more, no false
 precision. A mean without a spread (one seed) keeps 4 significant digits.
 
-Best within noise: per column with a direction, the best mean, every row that the column's
-Holm-corrected pairwise Welch tests cannot tell from it, and every row whose mean lies between
+Best within noise: per column with a direction, the best mean and, down the means, every row
+until the first that the column's Holm-corrected pairwise Welch tests tell from the best
 (engine/report/stats.py). A row of one seed has no spread to test with: it is marked only
 where it is the best itself.
 """
@@ -103,8 +103,9 @@ def cell(mean: float, std: float, n: int) -> str:
 
 def best_rows(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None) -> set:
     """The index labels to mark in one column: the best mean and every row the seeds cannot
-    tell from it (Welch's t-tests, Holm-corrected over the column's pairs, and closed upwards
-    in the mean: engine/report/stats.py); none without a direction."""
+    tell from it (Welch's t-tests, Holm-corrected over the column's pairs), down the means
+    until the first row they tell from it (engine/report/stats.py); none without a
+    direction."""
     if better is None or not mean.notna().any():
         return set()
     return stats.compare(mean, std, n, better).bold
@@ -112,9 +113,10 @@ def best_rows(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None)
 
 def best_note() -> str:
     return (f"bold: the best mean of each column with a direction ({LOWER} lower is better, "
-            f"{HIGHER} higher), every row that shares a letter with it, and every row whose "
-            "mean is better than a bold row's (so bold is monotone in the mean); a row of one "
-            "seed is bold only where it is the best. Letters: two rows that share a letter in "
+            f"{HIGHER} higher), and, down the column's means, every row until the first "
+            "that the tests tell from the best (so bold is monotone in the mean and no row shown "
+            "worse than the best is bold); a row of one seed is bold only where it is the best. "
+            "Letters: two rows that share a letter in "
             "a column cannot be told apart by Welch's t-test of every pair of rows with Holm's "
             f"correction over the column's pairs (family-wise {stats.LEVEL:.0%}); a column "
             "whose rows all share one letter shows none. Values are rounded to their interval: "

@@ -10,9 +10,9 @@ would tell apart the ones they do not.
   comparisons", insert-and-absorb): every row gets one or more letters, two rows share a letter
   exactly where the test does not tell them apart; letters are named in order of the best row
   that holds them, so "a" is the best row's.
-- The best within noise (the table's bold): the rows that share a letter with the best mean,
-  closed upwards in the mean (a row whose mean is better than a marked row's is marked too),
-  so bold never skips a better mean for a worse one.
+- The best within noise (the table's bold): the best mean, and, walking down the means, every
+  row until the first that the test tells from the best: bold never skips a better mean for
+  a worse one, and never marks a row shown worse than the best.
 - Seeds needed: for the closest adjacent pair in the mean's order that the test leaves
   unresolved, the seeds per row that a two-sample t-test needs for 80% power at the observed
   means and pooled spread (statsmodels.stats.power.TTestIndPower), at Bonferroni's α/m over the
@@ -127,14 +127,19 @@ def letters(rows: list, different: list[tuple]) -> dict:
 
 
 def _bold(column: Column, mean: pd.Series, better: str) -> set:
+    """The best row and every tested row before the first (in the mean's order) that the
+    test tells from the best: monotone in the mean, and never a row shown worse than the best
+    (a worse-mean row with a spread too wide to test stays plain once a better one is
+    resolved, rather than pulling every row between into bold)."""
     best = column.order[0]
     if best not in column.tested:
         return {best}  # a one-seed best: nothing can be tested against it
-    mine = set(column.letters[best])
-    same = [r for r in column.tested if set(column.letters[r]) & mine]
-    # closed upwards: every tested row at least as good as the worst row marked
-    worst = max(column.order.index(r) for r in same)
-    return {best} | {r for r in column.order[:worst + 1] if r in column.tested}
+    marked = {best}
+    for row in column.tested[1:]:
+        if column.differ(best, row):
+            break
+        marked.add(row)
+    return marked
 
 
 def seeds_needed(m1: float, s1: float, m2: float, s2: float, pairs: int,
@@ -159,18 +164,20 @@ def seeds_needed(m1: float, s1: float, m2: float, s2: float, pairs: int,
     return math.inf if not math.isfinite(n) or n > MAX_SEEDS else float(max(2, math.ceil(n)))
 
 
-def closest_unresolved(column: Column, mean: pd.Series, std: pd.Series) -> tuple | None:
-    """(a, b, seeds) of the adjacent pair in the mean's order (tested rows) that the test does
-    not resolve and that needs the most seeds; None where every adjacent pair is resolved."""
-    found = None
+def unresolved_adjacent(column: Column, mean: pd.Series, std: pd.Series) -> list[tuple]:
+    """(a, b, seeds per row needed) of every adjacent pair in the mean's order (tested rows)
+    that the test does not resolve, the hardest (most seeds; inestimable last) first."""
     m = len(column.pairs)
-    for a, b in zip(column.tested, column.tested[1:]):
-        if column.differ(a, b):
-            continue
-        need = seeds_needed(mean[a], std[a], mean[b], std[b], m)
-        if found is None or (need > found[2]) or (math.isnan(found[2]) and not math.isnan(need)):
-            found = (a, b, need)
-    return found
+    found = [(a, b, seeds_needed(mean[a], std[a], mean[b], std[b], m))
+             for a, b in zip(column.tested, column.tested[1:]) if not column.differ(a, b)]
+    return sorted(found, key=lambda f: (math.isnan(f[2]), -f[2] if not math.isnan(f[2]) else 0))
+
+
+def closest_unresolved(column: Column, mean: pd.Series, std: pd.Series) -> tuple | None:
+    """The unresolved adjacent pair that needs the most seeds, None where every adjacent
+    pair is resolved."""
+    found = unresolved_adjacent(column, mean, std)
+    return found[0] if found else None
 
 
 def describe_seeds(need: float) -> str:
