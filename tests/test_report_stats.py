@@ -234,3 +234,23 @@ def test_the_order_sentence_counts_the_pairs_the_seeds_resolve():
     note, = report._order_notes(table, {"paper": paper, "dataset": "digits"})
     assert note.endswith("A < C < B, which differs from the paper's (1 of 3 pairs swapped, 0 of "
                          "them resolved by the seeds; 1 of 3 pairs resolved in all).")
+
+
+def test_inceptions_standardized_fid_and_kid_follow_its_raw_fid_with_their_floors(tmp_path):
+    run = _fid_run(tmp_path)
+    for folder in run.iterdir():
+        path = folder / "result.json"
+        if not path.is_file():
+            continue
+        lines = [json.loads(t) for t in path.read_text().splitlines() if t.endswith("}")]
+        if lines and lines[-1].get("status") == "completed":
+            lines[-1].update({"eval/fidz_rec": lines[-1]["eval/fid_rec"] / 100,
+                              "eval/kidz_rec": 0.01, "eval/floor_fidz_rec": 0.125})
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    means = [c for c in table.columns if c.endswith(" mean")]
+    assert means == ["test/mse mean", "eval/fid_rec mean", "eval/kid_rec mean",
+                     "eval/fidz_rec mean", "eval/kidz_rec mean"]
+    assert table.loc[report.FLOOR_ROW, "eval/fidz_rec mean"] == 0.125
+    assert np.isnan(table.loc[report.FLOOR_ROW, "eval/kidz_rec mean"])  # no floor reported
+    assert ("digits", "std. FID (rec.) ↓") in report.format_table(table).columns

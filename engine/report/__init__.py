@@ -173,7 +173,7 @@ def _floor_record(trials: pd.DataFrame, metrics: list[str]) -> dict:
     record = {}
     for m in metrics:
         floor = m.replace("eval/", "eval/floor_", 1)
-        if m.startswith(("eval/fid_", "eval/kid_")) and floor in done:
+        if m.startswith(("eval/fid", "eval/kid")) and floor in done:
             values = pd.to_numeric(done[floor], errors="coerce").dropna()
             if len(values):
                 record[f"{m} mean"] = values.mean()
@@ -557,15 +557,20 @@ def _short(v) -> str:
 
 def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
     """The search's table metrics (else its search metric), each FID followed by its KID
-    where the trials have one (unbiased where FID is not: small reference sets), then every
+    where the trials have one (unbiased where FID is not: small reference sets) and, where
+    the FID is Inception's raw one, the standardized FID and KID (fidz, kidz), then every
     other metric reported that the paper has numbers for; trials.csv has every metric."""
     declared = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
     metrics = []
     for m in declared:
         metrics.append(m)
-        kid = m.replace("eval/fid_", "eval/kid_", 1)
-        if m.startswith("eval/fid_") and kid in trials.columns and kid not in declared:
-            metrics.append(kid)
+        if not m.startswith("eval/fid_"):
+            continue
+        # its KID, and where the raw FID is Inception's, the standardized FID and KID
+        for score in ("kid", "fidz", "kidz"):
+            other = m.replace("eval/fid_", f"eval/{score}_", 1)
+            if other in trials.columns and other not in declared:
+                metrics.append(other)
     numbers = (search.get("paper") or {}).get("numbers") or {}
     published = {m for rows in numbers.values() for row in rows.values() for m in row}
     return metrics + sorted(c for c in trials.columns if c in published and c not in metrics)

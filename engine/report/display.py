@@ -33,7 +33,8 @@ NAMES: dict[str, tuple[str, str | None]] = {
     "sigma_x2": ("σx²", None), "gamma": ("γ", None), "kl": ("KL (nats)", None),
 }
 # FID, precision, recall and IS are per image set: "fid_sample_gmm10" -> "FID (GMM-10) ↓"
-SCORES = {"fid": ("FID", LOWER), "kid": ("KID", LOWER), "precision": ("precision", HIGHER),
+SCORES = {"fid": ("FID", LOWER), "kid": ("KID", LOWER), "fidz": ("std. FID", LOWER),
+          "kidz": ("std. KID", LOWER), "precision": ("precision", HIGHER),
           "recall": ("recall", HIGHER), "is": ("IS", HIGHER)}
 IMAGE_SETS = {"rec": "rec.", "sample_prior": "prior", "sample_second_stage": "2nd stage",
               "interp_mid": "interp. mid", "interp_rand": "interp. rand"}
