@@ -254,3 +254,29 @@ def test_inceptions_standardized_fid_and_kid_follow_its_raw_fid_with_their_floor
     assert table.loc[report.FLOOR_ROW, "eval/fidz_rec mean"] == 0.125
     assert np.isnan(table.loc[report.FLOOR_ROW, "eval/kidz_rec mean"])  # no floor reported
     assert ("digits", "std. FID (rec.) ↓") in report.format_table(table).columns
+
+
+def test_the_projection_recovers_a_power_law_and_names_the_places_it_would_change(tmp_path):
+    t = np.arange(1, 41, dtype=float)
+    curve = 0.01 + 0.2 * t ** -0.7
+    assert report.project(t, curve) == pytest.approx(0.01 + 0.2 * 160 ** -0.7, rel=1e-6)
+    assert math.isnan(report.project(t[:5], curve[:5]))  # too few points in the second half
+    run = make_run(tmp_path)
+    trials, curves = report.load_trials(run), report.load_curves(run)
+    names = {tr: g["name"] for g in report._groups(trials, _search(run))
+             for tr in trials.loc[g["index"], "trial"]}
+    done = trials[trials["status"] == "completed"]["trial"]
+    # 20 epochs each: VAE (beta=1) ends best but flat; UT ends worse and still falling fast
+    law = {"VAE (beta=1)": (0.020, 0.01, 2.0), UT: (0.0, 1.0, 1.2),
+           "VAE (beta=0.5)": (0.05, 0.1, 1.0)}
+    rows = [(tr, names[tr], e, "val/mse", law[names[tr]][0] + law[names[tr]][1] * e
+             ** -law[names[tr]][2]) for tr in done for e in range(1, 21)]
+    curves = pd.DataFrame(rows, columns=["trial", "label", "epoch", "metric", "value"])
+    end = {row: a + b * 20 ** -c for row, (a, b, c) in law.items()}
+    assert end["VAE (beta=1)"] < end[UT] < end["VAE (beta=0.5)"]
+    [note] = report._projection_notes(curves, trials, _search(run))
+    want = {row: a + b * 80 ** -c for row, (a, b, c) in law.items()}
+    assert want[UT] < want["VAE (beta=1)"]
+    assert f"{UT} would pass VAE (beta=1) ({report._sig(want[UT])} against " \
+           f"{report._sig(want['VAE (beta=1)'])})" in note
+    assert "VAE (beta=0.5) would pass" not in note

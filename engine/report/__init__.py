@@ -294,7 +294,8 @@ def write_report(run_dir) -> str:
     trials, curves = load_trials(run), load_curves(run)
     table = ablation_table(trials, search)
     shown = format_table(table)
-    notes = table.attrs["notes"] + _stability_notes(curves, trials, search)
+    notes = (table.attrs["notes"] + _stability_notes(curves, trials, search)
+             + _projection_notes(curves, trials, search))
     title = _title(search, (run / "finished.json").is_file())
     markdown = _markdown(shown)
     note_lines = "".join(f"- {n}\n" for n in notes)
@@ -770,6 +771,68 @@ def _stability_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -
     return ["row order during training against at the end (Kendall τ of the rows' mean over "
             "seeds, at a share of each trial's epochs; 1: the same order, lower: the budget "
             "still decided places): " + "; ".join(parts) + "."]
+
+
+PROJECT_TO = 4  # the projection: each row's curve extrapolated to this many times its epochs
+
+
+def _power_law(t, a, b, c):
+    return a + b * np.power(t, -c)
+
+
+def project(epochs: np.ndarray, values: np.ndarray, factor: float = PROJECT_TO) -> float:
+    """The value a falling curve is expected to reach at `factor` times its last epoch: a
+    least-squares fit of a + b·t^(−c) (b ≥ 0, 0 < c ≤ 5) to its second half
+    (scipy.optimize.curve_fit); NaN where the fit fails or there are under 6 points."""
+    from scipy.optimize import curve_fit
+    keep = epochs >= epochs.max() / 2
+    t, y = epochs[keep].astype(float), values[keep].astype(float)
+    if len(t) < 6 or not np.all(np.isfinite(y)):
+        return math.nan
+    scale = max(float(np.ptp(y)), 1e-12 * max(1.0, abs(float(y[-1]))))
+    try:
+        (a, b, c), _ = curve_fit(_power_law, t, y, p0=(y[-1] - scale, scale * t[0] ** 0.5, 0.5),
+                                 bounds=([-np.inf, 0, 1e-3], [np.inf, np.inf, 5]), maxfev=5000)
+    except (RuntimeError, ValueError):
+        return math.nan
+    return float(_power_law(factor * t[-1], a, b, c))
+
+
+def _projection_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -> list[str]:
+    """Whether more epochs could change a place: each row's mean curve of the search metric
+    over its completed seeds, extrapolated to PROJECT_TO times its epochs; the adjacent pairs
+    (by the last value) whose projected order is the other way round."""
+    metric, sign = search.get("metric"), (-1 if search.get("mode") == "max" else 1)
+    if curves.empty or not len(trials) or metric is None:
+        return []
+    done = trials[trials["status"] == "completed"]
+    names = {t: g["name"] for g in _groups(trials, search) for t in trials.loc[g["index"], "trial"]}
+    data = curves[(curves["metric"] == metric) & curves["trial"].isin(done["trial"])]
+    now, later = {}, {}
+    for row, sub in data.assign(row=data["trial"].map(names)).groupby("row", sort=False):
+        mean = sub.groupby("epoch")["value"].mean()
+        if len(mean) < 2 or not np.isfinite(mean.iloc[-1]):
+            continue
+        now[row] = sign * float(mean.iloc[-1])
+        later[row] = sign * project(mean.index.to_numpy(), sign * mean.to_numpy())
+    order = sorted(now, key=now.get)
+    if len(order) < 2 or any(math.isnan(later[r]) for r in order):
+        failed = [r for r in order if math.isnan(later.get(r, math.nan))]
+        return [f"{metric}: no projection of {', '.join(failed)} (too few epochs or no fit), "
+                "so whether more epochs change places is not known."] if failed else []
+    flips = [(a, b) for a, b in zip(order, order[1:]) if sign * later[b] < sign * later[a]]
+    head = (f"{metric} projected to {PROJECT_TO}× each row's epochs (a + b·t^−c fitted to the "
+            "second half of the row's mean curve)")
+    if not flips:
+        return [f"{head}: no adjacent pair changes places, so the order by {metric} is "
+                "converged for this comparison."]
+    return [f"{head}: more epochs may change places, " + "; ".join(
+        f"{b} would pass {a} ({_sig(sign * later[b])} against {_sig(sign * later[a])})"
+        for a, b in flips) + "."]
+
+
+def _sig(v: float) -> str:
+    return display._sig(v)
 
 
 def _convergence_notes(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
