@@ -34,7 +34,7 @@ AXES: dict[str, tuple[str, ...]] = {
     "decoder_variance": ("mse", "sse", "fixed",
                          "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
                          "iso_i_trainable", "iso_d_trainable", "diag_i_trainable",
-                         "diag_d_trainable"),
+                         "diag_d_trainable", "diag_d_trainable_floor"),
     "codebook": ("none", "soft", "vq"),
     "density": ("prior", "gmm", "second_stage"),
     "arch": ("auto", "mlp", "mlp_skip", "conv28", "conv32", "conv64", "conv128"),
@@ -108,6 +108,9 @@ class Config:
     Takida's Iso-I/Iso-D/Diag-I/Diag-D "by MLE" (Table 2, Appendix G) or "trainable"."""
     sigma_x2: float = 1.0
     """Decoder variance of decoder_variance="fixed"."""
+    var_floor: float = 1e-6
+    """What decoder_variance="diag_d_trainable_floor" adds to exp(log Sigma_x): its Sigma_x is
+    never below it (Takida's 1e-6, the constant its MLEs add, Sec. 5.2 / G.7-G.17)."""
     mle_eps: float = 1e-6
     """What the Iso-D, Diag-I and Diag-D MLEs of Sigma_x add to the mean squared error
     (Takida G.7-G.17's 1e-6; Iso-I's G.4 has none). Diag-D by MLE depends on it alone."""
@@ -182,6 +185,9 @@ class Config:
             _fail(f"sigma_x2={self.sigma_x2} must be > 0 (it is a variance)")
         if not self.mle_eps > 0:
             _fail(f"mle_eps={self.mle_eps} must be > 0 (it keeps the MLE variance from 0)")
+        if not self.var_floor > 0:
+            _fail(f"var_floor={self.var_floor} must be > 0 (it keeps the trainable variance "
+                  "from 0)")
         if not self.lr > 0:
             _fail(f"lr={self.lr} must be > 0")
         if not self.lr_step_factor > 0:

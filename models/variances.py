@@ -15,6 +15,17 @@ per-input loss (B,) and the variance it used (for logging).
   small constant 1e-6 is added to the estimate except for Iso-I.
 - "*_trainable": the Gaussian NLL with Sigma_x a trainable parameter (Takida Table 4's
   "trainable Sigma_x" rows; Iso-I is Dai & Wipf's learned gamma).
+- "diag_d_trainable_floor": Diag-D trainable with Sigma_x = exp(log Sigma_x) + var_floor
+  (default 1e-6). Takida's paper gives a trainable Sigma_x no bound; the one lower bound it puts
+  on a variance is the 1e-6 its MLEs add "considering the optimization stability" (Sec. 5.2,
+  G.7-G.17), and it is that constant, added the same way, that the floor takes. Without it the
+  per-pixel head drives log Sigma_x of MNIST's always-0 border pixels (where x_hat -> 0 and the
+  squared error underflows to exactly 0) down without bound; once exp(log Sigma_x) is below
+  float32's normal range (log Sigma_x < -87.3), the backward of log Sigma_x, 1 / Sigma_x,
+  overflows to inf, the head's gradient is inf and every other one NaN (measured: epoch 8-9 of
+  variance_parameterization's Diag-D-trainable, both seeds). With the floor, d loss / d log
+  Sigma_x = 1/2 s (1 - err^2 / Sigma_x), s = exp(log Sigma_x) / Sigma_x in (0, 1), is bounded
+  and vanishes below the floor instead of overflowing.
 
 Each value is a `DecoderVariance`: the training term above and what evaluation needs to know
 of Sigma_x (engine/eval/metrics/likelihood.py asks the model, never the value's name): where it comes
@@ -30,6 +41,7 @@ from typing import Callable
 import torch
 
 MLE_EPS = 1e-6
+VAR_FLOOR = 1e-6  # Takida's 1e-6 (Sec. 5.2, G.7-G.17), as the floor of a trainable Sigma_x
 
 # Where evaluation takes Sigma_x from (Takida does not say; engine/eval/metrics/likelihood.py's
 # docstring gives the reasons):
@@ -55,9 +67,19 @@ class DecoderVariance:
     trainable: tuple[str, str] | None = None
     """(dependence, shape) of a trainable log Sigma_x: ("independent" | "dependent",
     "isotropic" | "diagonal"), see autoencoder.TrainableLogVariance; None for no parameter."""
+    floored: bool = False
+    """A trainable Sigma_x is exp(log Sigma_x) + cfg.var_floor rather than exp(log Sigma_x)."""
 
     def __call__(self, x, x_hat, weights, log_var=None, cfg=None):
         return self.loss(x, x_hat, weights, log_var, cfg)
+
+    def log_variance(self, log_var: torch.Tensor, cfg=None) -> torch.Tensor:
+        """The log Sigma_x that the training term uses, from the trainable parameters' raw log
+        Sigma_x: log(exp(log_var) + var_floor) for a floored value, else log_var itself. What
+        evaluation should take as the model's log Sigma_x(z) (a LATENT source)."""
+        if not self.floored:
+            return log_var
+        return torch.logaddexp(log_var, log_var.new_tensor(math.log(_var_floor(cfg))))
 
 
 def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, weights: torch.Tensor,
@@ -123,12 +145,29 @@ def trainable_variance(x, x_hat, weights, log_var=None, cfg=None):
     return gaussian_nll(x, x_hat, weights, var), var.detach()
 
 
+def _var_floor(cfg) -> float:
+    return cfg.var_floor if cfg is not None else VAR_FLOOR
+
+
+def floored_variance(log_var: torch.Tensor, floor: float) -> torch.Tensor:
+    """Sigma_x = exp(log_var) + floor: >= floor, smooth, with d Sigma_x / d log_var = exp(log_var),
+    which underflows to 0 (not to a 0 * inf) far below the floor."""
+    return torch.exp(log_var) + floor
+
+
+def floored_trainable_variance(x, x_hat, weights, log_var=None, cfg=None):
+    """The Gaussian NLL at Sigma_x = exp(log Sigma_x) + var_floor (see the module's docstring)."""
+    var = floored_variance(log_var, _var_floor(cfg))
+    return gaussian_nll(x, x_hat, weights, var), var.detach()
+
+
 def _fixed_estimate(err2, cfg):
     return torch.tensor(cfg.sigma_x2, dtype=torch.float64)
 
 
-def _trainable(dependence: str, shape: str) -> DecoderVariance:
-    return DecoderVariance(trainable_variance, LATENT, trainable=(dependence, shape))
+def _trainable(dependence: str, shape: str, floored: bool = False) -> DecoderVariance:
+    loss = floored_trainable_variance if floored else trainable_variance
+    return DecoderVariance(loss, LATENT, trainable=(dependence, shape), floored=floored)
 
 
 DECODER_VARIANCES: dict[str, DecoderVariance] = {
@@ -145,4 +184,7 @@ DECODER_VARIANCES: dict[str, DecoderVariance] = {
     "diag_i_trainable": _trainable("independent", "diagonal"),
     "iso_d_trainable": _trainable("dependent", "isotropic"),
     "diag_d_trainable": _trainable("dependent", "diagonal"),
+    # the same with Sigma_x >= var_floor (Takida's 1e-6): per pixel, the always-0 pixels of
+    # MNIST drive the unfloored one to a non-finite gradient (see the module's docstring)
+    "diag_d_trainable_floor": _trainable("dependent", "diagonal", floored=True),
 }

@@ -12,6 +12,14 @@ ratio (Table 5). The paper's numbers stand beside ours at its setting (MNIST at 
 16, CelebA at 64); its Bernoulli and mixture-of-logistics VAEs are not Gaussian and are left
 out. The report compares our order of the rows with the paper's for each FID it orders.
 
+Diag-D trainable has a floor the paper does not state for it: Σx = exp(log Σx) + 10⁻⁶
+(`decoder_variance="diag_d_trainable_floor"`, `var_floor`), the 10⁻⁶ Takida adds to its MLEs
+"considering the optimization stability" (Sec. 5.2). Without it the head drives log Σx of
+MNIST's always-0 border pixels down without bound, and the row's gradient is not finite by
+epoch 8-9 in both seeds (once exp(log Σx) leaves float32's normal range, log Σx < −87.3); the
+paper notes that this row "does not converge" and reports its best test MSE instead. The
+unfloored reading stays `--set decoder_variance=diag_d_trainable`.
+
 Mappings: the AE, RAE and RAE-GP have point posteriors, so "sampling from the prior" decodes
 N(0, I) draws through a decoder no prior was fitted to (the paper leaves those cells empty).
 The second stage is 128 wide by default (Dai & Wipf's 3 × 1024 takes over a minute per fit
