@@ -202,11 +202,12 @@ class GaussianAutoencoder(nn.Module):
         return self._variance.estimate(err2, self.cfg)
 
     def decoder_log_variance(self, z: torch.Tensor) -> torch.Tensor:
-        """A LATENT source's log Sigma_x(z): (S, B, *X) or broadcastable to it."""
+        """A LATENT source's log Sigma_x(z), as training uses it (with the variance's floor,
+        where it has one): (S, B, *X) or broadcastable to it."""
         if self.log_variance is None:
             raise ValueError(f"decoder_variance={self.cfg.decoder_variance!r} has no trainable "
                              "log Sigma_x")
-        return self.log_variance(z)
+        return self._variance.log_variance(self.log_variance(z), self.cfg)
 
     def decoder_gamma(self) -> float | None:
         """Dai & Wipf's gamma: the one decoder variance of every input and pixel where it is a
@@ -216,7 +217,8 @@ class GaussianAutoencoder(nn.Module):
         if self._variance.source == CONSTANT:
             var = self.estimate_variance(None)
         elif self.log_variance is not None and self.log_variance.head is None:
-            var = torch.exp(self.log_variance.log_var.detach())
+            var = torch.exp(self._variance.log_variance(self.log_variance.log_var.detach(),
+                                                        self.cfg))
         else:
             return None
         return float(var.reshape(())) if var.numel() == 1 else None

@@ -112,3 +112,20 @@ def test_floored_model_trains_where_the_unfloored_gradient_is_not_finite():
             assert torch.isfinite(terms["loss"])
             assert terms["sigma_x2"].item() == pytest.approx(1e-6, rel=1e-4)
     assert grads == {"diag_d_trainable_floor": True, "diag_d_trainable": False}
+
+
+def test_evaluation_reads_the_floored_log_variance_the_training_term_uses():
+    """decoder_log_variance (the NLL's and the variance maps' LATENT source) is the floored
+    log Sigma_x, not the head's raw output."""
+    torch.manual_seed(0)
+    model = models.build("Diag-D-trainable", (1, 4, 4), latent_dim=2, arch="mlp", hidden=8,
+                         var_floor=1e-3)
+    z = torch.randn(5, 2)
+    with torch.no_grad():
+        raw = model.log_variance(z)
+        got = model.decoder_log_variance(z)
+    assert torch.allclose(torch.exp(got), torch.exp(raw) + 1e-3, rtol=1e-6)
+    plain = models.build("Diag-D-trainable", (1, 4, 4), latent_dim=2, arch="mlp", hidden=8,
+                         decoder_variance="diag_d_trainable")
+    with torch.no_grad():
+        assert torch.equal(plain.decoder_log_variance(z), plain.log_variance(z))
