@@ -298,6 +298,61 @@ sys.exit(run(SEARCH))
     assert status == {"AE": {"SUCCESS"}, "AE-lr-1e30": {"FAILURE"}, "VAE": {"SUCCESS"}}
 
 
+def test_an_auto_budget_ends_each_trial_at_its_own_plateau_completed(tmp_path):
+    """--epochs auto on the digits: every trial (a small AE and VAE at a high rate, which
+    flatten within the cap) ends before --max-epochs, at its own epoch, completed and
+    evaluated, its reason in its last result line; the report marks each converged (the
+    rule is its criterion); search.json records the budget for --resume and the report."""
+    script = write_script(tmp_path, """
+SEARCH = Search(name="auto", title="auto budget", seeds=2, rows={"AE": "AE", "VAE": "VAE"})
+sys.exit(run(SEARCH))
+""")
+    out = tmp_path / "run"
+    proc = search(["--dataset", "digits", "--epochs", "auto", "--max-epochs", "20",
+                   "--min-epochs", "3", "--set", "lr=1e-2", "latent_dim=2", "--eval",
+                   "reconstruction", "--out", str(out)], script=script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epochs auto: each trial to its plateau of val/mse, 3 to 20 epochs" in proc.stdout
+    trials = load_trials(out)
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert trials["epochs_done"].between(4, 19).all(), trials["epochs_done"]
+    assert trials["epochs_done"].nunique() > 1  # each its own plateau
+    assert trials["converged"].all() and trials["test/mse"].notna().all()
+    for f in out.glob("*/result.json"):
+        lines = [json.loads(x) for x in f.read_text().splitlines()]
+        assert lines[-1]["end_reason"].startswith(f"plateau at epoch {lines[-1]['epoch']} ")
+        assert all(x["end_reason"] is None for x in lines[:-1])
+        params = json.loads((f.parent / "params.json").read_text())
+        assert (params["budget"], params["epochs"], params["min_epochs"]) == ("auto", 20, 3)
+    saved = json.loads((out / "search.json").read_text())
+    assert (saved["budget"], saved["epochs"], saved["min_epochs"]) == ("auto", 20, 3)
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    spec = load(out, SEARCH, parse_args(SEARCH, ["--resume", "--out", str(out)]))
+    assert (spec.budget, spec.epochs, spec.min_epochs) == ("auto", 20, 3)
+    assert spec.trial_space()["budget"] == "auto"
+
+
+def test_a_studys_budget_may_be_auto_and_the_flags_override_it():
+    from engine.run import Search
+    from engine.run.cli import check_budget
+    study = Search(name="s", title="s", rows={"AE": "AE"}, epochs="auto", max_epochs=300,
+                   smoke={"epochs": "auto", "max_epochs": 6, "min_epochs": 2, "seeds": 1})
+
+    def budget(argv):
+        args = parse_args(study, argv)
+        check_budget(args)
+        return args.budget, args.epochs, args.min_epochs
+    assert budget([]) == ("auto", 300, 20)
+    assert budget(["--max-epochs", "50", "--min-epochs", "5"]) == ("auto", 50, 5)
+    assert budget(["--epochs", "40"]) == ("fixed", 40, 0)  # the study's cap is no flag
+    assert budget(["--smoke"]) == ("auto", 6, 2)
+    plain = Search(name="p", title="p", rows={"AE": "AE"})
+    args = parse_args(plain, [])
+    check_budget(args)
+    assert (args.budget, args.epochs) == ("fixed", 30)
+
+
 def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
     out = tmp_path / "run"
     proc = search(["--dataset", "digits", "--scheduler", "asha", "--epochs", "9", "--seeds",
@@ -373,6 +428,17 @@ sys.exit(run(SEARCH))
     (["--rows", "VAE,Nope"], "Nope"),
     (["--dataset", "imagenet"], "imagenet"),
     (["--epochs", "0"], "--epochs"),
+    (["--epochs", "abc"], "--epochs 'abc': give a whole number of epochs or auto"),
+    (["--epochs", "auto"], "give --max-epochs N"),
+    (["--epochs", "auto", "--max-epochs", "0"], "--max-epochs 0 must be >= 1"),
+    (["--epochs", "auto", "--max-epochs", "many"], "--max-epochs 'many'"),
+    (["--epochs", "auto", "--max-epochs", "10"], "--max-epochs 10 is below the 20 epochs"),
+    (["--epochs", "auto", "--max-epochs", "9", "--min-epochs", "10"],
+     "--min-epochs 10 is above --max-epochs 9"),
+    (["--max-epochs", "50"], "--max-epochs 50 is for --epochs auto"),
+    (["--epochs", "5", "--min-epochs", "3"], "--min-epochs 3 is for --epochs auto"),
+    (["--epochs", "auto", "--max-epochs", "50", "--set", "lr_schedule=cosine"],
+     "row 'VAE' has lr_schedule=cosine"),
     (["--workers-per-trial", "0"], "--workers-per-trial"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
     (["--search", "optuna"], "space"),

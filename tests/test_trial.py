@@ -3,6 +3,7 @@ and the multi-worker batch split."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -493,3 +494,75 @@ def test_a_trial_saves_the_pictures_of_its_row_for_the_reports_figure(tmp_path):
         mid = codes(model.decode(slerp(mu[:1], mu[1:2], torch.tensor([1 / (N - 1)]))))
         assert np.abs(path[1].astype(int) - mid[0].astype(int)).max() <= 1
     assert saved["samples/gmm10"].shape == (N, 8, 8, 1)
+
+
+# --- --epochs auto: a trial that ends at its plateau (engine/run/stopper.py) ---
+
+def auto_params(**kw):
+    """A small AE that plateaus on the digits within the cap: at epoch 11 of 20 (seed 0)."""
+    cfg = models.PRESETS["AE"].replace(lr=1e-2, latent_dim=2).to_dict()
+    return params(**{"config": cfg, "seed": 0, "epochs": 20, "budget": "auto",
+                     "min_epochs": 3, "image_every": 100, **kw})
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    return run(auto_params(), tmp_path_factory.mktemp("auto"))
+
+
+def test_an_auto_budget_ends_at_the_plateau_completed_and_evaluated(auto_run):
+    reports = auto_run.reports
+    n = len(reports)
+    assert 3 < n < 20 and [r["epoch"] for r in reports] == list(range(1, n + 1))
+    assert [r["status"] for r in reports] == ["running"] * (n - 1) + ["completed"]
+    assert all(r["end_reason"] is None for r in reports[:-1])  # a column in every line
+    assert reports[-1]["end_reason"].startswith(f"plateau at epoch {n} (val/mse")
+    assert "test/mse" in reports[-1] and "test/mse" not in reports[-2]
+    # the rule's verdict, recomputed from the reported curve: flat now, not one epoch before
+    from engine.run.stopper import still_moving
+    curve = {"val/mse": [r["val/mse"] for r in reports]}
+    assert still_moving(curve, "val/mse") == {}
+    assert still_moving({"val/mse": curve["val/mse"][:-1]}, "val/mse")
+    # its last epoch is checkpointed, with the history a resume restores the rule from
+    state = auto_run.states[-1]
+    assert state["epoch"] == n and state["plateau"]["val/mse"] == curve["val/mse"]
+
+
+def test_an_auto_budget_that_never_plateaus_completes_at_its_cap(tmp_path):
+    rec = run(auto_params(epochs=4, min_epochs=4), tmp_path)  # still improving at epoch 4
+    assert [r["status"] for r in rec.reports] == ["running"] * 3 + ["completed"]
+    assert rec.reports[-1]["end_reason"].startswith("max epochs 4 reached, no plateau")
+
+
+def test_an_auto_trial_resumed_decides_its_plateau_as_an_uninterrupted_one(auto_run, tmp_path):
+    """Killed after epoch k and resumed from its checkpoint, the trial ends at the same epoch
+    with the same state and reason; also from a checkpoint without the history (written
+    before the checkpoint held it), whose history then comes from the result lines."""
+    full, n = auto_run, len(auto_run.reports)
+    resumed = run(auto_params(), tmp_path / "a", resume=full.states[n - 3])
+    assert [r["epoch"] for r in resumed.reports] == [n - 1, n]
+    assert resumed.reports[-1]["end_reason"] == full.reports[-1]["end_reason"]
+    assert same_state(full.states[-1], resumed.states[-1])
+    # no history in the checkpoint: read from result.json, as Tune wrote it in the trial folder
+    trial = tmp_path / "b"
+    trial.mkdir()
+    (trial / "result.json").write_text("".join(
+        json.dumps(r) + "\n" for r in full.reports[:n - 4]))
+    old = {k: v for k, v in full.states[n - 5].items() if k != "plateau"}
+    again = run(auto_params(), trial, resume=old)
+    assert [r["epoch"] for r in again.reports] == list(range(n - 3, n + 1))
+    assert same_state(full.states[-1], again.states[-1])
+    # and none at all: said, not guessed
+    (trial / "result.json").write_text("")
+    with pytest.raises(ValueError, match="holds no metric history"):
+        run(auto_params(), trial, resume=old)
+
+
+def test_an_auto_trial_restored_at_its_plateau_trains_nothing(auto_run, tmp_path):
+    assert run(auto_params(), tmp_path, resume=auto_run.states[-1]).reports == []
+
+
+def test_an_auto_budget_refuses_a_schedule_over_the_total_epochs(tmp_path):
+    cfg = models.PRESETS["AE"].replace(lr_schedule="cosine").to_dict()
+    with pytest.raises(ValueError, match="cosine anneals over the total epochs"):
+        run(auto_params(config=cfg), tmp_path)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import models
 from engine.data import DATASETS
 from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
+from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
     from engine.run.search import Search
@@ -50,7 +51,16 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    f"{search.dataset}; with --smoke {smoke_dataset})")
     p.add_argument("--data-root", help="where the real data sets' files are (default "
                    "$VAE_DATA_ROOT, else ~/data); downloaded there if missing and possible")
-    p.add_argument("--epochs", type=int, help=f"training epochs per trial ({search.epochs})")
+    p.add_argument("--epochs", metavar="N|auto",
+                   help="training epochs per trial, or auto: each trial until its search "
+                   f"metric ({search.metric}) has plateaued (the mean over the last "
+                   f"{CONVERGENCE_WINDOW:.0%} of its epochs improves by at most "
+                   f"{CONVERGENCE_TOL:.0%} on as many before them), at least --min-epochs, "
+                   f"at most --max-epochs ({search.epochs})")
+    p.add_argument("--max-epochs", metavar="N", help="--epochs auto's cap"
+                   + (f" ({search.max_epochs})" if search.max_epochs else ""))
+    p.add_argument("--min-epochs", metavar="N", help="--epochs auto: no plateau before this "
+                   f"many epochs, so that the learning rate can anneal ({search.min_epochs})")
     p.add_argument("--seeds", type=int, help=f"seeds 0..K-1 per row ({search.seeds})")
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: {search.smoke}, unless given explicitly; "
@@ -116,8 +126,13 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     budget = search.smoke if args.smoke else {}
     if args.dataset is None:
         args.dataset = smoke_dataset if args.smoke else search.dataset
-    if args.epochs is None:
-        args.epochs = budget.get("epochs", search.epochs)
+    # --epochs / --max-epochs / --min-epochs as given (text, checked by check_budget, which
+    # tells a flag given from a default it may ignore), else the study's budget's
+    args.budget_flags = {k for k in ("epochs", "max_epochs", "min_epochs")
+                         if getattr(args, k) is not None}
+    for key in ("epochs", "max_epochs", "min_epochs"):
+        if getattr(args, key) is None:
+            setattr(args, key, budget.get(key, getattr(search, key)))
     if args.seeds is None:
         args.seeds = budget.get("seeds", search.seeds)
     if args.samples is None:
@@ -169,10 +184,57 @@ def checkpoint_cadence(text: str) -> tuple[int, float]:
         f"{text!r}: give a number of epochs >= 1 (e.g. 5) or a duration > 0 (90s, 5m, 1h)")
 
 
+def epochs_value(flag: str, value, low: int = 1, auto: bool = False) -> int | str:
+    """A budget flag's value: a whole number >= `low` (or "auto" where `auto`), else
+    BadInput."""
+    text = str(value).strip()
+    if auto and text.lower() == "auto":
+        return "auto"
+    try:
+        number = int(text)
+    except ValueError:
+        raise BadInput(f"{flag} {text!r}: give a whole number of epochs"
+                       + (" or auto" if auto else "")) from None
+    if number < low:
+        raise BadInput(f"{flag} {number} must be >= {low}" + (" (or auto)" if auto else ""))
+    return number
+
+
+def check_budget(args) -> None:
+    """--epochs N, or --epochs auto with its cap --max-epochs (and --min-epochs), checked
+    (BadInput, one line) and set: args.budget "fixed" or "auto", args.epochs the number of
+    epochs or the cap, args.min_epochs (0 for a fixed budget)."""
+    if getattr(args, "budget", None) is not None:  # checked already
+        return
+    given = getattr(args, "budget_flags", {"epochs"})
+    epochs = epochs_value("--epochs", args.epochs, auto=True)
+    maximum = None if args.max_epochs is None else epochs_value("--max-epochs", args.max_epochs)
+    minimum = epochs_value("--min-epochs", args.min_epochs)
+    if epochs != "auto":
+        for key in ("max_epochs", "min_epochs"):
+            if key in given:
+                flag = "--" + key.replace("_", "-")
+                raise BadInput(f"{flag} {getattr(args, key)} is for --epochs auto; with "
+                               f"--epochs {epochs} every trial trains {epochs} epochs (give "
+                               f"--epochs auto {flag} N to train each to its plateau)")
+        args.budget, args.epochs, args.min_epochs = "fixed", epochs, 0
+        return
+    if maximum is None:
+        raise BadInput("--epochs auto trains each trial until its metric plateaus and needs "
+                       "a cap: give --max-epochs N")
+    if minimum > maximum:
+        raise BadInput(f"--min-epochs {minimum} is above --max-epochs {maximum}"
+                       if "min_epochs" in given else
+                       f"--max-epochs {maximum} is below the {minimum} epochs before which no "
+                       f"plateau is taken (--min-epochs); give a higher cap or --min-epochs N")
+    args.budget, args.epochs, args.min_epochs = "auto", maximum, minimum
+
+
 def check_args(search: Search, args) -> None:
     if args.dataset not in DATASETS:
         raise BadInput(f"--dataset {args.dataset!r} is unknown; known: {', '.join(DATASETS)}")
-    for name, value, low in (("--epochs", args.epochs, 1), ("--seeds", args.seeds, 1),
+    check_budget(args)
+    for name, value, low in (("--seeds", args.seeds, 1),
                              ("--workers-per-trial", args.workers_per_trial, 1),
                              ("--samples", args.samples, 1), ("--image-every", args.image_every, 1),
                              ("--max-concurrent", args.max_concurrent, 0)):

@@ -54,7 +54,12 @@ from tqdm import tqdm  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
 from engine.eval.tensorboard import end_session  # noqa: E402
+from engine.run.stopper import PlateauStopper  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
+
+# --epochs auto's rule, a Tune Stopper by registration (engine/run/stopper.py imports no Ray);
+# the trainable asks it itself, so that the trial evaluates its last epoch (stopper.py)
+tune.Stopper.register(PlateauStopper)
 
 
 def init(address: str | None, give_up=None) -> None:

@@ -3,7 +3,8 @@
 A search script declares a `Search` (a docstring, the rows, the seeds, the metric, the paper's
 numbers) and calls `run(search)`, which gives it the engine's common flags (engine/run/cli.py):
 
-    --dataset D --epochs N --seeds K --smoke --out DIR --storage DIR --resume --address ADDR
+    --dataset D --epochs N|auto --max-epochs N --min-epochs N --seeds K --smoke --out DIR
+    --storage DIR --resume --address ADDR
     --gpus-per-trial G --cpus-per-trial C --workers-per-trial W
     --scheduler fifo|asha --search grid|optuna --samples N --rows A,B --set FIELD=VALUE
 
@@ -26,7 +27,8 @@ from engine.files import write_json_atomic
 from engine.run.folder import release_run_folder
 from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
-from engine.run.spec import Resources, Row, RunSpec, prepare
+from engine.run.spec import Resources, Row, RunSpec, budget_text, prepare
+from engine.run.stopper import MIN_EPOCHS
 
 
 @dataclass
@@ -41,7 +43,11 @@ class Search:
     rows: dict
     seeds: int = 3
     dataset: str = "mnist5k"  # the 5,000 real 28x28 digits; --smoke runs on SMOKE_DATASET
-    epochs: int = 30
+    # the budget: epochs per trial, or "auto": each trial until its metric's plateau
+    # (engine/run/stopper.py), after at least `min_epochs`, at most `max_epochs`
+    epochs: int | str = 30
+    max_epochs: int | None = None  # the cap of "auto" (--max-epochs)
+    min_epochs: int = MIN_EPOCHS  # (--min-epochs)
     metric: str = "val/mse"  # reported every epoch; ASHA and Optuna act on it
     mode: str = "min"
     table_metrics: tuple[str, ...] = ("test/mse", "test/psnr")
@@ -50,7 +56,7 @@ class Search:
     space: dict | None = None  # config field -> ray.tune domain, for --search optuna
     algorithm: str = "grid"  # the default of --search: "optuna" samples `space` on the first row
     samples: int = 20  # the default of --samples (trials of --search optuna)
-    # may give "samples" and "dataset" (else SMOKE_DATASET)
+    # may give "samples", "dataset" (else SMOKE_DATASET), "max_epochs" and "min_epochs"
     smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
     # what every trial is evaluated on at its end (engine/eval/evaluate.py); --smoke shrinks the
     # sample counts to SMOKE_EVAL unless the flags give them
@@ -159,7 +165,7 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
             fits.append(have.get("GPU", 0) // (res.gpu * res.workers))
         max_concurrent = max(1, int(min(fits)))
     print(f"{spec.title}: {len(spec.rows)} rows x {len(spec.seeds)} seeds on {spec.dataset}, "
-          f"{spec.epochs} epochs, scheduler {spec.scheduler} -> {out}", flush=True)
+          f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True)
     rows = {r.label: r.config.to_dict() for r in spec.rows}
 
     def experiment(**kw) -> str:  # this run's Tune experiment; kw: what differs per call

@@ -84,7 +84,7 @@ class RunSpec:
     title: str
     dataset: str
     data_root: str | None  # as given (absolute), None: each node's own $VAE_DATA_ROOT
-    epochs: int
+    epochs: int  # the budget; with budget "auto" its cap (--max-epochs)
     seeds: tuple[int, ...]
     metric: str
     mode: str
@@ -105,6 +105,10 @@ class RunSpec:
     git: str
     argv: tuple[str, ...]
     trackers: tuple[str, ...] = ()  # --tracker: experiment trackers every trial also logs to
+    # "fixed": every trial trains `epochs`; "auto" (--epochs auto): each until its metric's
+    # plateau (engine/run/stopper.py), after at least `min_epochs`, at most `epochs`
+    budget: str = "fixed"
+    min_epochs: int = 0  # "auto" only
     # engine/run/record.py: versions, Python, host, GPUs, start time, uncommitted changes; a
     # resumed run's keeps the first start's, each resume's own under "resumes"
     environment: dict = field(default_factory=dict, compare=False)
@@ -125,7 +129,12 @@ class RunSpec:
         """search.json (its keys in the order runs have always written them)."""
         return {
             "name": self.name, "title": self.title, "dataset": self.dataset,
-            "data_root": self.data_root, "epochs": self.epochs, "seeds": list(self.seeds),
+            "data_root": self.data_root, "epochs": self.epochs,
+            # "epochs" stays the budget's number (the cap of an auto one), as every reader of
+            # a run folder takes it; a folder from before "budget" is a fixed budget
+            "budget": self.budget,
+            **({"min_epochs": self.min_epochs} if self.budget == "auto" else {}),
+            "seeds": list(self.seeds),
             "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
             "search": self.algorithm, "rows": [r.to_json() for r in self.rows],
             "table_metrics": list(self.table_metrics), "paper": self.paper,
@@ -148,7 +157,10 @@ class RunSpec:
                 "mode": self.mode, "image_every": self.image_every,
                 "checkpoint_every": self.checkpoint_every,
                 "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
-                "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json()}
+                "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json(),
+                # only an auto budget's trials hold these: a fixed one's params stay as before
+                **({"budget": "auto", "min_epochs": self.min_epochs}
+                   if self.budget == "auto" else {})}
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,8 @@ class TrialSpec:
     precision: str
     search: str | None  # the search's name (None in the params of a run before it was kept)
     params: dict = field(compare=False, repr=False)
+    budget: str = "fixed"  # "auto": `epochs` is the cap of a trial that ends at its plateau
+    min_epochs: int = 0
 
     @classmethod
     def from_params(cls, params: dict) -> "TrialSpec":
@@ -189,7 +203,16 @@ class TrialSpec:
             evaluation=EvalSettings.from_dict(params.get("evaluation")),
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
             data=params.get("data"), precision=params.get("precision", "fp32"),
-            search=params.get("search"), params=params)
+            search=params.get("search"), params=params,
+            budget=params.get("budget", "fixed"), min_epochs=params.get("min_epochs", 0))
+
+    def __post_init__(self):
+        if self.budget not in ("fixed", "auto"):
+            raise ValueError(f"budget {self.budget!r}: fixed or auto")
+        if self.budget == "auto" and self.config.lr_schedule in NEEDS_TOTAL_EPOCHS:
+            raise ValueError(f"budget auto: lr_schedule={self.config.lr_schedule} anneals over "
+                             "the total epochs, which a trial that ends at its plateau does "
+                             "not know")
 
 
 def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path]:
@@ -205,9 +228,12 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
     shape = dataset_shape(args.dataset)
     rows = resolve_rows(search, args, shape)
     space_json = _check_space(search, rows, shape) if args.search == "optuna" else None
+    if args.budget == "auto":
+        check_schedules(rows, search.space if args.search == "optuna" else None)
     spec = RunSpec(
         name=search.name, title=search.title, dataset=args.dataset, data_root=data_root,
-        epochs=args.epochs, seeds=tuple(range(args.seeds)), metric=search.metric,
+        epochs=args.epochs, budget=args.budget, min_epochs=args.min_epochs,
+        seeds=tuple(range(args.seeds)), metric=search.metric,
         mode=search.mode, scheduler=args.scheduler, algorithm=args.search, rows=rows,
         table_metrics=tuple(search.table_metrics), paper=search.paper, samples=args.samples,
         space=space_json, max_concurrent=args.max_concurrent,
@@ -220,6 +246,38 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
         argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space,
         trackers=tuple(dict.fromkeys(args.tracker)))
     return spec, claim_run_folder(search, args, out)
+
+
+def budget_text(spec) -> str:
+    """"30 epochs", or an auto budget's "epochs auto: each trial to its plateau of val/mse,
+    20 to 200 epochs"."""
+    if spec.budget == "auto":
+        return (f"epochs auto: each trial to its plateau of {spec.metric}, {spec.min_epochs} "
+                f"to {spec.epochs} epochs")
+    return f"{spec.epochs} epochs"
+
+
+# The schedules an auto budget cannot serve: their rate at an epoch is a function of the
+# run's total epochs (models/schedules.py), which a trial that ends at its plateau does not
+# know. ("step" halves the rate every lr_step_epochs whatever the total; "plateau" follows
+# the training loss; "constant" has no end.)
+NEEDS_TOTAL_EPOCHS = ("cosine",)
+
+
+def check_schedules(rows, space: dict | None = None) -> None:
+    """--epochs auto: no row (nor a sampled space's corner) with a schedule tied to the total
+    epochs (BadInput, one line)."""
+    configs = [(f"row {r.label!r}", r.config) for r in rows]
+    if space:
+        from engine.run.ray_backend import space_corners  # Ray: a sampled search only
+        configs += [(f"the space's point {point}", rows[0].config.replace(**point))
+                    for point in space_corners(space) if "lr_schedule" in point]
+    for where, cfg in configs:
+        if cfg.lr_schedule in NEEDS_TOTAL_EPOCHS:
+            raise BadInput(f"--epochs auto: {where} has lr_schedule={cfg.lr_schedule}, which "
+                           "anneals over the total epochs, unknown until the plateau; use "
+                           "--set lr_schedule=plateau (ReduceLROnPlateau, the UAE code's) or "
+                           "step, or a fixed --epochs N")
 
 
 def load(out: Path, search: Search, args) -> RunSpec:
@@ -241,6 +299,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
         name=saved.get("name", search.name), title=saved.get("title", search.title),
         dataset=saved["dataset"], data_root=args.data_root or saved.get("data_root"),
         epochs=saved["epochs"], seeds=tuple(saved["seeds"]),
+        budget=saved.get("budget", "fixed"), min_epochs=saved.get("min_epochs", 0),
         metric=saved.get("metric", search.metric), mode=saved.get("mode", search.mode),
         scheduler=saved.get("scheduler", args.scheduler),
         algorithm=saved.get("search", args.search), rows=rows,
@@ -263,7 +322,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
     for tracker in spec.trackers:  # installed and able to log here too
         check_tracker(tracker)
     print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
-          f"{len(spec.seeds)} seeds on {spec.dataset}, {spec.epochs} epochs, "
+          f"{len(spec.seeds)} seeds on {spec.dataset}, {budget_text(spec)}, "
           f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
           f"{','.join(spec.evaluation.metrics) or 'none'}"
           f"{', trackers ' + ','.join(spec.trackers) if spec.trackers else ''}; flags given "

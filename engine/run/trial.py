@@ -3,7 +3,9 @@
 Every epoch it reports the mean of each training term (`train/<term>`), the validation
 reconstruction error (`val/mse`, `val/psnr`, the metric ASHA stops on) and its time, and
 saves a checkpoint when one is due (_checkpoint_due); the last epoch adds the evaluation
-(`test/...`) and its checkpoint. A NaN or infinite loss
+(`test/...`) and its checkpoint. With --epochs auto (params "budget": "auto") the last epoch
+is the first at which the search metric has plateaued (engine/run/stopper.py), else the cap
+("epochs"); every line then says "end_reason" (None until the last). A NaN or infinite loss
 ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
 Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
 Ray: engine/run/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
@@ -11,6 +13,7 @@ public API (build, forward/loss, reconstruct, make_optimizer, fit_density).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -27,6 +30,7 @@ from engine.data import apply_options, load_dataset
 from engine.eval.evaluate import evaluate, psnr, reconstruction_mse
 from engine.eval.qualitative import save_qualitative
 from engine.run.spec import TrialSpec
+from engine.run.stopper import PlateauStopper, history_from_lines
 from engine.eval.tensorboard import TrialBoard
 
 STATE_FILE = "state.pt"
@@ -193,7 +197,8 @@ def run_trial(params: dict, session: Session) -> None:
 
     params (the Tune trial's config, stored by Tune as params.json) also holds "label",
     "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" /
-    "checkpoint_seconds" and,
+    "checkpoint_seconds", with --epochs auto "budget": "auto" and "min_epochs" ("epochs" is
+    then the cap) and,
     for a row with data options, "data" (e.g. noise added to the images, engine/data/__init__.py).
     """
     spec = TrialSpec.from_params(params)  # bad settings fail now
@@ -212,6 +217,10 @@ def run_trial(params: dict, session: Session) -> None:
     gen = torch.Generator().manual_seed(seed)
     start, last = 1, {}
     monitored: list[float] = []  # each epoch's last-batch loss, for lr_schedule="plateau"
+    # --epochs auto: the rule that ends the trial at its plateau, its state the history of
+    # what it reads, which every checkpoint holds (a resume decides as if never stopped)
+    plateau = (PlateauStopper(spec.metric, spec.mode, spec.min_epochs, epochs)
+               if spec.budget == "auto" else None)
     if session.resume is not None:  # restart after a failure or an interrupted search
         model.load_state_dict(session.resume["model"])
         opt.load_state_dict(session.resume["optimizer"])
@@ -223,6 +232,8 @@ def run_trial(params: dict, session: Session) -> None:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
         monitored = list(session.resume.get("monitored", []))  # none before the plateau rate
+        if plateau is not None:
+            plateau.restore(TRIAL, _plateau_history(session, plateau, start - 1))
         if session.rank:  # the state is rank 0's (only it checkpoints): a stream of its own
             torch.manual_seed(seed + 100_003 * session.rank + 7_919 * start)
         if session.resume.get("from_folder"):
@@ -230,8 +241,8 @@ def run_trial(params: dict, session: Session) -> None:
             # epoch first, so that no line is lost where the driver died after the checkpoint
             # was written but before its result line was (the merge keeps each epoch once)
             session.report(last, None)
-        if start > epochs:  # at its final checkpoint: nothing left to train
-            return
+        if start > epochs or last.get("status") == "completed":  # at its final checkpoint
+            return  # (an auto budget's may come before the cap): nothing left to train
     net = session.wrap(model)
     # held as the data set holds them (uint8: a quarter of float32's bytes), on the GPU where
     # they fit the trial's share of it, each batch converted there; on the host the training
@@ -274,24 +285,58 @@ def run_trial(params: dict, session: Session) -> None:
                        **{f"train/{k}": v for k, v in terms.items()}, "train/lr": lr,
                        "val/mse": val_mse, "val/psnr": psnr(val_mse),
                        "time/epoch_s": took, "time/epoch_mean_s": mean}
-            if epoch == epochs:
+            final = epoch == epochs
+            if plateau is not None:
+                # rank 0's decision, which every worker takes (their validation may differ)
+                final = _any_worker(plateau(TRIAL, metrics) and session.rank == 0,
+                                    session.world, session.all_reduce, dev)
+                metrics["end_reason"] = plateau.reason(TRIAL) if final else None
+            if final:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
                     metrics.update(evaluate(model, data, dev, spec.evaluation, seed=seed,
                                             out_dir=session.trial_dir, drawn=drawn))
                     _save_pictures(model, data, drawn, dev, session.trial_dir, seed)
                 metrics["status"] = "completed"
             if board is not None:
-                board.epoch(model, metrics, epoch, final=epoch == epochs, drawn=drawn)
+                board.epoch(model, metrics, epoch, final=final, drawn=drawn)
             last = metrics
-            if _checkpoint_due(spec, epoch, _clock() - since):
+            if final or _checkpoint_due(spec, epoch, _clock() - since):
                 since = _clock()
                 _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored,
-                                        scaler)
+                                        scaler, plateau.history(TRIAL) if plateau else None)
             else:
                 session.report(metrics, None)
+            if final:
+                break
     finally:
         if board is not None:
             board.close()
+
+
+TRIAL = "trial"  # the one trial a trainable's PlateauStopper follows
+
+
+def _plateau_history(session: Session, plateau: PlateauStopper, epochs: int) -> dict:
+    """The plateau rule's history of epochs 1..`epochs` for a restored trial: its
+    checkpoint's, else (a checkpoint from before it held one) its result lines in the trial
+    folder's result.json and, set aside by --resume, result-before-resume.json."""
+    saved = session.resume.get("plateau")
+    if saved is not None:
+        return saved
+    lines = []
+    for name in ("result-before-resume.json", "result.json"):  # the later file's lines win
+        path = Path(session.trial_dir, name)
+        for text in (path.read_text().splitlines() if path.is_file() else []):
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                continue
+    history = history_from_lines(lines, plateau.names, epochs)
+    if history is None:
+        raise ValueError(f"--epochs auto: the checkpoint of epoch {epochs} holds no metric "
+                         f"history and the result lines in {session.trial_dir} miss some of "
+                         "its epochs; the plateau rule cannot continue exactly")
+    return history
 
 
 def _save_pictures(model, data, drawn: dict, dev, trial_dir: str, seed: int) -> None:
@@ -313,8 +358,9 @@ def tune_backends(device: torch.device) -> None:
 
 
 def _checkpoint_due(spec: TrialSpec, epoch: int, elapsed: float) -> bool:
-    """The last epoch always; else every checkpoint_every epochs, or, by time (the default,
-    5 minutes), the first epoch to end `checkpoint_seconds` after the last checkpoint: a
+    """The last epoch always (the cap here; run_trial adds an auto budget's plateau); else
+    every checkpoint_every epochs, or, by time (the default, 5 minutes), the first epoch to
+    end `checkpoint_seconds` after the last checkpoint: a
     checkpoint is the model, Adam's moments and the RNG states (161-433 MB for the conv nets),
     written to shared storage, which every epoch would cost more than short epochs do."""
     if epoch == spec.epochs:
@@ -337,10 +383,11 @@ def _diverged(last: dict, epoch: int, metric: str, mode: str) -> dict:
 
 
 def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
-                            params: dict, monitored: list[float], scaler=None) -> None:
+                            params: dict, monitored: list[float], scaler=None,
+                            plateau: dict | None = None) -> None:
     """Report with a checkpoint that holds everything to continue and to trace the result:
     weights, optimizer, the shuffling generator, the epoch, the losses a plateau rate reads,
-    fp16's loss scale, and the resolved params."""
+    fp16's loss scale, an auto budget's metric history (`plateau`) and the resolved params."""
     if session.rank != 0:  # only rank 0 writes; every worker still reports (a barrier)
         session.report(metrics, None)
         return
@@ -351,6 +398,7 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
                        if model_device(model).type == "cuda" else {}),
                     **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                     "epoch": metrics["epoch"], "monitored": list(monitored),
+                    **({"plateau": plateau} if plateau is not None else {}),
                     "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
         session.report(metrics, d)  # Ray copies the folder to the run's storage
 

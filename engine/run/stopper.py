@@ -1,0 +1,169 @@
+"""--epochs auto: train each trial until its search metric has plateaued, capped at --max-epochs.
+
+The rule is the report's convergence criterion (engine/report/__init__.py `_convergence`),
+applied after every epoch k to the epochs 1..k: the mean of the search metric over the last
+10% of the epochs (at least one, at most half) may not improve by more than 1% of its value
+on the mean over as many epochs before them, nor may a watched value the trial reports (the
+decoder variance train/sigma_x2) move by more than 1%; and the trial must have trained at
+least `min_epochs` epochs (20 by default), so that it is not stopped while its learning rate
+still anneals or before its first epochs' noise has settled. A trial that meets it has
+converged by the report's own mark, so a run with --epochs auto reports no row "not
+converged" except those that reached the cap.
+
+`PlateauStopper` holds the rule with Ray Tune's `Stopper` interface (`__call__(trial_id,
+result) -> bool`, `stop_all()`; engine/run/ray_backend.py registers it as a
+`ray.tune.stopper.Stopper`, so that Tune takes it as one). The trial asks it itself, after each
+epoch's validation, inside the trainable (engine/run/trial.py) rather than Tune asking it in
+the driver: a trial that Tune stops has already reported its last epoch as "running", so it
+could not be evaluated at its end and would count as stopped early, while the trainable that
+learns this epoch is its last evaluates it and reports it "completed", like any trial at the
+end of its budget. And the trainable can restore the rule's state exactly: it is the metric's
+history, which every checkpoint holds (`history`), where a Tune stopper in the driver sees
+only the results of its own session (a trial --resume continues is a new Tune trial).
+
+Nothing here imports Ray: the engine's command line, the trial loop and `python -m
+engine.train` use the rule without it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+# the report's (engine/report/__init__.py; tests/test_stopper.py checks that they agree)
+CONVERGENCE_WINDOW = 0.1
+CONVERGENCE_TOL = 0.01
+WATCHED = ("train/sigma_x2",)
+MIN_EPOCHS = 20  # --min-epochs' default
+
+
+def window(n: int) -> int:
+    """The epochs of each of the two means compared after `n` epochs: 10% of them, at least
+    one, at most half (0 below two epochs), as the report takes it."""
+    return min(max(1, round(CONVERGENCE_WINDOW * n)), n // 2)
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def still_moving(history: Mapping[str, Sequence[float]], metric: str, mode: str = "min",
+                 watched: Sequence[str] = WATCHED) -> dict[str, float] | None:
+    """{name: relative change} of what has not flattened over `history` (name -> its value
+    at epochs 1..n; a value the trial does not report is NaN, None or missing), {} where
+    everything checked has flattened, None where nothing could be checked (under two epochs,
+    or non-finite values in both windows of every name). The change is the report's: the
+    mean of the window before the last minus the last's, relative to the last (its sign
+    turned for a metric maximised), for the metric; its absolute value for a watched one."""
+    sign = -1 if mode == "max" else 1
+    checked, moving = False, {}
+    for name in dict.fromkeys((metric, *watched)):
+        values = [_num(v) for v in history.get(name, ())]
+        w = window(len(values))
+        last, before = values[len(values) - w:], values[len(values) - 2 * w:len(values) - w]
+        if not w or not all(map(math.isfinite, last + before)):
+            continue
+        last, before = sum(last) / w, sum(before) / w
+        change = (before - last) / max(abs(last), 1e-12)
+        change = sign * change if name == metric else abs(change)
+        checked = True
+        if change > CONVERGENCE_TOL:
+            moving[name] = change
+    return moving if checked else None
+
+
+class PlateauStopper:
+    """The plateau rule as a Ray Tune stopper: called with each result of a trial (its
+    "epoch" and metrics; a repeated epoch, e.g. a restored trial's, replaces the earlier one),
+    it answers True at the first epoch >= min_epochs where nothing moves any more
+    (`still_moving` is {}), or at `max_epochs` (when given). `reason(trial_id)` says which.
+    `restore(trial_id, history)` gives it a trial's history from a checkpoint, so that a
+    resumed trial decides at the same epoch as one never interrupted."""
+
+    def __init__(self, metric: str, mode: str = "min", min_epochs: int = MIN_EPOCHS,
+                 max_epochs: int | None = None, watched: Sequence[str] = WATCHED):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode!r}: min or max")
+        if min_epochs < 1 or (max_epochs is not None and max_epochs < 1):
+            raise ValueError(f"min_epochs {min_epochs}, max_epochs {max_epochs}: each >= 1")
+        self.metric, self.mode, self.min_epochs, self.max_epochs = (metric, mode, min_epochs,
+                                                                    max_epochs)
+        self.watched = tuple(watched)
+        self._history: dict[str, dict[str, list[float]]] = {}  # trial -> name -> values
+        self._reason: dict[str, str] = {}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What the rule reads from each result."""
+        return tuple(dict.fromkeys((self.metric, *self.watched)))
+
+    def history(self, trial_id: str) -> dict[str, list[float]]:
+        """The trial's values of `names` at epochs 1..n (NaN where it reported none): what a
+        checkpoint saves."""
+        return {k: list(v) for k, v in self._history.get(trial_id, {}).items()}
+
+    def restore(self, trial_id: str, history: Mapping[str, Sequence[float]]) -> None:
+        lengths = {len(history.get(name, ())) for name in self.names}
+        if len(lengths) != 1:
+            raise ValueError(f"a plateau history of unequal lengths: {sorted(lengths)}")
+        self._history[trial_id] = {name: [_num(v) for v in history.get(name, ())]
+                                   for name in self.names}
+        self._reason.pop(trial_id, None)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
+        history = self._history.setdefault(trial_id, {name: [] for name in self.names})
+        n = len(history[self.metric])
+        if not 1 <= epoch <= n + 1:
+            raise ValueError(f"epoch {epoch} after a history of {n} epochs")
+        for name in self.names:
+            del history[name][epoch - 1:]  # a repeated epoch: its later result wins
+            history[name].append(_num(result.get(name)))
+        reason = self.decide(history)
+        if reason is None:
+            self._reason.pop(trial_id, None)
+            return False
+        self._reason[trial_id] = reason
+        return True
+
+    def decide(self, history: Mapping[str, Sequence[float]]) -> str | None:
+        """Why the trial ends after the epochs of `history`: "plateau at epoch k (...)" or
+        "max epochs N reached, no plateau (...)"; None where it goes on."""
+        n = len(history.get(self.metric, ()))
+        moving = still_moving(history, self.metric, self.mode, self.watched)
+        if n >= self.min_epochs and moving == {}:
+            w = window(n)
+            return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
+                    f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of epochs "
+                    f"{_span(n - 2 * w + 1, n - w)})")
+        if self.max_epochs is not None and n >= self.max_epochs:
+            still = ", ".join(f"{k} by {100 * v:.2g}%" for k, v in (moving or {}).items())
+            return (f"max epochs {self.max_epochs} reached, no plateau"
+                    + (f" ({still} over the last {window(n)} epochs)" if still else ""))
+        return None
+
+    def reason(self, trial_id: str) -> str | None:
+        return self._reason.get(trial_id)
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def _span(a: int, b: int) -> str:
+    return f"{a}" if a == b else f"{a}-{b}"
+
+
+def history_from_lines(lines: Sequence[dict], names: Sequence[str], upto: int
+                       ) -> dict[str, list[float]] | None:
+    """A trial's plateau history at epochs 1..`upto` from its result lines (each epoch's
+    last line wins), None where an epoch is missing: for a checkpoint written before the
+    checkpoint held it."""
+    by_epoch = {}
+    for line in lines:
+        if isinstance(line.get("epoch"), int):
+            by_epoch[line["epoch"]] = line
+    if any(e not in by_epoch for e in range(1, upto + 1)):
+        return None
+    return {name: [_num(by_epoch[e].get(name)) for e in range(1, upto + 1)] for name in names}
