@@ -9,8 +9,9 @@ import random
 import pytest
 
 import engine.report as report
-from engine.run.stopper import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS, WATCHED,
-                                PlateauStopper, history_from_lines, still_moving, window)
+from engine.run.stopper import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS, PATIENCE,
+                                WATCHED, PlateauStopper, history_from_lines, still_moving,
+                                window)
 
 
 def feed(stopper: PlateauStopper, values, trial="t", **watched) -> list[bool]:
@@ -23,7 +24,7 @@ def feed(stopper: PlateauStopper, values, trial="t", **watched) -> list[bool]:
 def test_the_rule_is_the_reports_convergence_criterion():
     assert (CONVERGENCE_WINDOW, CONVERGENCE_TOL, WATCHED) == (
         report.CONVERGENCE_WINDOW, report.CONVERGENCE_TOL, report.WATCHED)
-    assert MIN_EPOCHS == 20
+    assert (MIN_EPOCHS, PATIENCE) == (20, 3)
 
 
 @pytest.mark.parametrize("n, w", [(1, 0), (2, 1), (9, 1), (14, 1), (15, 2), (24, 2),
@@ -35,19 +36,19 @@ def test_the_window_is_ten_percent_at_least_one_at_most_half(n, w):
 
 def test_a_hand_made_sequence_stops_at_the_first_epoch_within_one_percent():
     # after epoch 4: (6 - 5) / 5 = 20 % better; after epoch 5: (5 - 4.98) / 4.98 = 0.4 %
-    stopper = PlateauStopper("val/mse", min_epochs=4)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=4)
     assert feed(stopper, [10, 8, 6, 5, 4.98]) == [False, False, False, False, True]
     assert stopper.reason("t") == ("plateau at epoch 5 (val/mse: the mean of epochs 5 within "
                                    "1% of that of epochs 4)")
 
 
 def test_under_one_percent_is_a_plateau_and_just_over_is_not():
-    assert feed(PlateauStopper("val/mse", min_epochs=2), [1.0099, 1.0])[-1]
-    assert not feed(PlateauStopper("val/mse", min_epochs=2), [1.0101, 1.0])[-1]
+    assert feed(PlateauStopper("val/mse", patience=1, min_epochs=2), [1.0099, 1.0])[-1]
+    assert not feed(PlateauStopper("val/mse", patience=1, min_epochs=2), [1.0101, 1.0])[-1]
 
 
 def test_no_plateau_before_min_epochs_however_flat():
-    stopper = PlateauStopper("val/mse", min_epochs=20)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=20)
     answers = feed(stopper, [1.0] * 20)
     assert answers == [False] * 19 + [True]
     assert stopper.reason("t").startswith("plateau at epoch 20")
@@ -59,14 +60,25 @@ def test_the_means_over_two_windows_not_single_epochs():
     # 20-21 (1.0) against 18-19 (1.0125): 1.25 %, not yet; after 22, 21-22 (1.0) against
     # 19-20 (1.0025): 0.25 %, a plateau
     values = [2.0] * 16 + [1.03, 1.02, 1.005, 1.0, 1.0, 1.0]
-    stopper = PlateauStopper("val/mse", min_epochs=20)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=20)
     assert feed(stopper, values)[-3:] == [False, False, True]
     assert stopper.reason("t") == ("plateau at epoch 22 (val/mse: the mean of epochs 21-22 "
                                    "within 1% of that of epochs 19-20)")
 
 
+def test_with_patience_the_criterion_must_hold_at_consecutive_epochs():
+    # one noisy epoch (10 -> 10.2) is a "plateau" of a curve still falling 10 % an epoch;
+    # three flat epochs in a row are one
+    values = [20, 15, 10, 10.2, 9, 8, 7, 7, 7, 7]
+    assert feed(PlateauStopper("val/mse", patience=1, min_epochs=3), values).index(True) == 3
+    stopper = PlateauStopper("val/mse", min_epochs=3)  # patience 3
+    assert feed(stopper, values).index(True) == 9
+    assert stopper.reason("t") == ("plateau at epoch 10 (val/mse: the mean of epochs 10 within "
+                                   "1% of that of epochs 9, as at the 2 epochs before)")
+
+
 def test_a_steadily_improving_trial_runs_to_the_cap_and_says_so():
-    stopper = PlateauStopper("val/mse", min_epochs=3, max_epochs=12)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=3, max_epochs=12)
     answers = feed(stopper, [0.95 ** i for i in range(12)])  # 5 % better every epoch
     assert answers == [False] * 11 + [True]
     assert stopper.reason("t") == ("max epochs 12 reached, no plateau (val/mse by 5.3% over "
@@ -74,15 +86,15 @@ def test_a_steadily_improving_trial_runs_to_the_cap_and_says_so():
 
 
 def test_a_worse_metric_is_a_plateau_and_max_mode_turns_the_sign():
-    assert feed(PlateauStopper("val/mse", min_epochs=2), [1.0, 1.2])[-1]  # got worse: flat
-    up = PlateauStopper("val/psnr", "max", min_epochs=2)
+    assert feed(PlateauStopper("val/mse", patience=1, min_epochs=2), [1.0, 1.2])[-1]  # got worse: flat
+    up = PlateauStopper("val/psnr", "max", min_epochs=2, patience=1)
     assert not up("t", {"epoch": 1, "val/psnr": 20.0})
     assert not up("t", {"epoch": 2, "val/psnr": 21.0})  # 4.8 % better
     assert up("t", {"epoch": 3, "val/psnr": 21.1})  # 0.47 %
 
 
 def test_a_watched_decoder_variance_that_still_moves_holds_the_trial():
-    stopper = PlateauStopper("val/mse", min_epochs=2)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=2)
     flat = [1.0] * 6
     sigma = [1.0, 0.5, 0.25, 0.2, 0.199, 0.199]  # moving by 25 %, then 0.5 %
     assert feed(stopper, flat, train__sigma_x2=sigma) == [False, False, False, False, True,
@@ -106,24 +118,26 @@ def test_the_rule_agrees_with_the_reports_mark_on_random_curves():
         lines = [{"epoch": e, "val/mse": a + b * e ** -c + rng.gauss(0, noise) + 0.05,
                   **({"train/sigma_x2": 1 + 2 * e ** -c} if rng.random() < 0.3 else {})}
                  for e in range(1, n + 1)]
-        stopper = PlateauStopper("val/mse", min_epochs=1)
+        stopper = PlateauStopper("val/mse", patience=1, min_epochs=1)
+        patient = PlateauStopper("val/mse", min_epochs=1)
         for k in range(1, n + 1):
             stops = stopper("t", lines[k - 1])
-            assert stops == (report._convergence(lines[:k], search)["converged"] is True), \
-                (k, lines[:k])
+            converged = report._convergence(lines[:k], search)["converged"] is True
+            assert stops == converged, (k, lines[:k])
+            assert not patient("t", lines[k - 1]) or converged  # stricter, never looser
             checked += stops
     assert checked > 100  # both answers were exercised
 
 
 def test_a_restored_history_decides_as_the_uninterrupted_one():
     values = [0.3 + math.exp(-0.3 * e) for e in range(40)]
-    whole = PlateauStopper("val/mse", min_epochs=5)
+    whole = PlateauStopper("val/mse", patience=1, min_epochs=5)
     answers = feed(whole, values)
     stop = answers.index(True)
     for k in (1, 5, stop):  # restored after epoch k from the history a checkpoint holds
-        half = PlateauStopper("val/mse", min_epochs=5)
+        half = PlateauStopper("val/mse", patience=1, min_epochs=5)
         feed(half, values[:k], trial="a")
-        again = PlateauStopper("val/mse", min_epochs=5)
+        again = PlateauStopper("val/mse", patience=1, min_epochs=5)
         again.restore("b", json.loads(json.dumps(half.history("a"))))  # (NaN as JSON does)
         rest = [again("b", {"epoch": e + 1, "val/mse": values[e]})
                 for e in range(k, len(values))]
@@ -131,7 +145,7 @@ def test_a_restored_history_decides_as_the_uninterrupted_one():
 
 
 def test_a_repeated_epoch_replaces_the_earlier_result():
-    stopper = PlateauStopper("val/mse", min_epochs=2)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=2)
     feed(stopper, [1.0, 0.5])
     assert stopper("t", {"epoch": 2, "val/mse": 0.999})  # a retried epoch 2: now flat
     assert stopper.history("t")["val/mse"] == [1.0, 0.999]
@@ -152,7 +166,7 @@ def test_it_is_a_ray_tune_stopper_that_tune_can_combine():
     from ray.tune.stopper import CombinedStopper, MaximumIterationStopper, Stopper
 
     import engine.run.ray_backend  # noqa: F401  (registers it)
-    stopper = PlateauStopper("val/mse", min_epochs=2)
+    stopper = PlateauStopper("val/mse", patience=1, min_epochs=2)
     assert isinstance(stopper, Stopper) and not stopper.stop_all()
     both = CombinedStopper(stopper, MaximumIterationStopper(10))
     assert not both("t", {"epoch": 1, "training_iteration": 1, "val/mse": 1.0})

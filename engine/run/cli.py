@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import models
 from engine.data import DATASETS
 from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
-from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW
+from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW, PATIENCE
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
     from engine.run.search import Search
@@ -55,8 +55,8 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help="training epochs per trial, or auto: each trial until its search "
                    f"metric ({search.metric}) has plateaued (the mean over the last "
                    f"{CONVERGENCE_WINDOW:.0%} of its epochs improves by at most "
-                   f"{CONVERGENCE_TOL:.0%} on as many before them), at least --min-epochs, "
-                   f"at most --max-epochs ({search.epochs})")
+                   f"{CONVERGENCE_TOL:.0%} on as many before them, at {PATIENCE} epochs in a "
+                   f"row), at least --min-epochs, at most --max-epochs ({search.epochs})")
     p.add_argument("--max-epochs", metavar="N", help="--epochs auto's cap"
                    + (f" ({search.max_epochs})" if search.max_epochs else ""))
     p.add_argument("--min-epochs", metavar="N", help="--epochs auto: no plateau before this "

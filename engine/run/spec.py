@@ -25,6 +25,7 @@ from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, res
 from engine.files import write_json_atomic
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
 from engine.run.record import environment, own_checkout
+from engine.run.stopper import PATIENCE
 
 if TYPE_CHECKING:
     from engine.run.search import Search
@@ -109,6 +110,7 @@ class RunSpec:
     # plateau (engine/run/stopper.py), after at least `min_epochs`, at most `epochs`
     budget: str = "fixed"
     min_epochs: int = 0  # "auto" only
+    plateau_patience: int = PATIENCE  # "auto" only: engine/run/stopper.py
     # engine/run/record.py: versions, Python, host, GPUs, start time, uncommitted changes; a
     # resumed run's keeps the first start's, each resume's own under "resumes"
     environment: dict = field(default_factory=dict, compare=False)
@@ -133,7 +135,8 @@ class RunSpec:
             # "epochs" stays the budget's number (the cap of an auto one), as every reader of
             # a run folder takes it; a folder from before "budget" is a fixed budget
             "budget": self.budget,
-            **({"min_epochs": self.min_epochs} if self.budget == "auto" else {}),
+            **({"min_epochs": self.min_epochs, "plateau_patience": self.plateau_patience}
+               if self.budget == "auto" else {}),
             "seeds": list(self.seeds),
             "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
             "search": self.algorithm, "rows": [r.to_json() for r in self.rows],
@@ -159,7 +162,8 @@ class RunSpec:
                 "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
                 "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json(),
                 # only an auto budget's trials hold these: a fixed one's params stay as before
-                **({"budget": "auto", "min_epochs": self.min_epochs}
+                **({"budget": "auto", "min_epochs": self.min_epochs,
+                    "plateau_patience": self.plateau_patience}
                    if self.budget == "auto" else {})}
 
 
@@ -186,6 +190,7 @@ class TrialSpec:
     params: dict = field(compare=False, repr=False)
     budget: str = "fixed"  # "auto": `epochs` is the cap of a trial that ends at its plateau
     min_epochs: int = 0
+    plateau_patience: int = PATIENCE
 
     @classmethod
     def from_params(cls, params: dict) -> "TrialSpec":
@@ -204,7 +209,8 @@ class TrialSpec:
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
             data=params.get("data"), precision=params.get("precision", "fp32"),
             search=params.get("search"), params=params,
-            budget=params.get("budget", "fixed"), min_epochs=params.get("min_epochs", 0))
+            budget=params.get("budget", "fixed"), min_epochs=params.get("min_epochs", 0),
+            plateau_patience=params.get("plateau_patience", PATIENCE))
 
     def __post_init__(self):
         if self.budget not in ("fixed", "auto"):
@@ -300,6 +306,7 @@ def load(out: Path, search: Search, args) -> RunSpec:
         dataset=saved["dataset"], data_root=args.data_root or saved.get("data_root"),
         epochs=saved["epochs"], seeds=tuple(saved["seeds"]),
         budget=saved.get("budget", "fixed"), min_epochs=saved.get("min_epochs", 0),
+        plateau_patience=saved.get("plateau_patience", PATIENCE),
         metric=saved.get("metric", search.metric), mode=saved.get("mode", search.mode),
         scheduler=saved.get("scheduler", args.scheduler),
         algorithm=saved.get("search", args.search), rows=rows,
