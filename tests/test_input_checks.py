@@ -215,3 +215,20 @@ def test_evaluate_still_says_a_folder_holds_no_checkpoint(tmp_path, capsys, no_e
     assert "holds no checkpoint" in one_error_line(capsys)
     assert engine_main(["evaluate", str(tmp_path / "nope"), "--device", "cpu"]) == 2
     assert "no such folder" in one_error_line(capsys)
+
+
+# --- 4. python -m engine.train's budget (a search's: tests/test_search.py) ------------------
+
+@pytest.mark.parametrize("argv, says", [
+    (["--epochs", "abc"], "--epochs 'abc': give a whole number of epochs or auto"),
+    (["--epochs", "0"], "--epochs 0 must be >= 1 (or auto)"),
+    (["--epochs", "auto"], "--epochs auto needs a cap: give --max-epochs N"),
+    (["--epochs", "auto", "--max-epochs", "0"], "--max-epochs 0 must be >= 1"),
+    (["--epochs", "auto", "--max-epochs", "5"], "--min-epochs 20 is above --max-epochs 5"),
+    (["--epochs", "auto", "--max-epochs", "30", "--set", "lr_schedule=cosine"],
+     "lr_schedule=cosine anneals over the total epochs"),
+])
+def test_engine_train_refuses_a_bad_budget_in_one_line(argv, says, capsys):
+    from engine.train import main
+    assert main(["--dataset", "digits", *argv]) == 2
+    assert says in one_error_line(capsys)
