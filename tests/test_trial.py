@@ -567,3 +567,49 @@ def test_an_auto_budget_refuses_a_schedule_over_the_total_epochs(tmp_path):
     cfg = models.PRESETS["AE"].replace(lr_schedule="cosine").to_dict()
     with pytest.raises(ValueError, match="cosine anneals over the total epochs"):
         run(auto_params(config=cfg), tmp_path)
+
+
+def test_every_worker_ends_at_rank_0s_plateau(monkeypatch, tmp_path):
+    """With several workers (DDP) the plateau is rank 0's decision, which every worker takes
+    (one all-reduce), so none goes on to an all-reduce the others never make. Two workers in
+    threads here (each its own model: nothing syncs them), the first one's rule made to stop
+    at epoch 5, the second one's at epoch 3."""
+    import threading
+    import engine.run.trial as trial_module
+
+    class Stubborn(trial_module.PlateauStopper):
+        def decide(self, history):
+            at = 5 if threading.current_thread().name == "rank0" else 3
+            return f"plateau at epoch {at} (here)" if len(history["val/mse"]) == at else None
+    monkeypatch.setattr(trial_module, "PlateauStopper", Stubborn)
+    barrier, slots = threading.Barrier(2, timeout=60), [None, None]
+
+    def all_reduce_of(rank):
+        def all_reduce(t):
+            slots[rank] = t.clone()
+            barrier.wait()
+            total = slots[0] + slots[1]
+            barrier.wait()
+            t.copy_(total)
+        return all_reduce
+    recs, errors = [Recorder(), Recorder()], []
+
+    def worker(rank):
+        try:
+            run_trial(auto_params(), Session(report=recs[rank], trial_dir=str(tmp_path),
+                                             rank=rank, world=2,
+                                             all_reduce=all_reduce_of(rank)))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+            barrier.abort()
+    threads = [threading.Thread(target=worker, args=(r,), name=f"rank{r}") for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    epochs = [[r["epoch"] for r in rec.reports] for rec in recs]
+    assert epochs == [[1, 2, 3, 4, 5]] * 2
+    assert [rec.reports[-1]["status"] for rec in recs] == ["completed", "completed"]
+    assert recs[0].reports[-1]["end_reason"] == "plateau at epoch 5 (here)"
+    assert "test/mse" in recs[0].reports[-1]  # evaluated by rank 0
