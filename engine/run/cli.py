@@ -54,8 +54,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", metavar="N|auto",
                    help="training epochs per trial, or auto: each trial until its search "
                    f"metric ({search.metric}) has plateaued (the mean over the last "
-                   f"{CONVERGENCE_WINDOW:.0%} of its epochs improves by at most "
-                   f"{CONVERGENCE_TOL:.0%} on as many before them, at {PATIENCE} epochs in a "
+                   # "%%": argparse %-formats help texts
+                   f"{CONVERGENCE_WINDOW:.0%}% of its epochs improves by at most "
+                   f"{CONVERGENCE_TOL:.0%}% on as many before them, at {PATIENCE} epochs in a "
                    f"row), at least --min-epochs, at most --max-epochs ({search.epochs})")
     p.add_argument("--max-epochs", metavar="N", help="--epochs auto's cap"
                    + (f" ({search.max_epochs})" if search.max_epochs else ""))
