@@ -280,3 +280,18 @@ def test_the_projection_recovers_a_power_law_and_names_the_places_it_would_chang
     assert f"{UT} would pass VAE (beta=1) ({report._sig(want[UT])} against " \
            f"{report._sig(want['VAE (beta=1)'])})" in note
     assert "VAE (beta=0.5) would pass" not in note
+
+
+def test_an_auto_budget_is_named_in_the_title_and_each_trials_end_reason_kept(tmp_path):
+    run = make_run(tmp_path, finished=True)
+    search = {**_search(run), "budget": "auto", "epochs": 150, "min_epochs": 20}
+    (run / "search.json").write_text(json.dumps(search))
+    folder = next(f for f in sorted(run.iterdir()) if (f / "result.json").is_file())
+    lines = (folder / "result.json").read_text().splitlines()
+    last = json.loads(lines[-1]) | {"end_reason": "plateau at epoch 3 (...)"}
+    (folder / "result.json").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    text = report.write_report(run)
+    assert text.splitlines()[0].startswith(
+        "Test ablation (ablation_test): digits, each trial to its plateau, 20 to 150 epochs")
+    trials = pd.read_csv(run / "report" / "trials.csv")
+    assert trials.set_index("trial").loc[folder.name, "end_reason"] == "plateau at epoch 3 (...)"

@@ -81,6 +81,7 @@ def load_trials(run_dir) -> pd.DataFrame:
             "status": _status(last, error is not None, (folder / STOPPED_FILE).is_file()),
             "epochs_done": epochs_done, "error": error,
             "diverged_at_epoch": last.get("diverged_at_epoch"),
+            "end_reason": last.get("end_reason"),  # --epochs auto: plateau or cap
             **(_convergence(lines, search) if last.get("status") == "completed"
                else {"converged": None, "still_moving": None}),
             "eval_notes": json.dumps(last["notes"]) if isinstance(last.get("notes"), dict)
@@ -93,7 +94,7 @@ def load_trials(run_dir) -> pd.DataFrame:
     metrics = sorted(k for k in found if "/" in k and not k.startswith("config/"))
     columns = ["trial", "trial_id", "label", "seed",
                *[k for k in found if k.startswith("config/")],
-               "status", "epochs_done", "error", "diverged_at_epoch", "converged",
+               "status", "epochs_done", "error", "diverged_at_epoch", "end_reason", "converged",
                "still_moving", *metrics, "time_total_s", "eval_notes"]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -900,8 +901,10 @@ def _status_counts(trials: pd.DataFrame) -> str:
 def _title(search: dict, finished: bool) -> str:
     state = "search finished" if finished else "partial: search running or interrupted"
     seeds = ", ".join(str(s) for s in search.get("seeds") or [])
+    budget = (f"each trial to its plateau, {search.get('min_epochs')} to {search.get('epochs')} "
+              "epochs" if search.get("budget") == "auto" else f"{search.get('epochs')} epochs")
     return (f"{search.get('title') or search.get('name', 'search')} ({search.get('name', '')}): "
-            f"{search.get('dataset')}, {search.get('epochs')} epochs, seeds {seeds}, "
+            f"{search.get('dataset')}, {budget}, seeds {seeds}, "
             f"{search.get('metric')} ({search.get('mode')}); {state}")
 
 
