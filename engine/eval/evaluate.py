@@ -99,6 +99,9 @@ class EvalSettings:
     grad_var_draws: int = 32
     variance_draws: int = 8  # z ~ q(z|x) per test image for the "variance" group
     batch_size: int = 500
+    # with the "fid" group: val/fid_rec every this many epochs during training and at the
+    # last (engine/eval/training_fid.py); 0: never
+    train_fid_every: int = 5
 
     def validate(self) -> "EvalSettings":
         """Raise ValueError with one line naming the bad setting."""
@@ -118,7 +121,7 @@ class EvalSettings:
                      "variance_draws", "batch_size", "kid_subsets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
-        for name in ("nll_images", "diagnostic_images"):
+        for name in ("nll_images", "diagnostic_images", "train_fid_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)} must be >= 0 (0: all)")
         for f in dataclasses.fields(self):  # every float setting, so none is forgotten

@@ -29,6 +29,7 @@ import models
 from engine.data import apply_options, load_dataset
 from engine.eval.evaluate import evaluate, psnr, reconstruction_mse
 from engine.eval.qualitative import save_qualitative
+from engine.eval.training_fid import METRIC as FID_METRIC, TrainingFid, due
 from engine.run.spec import TrialSpec
 from engine.run.stopper import PlateauStopper, history_from_lines
 from engine.eval.tensorboard import TrialBoard
@@ -252,6 +253,8 @@ def run_trial(params: dict, session: Session) -> None:
                        spec.resources.gpu)
     train, val = data.train.images.to(held), data.val.images.to(held)
     board = TrialBoard(session.trial_dir, spec, data, start) if session.rank == 0 else None
+    # val/fid_rec every few epochs (rank 0): whether the rows' FID order had settled
+    cheap_fid = TrainingFid.of(data, spec.evaluation, dev) if session.rank == 0 else None
     drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
     since = _clock()  # the last checkpoint (or this process's start of training)
     try:
@@ -292,10 +295,15 @@ def run_trial(params: dict, session: Session) -> None:
                 final = _any_worker(plateau(TRIAL, metrics) and session.rank == 0,
                                     session.world, session.all_reduce, dev)
                 metrics["end_reason"] = plateau.reason(TRIAL) if final else None
+            if cheap_fid is not None and cheap_fid.reason is None:  # a key in every line
+                metrics[FID_METRIC] = (cheap_fid(model) if due(
+                    epoch, spec.evaluation.train_fid_every, final) else None)
             if final:
                 if session.rank == 0:  # the others' reports are not relayed (see ddp_trial)
                     metrics.update(evaluate(model, data, dev, spec.evaluation, seed=seed,
                                             out_dir=session.trial_dir, drawn=drawn))
+                    if cheap_fid is not None and cheap_fid.reason:  # said, not skipped
+                        metrics.setdefault("notes", {})[FID_METRIC] = cheap_fid.reason
                     _save_pictures(model, data, drawn, dev, session.trial_dir, seed)
                 metrics["status"] = "completed"
             if board is not None:
