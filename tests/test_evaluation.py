@@ -234,3 +234,17 @@ def test_eval_groups_parse_the_same_for_searches_and_the_evaluate_command():
     assert parse_groups("all") == GROUPS and parse_groups("none") == ()
     assert parse_groups("fid, latent") == ("fid", "latent")
     assert EvalSettings.from_dict({"metrics": "none"}).metrics == ()
+
+
+def test_the_classifiers_augmentation_is_the_identity_at_zero_and_shifts_whole_pixels(
+        monkeypatch):
+    x = torch.rand(5, 1, 28, 28)
+    for name in ("AUGMENT_SHIFT", "AUGMENT_DEGREES", "AUGMENT_SCALE"):
+        monkeypatch.setattr(F, name, 0.0)
+    assert torch.allclose(F.augment(x, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    # a shift of exactly one pixel (the draw's extreme: rand = 1 -> +AUGMENT_SHIFT)
+    monkeypatch.setattr(F, "AUGMENT_SHIFT", 1 / 28)
+    monkeypatch.setattr(torch, "rand", lambda *s, generator=None: torch.ones(*s))
+    moved = F.augment(x, torch.Generator())
+    assert torch.allclose(moved[..., :-1, :-1], x[..., 1:, 1:], atol=1e-5)  # sampled at +1 px
+    assert moved[..., -1, :].abs().max() < 1e-5 and moved[..., :, -1].abs().max() < 1e-5  # zeros
