@@ -775,6 +775,7 @@ def _stability_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -
 
 
 PROJECT_TO = 4  # the projection: each row's curve extrapolated to this many times its epochs
+PROJECT_MIN_POINTS = 6  # epochs in the second half of a curve, at least, to fit
 
 
 def _power_law(t, a, b, c):
@@ -788,7 +789,7 @@ def project(epochs: np.ndarray, values: np.ndarray, factor: float = PROJECT_TO) 
     from scipy.optimize import curve_fit
     keep = epochs >= epochs.max() / 2
     t, y = epochs[keep].astype(float), values[keep].astype(float)
-    if len(t) < 6 or not np.all(np.isfinite(y)):
+    if len(t) < PROJECT_MIN_POINTS or not np.all(np.isfinite(y)):
         return math.nan
     scale = max(float(np.ptp(y)), 1e-12 * max(1.0, abs(float(y[-1]))))
     try:
@@ -817,6 +818,8 @@ def _projection_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) 
         now[row] = sign * float(mean.iloc[-1])
         later[row] = sign * project(mean.index.to_numpy(), sign * mean.to_numpy())
     order = sorted(now, key=now.get)
+    if data["epoch"].max() < 2 * PROJECT_MIN_POINTS:  # a smoke run: nothing to fit
+        return []
     if len(order) < 2 or any(math.isnan(later[r]) for r in order):
         failed = [r for r in order if math.isnan(later.get(r, math.nan))]
         return [f"{metric}: no projection of {', '.join(failed)} (too few epochs or no fit), "
