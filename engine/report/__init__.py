@@ -588,14 +588,15 @@ def _evaluation_notes(trials: pd.DataFrame, metrics: list[str]) -> list[str]:
     groups = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
     notes = []
     for (key, reason), n in said.items():
-        wanted = (key == "features" and any("fid" in m or "precision" in m or "recall" in m
-                                             for m in metrics)) \
+        wanted = (key in ("features", "floor") and any("fid" in m or "precision" in m
+                                                        or "recall" in m for m in metrics)) \
             or key in metrics or key in groups or (key.endswith("*") and any(
                 m.startswith(key[:-1]) for m in metrics))
         if not wanted:
             continue
         who = f" ({n} trial{'s' if n > 1 else ''})"
         notes.append(f"FID, precision and recall in {reason}{who}." if key == "features"
+                     else f"{FLOOR_ROW} row: {reason}{who}." if key == "floor"
                      else f"{key} not computed{who}: {reason}")
     return notes
 
