@@ -295,3 +295,32 @@ def test_an_auto_budget_is_named_in_the_title_and_each_trials_end_reason_kept(tm
         "Test ablation (ablation_test): digits, each trial to its plateau, 20 to 150 epochs")
     trials = pd.read_csv(run / "report" / "trials.csv")
     assert trials.set_index("trial").loc[folder.name, "end_reason"] == "plateau at epoch 3 (...)"
+
+
+def test_a_one_seed_row_between_ends_the_bold_walk():
+    # W best (3 seeds), X one seed, Y worse than X yet untold from W: bold stops at X
+    seeds = {"W": [1.00, 0.98, 1.02], "X": [1.05], "Y": [1.10, 0.9, 1.3]}
+    column = stats.compare(*_summary(seeds), "↓")
+    assert not column.differ("W", "Y") and column.bold == {"W"}
+
+
+def test_each_metric_counts_its_own_seeds(tmp_path):
+    """A completed seed without one metric (not computed) leaves that column's interval and
+    tests to the seeds that have it."""
+    run = _fid_run(tmp_path)
+    folder = next(f for f in sorted(run.iterdir()) if (f / "result.json").is_file()
+                  and '"completed"' in (f / "result.json").read_text()
+                  and json.loads((f / "params.json").read_text())["config"]["beta"] == 1.0)
+    lines = [json.loads(t) for t in (folder / "result.json").read_text().splitlines()]
+    lines[-1]["eval/fid_rec"] = "not computed: no features"
+    (folder / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    table = report.ablation_table(report.load_trials(run), _search(run))
+    row = "VAE (beta=1)"
+    assert table.loc[row, "n"] == 3 and table.loc[row, "eval/fid_rec n"] == 2
+    fids = pd.to_numeric(report.load_trials(run).query("label == 'VAE' and status == "
+                                                       "'completed'")["eval/fid_rec"],
+                         errors="coerce").dropna()
+    fids = fids[fids.index.isin(report.load_trials(run).index[
+        report.load_trials(run)["config/beta"] == 1.0])]
+    assert table.loc[row, "eval/fid_rec ci95"] == pytest.approx(
+        stats.ci_halfwidth(fids.std(ddof=1), 2))

@@ -11,6 +11,9 @@ epochs, not its level, compares with it.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from engine.eval.metrics import evaluating
@@ -49,11 +52,19 @@ class TrainingFid:
 
     @torch.no_grad()
     def __call__(self, model) -> float:
+        """The FID, or NaN where it cannot be computed for this model now (non-finite
+        reconstructions of a model on its way to diverging): a training-time number must
+        never cost the trial its epoch."""
         with evaluating(model):  # BatchNorm on its running statistics; the mode restored
             recs = torch.cat([r.float().cpu() for r in sq.reconstructions(
                 model, self.images, self.device, self.batch_size)])  # (n, C, H, W) in [0, 1]
+        if not torch.isfinite(recs).all():
+            return math.nan
         feats, _ = extract(self.space, recs, self.device, self.batch_size)
-        return frechet_distance(self.stats, statistics(feats))
+        try:
+            return frechet_distance(self.stats, statistics(feats))
+        except (np.linalg.LinAlgError, ValueError):
+            return math.nan
 
 
 def due(epoch: int, every: int, final: bool) -> bool:

@@ -133,6 +133,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
             record[f"{m} mean"] = values.mean()
             record[f"{m} std"] = values.std(ddof=1)  # NaN for one seed, never a fake 0
             record[f"{m} ci95"] = stats.ci_halfwidth(record[f"{m} std"], values.count())
+            record[f"{m} n"] = int(values.count())  # a seed may lack one metric (not computed)
             if m in published.get("metrics", ()):
                 record[f"{m} (paper)"] = _num(published["numbers"].get(g["label"], {}).get(m))
         record["n"] = len(done)
@@ -141,17 +142,20 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
         for status, column in COUNTS.items():
             record[column] = int((sub["status"] == status).sum())
         records.append(record)
-    columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "ci95", "(paper)")
+    columns = [f"{m} {part}" for m in metrics for part in ("mean", "std", "ci95", "n", "(paper)")
                if part != "(paper)" or m in published.get("metrics", ())]
     names = [g["name"] for g in groups]
     floor = _floor_record(trials, metrics)
+    floor_name = FLOOR_ROW
+    while floor_name in names:  # a search row of that name keeps it
+        floor_name += " (floor)"
     if floor:  # what real data scores at the evaluation's sizes: how far each row is from it
         records.append({**floor, "n": 0, NOT_CONVERGED: 0, **{c: 0 for c in COUNTS.values()}})
-        names.append(FLOOR_ROW)
+        names.append(floor_name)
     table = pd.DataFrame.from_records(records, columns=[*columns, "n", NOT_CONVERGED,
                                                         *COUNTS.values()],
                                       index=pd.Index(names, name="label"))
-    table.attrs["floor"] = FLOOR_ROW if floor else None
+    table.attrs["floor"] = floor_name if floor else None
     table.attrs["dataset"] = str(search.get("dataset", ""))
     table.attrs["metric"], table.attrs["mode"] = search.get("metric"), search.get("mode")
     table.attrs["notes"] = (notes + _preset_notes(groups, search.get("rows") or [])
@@ -186,9 +190,10 @@ def _floor_notes(trials: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         return []
     return [f"{FLOOR_ROW}: what real images score on each FID and KID column, measured like "
             "the rows (real images disjoint from the reference, as many as each column's "
-            "generated or reconstructed set, against the same reference): a row's distance "
-            "from it is what the column measures. Samples and interpolations cannot be "
-            "expected below it; reconstructions can, being the reference images' own."]
+            "generated or reconstructed set, against the same reference): the value real "
+            "images reach at these sizes, which the rows are read against. Samples and "
+            "interpolations cannot be expected below it; reconstructions can, being the "
+            "reference images' own."]
 
 
 def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.Column]]:
@@ -203,8 +208,16 @@ def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.
         nothing = pd.Series(math.nan, index=rows.index)  # a table of means alone: no tests
         out[metric] = (name, better, stats.compare(rows[f"{metric} mean"],
                                                     rows.get(f"{metric} std", nothing),
-                                                    rows.get("n", nothing.fillna(0)), better))
+                                                    _seeds(rows, metric), better))
     return out
+
+
+def _seeds(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The seeds behind each row's value of `metric`: its own count where the table has one
+    (a completed seed may lack a metric that could not be computed), else the row's n."""
+    if f"{metric} n" in table:
+        return table[f"{metric} n"]
+    return table["n"] if "n" in table else pd.Series(0, index=table.index)
 
 
 def _resolution_notes(table: pd.DataFrame) -> list[str]:
@@ -231,8 +244,9 @@ def _resolution_notes(table: pd.DataFrame) -> list[str]:
     if not notes:
         return []
     return ["resolved pairs: Welch's t-tests, Holm over each column's pairs; the seeds that "
-            f"would resolve a pair: {stats.POWER:.0%} power at the observed means and spread, at "
-            f"Bonferroni's {stats.LEVEL:g}/pairs (enough for Holm)."] + notes
+            f"would resolve a pair: {stats.POWER:.0%} power if the observed means and spread were "
+            f"the true ones, at Bonferroni's {stats.LEVEL:g}/pairs (Holm rejects whatever it "
+            "does); a planning figure, as noisy as the gap and spread it starts from."] + notes
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -249,7 +263,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     bold: set[tuple[int, int]] = set()
     position = {row: i for i, row in enumerate(table.index)}
     for metric, (name, better, column) in _comparisons(table).items():
-        mean, std, n = table[f"{metric} mean"], table[f"{metric} std"], table["n"]
+        mean, n = table[f"{metric} mean"], _seeds(table, metric)
+        std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index))
         ci = (table[f"{metric} ci95"] if f"{metric} ci95" in table else pd.Series(
             [stats.ci_halfwidth(s, k) for s, k in zip(std, n)], index=table.index))
         if better is not None:
@@ -771,8 +786,8 @@ def _stability_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -
     if not parts:
         return []
     return ["row order during training against at the end (Kendall τ of the rows' mean over "
-            "seeds, at a share of each trial's epochs; 1: the same order, lower: the budget "
-            "still decided places): " + "; ".join(parts) + "."]
+            "seeds, at a share of each trial's epochs; 1: the same order, lower: places changed "
+            "after that point, by training or by the seeds' noise): " + "; ".join(parts) + "."]
 
 
 PROJECT_TO = 4  # the projection: each row's curve extrapolated to this many times its epochs
@@ -803,8 +818,9 @@ def project(epochs: np.ndarray, values: np.ndarray, factor: float = PROJECT_TO) 
 
 def _projection_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) -> list[str]:
     """Whether more epochs could change a place: each row's mean curve of the search metric
-    over its completed seeds, extrapolated to PROJECT_TO times its epochs; the adjacent pairs
-    (by the last value) whose projected order is the other way round."""
+    over its completed seeds (up to the last epoch all of them reached), extrapolated to
+    PROJECT_TO times its epochs; the adjacent pairs (by the last value) whose projected order
+    is the other way round."""
     metric, sign = search.get("metric"), (-1 if search.get("mode") == "max" else 1)
     if curves.empty or not len(trials) or metric is None:
         return []
@@ -813,7 +829,10 @@ def _projection_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) 
     data = curves[(curves["metric"] == metric) & curves["trial"].isin(done["trial"])]
     now, later = {}, {}
     for row, sub in data.assign(row=data["trial"].map(names)).groupby("row", sort=False):
-        mean = sub.groupby("epoch")["value"].mean()
+        # the epochs every seed reached (an auto budget ends seeds at different epochs): past
+        # them the mean would be fewer seeds' and jump
+        common = sub.groupby("trial")["epoch"].max().min()
+        mean = sub[sub["epoch"] <= common].groupby("epoch")["value"].mean()
         if len(mean) < 2 or not np.isfinite(mean.iloc[-1]):
             continue
         now[row] = sign * float(mean.iloc[-1])
@@ -829,10 +848,10 @@ def _projection_notes(curves: pd.DataFrame, trials: pd.DataFrame, search: dict) 
     head = (f"{metric} projected to {PROJECT_TO}× each row's epochs (a + b·t^−c fitted to the "
             "second half of the row's mean curve)")
     if not flips:
-        return [f"{head}: no adjacent pair changes places, so the order by {metric} is "
-                "converged for this comparison."]
+        return [f"{head}: the fitted curves predict no change of place between adjacent "
+                "rows (one fit per row's mean curve; the seeds' noise aside)."]
     return [f"{head}: more epochs may change places, " + "; ".join(
-        f"{b} would pass {a} ({_sig(sign * later[b])} against {_sig(sign * later[a])})"
+        f"{b} would pass {a} ({_sig(later[b])} against {_sig(later[a])})"
         for a, b in flips) + "."]
 
 
@@ -1095,7 +1114,7 @@ def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None =
         ax = fig.add_subplot(rows, cols, k + 1)
         mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
         std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
-        ci = np.array([stats.ci_halfwidth(s, int(n)) for s, n in zip(std, table["n"])])
+        ci = np.array([stats.ci_halfwidth(s, int(n)) for s, n in zip(std, _seeds(table, metric))])
         done = ~np.isnan(mean)
         ax.scatter(x[done], mean[done], marker="_", s=300, color="C0", zorder=2, label="mean")
         spread = done & ~np.isnan(ci)  # no interval where one seed gives no spread

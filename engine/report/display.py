@@ -114,12 +114,13 @@ def best_rows(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None)
 
 def best_note() -> str:
     return (f"bold: the best mean of each column with a direction ({LOWER} lower is better, "
-            f"{HIGHER} higher), and, down the column's means, every row until the first "
-            "that the tests tell from the best (so bold is monotone in the mean and no row shown "
-            "worse than the best is bold); a row of one seed is bold only where it is the best. "
-            "Letters: two rows that share a letter in "
-            "a column cannot be told apart by Welch's t-test of every pair of rows with Holm's "
-            f"correction over the column's pairs (family-wise {stats.LEVEL:.0%}); a column "
-            "whose rows all share one letter shows none. Values are rounded to their interval: "
-            "the half-width to one significant digit (two where it begins with 1), the mean to "
-            "one digit more.")
+            f"{HIGHER} higher), and, down the column's means, every row until the first that "
+            "the tests tell from the best or that has one seed (so bold is monotone in the mean "
+            "and no row shown worse than the best is bold); a row of one seed is bold only "
+            "where it is the best. Letters: two rows that share a letter in a column cannot be "
+            "told apart by Welch's t-test of every pair of rows with Holm's correction over the "
+            f"column's pairs (family-wise {stats.LEVEL:.0%}), \"a\" the best row's (the "
+            "lowest's in a column without a direction); a column whose rows all share one "
+            "letter shows none, and a row of one seed has none. Values are rounded to their "
+            "interval: the half-width to one significant digit (two where it begins with 1), "
+            "the mean to one digit more.")

@@ -14,10 +14,11 @@ would tell apart the ones they do not.
   row until the first that the test tells from the best: bold never skips a better mean for
   a worse one, and never marks a row shown worse than the best.
 - Seeds needed: for the closest adjacent pair in the mean's order that the test leaves
-  unresolved, the seeds per row that a two-sample t-test needs for 80% power at the observed
-  means and pooled spread (statsmodels.stats.power.TTestIndPower), at Bonferroni's α/m over the
-  column's m pairs: Holm rejects whatever Bonferroni does, so that many seeds suffice for the
-  table's own rule.
+  unresolved, the seeds per row that a two-sample t-test needs for 80% power if the observed
+  means and pooled spread were the true ones (statsmodels.stats.power.TTestIndPower), at
+  Bonferroni's α/m over the column's m pairs (Holm rejects whatever Bonferroni does). A
+  planning figure: the observed gap and spread of an unresolved pair are noisy, and Welch's
+  test has fewer degrees of freedom than the pooled one the power assumes.
 
 Rows with fewer than two seeds (or no finite spread) are not tested: they get no letter and
 are bold only where they have the best mean themselves.
@@ -99,8 +100,9 @@ def compare(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None) -
 
 
 def letters(rows: list, different: list[tuple]) -> dict:
-    """Piepho's insert-and-absorb: {row: letters} over `rows` (best first) such that two rows
-    share a letter exactly where (a, b) is not in `different`."""
+    """Piepho's insert-and-absorb: {row: letters} over `rows` (best first; lowest first in a
+    column without a direction) such that two rows share a letter exactly where (a, b) is
+    not in `different`."""
     if not rows:
         return {}
     groups: list[set] = [set(rows)]
@@ -135,8 +137,10 @@ def _bold(column: Column, mean: pd.Series, better: str) -> set:
     if best not in column.tested:
         return {best}  # a one-seed best: nothing can be tested against it
     marked = {best}
-    for row in column.tested[1:]:
-        if column.differ(best, row):
+    for row in column.order[1:]:
+        # an untested row (one seed) ends the walk too: marking a worse row past it would
+        # skip its better mean
+        if row not in column.tested or column.differ(best, row):
             break
         marked.add(row)
     return marked
