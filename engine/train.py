@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             "--set", args.set, models.Config())), args.dataset)  # as a search resolves it
         data = load_dataset(args.dataset, args.data_root)
         model = models.build(cfg, data.image_shape)  # e.g. an arch that does not fit the data
-        if plateau is not None and cfg.lr_schedule == "cosine":
-            raise ValueError("--epochs auto: lr_schedule=cosine anneals over the total epochs, "
+        if plateau is not None and models.needs_total_epochs(cfg):
+            raise ValueError(f"--epochs auto: lr_schedule={cfg.lr_schedule} anneals over the "
+                             "total epochs, "
                              "unknown until the plateau; use lr_schedule=plateau or step")
     except ValueError as e:  # (BadInput is one)
         print(f"error: {e}", file=sys.stderr)

@@ -33,7 +33,7 @@ from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
 from .density import DENSITIES, draw_latents, fit_density, redraw_latents
 from .images import float_images
-from .schedules import set_lr
+from .schedules import needs_total_epochs, set_lr
 from .posteriors import POSTERIORS, Posterior, PosteriorHead
 from .presets import PRESETS
 from .regularizers import REGULARIZERS, kl_to_standard_normal

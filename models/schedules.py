@@ -64,6 +64,17 @@ LR_SCHEDULES: dict[str, Callable[[int, int, Config, History], float]] = {
 }
 
 
+# the schedules whose rate at an epoch depends on the run's total epochs: a budget that ends
+# each run at its plateau (an unknown total) cannot serve them
+NEEDS_TOTAL_EPOCHS = frozenset({"cosine"})
+
+
+def needs_total_epochs(cfg: Config) -> bool:
+    """Whether cfg's schedule anneals over the total number of epochs (cosine), so that a run
+    whose length is not known in advance cannot follow it."""
+    return cfg.lr_schedule in NEEDS_TOTAL_EPOCHS
+
+
 def lr_at(cfg: Config, epoch: int, epochs: int, history: History = ()) -> float:
     """The learning rate of `epoch` (1-based) of `epochs`, after the monitored losses `history`
     of the epochs before it (only "plateau" reads them)."""

@@ -125,7 +125,7 @@ def test_a_registered_value_is_validated_and_can_be_removed(registered):
 
 # --------------------------------------------------------------------------- engine/ source
 
-# The axes that are pieces of the model: engine/ must not name their values. Five of their
+# The axes that are pieces of the model: engine/ must not name their values. Six of their
 # values are also words engine/ uses in another sense, allowed as strings (a comparison with
 # the config's field is caught by the second test whatever the string):
 MODEL_AXES = ("posterior", "sampling", "regularizer", "decoder_reg", "decoder_variance",
@@ -136,6 +136,7 @@ OTHER_SENSE = {
     "mean": "an aggregation (pandas' mean over seeds)",
     "full": "the PPL's pair sampling (latent.path_samples)",
     "none": "--eval none, and matplotlib's fmt='none'",
+    "fixed": "a budget of a fixed number of epochs (search.json's \"budget\")",
 }
 
 

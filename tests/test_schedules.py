@@ -114,13 +114,13 @@ def test_a_bad_schedule_is_one_line(fields, says):
 def test_only_cosine_reads_the_total_epochs_which_an_auto_budget_does_not_know():
     """--epochs auto (engine/run/stopper.py) keeps "constant", "step" and "plateau", whose rate
     at an epoch is the same whatever the run's length (so the cap --max-epochs changes
-    nothing before it), and refuses "cosine" (engine/run/spec.py NEEDS_TOTAL_EPOCHS), whose
+    nothing before it), and refuses "cosine" (models/schedules.py NEEDS_TOTAL_EPOCHS), whose
     rate depends on it at every epoch."""
-    from engine.run.spec import NEEDS_TOTAL_EPOCHS
+    from models.schedules import NEEDS_TOTAL_EPOCHS
     losses = [1.0 / (1 + e) for e in range(10)] + [0.1] * 30
     for schedule in ("constant", "step", "plateau", "cosine"):
         cfg = Config(lr=5e-3, lr_schedule=schedule, lr_step_epochs=7)
         short, long = ([lr_at(cfg, e, total, losses[:e - 1]) for e in range(1, 41)]
                        for total in (40, 400))
         assert (short != long) == (schedule in NEEDS_TOTAL_EPOCHS), schedule
-    assert NEEDS_TOTAL_EPOCHS == ("cosine",)
+    assert NEEDS_TOTAL_EPOCHS == {"cosine"}

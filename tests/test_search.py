@@ -85,12 +85,14 @@ def test_ablation_uae_smoke_writes_the_table_of_every_row(smoke_run):
     for params in out.glob("*/params.json"):
         p = json.loads(params.read_text())
         preset = f"{p['label']}-code" if p["label"] in code else p["label"]
-        assert models.Config.from_dict(p["config"]) == models.PRESETS[preset]
+        # with the UAE code's ReduceLROnPlateau, which the study gives every row
+        assert models.Config.from_dict(p["config"]) == models.PRESETS[preset].replace(
+            lr_schedule="plateau")
         assert p["epochs"] == 2 and p["seed"] in (0, 1)
     search_json = json.loads((out / "search.json").read_text())
     assert search_json["git"] and [r["label"] for r in search_json["rows"]] == UAE_ROWS
-    assert {r["label"]: r["preset"] for r in search_json["rows"] if "preset" in r} == {
-        label: f"{label}-code" for label in code}
+    assert {r["label"]: r["preset"] for r in search_json["rows"]
+            if r.get("preset") not in (None, r["label"])} == {label: f"{label}-code" for label in code}
     assert "UAE runs UAE-code" in table and "RAE-GP runs RAE-GP-code" in table
     assert "VAE runs" not in table
     # the evaluation: UAE Table 2's FIDs for every trial, in the feature space it names
@@ -436,13 +438,13 @@ sys.exit(run(SEARCH))
     (["--dataset", "imagenet"], "imagenet"),
     (["--epochs", "0"], "--epochs"),
     (["--epochs", "abc"], "--epochs 'abc': give a whole number of epochs or auto"),
-    (["--epochs", "auto"], "give --max-epochs N"),
+    (["--epochs", "auto", "--max-epochs", "-3"], "--max-epochs -3 must be >= 1"),
     (["--epochs", "auto", "--max-epochs", "0"], "--max-epochs 0 must be >= 1"),
     (["--epochs", "auto", "--max-epochs", "many"], "--max-epochs 'many'"),
     (["--epochs", "auto", "--max-epochs", "10"], "--max-epochs 10 is below the 20 epochs"),
     (["--epochs", "auto", "--max-epochs", "9", "--min-epochs", "10"],
      "--min-epochs 10 is above --max-epochs 9"),
-    (["--max-epochs", "50"], "--max-epochs 50 is for --epochs auto"),
+    (["--epochs", "5", "--max-epochs", "50"], "--max-epochs 50 is for --epochs auto"),
     (["--epochs", "5", "--min-epochs", "3"], "--min-epochs 3 is for --epochs auto"),
     (["--epochs", "auto", "--max-epochs", "50", "--set", "lr_schedule=cosine"],
      "row 'VAE' has lr_schedule=cosine"),
@@ -473,6 +475,18 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
     assert not out.exists()
+
+
+def test_an_auto_budget_without_a_cap_is_refused_where_the_study_has_none(tmp_path, capsys):
+    """ablation_uae's default caps its auto budget (150); a study with a fixed default has no
+    cap to fall back on."""
+    sys.path.insert(0, str(ROOT))
+    from searches.sigma_points import SEARCH
+    out = tmp_path / "run"
+    assert SEARCH.max_epochs is None
+    assert run(SEARCH, ["--dataset", "digits", "--epochs", "auto", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give --max-epochs N" in err and not out.exists()
 
 
 def test_a_gpu_request_on_a_machine_without_one_is_refused(tmp_path):

@@ -34,7 +34,9 @@ def search_of(name: str):
 
 
 def table_rows(run: Path) -> list[str]:
-    return list(pd.read_csv(run / "report" / "table.csv")["label"])
+    """The table's rows, without the "real data" floor row the report adds under FIDs."""
+    return [r for r in pd.read_csv(run / "report" / "table.csv")["label"]
+            if r != report.FLOOR_ROW]
 
 
 # --- the scripts, end to end -------------------------------------------------------------

@@ -215,7 +215,7 @@ class TrialSpec:
     def __post_init__(self):
         if self.budget not in ("fixed", "auto"):
             raise ValueError(f"budget {self.budget!r}: fixed or auto")
-        if self.budget == "auto" and self.config.lr_schedule in NEEDS_TOTAL_EPOCHS:
+        if self.budget == "auto" and models.needs_total_epochs(self.config):
             raise ValueError(f"budget auto: lr_schedule={self.config.lr_schedule} anneals over "
                              "the total epochs, which a trial that ends at its plateau does "
                              "not know")
@@ -263,11 +263,9 @@ def budget_text(spec) -> str:
     return f"{spec.epochs} epochs"
 
 
-# The schedules an auto budget cannot serve: their rate at an epoch is a function of the
-# run's total epochs (models/schedules.py), which a trial that ends at its plateau does not
-# know. ("step" halves the rate every lr_step_epochs whatever the total; "plateau" follows
-# the training loss; "constant" has no end.)
-NEEDS_TOTAL_EPOCHS = ("cosine",)
+# The schedules an auto budget cannot serve are the model's to say
+# (models.needs_total_epochs): their rate at an epoch is a function of the run's total
+# epochs, which a trial that ends at its plateau does not know.
 
 
 def check_schedules(rows, space: dict | None = None) -> None:
@@ -279,7 +277,7 @@ def check_schedules(rows, space: dict | None = None) -> None:
         configs += [(f"the space's point {point}", rows[0].config.replace(**point))
                     for point in space_corners(space) if "lr_schedule" in point]
     for where, cfg in configs:
-        if cfg.lr_schedule in NEEDS_TOTAL_EPOCHS:
+        if models.needs_total_epochs(cfg):
             raise BadInput(f"--epochs auto: {where} has lr_schedule={cfg.lr_schedule}, which "
                            "anneals over the total epochs, unknown until the plateau; use "
                            "--set lr_schedule=plateau (ReduceLROnPlateau, the UAE code's) or "
@@ -373,7 +371,8 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
         if cfg.batch_size < 2 * args.workers_per_trial:
             raise BadInput(f"row {label!r}: batch_size {cfg.batch_size} gives fewer than 2 "
                            f"examples to each of {args.workers_per_trial} workers")
-        named = search.rows[label]  # a preset named by itself, when it is not the label
+        # the preset the row names (by itself or with fields), when it is not the label
+        named = row.preset
         out.append(RunRow(label, cfg, named if isinstance(named, str) and named != label
                           else None))
     data = row_data(search, labels, args.dataset)
