@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
 from matplotlib.ticker import MaxNLocator
 
+from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
 from engine.report import display, qualitative, stats, tuning
 from engine.files import STOPPED_FILE, write_atomic
 
@@ -32,15 +33,10 @@ COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "er
 REPORT_FILES = ("table.md", "table.tex", "table.csv", "trials.csv", "trials.parquet",
                 "curves.csv", "val_curves.png", "final_bar.png")
 CURVE_COLUMNS = ["trial", "label", "seed", "epoch", "metric", "value"]
-# A completed trial has converged when its curves have flattened: the mean over the last 10%
-# of its epochs (at least one) against the mean over as many epochs before them. The search
-# metric may not still improve, nor a watched value (the decoder variance the trial learns or
-# estimates, where it reports one) still move, by more than 1% of its last value. A trial cut
-# short by its budget is compared with the others as if it had finished; the table counts
-# such trials and a note names them, so a reader knows which places may still change.
-CONVERGENCE_WINDOW = 0.1
-CONVERGENCE_TOL = 0.01
-WATCHED = ("train/sigma_x2",)
+# A completed trial has converged when its curves have flattened (engine/convergence.py, the
+# rule --epochs auto stops at). A trial cut short by its budget is compared with the others
+# as if it had finished; the table counts such trials and a note names them, so a reader knows
+# which places may still change.
 NOT_CONVERGED = "not converged"
 FLOOR_ROW = "real data"  # the table's floor row (FID and KID of real images)
 SEEDS_SHOWN = (5, 10, 20)  # seed counts the resolution note says how many pairs each resolves
@@ -723,26 +719,17 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
 
 def _convergence(lines: list[dict], search: dict) -> dict:
     """converged (True, False, or None where under 2 epochs report what is watched) and
-    still_moving (JSON {name: relative change} of what had not flattened, else None)."""
+    still_moving (JSON {name: relative change} of what had not flattened, else None), by the
+    rule --epochs auto stops at (engine/convergence.py)."""
     by_epoch = {_epoch(line): line for line in lines}  # a restored epoch: its later line
     epochs = sorted(e for e in by_epoch if e > 0)
-    w = min(max(1, round(CONVERGENCE_WINDOW * len(epochs))), len(epochs) // 2)
-    metric, sign = search.get("metric"), (-1 if search.get("mode") == "max" else 1)
-    checked, moving = False, {}
-    for name in dict.fromkeys((metric, *WATCHED)):
-        values = [_num(by_epoch[e].get(name)) for e in epochs]
-        last, before = values[len(values) - w:], values[len(values) - 2 * w:len(values) - w]
-        if not w or not all(map(math.isfinite, last + before)):
-            continue
-        last, before = sum(last) / w, sum(before) / w
-        # relative to the last value: improving (the metric) or moving (a watched value)
-        change = (before - last) / max(abs(last), 1e-12)
-        change = sign * change if name == metric else abs(change)
-        checked = True
-        if change > CONVERGENCE_TOL:
-            moving[name] = round(change, 4)
-    if not checked:
+    metric = search.get("metric")
+    history = {name: [by_epoch[e].get(name) for e in epochs]
+               for name in dict.fromkeys((metric, *WATCHED))}
+    moving = still_moving(history, metric, search.get("mode") or "min")
+    if moving is None:
         return {"converged": None, "still_moving": None}
+    moving = {name: round(change, 4) for name, change in moving.items()}
     return {"converged": not moving, "still_moving": json.dumps(moving) if moving else None}
 
 

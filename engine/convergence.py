@@ -1,0 +1,57 @@
+"""The convergence mark that the report puts on a completed trial and that --epochs auto
+stops a trial at (engine/report/__init__.py, engine/run/stopper.py): one rule, imported by
+both, importing neither Ray nor torch.
+
+The mean of the search metric over the last CONVERGENCE_WINDOW of the epochs (at least one,
+at most half) may not improve by more than CONVERGENCE_TOL of its value on the mean over as
+many epochs before them, nor may a watched value the trial reports (the decoder variance it
+learns or estimates) move by more than CONVERGENCE_TOL either way.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+CONVERGENCE_WINDOW = 0.1
+CONVERGENCE_TOL = 0.01
+WATCHED = ("train/sigma_x2",)
+
+
+def window(n: int) -> int:
+    """The epochs of each of the two means compared after `n` epochs: 10% of them, at least
+    one, at most half (0 below two epochs), as the report takes it."""
+    return min(max(1, round(CONVERGENCE_WINDOW * n)), n // 2)
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def still_moving(history: Mapping[str, Sequence[float]], metric: str, mode: str = "min",
+                 watched: Sequence[str] = WATCHED) -> dict[str, float] | None:
+    """{name: relative change} of what has not flattened over `history` (name -> its value
+    at epochs 1..n; a value the trial does not report is NaN, None or missing), {} where
+    everything checked has flattened, None where nothing could be checked (under two epochs,
+    or non-finite values in both windows of every name). The change is the report's: the
+    mean of the window before the last minus the last's, relative to the last (its sign
+    turned for a metric maximised), for the metric; its absolute value for a watched one."""
+    sign = -1 if mode == "max" else 1
+    checked, moving = False, {}
+    for name in dict.fromkeys((metric, *watched)):
+        values = [_num(v) for v in history.get(name, ())]
+        w = window(len(values))
+        last, before = values[len(values) - w:], values[len(values) - 2 * w:len(values) - w]
+        if not w or not all(map(math.isfinite, last + before)):
+            continue
+        last, before = sum(last) / w, sum(before) / w
+        change = (before - last) / max(abs(last), 1e-12)
+        change = sign * change if name == metric else abs(change)
+        checked = True
+        if change > CONVERGENCE_TOL:
+            moving[name] = change
+    return moving if checked else None
+
+
