@@ -135,22 +135,27 @@ def test_seeds_needed_is_the_smallest_n_with_80_percent_power():
     assert math.isnan(stats.seeds_needed(1.0, 0.0, 2.0, 0.0, 3))  # no spread: no estimate
 
 
-def _fid_run(tmp_path, floor=True):
-    """make_run with FIDs and KIDs on every completed trial, and their floors."""
-    run = make_run(tmp_path, fid=True)
-    search = _search(run)
-    search["table_metrics"] = ["test/mse", "eval/fid_rec"]
-    (run / "search.json").write_text(json.dumps(search))
+def _add_to_completed(run, add) -> None:
+    """Every completed trial's last line updated with add(that line) (a dict)."""
     for folder in run.iterdir():
         path = folder / "result.json"
         if not path.is_file():
             continue
         lines = [json.loads(t) for t in path.read_text().splitlines() if t.endswith("}")]
         if lines and lines[-1].get("status") == "completed":
-            lines[-1]["eval/kid_rec"] = lines[-1]["eval/fid_rec"] / 1000
-            if floor:
-                lines[-1].update({"eval/floor_fid_rec": 12.5, "eval/floor_kid_rec": 0.004})
+            lines[-1].update(add(lines[-1]))
             path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _fid_run(tmp_path, floor=True):
+    """make_run with FIDs and KIDs on every completed trial, and their floors."""
+    run = make_run(tmp_path, fid=True)
+    search = _search(run)
+    search["table_metrics"] = ["test/mse", "eval/fid_rec"]
+    (run / "search.json").write_text(json.dumps(search))
+    _add_to_completed(run, lambda last: {
+        "eval/kid_rec": last["eval/fid_rec"] / 1000,
+        **({"eval/floor_fid_rec": 12.5, "eval/floor_kid_rec": 0.004} if floor else {})})
     return run
 
 
@@ -238,15 +243,8 @@ def test_the_order_sentence_counts_the_pairs_the_seeds_resolve():
 
 def test_inceptions_standardized_fid_and_kid_follow_its_raw_fid_with_their_floors(tmp_path):
     run = _fid_run(tmp_path)
-    for folder in run.iterdir():
-        path = folder / "result.json"
-        if not path.is_file():
-            continue
-        lines = [json.loads(t) for t in path.read_text().splitlines() if t.endswith("}")]
-        if lines and lines[-1].get("status") == "completed":
-            lines[-1].update({"eval/fidz_rec": lines[-1]["eval/fid_rec"] / 100,
-                              "eval/kidz_rec": 0.01, "eval/floor_fidz_rec": 0.125})
-            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    _add_to_completed(run, lambda last: {"eval/fidz_rec": last["eval/fid_rec"] / 100,
+                                         "eval/kidz_rec": 0.01, "eval/floor_fidz_rec": 0.125})
     table = report.ablation_table(report.load_trials(run), _search(run))
     means = [c for c in table.columns if c.endswith(" mean")]
     assert means == ["test/mse mean", "eval/fid_rec mean", "eval/kid_rec mean",
