@@ -32,13 +32,11 @@ import sys
 
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED  # the UAE code's ReduceLROnPlateau(0.5, patience 5)
 from searches.papers import UAE_TABLE_2
 
 ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
 CODE_READING = ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE")
-# the UAE code's schedule (boschresearch/unscented-autoencoder, experiment.py): the rate
-# halves after 5 epochs without a better training loss, so that each row anneals to its plateau
-ANNEALED = {"lr_schedule": "plateau"}
 
 SEARCH = Search(
     name="ablation_uae",

@@ -23,6 +23,7 @@ import sys
 
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED
 from searches.papers import MVU_AE_TABLES_1_4
 
 SIZES = (8, 32, 128, 512)
@@ -31,11 +32,12 @@ CODEBOOKS = ("VQ-VAE", "MVU-AE")  # presets: hard substitution, soft penalty
 SEARCH = Search(
     name="codebook",
     title=__doc__.splitlines()[0],
-    rows={"VAE": "VAE", "WAE-MMD": "WAE-MMD",
-          **{f"{preset} K={k}": (preset, {"codebook_size": k})
+    rows={"VAE": ("VAE", ANNEALED), "WAE-MMD": ("WAE-MMD", ANNEALED),
+          **{f"{preset} K={k}": (preset, {**ANNEALED, "codebook_size": k})
              for preset in CODEBOOKS for k in SIZES}},
     seeds=3,
-    epochs=30,
+    epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
+    max_epochs=150,
     metric="val/mse",
     table_metrics=("test/psnr", "test/ssim", "test/lpips", "eval/latent_var", "eval/ppl"),
     paper=MVU_AE_TABLES_1_4,

@@ -29,6 +29,7 @@ import sys
 from engine.data import CELLS, NOISE_PARTITIONS
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED
 from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,
                              TAKIDA_TABLE_3, takida_noise_row)
 
@@ -49,10 +50,10 @@ UNINFORMATIVE = {"Diag-D": "Diag-D by MLE reconstructs one image for every input
 def _rows() -> dict:
     rows = {}
     for p in PARAMETERIZATIONS:
-        rows[takida_noise_row(p, None)] = p
+        rows[takida_noise_row(p, None)] = (p, ANNEALED)
         for pattern in TAKIDA_NOISE_PATTERNS:
             for var in TAKIDA_NOISE_VARIANCES:
-                rows[takida_noise_row(p, pattern, var)] = (p, {}, {"noise": {
+                rows[takida_noise_row(p, pattern, var)] = (p, ANNEALED, {"noise": {
                     "partition": pattern, "variance": var, "seed": NOISE_SEED}})
     return rows
 
@@ -62,7 +63,8 @@ SEARCH = Search(
     title=__doc__.splitlines()[0],
     rows=_rows(),
     seeds=2,
-    epochs=30,
+    epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
+    max_epochs=150,
     metric="val/mse",
     table_metrics=tuple(f"eval/sigma_x2_{c}" for c in CELLS) + ("test/mse",),
     paper={**TAKIDA_TABLE_3, "orders": [

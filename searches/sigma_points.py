@@ -23,6 +23,7 @@ import sys
 
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED
 from searches.papers import UAE_APPENDIX_D
 
 POINTS = (1, 2, 4, 8)
@@ -30,11 +31,12 @@ POINTS = (1, 2, 4, 8)
 SEARCH = Search(
     name="sigma_points",
     title=__doc__.splitlines()[0],
-    rows={**{f"UAE-{k}σ": ("UAE-code", {"num_samples": k}) for k in POINTS},
-          **{f"VAE-{k} draw{'s' if k > 1 else ''}": ("VAE", {"num_samples": k})
+    rows={**{f"UAE-{k}σ": ("UAE-code", {**ANNEALED, "num_samples": k}) for k in POINTS},
+          **{f"VAE-{k} draw{'s' if k > 1 else ''}": ("VAE", {**ANNEALED, "num_samples": k})
              for k in POINTS}},
     seeds=3,
-    epochs=30,
+    epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
+    max_epochs=150,
     metric="val/mse",
     table_metrics=("test/mse", "eval/fid_rec", "eval/fid_sample_gmm10", "eval/fid_interp_mid",
                    "time/epoch_mean_s"),

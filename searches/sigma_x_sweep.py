@@ -26,6 +26,7 @@ import sys
 
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED
 from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row
 
 ENCODINGS = {  # Sec. 4.2's two cases, at latent size 8 (Appendix D.1); no sampling is
@@ -40,10 +41,11 @@ METRICS = ("eval/mse_train_sum", "eval/kl", "eval/sigma_z2", "eval/mi", "eval/ga
 SEARCH = Search(
     name="sigma_x_sweep",
     title=__doc__.splitlines()[0],
-    rows={takida_row(enc, lg): (base, {**fields, "sigma_x2": 10 ** lg})
+    rows={takida_row(enc, lg): (base, {**ANNEALED, **fields, "sigma_x2": 10 ** lg})
           for enc, (base, fields) in ENCODINGS.items() for lg in TAKIDA_LOG_SIGMA_X2},
     seeds=2,
-    epochs=50,
+    epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
+    max_epochs=150,
     metric="val/mse",
     table_metrics=METRICS,
     paper=TAKIDA_TABLE_1,

@@ -29,11 +29,12 @@ from ray import tune
 
 from engine.eval.evaluate import EvalSettings
 from engine.run import Search, run
+from searches import ANNEALED
 
 SEARCH = Search(
     name="tune_uae",
     title=__doc__.splitlines()[0],
-    rows={"UAE": "UAE-code"},  # the base every sample changes
+    rows={"UAE": ("UAE-code", ANNEALED)},  # the base every sample changes
     space={"beta": tune.loguniform(1e-5, 1e-2),  # preset 2.5e-4
            "gamma": tune.loguniform(1e-6, 1e0),  # preset 1e-6: from negligible to dominant
            "kappa": tune.loguniform(1e-4, 1e1),  # preset 1e-3
@@ -42,7 +43,8 @@ SEARCH = Search(
     samples=30,
     scheduler="asha",  # rungs at epochs 3, 9, 27
     seeds=1,
-    epochs=27,
+    epochs="auto",  # each trial to its plateau, at most 81 epochs; ASHA's rungs at 9, 27, 81
+    max_epochs=81,
     metric="val/mse",
     table_metrics=("val/mse", "test/mse", "test/psnr", "test/ssim", "eval/fid_rec",
                    "eval/fid_sample_gmm10"),

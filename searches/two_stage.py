@@ -49,7 +49,10 @@ SEARCH = Search(
           "VAE-learned-γ": ("VAE-learned-γ", {**SECOND_STAGE, "density": "prior"}),
           "2-Stage-VAE": ("2-Stage-VAE", SECOND_STAGE)},
     seeds=3,
-    epochs=300,  # Adam moves log γ by ~lr per step: γ needs thousands of steps to settle
+    # Adam moves log γ by ~lr per step: γ needs thousands of steps to settle; each trial to
+    # its plateau (val/mse and γ flat), at most the paper's 400 epochs
+    epochs="auto",
+    max_epochs=400,
     metric="val/mse",
     table_metrics=("eval/fid_sample_prior", "eval/fid_sample_second_stage", "test/mse",
                    "eval/gamma", "eval/active_dims"),

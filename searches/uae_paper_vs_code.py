@@ -32,6 +32,7 @@ import dataclasses
 import sys
 
 from engine.run import run
+from searches import ANNEALED
 from searches.ablation_uae import SEARCH as ABLATION_UAE
 
 ROWS = [f"{row}{reading}" for row in ("RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*",
@@ -44,7 +45,7 @@ SEARCH = dataclasses.replace(
     ABLATION_UAE,
     name="uae_paper_vs_code",
     title=__doc__.splitlines()[0],
-    rows={label: label for label in ROWS},  # each row is the preset of that name
+    rows={label: (label, ANNEALED) for label in ROWS},  # each row: the preset of its name
     table_metrics=("test/mse", "eval/fid_rec", "eval/fid_sample_gmm10", "eval/fid_interp_mid"),
     paper=None,
 )

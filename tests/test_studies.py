@@ -56,7 +56,8 @@ def test_sigma_points_smoke_tables_fids_and_time_per_epoch(tmp_path):
         # the UAE in the authors' code's reading, as ablation_uae's
         base = models.PRESETS[{"UAE": "UAE-code", "VAE": "VAE"}[p["label"].split("-")[0]]]
         k = int(p["label"].split("-")[1].split("σ")[0].split(" ")[0])
-        assert models.Config.from_dict(p["config"]) == base.replace(num_samples=k)
+        assert models.Config.from_dict(p["config"]) == base.replace(num_samples=k,
+                                                                         lr_schedule="plateau")
     table = (out / "report" / "table.md").read_text()
     for metric in search_of("sigma_points").table_metrics:
         assert f"digits: {metric_name(metric)[0]}" in table
@@ -134,6 +135,24 @@ def test_two_stage_smoke_tables_both_fids_and_plots_gamma_and_spectrum(tmp_path)
 
 # --- the paper's numbers and settings, as data -------------------------------------------
 
+def test_every_studys_default_trains_each_trial_to_its_plateau():
+    """Issue 28: every study's default is an auto budget with a cap, and every row (each
+    sampled space's preset alike) anneals with a schedule that does not need the total epochs:
+    the paper's own where it gives one (Dai & Wipf's halving), else ReduceLROnPlateau."""
+    from searches import ANNEALED, STUDIES
+    for name in STUDIES:
+        search = search_of(name)
+        assert search.epochs == "auto" and search.max_epochs >= 81, name
+        assert search.min_epochs <= search.max_epochs, name
+        for label, spec in search.rows.items():
+            preset, fields = (spec, {}) if isinstance(spec, str) else spec[:2]
+            cfg = models.resolve(preset, **fields)
+            assert not models.needs_total_epochs(cfg), (name, label)
+            assert cfg.lr_schedule in ("plateau", "step"), (name, label, cfg.lr_schedule)
+            assert cfg.lr_schedule == "step" or fields.get("lr_schedule") == \
+                ANNEALED["lr_schedule"], (name, label)
+
+
 def test_uae_paper_vs_code_pairs_each_row_with_its_codes_reading():
     import models
     rows = search_of("uae_paper_vs_code").rows
@@ -141,7 +160,8 @@ def test_uae_paper_vs_code_pairs_each_row_with_its_codes_reading():
                           "VAE*", "VAE*-code", "UT-VAE*", "UT-VAE*-code", "UT-VAE*-full-Σ",
                           "UT-VAE*-full-Σ-code", "UAE", "UAE-code"]
     for paper, code in zip(list(rows)[::2], list(rows)[1::2]):
-        a, b = models.PRESETS[rows[paper]], models.PRESETS[rows[code]]
+        assert rows[paper][1] == rows[code][1] == {"lr_schedule": "plateau"}  # both annealed
+        a, b = models.PRESETS[rows[paper][0]], models.PRESETS[rows[code][0]]
         differ = {k for k, v in a.to_dict().items() if b.to_dict()[k] != v} - {"name"}
         # the forms only; a weight only where the code's decoder term is another quantity
         assert differ == ({"regularizer"} | ({"posterior"} if a.posterior == "full" else set())

@@ -49,6 +49,7 @@ def test_codebook_rows_are_the_presets_at_each_codebook_size():
         cfg = models.resolve(base, **fields)
         preset, _, k = label.partition(" K=")
         expected = models.PRESETS[preset]
+        expected = expected.replace(lr_schedule="plateau")  # annealed to its plateau
         assert cfg == (expected.replace(codebook_size=int(k)) if k else expected), label
     # the presets' own K is a row of each codebook, the one the paper's numbers go with
     assert models.PRESETS["MVU-AE"].codebook_size == papers.MVU_CODEBOOK_SIZE
@@ -66,7 +67,7 @@ def test_codebook_smoke_tables_reconstruction_and_latent_metrics(tmp_path):
     for params in out.glob("*/params.json"):  # the preset, at the row's codebook size
         p = json.loads(params.read_text())
         preset, _, k = p["label"].partition(" K=")
-        expected = models.PRESETS[preset]
+        expected = models.PRESETS[preset].replace(lr_schedule="plateau")  # annealed
         assert models.Config.from_dict(p["config"]) == (
             expected.replace(codebook_size=int(k)) if k else expected)
     assert trials["test/psnr"].notna().all() and trials["eval/latent_var"].notna().all()

@@ -198,11 +198,13 @@ def test_noise_study_rows_are_the_mle_presets_with_their_noise():
     search = search_of("noise_variance")
     assert len(search.rows) == 4 * (1 + 4 * 2)
     for label, spec in search.rows.items():
-        if isinstance(spec, str):  # the clean rows: the preset itself
-            assert label == f"{spec} clean" and spec in ("Iso-I", "Diag-I", "Iso-D", "Diag-D")
+        if len(spec) == 2:  # the clean rows: the preset itself, annealed
+            assert label == f"{spec[0]} clean" and spec[0] in ("Iso-I", "Diag-I", "Iso-D",
+                                                               "Diag-D")
+            assert spec[1] == {"lr_schedule": "plateau"}
             continue
         preset, fields, options = spec
-        assert fields == {} and label == papers.takida_noise_row(
+        assert fields == {"lr_schedule": "plateau"} and label == papers.takida_noise_row(
             preset, options["noise"]["partition"], options["noise"]["variance"])
         check_options(options, "digits")
     assert set(papers.TAKIDA_TABLE_3["numbers"]["mnist"]) <= set(search.rows)
@@ -224,7 +226,8 @@ def test_noise_variance_smoke_estimates_beside_the_injected_variance(tmp_path):
     for folder in out.glob("*/params.json"):  # the preset's config, and the row's noise
         p = json.loads(folder.read_text())
         preset = p["label"].split(" ")[0]
-        assert models.Config.from_dict(p["config"]) == models.PRESETS[preset]
+        assert models.Config.from_dict(p["config"]) == models.PRESETS[preset].replace(
+            lr_schedule="plateau")  # annealed, as every row of the study
         noise = p.get("data") and p["data"]["noise"]
         if p["label"].endswith("clean"):
             assert not noise and "data" not in saved[p["label"]]
@@ -296,15 +299,17 @@ def test_variance_parameterization_rows_are_takidas_presets():
     assert list(search.rows) == [*takida, "Diag-D ε=0.001", "Diag-D ε=0.01"]
     for label in takida:
         preset, fields = search.rows[label]
-        assert preset == label and fields == {"second_stage_hidden": 128}
+        # annealed to its plateau, as every row of the study
+        assert preset == label and fields == {"second_stage_hidden": 128,
+                                              "lr_schedule": "plateau"}
     # the trainable per-pixel Sigma_x with its floor (Takida's 1e-6): unfloored, the row's
     # gradient was not finite by epoch 8-9 on MNIST-5k (models/variances.py)
     preset, fields = search.rows["Diag-D-trainable"]
     floored = models.resolve(preset, **fields)
     assert floored.decoder_variance == "diag_d_trainable_floor" and floored.var_floor == 1e-6
     for eps in (0.001, 0.01):  # the ε sweep of Diag-D by MLE, beside the paper's rows
-        assert search.rows[f"Diag-D ε={eps:g}"] == ("Diag-D", {"second_stage_hidden": 128,
-                                                               "mle_eps": eps})
+        assert search.rows[f"Diag-D ε={eps:g}"] == ("Diag-D", {
+            "second_stage_hidden": 128, "lr_schedule": "plateau", "mle_eps": eps})
     assert set(search.evaluation.densities) == {"prior", "second_stage", "gmm10", "gmm100"}
     for dataset, published in papers.TAKIDA_TABLES_4_5["numbers"].items():
         assert set(published) == set(takida), dataset
@@ -344,7 +349,7 @@ def test_variance_parameterization_smoke_table_and_orders(tmp_path):
     for folder in out.glob("*/params.json"):
         p = json.loads(folder.read_text())
         assert models.Config.from_dict(p["config"]) == models.PRESETS[p["label"]].replace(
-            second_stage_hidden=128)
+            second_stage_hidden=128, lr_schedule="plateau")
         assert "data" not in p  # no data options: the params as every other search's
     for _, t in trials.iterrows():  # the per-pixel and summed MSE are one number
         assert t["test/mse_sum"] == pytest.approx(t["test/mse"] * 64)
