@@ -74,6 +74,9 @@ class GaussianAutoencoder(nn.Module):
                                      hidden=cfg.hidden, depth=cfg.depth)
         self.decoder = build_decoder(arch, self.input_shape, cfg.latent_dim, output=cfg.output,
                                      hidden=cfg.hidden, depth=cfg.depth)
+        penalty = DECODER_PENALTIES[cfg.decoder_reg]
+        if getattr(penalty, "prepare", None) is not None:  # e.g. power iteration's vectors
+            penalty.prepare(self.decoder)
         trainable = self._variance.trainable
         self.log_variance = (TrainableLogVariance(*trainable, self.input_shape, cfg.latent_dim)
                              if trainable is not None else None)

@@ -30,7 +30,7 @@ AXES: dict[str, tuple[str, ...]] = {
                     "none"),
     "decoder_reg": ("none", "gradient_penalty", "eig_gradient_penalty",
                     "eig_gradient_norm_at_mean", "gradient_norm_at_mean", "spectral_norm_sum",
-                    "weight_decay"),
+                    "spectral_norm_sum_power", "weight_decay"),
     "decoder_variance": ("mse", "sse", "fixed",
                          "iso_i_mle", "iso_d_mle", "diag_i_mle", "diag_d_mle",
                          "iso_i_trainable", "iso_d_trainable", "diag_i_trainable",
@@ -125,7 +125,9 @@ class Config:
     "eig_gradient_norm_at_mean" (the UAE authors' code: lambda_max capped at 100 times the
     unsquared ||d sum D(mu) / d mu||), "gradient_norm_at_mean" (the same without lambda_max:
     the code's "grad_norm", its RAE-GP), "spectral_norm_sum" (the sum of the decoder layers'
-    spectral norms: what the code calls "weight_decay", its RAE-L2), "weight_decay" (RAE-L2,
+    spectral norms by SVD: what the code calls "weight_decay", its RAE-L2),
+    "spectral_norm_sum_power" (the same sum by power iteration, one step per training step
+    from a persistent vector per layer: RAE-L2-code's), "weight_decay" (RAE-L2,
     an optimizer parameter-group rule on the decoder), or "none"."""
     gamma: float = 0.0
     """Weight of the decoder regularizer (the decay coefficient for "weight_decay")."""
