@@ -16,7 +16,7 @@ network our library does not have, so they never stand beside ours as cells; the
 our order of VAE, VQ-VAE, WAE-MMD and MVU-AE (at K = 512) beside the paper's on each of its
 data sets (its VQGAN as our VQ-VAE) and says where it differs.
 
-    python searches/codebook.py                         # embedded MNIST-5k, ~7 min
+    python searches/codebook.py                         # embedded MNIST-5k, to the plateau, ~9 min
     python searches/codebook.py --dataset celebahq --seeds 3 --epochs 80
 """
 import sys

@@ -19,7 +19,7 @@ mean ± std over seeds (with Table 1's values where the run is on MNIST). The re
 orders Sec. 4.2 describes (σz² rising and ELS falling with σx² when stochastic, ELS rising
 when deterministic) beside ours.
 
-    python searches/sigma_x_sweep.py                    # embedded MNIST-5k, ~13 min
+    python searches/sigma_x_sweep.py                    # embedded MNIST-5k, to the plateau, ~16 min
     python searches/sigma_x_sweep.py --dataset mnist --epochs 200 --seeds 1
 """
 import sys
@@ -85,7 +85,8 @@ def plot_sweep(run) -> None:
         ax.set(xlabel="log10 σx²", title=metric)
     fig.axes[0].legend(fontsize=7)
     fig.axes[-1].axis("off")
-    fig.suptitle(f"{spec.title} ({spec.dataset}, {spec.epochs} epochs): "
+    from engine.run.spec import budget_text  # "epochs auto: ...", not the cap as the budget
+    fig.suptitle(f"{spec.title}\n({spec.dataset}, {budget_text(spec)}): "
                  "mean ± std over seeds")
     save_figure(fig, run.report_path("sweep.png"))  # atomically
 
