@@ -174,6 +174,36 @@ def test_classifier_features_are_trained_once_deterministically_and_cached(
     np.testing.assert_array_equal(again.stats.sqrt_cov, ref.stats.sqrt_cov)
 
 
+def test_a_search_trains_the_fid_classifier_on_its_driver_before_any_trial(
+        tmp_path, monkeypatch, capsys):
+    """engine/run/search.py: where the cache lacks the data set's classifier and the run's
+    FIDs use it, the driver trains it once, before the trials, and says so; a cached one, a
+    run without FID and a run in Inception's features leave the driver alone."""
+    from types import SimpleNamespace
+    from engine.run.search import _train_feature_classifier
+    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path))
+    calls = []
+
+    def shortened(data, **kw):
+        calls.append(data.name)
+        return TRAIN(data, steps=20)
+    monkeypatch.setattr(F, "train_classifier", shortened)
+
+    def spec(metrics=("reconstruction", "fid"), features="classifier"):
+        return SimpleNamespace(dataset="digits", data_root=None, evaluation=EvalSettings(
+            metrics=metrics, features=features))
+    _train_feature_classifier(spec(metrics=("reconstruction",)))
+    _train_feature_classifier(spec(features="inception"))
+    assert not calls and not (tmp_path / "features").exists()
+    _train_feature_classifier(spec())
+    assert calls == ["digits"] and F.classifier_cached(load_dataset("digits"))
+    out = capsys.readouterr().out
+    assert "training digits's classifier once, before the trials" in out
+    assert "own CNN trained on the labels of digits (test accuracy" in out
+    _train_feature_classifier(spec())  # cached now: nothing to do, nothing said
+    assert calls == ["digits"] and capsys.readouterr().out == ""
+
+
 TRAIN = F.train_classifier
 
 

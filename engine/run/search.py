@@ -166,6 +166,7 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
         max_concurrent = max(1, int(min(fits)))
     print(f"{spec.title}: {len(spec.rows)} rows x {len(spec.seeds)} seeds on {spec.dataset}, "
           f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True)
+    _train_feature_classifier(spec)
     rows = {r.label: r.config.to_dict() for r in spec.rows}
 
     def experiment(**kw) -> str:  # this run's Tune experiment; kw: what differs per call
@@ -187,6 +188,32 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
             raise
         outcome = "disk full"
     return outcome
+
+
+def _train_feature_classifier(spec: RunSpec) -> None:
+    """FID's classifier features (engine/eval/metrics/features.py), trained here on the
+    driver, with all of its threads, before any trial starts, where this machine's cache lacks
+    them: in a trial it trained on that trial's one thread, at its first FID, while every other
+    trial that reached its own first FID waited on the cache's lock (measured: ~6.5 min with one
+    of make run's two slots idle). Rows with data options (e.g. added noise) have other images,
+    and their trials train their own as before."""
+    if "fid" not in spec.evaluation.metrics or spec.evaluation.features != "classifier":
+        return
+    import time
+    import torch
+    from engine.data import load_dataset
+    from engine.eval.metrics.features import cache_dir, classifier_cached, classifier_space
+    data = load_dataset(spec.dataset, spec.data_root)
+    if data.train.labels is None or classifier_cached(data):
+        return  # without labels the evaluation says why FID is not computed
+    print(f"FID features: training {spec.dataset}'s classifier once, before the trials, on "
+          f"{torch.get_num_threads()} threads (cached in {cache_dir() / 'features'})",
+          flush=True)
+    start = time.perf_counter()
+    with torch.no_grad():  # as a trial calls it; the training enables its own gradients
+        space = classifier_space(data, "cpu")
+    print(f"FID features: {space.description} ({time.perf_counter() - start:.0f} s)",
+          flush=True)
 
 
 def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:

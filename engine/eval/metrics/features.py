@@ -296,6 +296,14 @@ def train_classifier(data, steps: int | None = None, batch_size: int = 128, seed
 LAST_TRAINING: dict = {}  # what the last train_classifier did (steps run, best step, ...)
 
 
+def classifier_cached(data) -> bool:
+    """Whether this machine's cache (cache_dir()) holds the data set's classifier."""
+    key = (f"classifier-{data.name}-v{CLASSIFIER_VERSION}-s{CLASSIFIER_STEPS}-"
+           f"{_fingerprint(data)}")
+    folder = cache_dir() / "features"
+    return (folder / f"{key}.pt").is_file() and (folder / f"{key}.json").is_file()
+
+
 def classifier_space(data, device) -> FeatureSpace:
     """The data set's classifier, trained once per machine and cached in cache_dir(); its
     meta file records the test accuracy, the training's steps and time, and the effective rank
