@@ -70,6 +70,31 @@ def test_the_progress_lines_count_the_trials_and_estimate_the_time_left():
         assert done + running + pending + failed == total
 
 
+def test_under_an_auto_budget_the_time_left_counts_the_epochs_trials_end_at_not_the_cap():
+    out, clock = io.StringIO(), Clock()
+    progress = _Progress("val/mse", epochs=150, total=4, stream=out, clock=clock, every=60,
+                         auto=True)
+    a, b = trial("UAE", 0, epoch=20), trial("VAE", 0, epoch=20)
+    clock.now += 60
+    progress.on_step_end(1, [a, b])
+    # none ended yet: the cap is all it knows, 40 of 600 trial-epochs in 60 s
+    assert out.getvalue().splitlines()[-1].endswith("1m00s elapsed, ~14m00s left")
+    a.last_result = {"status": "completed", "epoch": 50, "val/mse": 0.1}
+    b.last_result["epoch"] = 40
+    clock.now += 60
+    progress.on_trial_complete(2, [a, b], a)
+    # one ended at 50: 4 x 50 = 200 owed, 50 + 40 done in 120 s: 110 more at that rate
+    assert out.getvalue().splitlines()[-1].endswith("2m00s elapsed, ~2m27s left")
+    b.last_result["epoch"] = 90  # 140 of 200 done in 180 s
+    clock.now += 60
+    progress.on_step_end(3, [a, b])
+    assert LINE.match(out.getvalue().splitlines()[-1]).groups()[6] == "~1m17s left"
+    b.last_result["epoch"] = 160  # past what the estimate owes: none, not a negative time
+    clock.now += 60
+    progress.on_step_end(4, [a, b])
+    assert LINE.match(out.getvalue().splitlines()[-1]).groups()[6] == "~0s left"
+
+
 class Terminal(io.StringIO):
     def isatty(self):
         return True

@@ -306,7 +306,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
     if data:  # only rows with data options: every other search's params stay as they were
         space["data"] = tune.sample_from(lambda config: data.get(config["label"]))
-    progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples)), \
+    progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples),
+                                    auto=space.get("budget") == "auto"), \
         _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
@@ -607,12 +608,14 @@ class _Progress(tune.Callback):
     trials that ended by themselves or by the scheduler (completed, diverged, stopped early),
     failed those that ended in an error. The time left is an estimate: the elapsed time scaled
     by the trial-epochs still owed over those done (a finished trial's whole budget counts as
-    done, so ASHA's stops shorten it), each trial's evaluation not counted apart. On a
-    terminal a tqdm bar shows the same and the trial lines are printed above it."""
+    done, so ASHA's stops shorten it), each trial's evaluation not counted apart. Under an
+    auto budget (`auto`: `epochs` is the cap) a trial owes, once some have ended, the mean of
+    the epochs those ended at, not the cap they mostly stop far short of. On a terminal a tqdm
+    bar shows the same and the trial lines are printed above it."""
 
     def __init__(self, metric: str, epochs: int, total: int, stream=None,
-                 clock=time.monotonic, every: float = PROGRESS_EVERY_S):
-        self.metric, self.epochs, self.total = metric, epochs, total
+                 clock=time.monotonic, every: float = PROGRESS_EVERY_S, auto: bool = False):
+        self.metric, self.epochs, self.total, self.auto = metric, epochs, total, auto
         self.stream = stream or sys.stdout
         self.clock, self.every = clock, every
         self.done = self.failed = 0
@@ -653,14 +656,20 @@ class _Progress(tune.Callback):
         # a trial --resume continued had its first epochs done before this session began
         restored = sum((t.last_result or {}).get("restored_from_epoch") or 0
                        for t in self.trials)
-        owed = self.total * self.epochs - restored
-        done = finished * self.epochs - restored + sum(
-            (t.last_result or {}).get("epoch", 0) or 0 for t in self._running())
+        running = sum((t.last_result or {}).get("epoch", 0) or 0 for t in self._running())
+        ended = [(t.last_result or {}).get("epoch", 0) or 0 for t in self.trials
+                 if id(t) in self.ended]
+        if self.auto and ended:  # each trial to its plateau: as long as those ended took
+            owed = self.total * sum(ended) / len(ended) - restored
+            done = sum(ended) - restored + running
+        else:
+            owed = self.total * self.epochs - restored
+            done = finished * self.epochs - restored + running
         if finished == self.total:
             return "none left"
         if done <= 0:
             return "time left not yet known"
-        return f"~{_duration(elapsed * (owed - done) / done)} left"
+        return f"~{_duration(elapsed * max(owed - done, 0) / done)} left"
 
     def _progress_line(self) -> None:
         self.last_line = self.clock()
