@@ -241,6 +241,39 @@ def test_the_order_sentence_counts_the_pairs_the_seeds_resolve():
                          "them resolved by the seeds; 1 of 3 pairs resolved in all).")
 
 
+def test_a_claimed_order_is_tested_with_holm_over_its_own_pairs_not_the_columns():
+    """noise_variance's case: a paper's order over 3 of a column's 33 rows, 2 seeds each. Holm
+    over the claim's 3 pairs (checked against scipy's Welch p-values and Holm written out)
+    resolves what Holm over the column's 528 pairs cannot; the sentence counts the former, and
+    a legend line says so."""
+    rng = np.random.default_rng(0)
+    seeds = {"clean": [0.0060, 0.0064], "s=0.01": [0.0158, 0.0161], "s=0.1": [0.113, 0.117],
+             **{f"filler {i}": list(rng.normal(0.5, 0.1, 2)) for i in range(30)}}
+    mean, std, n = _summary(seeds)
+    table = pd.DataFrame({"m mean": mean, "m std": std, "n": n})
+    claim = ["clean", "s=0.01", "s=0.1"]
+    pairs = list(itertools.combinations(claim, 2))
+    p = sorted((sps.ttest_ind(seeds[a], seeds[b], equal_var=False).pvalue, (a, b))
+               for a, b in pairs)
+    by_hand, rejecting = {}, True
+    for i, (pv, pair) in enumerate(p):  # Holm: step down while p_(i) <= alpha / (m - i)
+        rejecting = rejecting and pv <= 0.05 / (len(p) - i)
+        by_hand[pair] = rejecting
+    assert stats.resolve_claim(pairs, mean, std, n) == by_hand and sum(by_hand.values()) == 3
+    column = stats.compare(mean, std, n, None)
+    assert not any(column.differ(a, b) for a, b in pairs)  # over 528 pairs: none resolved
+    paper = {"source": "P", "orders": [{"metric": "m", "ascending": claim, "claim": "Sec. 5"}]}
+    notes = report._order_legend(report._order_notes(table, {"paper": paper,
+                                                             "dataset": "digits"}))
+    assert notes[0].endswith("the same order (3 of 3 pairs resolved by the seeds).")
+    assert notes[1].startswith("a paper's order: a pair is resolved by the seeds where "
+                               "Welch's t-test, Holm-corrected over that order's own pairs")
+    # a row of one seed cannot be tested: its pairs are not resolved, nor in the family
+    one = {**seeds, "clean": [0.0060]}
+    mean, std, n = _summary(one)
+    assert stats.resolve_claim(pairs, mean, std, n) == {("s=0.01", "s=0.1"): True}
+
+
 def test_inceptions_standardized_fid_and_kid_follow_its_raw_fid_with_their_floors(tmp_path):
     run = _fid_run(tmp_path)
     _add_to_completed(run, lambda last: {"eval/fidz_rec": last["eval/fid_rec"] / 100,

@@ -155,7 +155,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
     table.attrs["dataset"] = str(search.get("dataset", ""))
     table.attrs["metric"], table.attrs["mode"] = search.get("metric"), search.get("mode")
     table.attrs["notes"] = (notes + _preset_notes(groups, search.get("rows") or [])
-                            + _order_notes(table, search)
+                            + _order_legend(_order_notes(table, search))
                             + _floor_notes(trials, table)
                             + _evaluation_notes(trials, metrics)
                             + _convergence_notes(trials, groups)
@@ -647,6 +647,17 @@ def _paper(search: dict, rows: list[tuple[str, dict]],
     return {"numbers": published, "metrics": [m for m in reported if m in metrics]}, notes
 
 
+def _order_legend(notes: list[str]) -> list[str]:
+    """The order sentences, with one line saying what "resolved" means in them."""
+    if not any("resolved by the seeds" in note for note in notes):
+        return notes
+    return notes + ["a paper's order: a pair is resolved by the seeds where Welch's t-test, "
+                    "Holm-corrected over that order's own pairs (a family the paper fixed, "
+                    f"not the table), rejects equal means at {stats.LEVEL:g}; the table's "
+                    "letters correct over every pair of their column, so an order may resolve "
+                    "a pair whose rows share a letter."]
+
+
 def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
     """The paper's ordering of rows beside ours: a sentence per entry of paper["orders"], each
     {"metric": m or {label: m}, "what": its name in the sentence, and either "ascending": the
@@ -655,12 +666,12 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
     where the paper has it; default: every row it has), and optionally "caveat": why the
     comparison says little, appended to its sentence}. Ours are the rows' means on the run's
     data set; ties keep the paper's order, so they count as agreeing. Each sentence says how
-    many of its pairs (and of the swapped ones) the column's Holm-corrected tests resolve: an
-    order the seeds do not resolve is not a finding."""
+    many of its pairs (and of the swapped ones) the seeds resolve, by Welch's test with Holm's
+    correction over the claim's own pairs (stats.resolve_claim; the letters correct over the
+    column's): an order the seeds do not resolve is not a finding."""
     paper = search.get("paper") or {}
     numbers, dataset = paper.get("numbers") or {}, search.get("dataset")
     notes = []
-    comparisons = None
     for spec in paper.get("orders") or []:
         metric = spec["metric"]
         of = metric.get if isinstance(metric, dict) else (lambda label, m=metric: m)
@@ -700,13 +711,19 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
             swapped = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]
                        if mine.index(a) > mine.index(b)]
             pairs = len(theirs) * (len(theirs) - 1) // 2
+            every = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]]
             # a claimed order is only as good as the tests behind it: which pairs they resolve
-            comparisons = comparisons if comparisons is not None else _comparisons(table)
+            tests = {}
+            for m in {of(a) for a in theirs}:
+                same = [(a, b) for a, b in every if of(a) == of(b) == m]
+                if same and f"{m} mean" in table:
+                    tests.update(stats.resolve_claim(
+                        same, table[f"{m} mean"],
+                        table.get(f"{m} std", pd.Series(math.nan, index=table.index)),
+                        _seeds(table, m)))
 
             def resolved(pair_list) -> int:
-                return sum(bool(comparisons[of(a)][2].differ(a, b)) for a, b in pair_list
-                           if of(a) == of(b) and of(a) in comparisons)
-            every = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]]
+                return sum(tests.get(pair, False) for pair in pair_list)
             notes.append(head + (f"the same order ({resolved(every)} of {pairs} pairs resolved "
                                  "by the seeds)." if not swapped else
                                  f"{' < '.join(map(short.get, mine))}, which differs from the "
