@@ -21,6 +21,7 @@ from engine.eval.evaluate import EvalSettings, evaluate
 from engine.eval.metrics import features as F
 from engine.eval.metrics.frechet import frechet_distance, statistics
 from engine.eval.metrics.sample_quality import kid, subsets_differ
+from test_evaluation import _unbiased_mmd2_numpy  # Bińkowski et al. 2018, Eq. 2, in numpy
 
 CPU = torch.device("cpu")
 
@@ -39,15 +40,6 @@ def cache(tmp_path_factory):
         mp.setenv(F.CACHE_ENV, str(folder))
         mp.setattr(F, "CLASSIFIER_STEPS", 60)
         yield folder
-
-
-def _unbiased_mmd2_numpy(x: np.ndarray, y: np.ndarray) -> float:
-    """Bińkowski et al. 2018, Eq. 2 with k(a, b) = (a·b / d + 1)^3: the diagonal left out."""
-    d = x.shape[1]
-    kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
-    m, n = len(x), len(y)
-    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy))
-            / (n * (n - 1)) - 2 * kxy.mean())
 
 
 def _raw_features(space, images) -> np.ndarray:

@@ -56,8 +56,9 @@ class TrainingFid:
         reconstructions of a model on its way to diverging): a training-time number must
         never cost the trial its epoch."""
         with evaluating(model):  # BatchNorm on its running statistics; the mode restored
-            recs = torch.cat([r.float().cpu() for r in sq.reconstructions(
-                model, self.images, self.device, self.batch_size)])  # (n, C, H, W) in [0, 1]
+            # (n, C, H, W) in [0, 1], left on the device the features are computed on
+            recs = torch.cat([r.float() for r in sq.reconstructions(
+                model, self.images, self.device, self.batch_size)])
         if not torch.isfinite(recs).all():
             return math.nan
         feats, _ = extract(self.space, recs, self.device, self.batch_size)
