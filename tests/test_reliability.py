@@ -262,6 +262,54 @@ def refused(argv: list[str], capsys) -> str:
     return err
 
 
+HOLD = ("import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from engine.run.folder import lock_run_folder; lock_run_folder(Path(sys.argv[2])); "
+        "print('locked', flush=True); time.sleep(600)")
+
+
+def _run_folder_without_ray(out: Path) -> Path:
+    """A run folder as a search leaves it before its first trial: claimed, search.json
+    written."""
+    from engine.run.spec import prepare
+    argv = ["--smoke", "--out", str(out)]
+    spec, out = prepare(SEARCH, parse_args(SEARCH, argv), argv)
+    spec.save(out)
+    return out
+
+
+def test_a_run_folder_in_use_is_refused_naming_its_holder_and_freed_when_it_dies(
+        tmp_path, capsys):
+    """Issue 30: two --resume of one run at once trained a trial twice. A search holds the
+    run folder's lock (fcntl.flock on run.lock) while it runs; another gets one line naming
+    the holder's PID and host, exit 2, before Ray, nothing written; the lock goes with the
+    holder's process, even a SIGKILLed one (no stale lock to clear by hand)."""
+    from engine.run.folder import lock_run_folder
+    out = _run_folder_without_ray(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ROOT), str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+        err = refused(["--resume", "--out", str(out)], capsys)
+        assert "is in use by another search (pid" in err and f"pid {holder.pid} on " in err
+        assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+        with pytest.raises(BadInput, match="in use by another search"):
+            lock_run_folder(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    os.close(lock_run_folder(out))  # free again: the kernel let go of it with the holder
+
+
+def test_a_link_planted_as_the_run_lock_is_refused_not_followed(tmp_path, capsys):
+    out = _run_folder_without_ray(tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (out / "run.lock").symlink_to(victim)
+    err = refused(["--resume", "--out", str(out)], capsys)
+    assert "run.lock" in err and "plain file" in err and victim.read_text() == "keep"
+
+
 def test_an_out_whose_parent_is_missing_is_refused(tmp_path, capsys):
     out = tmp_path / "no" / "such" / "run"
     err = refused(["--out", str(out)], capsys)

@@ -86,11 +86,45 @@ def claim_run_folder(search: Search, args, out: Path) -> Path:
     return out
 
 
+LOCK = "run.lock"  # in the run folder: who holds it, for as long as that search's process lives
+
+
+def lock_run_folder(out: Path) -> int:
+    """Hold an exclusive lock on the run folder for the rest of this process (the kernel lets
+    go of it when the process ends, however it ends, so a killed search leaves no stale lock):
+    a fresh search and a --resume alike, so that two processes never train, merge or report
+    one run at once (two --resume together trained a trial twice and lost another's epochs).
+    fcntl.flock on <out>/run.lock (on NFS v4 Linux takes it as a byte-range lock the server
+    enforces). BadInput naming the holder (its host, PID and start) where another holds it.
+    Returns the lock's file descriptor, to be kept open."""
+    import fcntl
+    import socket
+    import time
+    path = out / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:  # a link planted there (ELOOP), no permission, ...
+        raise BadInput(f"{path}: cannot open the run's lock ({e.strerror or e}); a run folder "
+                       f"holds {LOCK} as a plain file") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise BadInput(f"{out} is in use by another search ({holder}); wait until it ends, or "
+                       "stop it, then --resume") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()}, since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+    return fd
+
+
 def release_run_folder(out: Path) -> None:
     """Give back a claimed folder that no search ran in (Ray did not start, ...)."""
     try:
         if json.loads((out / "search.json").read_text()) == CLAIM:
             (out / "search.json").unlink()
+            (out / LOCK).unlink(missing_ok=True)
             out.rmdir()
     except (OSError, ValueError):
         pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import models
 from engine.run.cli import BadInput, parse_args
 from engine.eval.evaluate import EvalSettings
 from engine.files import write_json_atomic
-from engine.run.folder import release_run_folder
+from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
 from engine.run.spec import Resources, Row, RunSpec, budget_text, prepare
@@ -89,6 +90,20 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:  # one search at a time in a run folder, until this one has ended
+        lock = lock_run_folder(out)
+    except BadInput as e:
+        if not args.resume:
+            release_run_folder(out)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(args, spec, out, callbacks, after)
+    finally:
+        os.close(lock)  # the kernel lets go of it too where the process dies first
+
+
+def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
     from engine.run import ray_backend  # imports Ray: only once the input is known to be good
     give_up = None if args.resume else (lambda: release_run_folder(out))
     code = _connect(args.address, spec.resources, ray_backend, give_up)
