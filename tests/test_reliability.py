@@ -76,11 +76,15 @@ def wait_for_a_completed_and_a_running_trial(out: Path, proc: subprocess.Popen) 
     raise AssertionError("no trial completed while another ran before the search ended")
 
 
-@pytest.mark.parametrize("target", ["driver", "process group"])
-def test_ctrl_c_is_an_interrupted_run_that_resume_finishes_with_each_epoch_once(tmp_path,
-                                                                                 target):
+@pytest.mark.parametrize("target, signum, code", [("driver", signal.SIGINT, 130),
+                                                   ("process group", signal.SIGINT, 130),
+                                                   ("driver", signal.SIGTERM, 143)])
+def test_ctrl_c_is_an_interrupted_run_that_resume_finishes_with_each_epoch_once(
+        tmp_path, target, signum, code):
     """SIGINT after the first trial completed (to the driver, as `kill -INT`; to its process
     group, as Ctrl-C in a terminal): exit 130, no finished.json, a line telling to --resume,
+    and SIGTERM to the driver (`kill`, a batch scheduler) alike with exit 143 (Ray's driver
+    died of it in 3 s, rc -6, with C++ stack lines and no resume line);
     and no trial called "stopped early" (no scheduler stopped any). Then --resume, with
     planted pickles that would run code if anything unpickled them, finishes every trial:
     each epoch once in result.json, progress.csv of one set of columns, each trial's line
@@ -92,16 +96,18 @@ def test_ctrl_c_is_an_interrupted_run_that_resume_finishes_with_each_epoch_once(
     try:
         wait_for_a_completed_and_a_running_trial(out, proc)
         if target == "driver":
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signum)
         else:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, stderr[-3000:]
+    assert proc.returncode == code, stderr[-3000:]
     assert not (out / "finished.json").exists()
     assert f"--resume --out {out}" in stderr.splitlines()[-1]
+    assert stderr.splitlines()[-1].startswith(
+        "terminated:" if signum == signal.SIGTERM else "interrupted:")
     assert "stopped early" not in stdout and "search finished" not in stdout
     trials = load_trials(out)
     assert "completed" in set(trials["status"]) and "unfinished" in set(trials["status"])

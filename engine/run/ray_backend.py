@@ -272,8 +272,9 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
                    told: list[tuple[dict, float]] | None = None,
                    trackers: tuple[str, ...] = ()) -> str:
     """Run the experiment in `run_dir`; returns "complete" (every trial ended: completed,
-    diverged, errored or stopped by the scheduler), or "interrupted" (Ctrl-C / SIGINT: the
-    trials still running were stopped where they were, to be continued by --resume).
+    diverged, errored or stopped by the scheduler), or "interrupted" (Ctrl-C / SIGINT) or
+    "terminated" (SIGTERM): the trials still running were stopped where they were, to be
+    continued by --resume.
 
     `param_space` holds "label" (a grid over `rows`' keys, or one label for a sampled
     search), "seed" (a grid), "config" (filled in from `rows` by label unless the search
@@ -338,6 +339,8 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
             log.removeFilter(interrupt.disk_filter)
     if interrupt.disk_full:
         return "disk full"
+    if interrupt.signum == signal.SIGTERM:
+        return "terminated"
     return "interrupted" if interrupt.asked or not progress.complete else "complete"
 
 
@@ -534,15 +537,19 @@ def disk_full(folder: str, below: int = 64 << 20) -> bool:
 
 
 class _Interrupt(tune.Stopper):
-    """SIGINT (Ctrl-C) while the search runs: every running trial is stopped where it is (its
-    checkpoints stay) and the experiment ends; `asked` tells the driver it was interrupted. A
-    second SIGINT is Python's default: KeyboardInterrupt at once. A trial that failed for a
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, a batch scheduler's end of a job) while the search
+    runs: every running trial is stopped where it is (its checkpoints stay) and the experiment
+    ends; `asked` tells the driver it was interrupted, `signum` by which. A second signal is
+    its default: KeyboardInterrupt, or the end of the process, at once. A trial that failed for a
     full disk (ENOSPC, seen in Tune's log of the failure) ends the experiment the same way,
     `disk_full` set, and its traceback is not logged: every other trial would fail alike."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
         self.asked = self.disk_full = False
-        self._before = None
+        self.signum: int | None = None
+        self._before: dict = {}
 
     def disk_filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -554,17 +561,22 @@ class _Interrupt(tune.Stopper):
         return not (self.disk_full and record.name.endswith("experiment_analysis"))
 
     def __enter__(self):
-        self._before = signal.signal(signal.SIGINT, self._handle)
+        # (Ray's driver otherwise dies of SIGTERM in its C++ handler: rc -6, no resume line)
+        self._before = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._before)
+        for s, before in self._before.items():
+            signal.signal(s, before)
 
     def _handle(self, signum, frame):
-        self.asked = True
-        print("interrupt: stopping the running trials (Ctrl-C again to quit at once)",
+        self.asked, self.signum = True, signum
+        name = signal.Signals(signum).name
+        print(f"interrupt ({name}): stopping the running trials ("
+              f"{'Ctrl-C' if signum == signal.SIGINT else name} again to quit at once)",
               file=sys.stderr, flush=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
 
     def __call__(self, trial_id, result) -> bool:
         return False

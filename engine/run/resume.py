@@ -18,7 +18,7 @@ def resume(out: Path, spec, experiment) -> str:
     missing, unfinished or errored continues from the newest checkpoint in its folder (loaded
     weights_only); a sampled run's unfinished trials likewise, then the samples it still owes,
     drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
-    run their writer's code) is never read. Returns "complete" or "interrupted"."""
+    run their writer's code) is never read. Returns "complete", "interrupted" or "terminated"."""
     if spec.algorithm == "grid":
         todo = _trials_to_repair(out, spec.configs, spec.seeds)
         owed = 0

@@ -80,7 +80,7 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         after=None) -> int:
     """Validate, run the search with Ray Tune, write and print the report. Exit code:
     0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input,
-    130 when interrupted (Ctrl-C: --resume finishes it). `callbacks` are extra
+    130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM; --resume finishes either). `callbacks` are extra
     ray.tune.Callback objects (e.g. a benchmark's timer). `after(FinishedRun)`, if given,
     runs once the report is written (a study's own plots into <run>/report/); if it raises,
     the error is one line on stderr and the exit code 1."""
@@ -162,7 +162,7 @@ def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> 
 
 def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: list) -> str:
     """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
-    "complete", "interrupted" or "disk full"."""
+    "complete", "interrupted", "terminated" or "disk full"."""
     space = spec.trial_space()
     if spec.algorithm == "optuna":
         first = spec.rows[0]
@@ -252,10 +252,10 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
             print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
                   file=sys.stderr)
             failed = True
-    if outcome != "complete":
-        print(f"interrupted: the unfinished trials keep their checkpoints; finish the run "
+    if outcome != "complete":  # interrupted (SIGINT: 130) or terminated (SIGTERM: 128 + 15)
+        print(f"{outcome}: the unfinished trials keep their checkpoints; finish the run "
               f"with --resume --out {out}", file=sys.stderr)
-        return 130
+        return 143 if outcome == "terminated" else 130
     return 1 if failed or "error" in _statuses(out) else 0
 
 
