@@ -119,9 +119,16 @@ def test_ctrl_c_is_an_interrupted_run_that_resume_finishes_with_each_epoch_once(
     planted = [*out.rglob("*.pkl"), out / "tuner.pkl"]
     for path in planted:
         path.write_bytes(pickle.dumps(RunsCode(marker)))
+    first = json.loads((out / "search.json").read_text())
     resumed = search(["--resume", "--out", str(out)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not marker.exists(), "--resume unpickled a file of the run folder"
+    # search.json re-saved with the resume's record (issue 30): the first start's kept
+    saved = json.loads((out / "search.json").read_text())
+    assert [r["git"] for r in saved["environment"]["resumes"]] == [first["git"]]
+    assert {k: v for k, v in saved.items() if k != "environment"} == {
+        k: v for k, v in first.items() if k != "environment"}
+    assert "resumes" not in first["environment"]
     trials = load_trials(out)
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert (out / "finished.json").exists()
@@ -314,6 +321,27 @@ def test_a_link_planted_as_the_run_lock_is_refused_not_followed(tmp_path, capsys
     (out / "run.lock").symlink_to(victim)
     err = refused(["--resume", "--out", str(out)], capsys)
     assert "run.lock" in err and "plain file" in err and victim.read_text() == "keep"
+
+
+def test_a_row_given_twice_is_refused(tmp_path, capsys):
+    """Issue 30: `--rows VAE,VAE` trained seed 0 twice into one row (n=2) beside an empty
+    "VAE [2]"."""
+    err = refused(["--smoke", "--rows", "VAE,RAE,VAE", "--out", str(tmp_path / "run")], capsys)
+    assert "'VAE' given twice" in err and "--seeds" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_run_of_another_study_is_refused_naming_its_study(tmp_path, capsys):
+    """Issue 30: it ran, then failed in the study's own report step."""
+    from searches.sigma_points import SEARCH as OTHER
+    out = _run_folder_without_ray(tmp_path / "run")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert run(OTHER, ["--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --resume: {out} is a run of ablation_uae, not of sigma_points; "
+                   f"resume it with its own study (vae-ablations run ablation_uae --resume "
+                   f"--out {out})")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_an_out_whose_parent_is_missing_is_refused(tmp_path, capsys):

@@ -111,8 +111,8 @@ def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
         if not args.resume:
             release_run_folder(out)
         return code
-    if not args.resume:
-        spec.save(out)
+    # a resume's spec is the run's own, its record appended under environment["resumes"]
+    spec.save(out)
     (out / "finished.json").unlink(missing_ok=True)
     outcome = _execute(spec, out, args.resume, ray_backend, list(callbacks))
     if outcome != "complete":  # the run ends here: its one line must be the last

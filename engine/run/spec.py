@@ -291,6 +291,10 @@ def load(out: Path, search: Search, args) -> RunSpec:
     resources). The data root given now wins (the data may have moved); a key that an older
     run did not write takes the flag's value."""
     saved = read_search_json(out)
+    if saved.get("name", search.name) != search.name:  # its report step is another study's
+        raise BadInput(f"--resume: {out} is a run of {saved['name']}, not of {search.name}; "
+                       f"resume it with its own study (vae-ablations run {saved['name']} "
+                       f"--resume --out {out})")
     try:
         rows = tuple(RunRow(r["label"], models.Config.from_dict(r["config"]), r.get("preset"),
                             r.get("data") or None) for r in saved["rows"])
@@ -353,6 +357,10 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
         if unknown:
             raise BadInput(f"--rows: unknown row {unknown[0]!r}; rows of {search.name}: "
                            f"{', '.join(labels)}")
+        twice = next((w for i, w in enumerate(wanted) if w in wanted[:i]), None)
+        if twice is not None:  # it trained seed 0 twice into one row and left an empty one
+            raise BadInput(f"--rows: {twice!r} given twice; give each row once (more seeds: "
+                           "--seeds)")
         labels = wanted
     out = []
     for label in labels:
