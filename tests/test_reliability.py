@@ -323,6 +323,16 @@ def test_a_link_planted_as_the_run_lock_is_refused_not_followed(tmp_path, capsys
     assert "run.lock" in err and "plain file" in err and victim.read_text() == "keep"
 
 
+@pytest.mark.parametrize("argv", [["--precision", "int8"], ["--bogus"], ["--seeds"]])
+def test_a_flag_error_is_one_line_pointing_to_help(argv, capsys):
+    """Issue 30: argparse printed its 18-line usage block before each flag error."""
+    with pytest.raises(SystemExit) as e:
+        parse_args(SEARCH, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith("error: ") and err.rstrip().endswith("--help)")
+
+
 def test_a_row_given_twice_is_refused(tmp_path, capsys):
     """Issue 30: `--rows VAE,VAE` trained seed 0 twice into one row (n=2) beside an empty
     "VAE [2]"."""

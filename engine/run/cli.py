@@ -42,11 +42,18 @@ class BadInput(ValueError):
     """Input that must be refused before any trial starts (exit code 2)."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A flag error is one line, as every other bad input (not argparse's usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     smoke_dataset = search.smoke.get("dataset", SMOKE_DATASET)
     # `vae-ablations run NAME` (engine/__main__.py) names itself; a script, its file
     prog = os.environ.get("VAE_ABLATIONS_PROG") or None
-    p = argparse.ArgumentParser(prog=prog, description=search.title)
+    p = _OneLineParser(prog=prog, description=search.title)
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default "
                    f"{search.dataset}; with --smoke {smoke_dataset})")
     p.add_argument("--data-root", help="where the real data sets' files are (default "
