@@ -333,6 +333,17 @@ def test_a_flag_error_is_one_line_pointing_to_help(argv, capsys):
     assert err.startswith("error: ") and err.rstrip().endswith("--help)")
 
 
+def test_densities_that_leave_a_table_column_empty_are_refused(tmp_path, capsys):
+    """Issue 30: `--eval-set densities=` left the GMM-10 column "—" with no note."""
+    for given in ("densities=", "densities=prior"):
+        err = refused(["--smoke", "--eval-set", given, "--out", str(tmp_path / "run")], capsys)
+        assert "eval/fid_sample_gmm10 samples from gmm10; include gmm10" in err
+        assert not (tmp_path / "run").exists()
+    args = parse_args(SEARCH, ["--eval-set", "densities=prior,gmm10"])
+    from engine.run.cli import eval_settings
+    assert eval_settings(SEARCH, args).densities == ("prior", "gmm10")
+
+
 def test_a_row_given_twice_is_refused(tmp_path, capsys):
     """Issue 30: `--rows VAE,VAE` trained seed 0 twice into one row (n=2) beside an empty
     "VAE [2]"."""

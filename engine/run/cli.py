@@ -170,7 +170,22 @@ def eval_settings(search: Search, args) -> EvalSettings:
         raise BadInput(str(e)) from None
     if settings.inception_weights and not Path(settings.inception_weights).is_file():
         raise BadInput(f"--inception-weights {settings.inception_weights}: no such file")
+    if "fid" in settings.metrics and "densities" in {a.split("=", 1)[0].strip()
+                                                     for a in args.eval_set}:
+        _check_table_densities(search, settings)
     return settings
+
+
+def _check_table_densities(search: Search, settings: EvalSettings) -> None:
+    """A table column of samples from a density that --eval-set densities= left out would
+    only be empty ("—") with no reason given: refused instead."""
+    from engine.eval.evaluate import DENSITY_SETS
+    for metric in search.table_metrics:
+        name = next((d for d in DENSITY_SETS if metric.endswith(f"_sample_{d}")), None)
+        if name is not None and name not in settings.densities:
+            raise BadInput(f"--eval-set densities={','.join(settings.densities)}: the table's "
+                           f"{metric} samples from {name}; include {name}, or leave "
+                           f"densities to the study ({','.join(search.evaluation.densities)})")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
