@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import dataclasses
 import os
 import re
 import shutil
@@ -478,24 +479,29 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(argv, message, 
 
 
 def test_an_auto_budget_without_a_cap_is_refused_where_the_study_has_none(tmp_path, capsys):
-    """ablation_uae's default caps its auto budget (150); a study with a fixed default has no
-    cap to fall back on."""
+    """Every study's default caps its auto budget; one declared with a fixed budget (as every
+    study was before) has no cap to fall back on."""
     sys.path.insert(0, str(ROOT))
     from searches.sigma_points import SEARCH
+    fixed = dataclasses.replace(SEARCH, epochs=30, max_epochs=None)
     out = tmp_path / "run"
-    assert SEARCH.max_epochs is None
-    assert run(SEARCH, ["--dataset", "digits", "--epochs", "auto", "--out", str(out)]) == 2
+    assert run(fixed, ["--dataset", "digits", "--epochs", "auto", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "give --max-epochs N" in err and not out.exists()
 
 
-def test_a_gpu_request_on_a_machine_without_one_is_refused(tmp_path):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a GPU")
+def test_a_gpu_request_on_a_machine_without_one_is_refused_before_ray(tmp_path):
+    """One line and nothing else: refused before Ray starts (issue 30: after 18-22 s of Ray's
+    lines)."""
     out = tmp_path / "run"
     proc = search(["--smoke", "--gpus-per-trial", "0.25", "--out", str(out)])
     assert proc.returncode == 2
-    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "GPU" in err[0]
-    assert not (out / "search.json").exists()
+    assert proc.stderr.strip() == ("error: a trial needs 1 CPU and 0.25 GPU but this machine "
+                                   f"has {os.cpu_count()} CPU and 0 GPU; lower --cpus-per-trial "
+                                   "/ --gpus-per-trial / --workers-per-trial, or join a "
+                                   "cluster (--address)")
+    assert not out.exists()
 
 
 def test_engine_never_imports_a_model_internal_or_names_a_preset():

@@ -291,8 +291,24 @@ def check_args(search: Search, args) -> None:
     if args.storage and not args.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
         args.storage = str(check_storage(args.storage, args.storage_from))
     check_address(args.address)
+    if args.address is None:
+        check_local_resources(args)
     for tracker in dict.fromkeys(args.tracker):
         check_tracker(tracker)
+
+
+def check_local_resources(args) -> None:
+    """A trial that this machine cannot hold, refused before Ray starts (the local Ray
+    instance counts the same CPUs and CUDA devices; a cluster is checked once joined, as it
+    may be another size)."""
+    import torch
+    need_cpu = args.cpus_per_trial * args.workers_per_trial
+    need_gpu = args.gpus_per_trial * args.workers_per_trial
+    have_cpu, have_gpu = os.cpu_count() or 1, torch.cuda.device_count()
+    if need_gpu > have_gpu or need_cpu > have_cpu:
+        raise BadInput(f"a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but this machine "
+                       f"has {have_cpu} CPU and {have_gpu} GPU; lower --cpus-per-trial / "
+                       "--gpus-per-trial / --workers-per-trial, or join a cluster (--address)")
 
 
 # --tracker: the package each needs (an optional extra of pyproject.toml)

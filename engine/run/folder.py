@@ -41,8 +41,13 @@ def run_folder(search: Search, args) -> Path:
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
                            "same")
     elif out.exists() and any(out.iterdir()):
-        raise BadInput(f"--out {out} already holds a run; pass --resume to finish it or "
-                       "choose another folder")
+        if (out / "search.json").is_file():
+            raise BadInput(f"--out {out} already holds a run; pass --resume to finish it or "
+                           "choose another folder")
+        names = sorted(p.name for p in out.iterdir())
+        raise BadInput(f"--out {out} is not empty and holds no run ({len(names)} entries: "
+                       f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); choose "
+                       "an empty or new folder")
     return out
 
 
