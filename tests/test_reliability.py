@@ -344,6 +344,14 @@ def test_densities_that_leave_a_table_column_empty_are_refused(tmp_path, capsys)
     assert eval_settings(SEARCH, args).densities == ("prior", "gmm10")
 
 
+def test_an_out_holding_files_but_no_run_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "data").mkdir()
+    err = refused(["--smoke", "--out", str(tmp_path)], capsys)
+    assert err == (f"error: --out {tmp_path} is not empty and holds no run (2 entries: data, "
+                   "notes.txt); choose an empty or new folder")
+
+
 def test_a_row_given_twice_is_refused(tmp_path, capsys):
     """Issue 30: `--rows VAE,VAE` trained seed 0 twice into one row (n=2) beside an empty
     "VAE [2]"."""
