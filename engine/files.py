@@ -53,3 +53,27 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def first_link(folder: str | Path) -> Path | None:
+    """The first symbolic link inside `folder`, or `folder` itself where it is one (its tree
+    walked without following links), else None. A run folder the engine rewrites holds none of
+    its own, so one there was planted (shared storage) and writing "into" it would write
+    through it, outside the run."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        return folder
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        for name in sorted(dirs) + sorted(names):
+            if os.path.islink(os.path.join(top, name)):
+                return Path(top, name)
+    return None
+
+
+def link_problem(folder: str | Path) -> str | None:
+    """One line on the first link in `folder` (first_link), else None."""
+    link = first_link(folder)
+    if link is None:
+        return None
+    return (f"{link} is a symbolic link (to {os.readlink(link)}); a run folder holds none, and "
+            "the engine writes nothing through one: remove it")

@@ -320,7 +320,11 @@ def test_a_link_planted_as_the_run_lock_is_refused_not_followed(tmp_path, capsys
     victim.write_text("keep")
     (out / "run.lock").symlink_to(victim)
     err = refused(["--resume", "--out", str(out)], capsys)
-    assert "run.lock" in err and "plain file" in err and victim.read_text() == "keep"
+    assert f"{out / 'run.lock'} is a symbolic link" in err and victim.read_text() == "keep"
+    from engine.run.folder import lock_run_folder  # the lock itself never follows one either
+    with pytest.raises(BadInput, match="run.lock: cannot open the run's lock.*plain file"):
+        lock_run_folder(out)
+    assert victim.read_text() == "keep"
 
 
 @pytest.mark.parametrize("argv", [["--precision", "int8"], ["--bogus"], ["--seeds"]])
@@ -350,6 +354,30 @@ def test_an_out_holding_files_but_no_run_is_named_as_such(tmp_path, capsys):
     err = refused(["--smoke", "--out", str(tmp_path)], capsys)
     assert err == (f"error: --out {tmp_path} is not empty and holds no run (2 entries: data, "
                    "notes.txt); choose an empty or new folder")
+
+
+@pytest.mark.parametrize("planted", ["VAE_seed0_x/progress.csv", "VAE_seed0_x/checkpoint_000000",
+                                     "report"])
+def test_links_planted_in_a_run_folder_are_refused_not_written_through(tmp_path, capsys,
+                                                                        planted):
+    """Issue 30: --resume truncated progress.csv and result.json planted as links to files
+    outside the run and wrote a 2 MB state.pt into a victim folder; a link at report/ got the
+    report's files. --resume and `report` now refuse a run folder holding a link, one line
+    naming it, before writing anything."""
+    from engine.__main__ import main as cli
+    out = _run_folder_without_ray(tmp_path / "run")
+    (out / "VAE_seed0_x").mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    (out / planted).symlink_to(victim / "keep.txt" if "." in planted else victim)
+    err = refused(["--resume", "--out", str(out)], capsys)
+    assert err.startswith(f"error: --resume: {out / planted} is a symbolic link (to {victim}")
+    assert cli(["report", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out / planted} is a symbolic link") and "remove it" in err
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert (victim / "keep.txt").read_text() == "keep"
 
 
 def test_a_row_given_twice_is_refused(tmp_path, capsys):

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
 from engine.report import display, qualitative, stats, tuning
-from engine.files import STOPPED_FILE, write_atomic
+from engine.files import STOPPED_FILE, link_problem, write_atomic
 
 # status -> the table's count column
 COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
@@ -303,6 +303,9 @@ def write_report(run_dir) -> str:
     statuses, where the files are."""
     run = Path(run_dir)
     search = load_search(run)
+    problem = link_problem(run)
+    if problem:  # report/ (or a file in it) planted as a link: nothing written through it
+        raise NotARunFolder(problem)
     trials, curves = load_trials(run), load_curves(run)
     table = ablation_table(trials, search)
     shown = format_table(table)

@@ -35,6 +35,10 @@ def run_folder(search: Search, args) -> Path:
     if args.resume:
         if not (out / "search.json").is_file():
             raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
+        from engine.files import link_problem
+        problem = link_problem(out)
+        if problem:  # --resume rewrites result.json, progress.csv, checkpoints, report/
+            raise BadInput(f"--resume: {problem}")
         saved = read_search_json(out)
         workers = saved.get("resources", {}).get("workers", 1)
         if workers != args.workers_per_trial:  # a different trainable cannot continue it
