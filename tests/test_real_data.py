@@ -448,6 +448,25 @@ def test_truncated_gzip_names_the_file(tmp_path):
     assert not [p for p in (tmp_path / "cache" / "data").iterdir() if p.is_dir()]  # nothing half-written
 
 
+def test_a_search_on_corrupt_files_is_one_line_before_ray(tmp_path, capsys):
+    """Issue 30: a truncated file under --data-root started Ray, failed every trial twice
+    (~114 lines of tracebacks) and left a run folder with finished.json. The driver decodes
+    the data set before Ray: one line naming the file, exit 2, no run folder."""
+    import sys as _sys
+    from engine.run import run
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from searches.ablation_uae import SEARCH
+    write_mnist(tmp_path, "MNIST")
+    gz = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-20])
+    out = tmp_path / "run"
+    assert run(SEARCH, ["--smoke", "--dataset", "mnist", "--data-root", str(tmp_path),
+                        "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(gz) in err, err
+    assert "not a readable gzip file" in err and not out.exists()
+
+
 @pytest.mark.parametrize("damage, says", [
     (lambda b: b[:-100], "truncated or corrupt"),  # a whole IDX file cut short
     (lambda b: b"\x00\x00\x09\x03" + b[4:], "not an IDX file"),  # wrong type byte in the magic

@@ -475,13 +475,17 @@ def _resolve_features(evaluation: EvalSettings, dataset: str, shape) -> EvalSett
 
 
 def _check_files(dataset: str, data_root: str | None) -> str | None:
-    """The data set's files are there (or downloaded) before any trial starts. The root is
-    kept as given (made absolute), None when not given, so that each node of a cluster finds
-    its own $VAE_DATA_ROOT; this checks the driver's machine only."""
+    """The data set's files are there (or downloaded) and decode (shapes, counts, labels)
+    before any trial starts: a corrupt or truncated file is one line naming it here, where in
+    the trials it failed every trial twice with tracebacks. Decoding fills this machine's
+    decode-once cache, which its trials then read. The root is kept as given (made absolute),
+    None when not given, so that each node of a cluster finds its own $VAE_DATA_ROOT; this
+    checks the driver's machine only."""
     if data_root:
         data_root = str(Path(data_root).expanduser().resolve())
     try:
-        check_data(dataset, data_root)
+        if check_data(dataset, data_root) is not None:  # a real data set: its files
+            load_dataset(dataset, data_root)
     except (DataError, OSError) as e:  # OSError: e.g. a cache folder that cannot be locked
         raise BadInput(str(e).splitlines()[0] if str(e) else repr(e)) from None
     return data_root
