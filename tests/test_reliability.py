@@ -268,6 +268,30 @@ def test_a_disk_that_fills_stops_the_search_with_one_line_and_resume_continues(t
 
 # --- bad input, refused before Ray starts ---
 
+def test_storage_turning_read_only_stops_the_search_with_one_line(tmp_path, capsys):
+    """Issue 30, item 9: a run's storage remounted read-only mid-run printed 437 lines with 10
+    tracebacks. A trial's EROFS in Tune's log (as ENOSPC's) is swallowed once and stops the
+    experiment, and the driver says it in one line, exit 1, as for a full disk."""
+    import errno
+    import logging
+    from engine.run import ray_backend
+    from engine.run.search import _finish
+    stop = ray_backend._Interrupt()
+    error = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "t" / "result.json"))
+    record = logging.LogRecord("ray.tune", logging.ERROR, __file__, 1, "Trial failed", None,
+                               (OSError, error, None))
+    assert not stop.stop_all() and stop.disk_filter(record) is False
+    assert stop.read_only and not stop.disk_full and stop.stop_all()
+    later = logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING,
+                              __file__, 1, "could not read", None, None)
+    assert stop.disk_filter(later) is False  # Tune's complaints after it: not shown either
+    assert not ray_backend.read_only(str(tmp_path))
+    assert _finish(None, tmp_path, "read-only", None) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: the storage of {tmp_path} turned read-only: the search stopped; "
+                   f"make it writable, then --resume --out {tmp_path} continues it\n")
+
+
 def refused(argv: list[str], capsys) -> str:
     assert run(SEARCH, argv) == 2
     err = capsys.readouterr().err.strip()

@@ -12,6 +12,7 @@ retried from its last one. Every report names the Ray node it came from (`node_i
 """
 from __future__ import annotations
 
+import errno
 import os
 
 # Our own TensorBoard writer logs richer summaries than Tune's automatic TBX logger, so the
@@ -333,12 +334,16 @@ def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
     except Exception:  # noqa: BLE001  (Tune's results of a full disk: EOFError on its files)
         if interrupt.disk_full or disk_full(run_dir):
             return "disk full"
+        if interrupt.read_only or read_only(run_dir):
+            return "read-only"
         raise
     finally:
         for log in logs:
             log.removeFilter(interrupt.disk_filter)
     if interrupt.disk_full:
         return "disk full"
+    if interrupt.read_only:
+        return "read-only"
     if interrupt.signum == signal.SIGTERM:
         return "terminated"
     return "interrupted" if interrupt.asked or not progress.complete else "complete"
@@ -536,6 +541,14 @@ def disk_full(folder: str, below: int = 64 << 20) -> bool:
         return False
 
 
+def read_only(folder: str) -> bool:
+    """Whether the file system of `folder` is mounted read-only now."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class _Interrupt(tune.Stopper):
     """SIGINT (Ctrl-C) or SIGTERM (`kill`, a batch scheduler's end of a job) while the search
     runs: every running trial is stopped where it is (its checkpoints stay) and the experiment
@@ -547,18 +560,24 @@ class _Interrupt(tune.Stopper):
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.asked = self.disk_full = False
+        self.asked = self.disk_full = self.read_only = False
         self.signum: int | None = None
         self._before: dict = {}
 
     def disk_filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         text = f"{record.getMessage()} {error or ''}"
-        if "No space left on device" in text or getattr(error, "errno", None) == 28:
+        code = getattr(error, "errno", None)
+        if "No space left on device" in text or code == errno.ENOSPC:
             self.disk_full = True
             return False
-        # once the disk is full, Tune's complaints about the files it could not write
-        return not (self.disk_full and record.name.endswith("experiment_analysis"))
+        if "Read-only file system" in text or code == errno.EROFS:  # the storage remounted
+            self.read_only = True
+            return False
+        # once the disk is full (or read-only), Tune's complaints about the files it could
+        # not write
+        return not ((self.disk_full or self.read_only)
+                    and record.name.endswith("experiment_analysis"))
 
     def __enter__(self):
         # (Ray's driver otherwise dies of SIGTERM in its C++ handler: rc -6, no resume line)
@@ -582,7 +601,7 @@ class _Interrupt(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.asked or self.disk_full
+        return self.asked or self.disk_full or self.read_only
 
 
 class _CSVLogger(CSVLoggerCallback):

@@ -162,7 +162,7 @@ def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> 
 
 def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: list) -> str:
     """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
-    "complete", "interrupted", "terminated" or "disk full"."""
+    "complete", "interrupted", "terminated", "disk full" or "read-only"."""
     space = spec.trial_space()
     if spec.algorithm == "optuna":
         first = spec.rows[0]
@@ -199,9 +199,9 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
         for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a resume whose driver was killed
             merge_results(kept.parent)
     except OSError as e:  # the driver's own writes (merge, search.json) on a full disk
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        outcome = "disk full"
+        outcome = "read-only" if e.errno == errno.EROFS else "disk full"
     return outcome
 
 
@@ -231,11 +231,18 @@ def _train_feature_classifier(spec: RunSpec) -> None:
           flush=True)
 
 
+# outcomes where the run's storage stopped taking writes: one line, no report (it cannot be
+# written either), exit 1
+STORAGE_FAILED = {"disk full": ("the disk of {out} is full", "free space"),
+                  "read-only": ("the storage of {out} turned read-only", "make it writable")}
+
+
 def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
     """The report written and printed, the study's own step run; the exit code."""
-    if outcome == "disk full":
-        print(f"error: the disk of {out} is full: the search stopped; free space, then "
-              f"--resume --out {out} continues it", file=sys.stderr)
+    if outcome in STORAGE_FAILED:
+        what, fix = STORAGE_FAILED[outcome]
+        print(f"error: {what.format(out=out)}: the search stopped; {fix}, then --resume "
+              f"--out {out} continues it", file=sys.stderr)
         return 1
     if outcome == "complete":
         write_json_atomic(out / "finished.json", {"finished": True, "ended": now()})
