@@ -438,14 +438,33 @@ def test_an_out_on_a_read_only_file_system_is_refused(tmp_path, capsys):
         assert str(ro) in err and "not writable" in err
 
 
+_ROW = {"label": "VAE", "config": {}}
+
+
 @pytest.mark.parametrize("saved", [[], None, {"rows": []},
                                    {"dataset": "digits", "epochs": 2, "seeds": [0], "rows": []},
                                    {"dataset": "digits", "epochs": 2, "seeds": [0],
-                                    "rows": ["VAE"]}])
+                                    "rows": ["VAE"]},
+                                   # hand-edited (issue 30): tracebacks before
+                                   {"dataset": "digits", "epochs": 0, "seeds": [0],
+                                    "rows": [_ROW]},
+                                   {"dataset": "digits", "epochs": 2, "seeds": [0],
+                                    "rows": [_ROW], "evaluation": {"metrics": ["bogus"]}},
+                                   {"dataset": "digits", "epochs": 2, "seeds": [0],
+                                    "rows": [_ROW], "min_epochs": -5}])
 def test_a_search_json_of_the_wrong_shape_on_resume_is_one_line(tmp_path, capsys, saved):
     (tmp_path / "search.json").write_text(json.dumps(saved))
     err = refused(["--resume", "--out", str(tmp_path)], capsys)
     assert "search.json" in err and "not a search's record" in err
+
+
+def test_a_report_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    from engine.__main__ import main as cli
+    out = _run_folder_without_ray(tmp_path / "run")
+    (out / "report").write_text("not a folder")
+    assert cli(["report", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {out / 'report'} is a file, where the "
+                                               "report's folder goes; move it away")
 
 
 def test_an_address_where_no_gcs_answers_is_refused_naming_what_answered(tmp_path, capsys):

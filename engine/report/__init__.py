@@ -306,6 +306,9 @@ def write_report(run_dir) -> str:
     problem = link_problem(run)
     if problem:  # report/ (or a file in it) planted as a link: nothing written through it
         raise NotARunFolder(problem)
+    if (run / "report").exists() and not (run / "report").is_dir():
+        raise NotARunFolder(f"{run / 'report'} is a file, where the report's folder goes; move "
+                            "it away")
     trials, curves = load_trials(run), load_curves(run)
     table = ablation_table(trials, search)
     shown = format_table(table)

@@ -174,4 +174,15 @@ def _search_json_problem(saved) -> str | None:
         return "'seeds' is not a list of integers"
     if not isinstance(saved.get("resources", {}), dict):
         return "'resources' is not an object"
+    if saved["epochs"] < 1:  # the command line's own check of --epochs / --max-epochs
+        return f"'epochs' is {saved['epochs']}, not a whole number >= 1"
+    min_epochs = saved.get("min_epochs", 0)
+    if not (isinstance(min_epochs, int) and min_epochs >= 0):
+        return f"'min_epochs' is {min_epochs!r}, not a whole number >= 0"
+    if saved.get("evaluation") is not None:
+        from engine.eval.evaluate import EvalSettings
+        try:  # an unknown evaluation group, density or setting: EvalSettings' own message
+            EvalSettings.from_dict(saved["evaluation"])
+        except (TypeError, ValueError, AttributeError) as e:
+            return f"'evaluation': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return None
