@@ -139,6 +139,15 @@ def prepare_power_vectors(decoder: nn.Module) -> None:
             u = _top_left_singular_vector(m.weight.detach().reshape(m.weight.shape[0], -1))
         m.register_buffer(SPECTRAL_U, u)
         m.register_buffer(SPECTRAL_STEP, torch.zeros((), dtype=torch.long))
+        # the count the step decides on, kept on the host so that a training batch reads
+        # nothing back from the device; the buffer (the state dict's copy) is read once, when
+        # a state dict is loaded
+        m.spectral_steps_seen = 0
+        m.register_load_state_dict_post_hook(_steps_from_buffer)
+
+
+def _steps_from_buffer(module: nn.Module, incompatible_keys) -> None:
+    module.spectral_steps_seen = int(getattr(module, SPECTRAL_STEP))
 
 
 def spectral_norm_sum_power(decoder: nn.Module) -> torch.Tensor:
@@ -156,11 +165,13 @@ def spectral_norm_sum_power(decoder: nn.Module) -> torch.Tensor:
         for m in layers:
             w = m.weight.reshape(m.weight.shape[0], -1)  # (out, in), the weights' dtype
             with torch.no_grad():
-                u, step = getattr(m, SPECTRAL_U), getattr(m, SPECTRAL_STEP)
+                u = getattr(m, SPECTRAL_U)
                 if m.training:
-                    u.copy_(_top_left_singular_vector(w.detach()) if step < POWER_WARMUP_STEPS
+                    u.copy_(_top_left_singular_vector(w.detach())
+                            if m.spectral_steps_seen < POWER_WARMUP_STEPS
                             else _power_iterate(w.detach(), u, POWER_ITERATIONS))
-                    step += 1
+                    m.spectral_steps_seen += 1
+                    getattr(m, SPECTRAL_STEP).add_(1)  # on the device, not read
                 u = u.clone()  # the graph keeps this step's u, whatever the next step writes
                 v = nn.functional.normalize(w.detach().t() @ u, dim=0, eps=1e-12)
             total = total + u @ (w @ v)

@@ -155,7 +155,7 @@ def test_tune_uae_smoke_reports_the_best_configs_and_the_importances(tmp_path):
         for name, (low, high) in bounds.items():
             assert low <= config[name] <= high, name
         assert models.Config.from_dict(config) == models.PRESETS["UAE-code"].replace(
-            **{name: config[name] for name in SEARCHED})
+            lr_schedule="plateau", **{name: config[name] for name in SEARCHED})  # annealed
     # the best configuration listed is the completed trial with the lowest final val/mse
     best = pd.read_csv(out / "report" / "best_configs.csv")
     done = trials[trials["status"] == "completed"].sort_values("val/mse")
