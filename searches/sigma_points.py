@@ -16,7 +16,7 @@ published numbers stand beside ours. Its main text (Sec. 6) claims that more sig
 improve the metrics at an approximately linear cost in training time; the report sets our
 order of the UAE rows beside that claim (searches/papers.py, UAE_APPENDIX_D).
 
-    python searches/sigma_points.py                     # embedded MNIST-5k, ~11 min
+    python searches/sigma_points.py                     # embedded MNIST-5k, to the plateau
     python searches/sigma_points.py --dataset fashion --seeds 5 --epochs 100
 """
 import sys
