@@ -12,15 +12,16 @@ is negligible beside a reconstruction error of ≈ 0.013, up to 1, where it outw
 deviations, runs from 4.0 to 5.1 at D = 16 (κ ≤ 0, which a log scale cannot reach, is left
 out).
 
-Tune's OptunaSearch (TPE, seed 0) proposes each trial's values on the UAE preset; ASHA stops the
-weak ones at epochs 3 and 9 of 27 on the validation MSE. Every completed trial is evaluated
+Tune's OptunaSearch (TPE, seed 0) proposes each trial's values on the UAE preset, annealed with
+ReduceLROnPlateau; ASHA stops the weak ones at epochs 9 and 27 on the validation MSE, and a trial
+ends at its plateau (at least 20 epochs, at most 81). Every completed trial is evaluated
 (test MSE, PSNR, SSIM, FID of reconstructions and of GMM-10 samples). The report lists the
 best configurations (top 5 of the completed trials with their values and metrics:
 report/best_configs.csv, .md) and Optuna's parameter importances (fANOVA over every trial's
 last value, as the searcher saw them, and over the completed trials alone:
 report/importances.csv, .md), beside the table of every trial (engine/report/tuning.py).
 
-    python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples, ~6 min
+    python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples, to the plateau
     python searches/tune_uae.py --samples 100 --epochs 81 --dataset fashion
 """
 import sys
@@ -41,7 +42,7 @@ SEARCH = Search(
            "lr": tune.loguniform(1e-4, 1e-2)},  # preset 1e-3
     algorithm="optuna",
     samples=30,
-    scheduler="asha",  # rungs at epochs 3, 9, 27
+    scheduler="asha",  # rungs at epochs 9, 27, 81 (a ninth, a third and all of the cap)
     seeds=1,
     epochs="auto",  # each trial to its plateau, at most 81 epochs; ASHA's rungs at 9, 27, 81
     max_epochs=81,

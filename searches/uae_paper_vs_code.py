@@ -25,7 +25,7 @@ optimisation (Adam 5e-3 with ReduceLROnPlateau(0.5, patience 5), 100 epochs) is 
 `--set lr=5e-3 lr_schedule=plateau --epochs 100`, for both readings alike. The paper's own Fashion-MNIST column has
 full-Σ behind UT-VAE* and UAE behind RAE-GP: the direction to check, not "UAE best".
 
-    python searches/uae_paper_vs_code.py                  # embedded MNIST-5k, 3 seeds, ~14 min
+    python searches/uae_paper_vs_code.py                  # embedded MNIST-5k, 3 seeds, to the plateau
     python searches/uae_paper_vs_code.py --set lr=5e-3 lr_schedule=plateau --epochs 100
 """
 import dataclasses

@@ -31,7 +31,7 @@ are far worse than the others' (see the README); we report it as it trains, and 
 the same row with 10⁻³ and 10⁻² in place of 10⁻⁶ (`mle_eps`), rows the paper does not have:
 Takida's G.17 taken literally does not give its Table 4 row, and the ε decides the result.
 
-    python searches/variance_parameterization.py            # embedded MNIST-5k, 1,113 s here (classifier not cached)
+    python searches/variance_parameterization.py            # embedded MNIST-5k, to the plateau
     python searches/variance_parameterization.py --dataset mnist --seeds 3 --epochs 100 \\
         --set second_stage_hidden=1024
 """
