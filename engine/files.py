@@ -55,15 +55,23 @@ def write_json_atomic(path: str | Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+# a run folder's sub-folders that the trackers write themselves (W&B links wandb/latest-run
+# there) and the engine never rewrites
+TRACKER_FOLDERS = ("wandb", ".aim")
+
+
 def first_link(folder: str | Path) -> Path | None:
     """The first symbolic link inside `folder`, or `folder` itself where it is one (its tree
-    walked without following links), else None. A run folder the engine rewrites holds none of
-    its own, so one there was planted (shared storage) and writing "into" it would write
-    through it, outside the run."""
+    walked without following links, the trackers' own TRACKER_FOLDERS left out), else None. A
+    run folder holds none of the engine's, so one there was planted (shared storage) and
+    writing "into" it would write through it, outside the run."""
     folder = Path(folder)
     if folder.is_symlink():
         return folder
     for top, dirs, names in os.walk(folder, followlinks=False):
+        if Path(top) == folder:
+            dirs[:] = [d for d in dirs if d not in TRACKER_FOLDERS or
+                       os.path.islink(os.path.join(top, d))]
         for name in sorted(dirs) + sorted(names):
             if os.path.islink(os.path.join(top, name)):
                 return Path(top, name)

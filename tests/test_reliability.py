@@ -404,6 +404,24 @@ def test_links_planted_in_a_run_folder_are_refused_not_written_through(tmp_path,
     assert (victim / "keep.txt").read_text() == "keep"
 
 
+def test_the_trackers_own_links_are_not_planted_links(tmp_path):
+    """W&B links wandb/latest-run in the run folder itself (the tracker test's run failed on
+    it): the trackers' folders are theirs; a link anywhere else, or a link named wandb, is
+    still found."""
+    from engine.files import first_link
+    (tmp_path / "wandb" / "offline-run-1").mkdir(parents=True)
+    (tmp_path / "wandb" / "latest-run").symlink_to("offline-run-1")
+    (tmp_path / ".aim").mkdir()
+    (tmp_path / "AE_seed0_x").mkdir()
+    assert first_link(tmp_path) is None
+    (tmp_path / "AE_seed0_x" / "result.json").symlink_to(tmp_path / "elsewhere")
+    assert first_link(tmp_path) == tmp_path / "AE_seed0_x" / "result.json"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "wandb").symlink_to(tmp_path)
+    assert first_link(other) == other / "wandb"
+
+
 def test_a_row_given_twice_is_refused(tmp_path, capsys):
     """Issue 30: `--rows VAE,VAE` trained seed 0 twice into one row (n=2) beside an empty
     "VAE [2]"."""

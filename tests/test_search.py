@@ -336,9 +336,9 @@ sys.exit(run(SEARCH))
     saved = json.loads((out / "search.json").read_text())
     assert (saved["budget"], saved["epochs"], saved["min_epochs"],
             saved["plateau_patience"]) == ("auto", 20, 3, 3)
-    sys.path.insert(0, str(ROOT))
-    from searches.ablation_uae import SEARCH
-    spec = load(out, SEARCH, parse_args(SEARCH, ["--resume", "--out", str(out)]))
+    from engine.run import Search  # the script's study: a resume takes the run's own study
+    study = Search(name="auto", title="auto budget", seeds=2, rows={"AE": "AE", "VAE": "VAE"})
+    spec = load(out, study, parse_args(study, ["--resume", "--out", str(out)]))
     assert (spec.budget, spec.epochs, spec.min_epochs) == ("auto", 20, 3)
     assert spec.trial_space()["budget"] == "auto"
 
