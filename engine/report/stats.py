@@ -34,6 +34,8 @@ import pandas as pd
 from scipy.stats import t as student_t
 from scipy.stats import ttest_ind_from_stats
 
+from engine.convergence import _num  # a value as a float, NaN where it is none
+
 LEVEL = 0.05  # family-wise error rate of a column's pairwise tests; 1 - LEVEL: the intervals
 POWER = 0.8  # of the seeds-needed estimate
 MAX_SEEDS = 1000  # past this, "more than 1,000"
@@ -107,21 +109,14 @@ def resolve_claim(pairs: list[tuple], mean: pd.Series, std: pd.Series, n: pd.Ser
     pair of the column (which grows with the rows a study adds beside it: noise_variance's 36
     rows make 630). A pair it cannot test is not resolved."""
     tested = [(a, b) for a, b in pairs
-              if all(n.get(r, 0) >= 2 and math.isfinite(_float(std.get(r)))
-                     and math.isfinite(_float(mean.get(r))) for r in (a, b))]
+              if all(n.get(r, 0) >= 2 and math.isfinite(_num(std.get(r)))
+                     and math.isfinite(_num(mean.get(r))) for r in (a, b))]
     if not tested:
         return {}
     from statsmodels.stats.multitest import multipletests
     p = [_welch_p(mean[a], std[a], n[a], mean[b], std[b], n[b]) for a, b in tested]
     reject = multipletests(np.nan_to_num(p, nan=1.0), alpha=LEVEL, method="holm")[0]
     return dict(zip(tested, map(bool, reject)))
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def letters(rows: list, different: list[tuple]) -> dict:

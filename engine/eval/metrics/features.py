@@ -296,11 +296,16 @@ def train_classifier(data, steps: int | None = None, batch_size: int = 128, seed
 LAST_TRAINING: dict = {}  # what the last train_classifier did (steps run, best step, ...)
 
 
-def classifier_cached(data) -> bool:
-    """Whether this machine's cache (cache_dir()) holds the data set's classifier."""
+def _classifier_key(data) -> tuple[Path, str]:
+    """The cache folder of the data set's classifier and its key (version, steps, pixels)."""
     key = (f"classifier-{data.name}-v{CLASSIFIER_VERSION}-s{CLASSIFIER_STEPS}-"
            f"{_fingerprint(data)}")
-    folder = cache_dir() / "features"
+    return cache_dir() / "features", key
+
+
+def classifier_cached(data) -> bool:
+    """Whether this machine's cache (cache_dir()) holds the data set's classifier."""
+    folder, key = _classifier_key(data)
     return (folder / f"{key}.pt").is_file() and (folder / f"{key}.json").is_file()
 
 
@@ -311,9 +316,7 @@ def classifier_space(data, device) -> FeatureSpace:
     if data.train.labels is None:
         raise NotComputed(f"{data.name} has no labels to train a feature classifier on, and "
                           "Inception is not used (see --features)")
-    key = (f"classifier-{data.name}-v{CLASSIFIER_VERSION}-s{CLASSIFIER_STEPS}-"
-           f"{_fingerprint(data)}")
-    folder = cache_dir() / "features"
+    folder, key = _classifier_key(data)
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):  # trials starting together train it once
