@@ -485,6 +485,78 @@ def test_a_report_folder_that_is_a_file_is_one_line(tmp_path, capsys):
                                                "report's folder goes; move it away")
 
 
+def _two_trials(out: Path) -> list[Path]:
+    """Two completed trials of the run's first two rows, as a search writes their files."""
+    saved = json.loads((out / "search.json").read_text())
+    folders = []
+    for i, row in enumerate(saved["rows"][:2]):
+        folder = out / f"{row['label']}_seed0_0000{i}"
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(
+            {"label": row["label"], "seed": 0, "config": row["config"], "dataset": "digits",
+             "epochs": 2, "metric": "val/mse", "mode": "min"}))
+        (folder / "result.json").write_text("".join(json.dumps(
+            {"epoch": e, "status": "completed" if e == 2 else "running", "trial_id": f"t{i}",
+             "val/mse": 0.05 / e, "test/mse": 0.05 / e, "time_total_s": 1.0 * e}) + "\n"
+            for e in (1, 2)))
+        folders.append(folder)
+    return folders
+
+
+def _edit_json(path: Path, edit) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _edit_last_line(path: Path, key: str, value) -> None:
+    lines = path.read_text().splitlines()
+    lines[-1] = json.dumps({**json.loads(lines[-1]), key: value})
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name, damage, said", [
+    ("result.json", lambda f: _edit_last_line(f / "result.json", "epoch", "two"),
+     "line 2: 'epoch' is 'two', not a whole number >= 0"),
+    ("result.json", lambda f: _edit_last_line(f / "result.json", "val/mse", "abc"),
+     "line 2: 'val/mse' is 'abc', not a number"),
+    ("result.json", lambda f: _edit_last_line(f / "result.json", "status", 5),
+     "line 2: 'status' is 5, not text"),
+    ("params.json", lambda f: _edit_json(f / "params.json", lambda d: {**d, "seed": "x"}),
+     "'seed' is 'x', not a whole number >= 0"),
+    ("params.json", lambda f: _edit_json(f / "params.json", lambda d: {**d, "epochs": -5}),
+     "'epochs' is -5, not a whole number >= 1"),
+    ("params.json", lambda f: _edit_json(f / "params.json", lambda d: {
+        **d, "config": {**d["config"], "latent_dim": "abc"}}),
+     "'config': latent_dim='abc' must be an integer >= 1"),
+    ("params.json", lambda f: _edit_json(f / "params.json", lambda d: {**d, "config": [1]}),
+     "'config' is a JSON list, not an object"),
+    ("params.json", lambda f: _edit_json(f / "params.json", lambda d: [1, 2]),
+     "a JSON list, not an object"),
+])
+def test_a_damaged_trial_file_is_one_line_and_costs_the_report_that_trial_only(
+        tmp_path, capsys, name, damage, said):
+    """Issue 30: a hand-edited or damaged trial file (a result line with "epoch": "two", a
+    params.json of the wrong types) was a traceback in `report` and `--resume`, and a report
+    that took epochs -5 or latent_dim "abc" without a word. Now `report` leaves that trial
+    out, naming the file and the field in its notes, and reports the others; `--resume`
+    (which decides from these files what to continue) refuses in one line, before Ray,
+    nothing written."""
+    from engine.__main__ import main as cli
+    from engine.report import load_trials
+    out = _run_folder_without_ray(tmp_path / "run")
+    damaged, fine = _two_trials(out)
+    damage(damaged)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    err = refused(["--resume", "--out", str(out)], capsys)
+    assert f"--resume: {damaged / name}: {said}; mend the file" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written
+    assert cli(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"left out of every table and figure, damaged" in printed
+    assert f"{damaged / name}: {said}" in printed
+    trials = load_trials(out)
+    assert list(trials["trial"]) == [fine.name] and list(trials["status"]) == ["completed"]
+
+
 def test_an_address_where_no_gcs_answers_is_refused_naming_what_answered(tmp_path, capsys):
     """An HTTP server (as the dashboard's 8265 through a tunnel) accepts the connection, so
     only the protocol tells it from Ray's GCS (gRPC: HTTP/2)."""

@@ -211,6 +211,13 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
     time.sleep(1)
     done_before = {f.parent.name: f.read_text() for f in out.glob("*/result.json")
                    if '"completed"' in (f.read_text().splitlines() or [""])[-1]}
+    # a driver killed alone (kill -9 of its PID) can die holding lines its trials reported
+    # and checkpointed (issue 30): an unfinished trial's result.json then ends short of its
+    # checkpoint. Cut each such file to nothing, the worst of it
+    cut = [f for f in out.glob("*/result.json") if f.parent.name not in done_before
+           and any(f.parent.glob("checkpoint_*/lines.jsonl"))]
+    for f in cut:
+        f.write_text("")
 
     resumed = search(["--resume", *args])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -219,9 +226,9 @@ def test_resume_after_the_driver_is_killed_reruns_no_finished_trial(tmp_path):
     assert trials.groupby(["label", "seed"]).size().eq(1).all()  # each exactly once
     for name, text in done_before.items():  # finished trials were not run again
         assert (out / name / "result.json").read_text() == text
-    for f in out.glob("*/result.json"):  # and no trial repeated an epoch
+    for f in out.glob("*/result.json"):  # every epoch exactly once, the cut ones' too
         epochs = [json.loads(line)["epoch"] for line in f.read_text().splitlines()]
-        assert epochs == sorted(set(epochs)) and epochs[-1] == 3
+        assert epochs == [1, 2, 3], (f.parent.name, f in cut)
 
 
 def test_resume_continues_trials_that_tunes_saved_state_lost(tmp_path):

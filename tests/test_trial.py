@@ -170,6 +170,55 @@ def test_restored_at_the_final_checkpoint_trains_nothing_and_reports_only_if_set
     assert again.states == [None]
 
 
+def test_each_checkpoint_holds_the_trials_own_line_of_every_epoch_so_far(tmp_path):
+    """Beside its state every checkpoint keeps the result line of each epoch up to it, as the
+    trial reported it (the driver that writes result.json may die holding some); a trial
+    restored from a checkpoint carries the earlier lines on into its next checkpoints."""
+    p = params(epochs=5, checkpoint_every=2)
+    full = run(p, tmp_path / "a")
+    assert [s["epoch"] if s else None for s in full.states] == [None, 2, None, 4, 5]
+    for state in filter(None, full.states):
+        assert [x["epoch"] for x in state["lines"]] == list(range(1, state["epoch"] + 1))
+        for line in state["lines"]:  # the reported values, through JSON
+            assert line["val/mse"] == full.reports[line["epoch"] - 1]["val/mse"]
+    resumed = run(p, tmp_path / "b", resume=full.states[1])  # killed after epoch 2
+    assert [x["epoch"] for x in resumed.states[1]["lines"]] == [1, 2, 3, 4]
+    assert resumed.states[1]["lines"][:2] == full.states[1]["lines"]
+    assert resumed.states[1]["lines"][2]["restored_from_epoch"] == 2
+
+
+def test_a_resume_fills_the_epochs_a_killed_driver_never_wrote_from_the_checkpoint(tmp_path):
+    """kill -9 of the driver alone: Tune's result.json (written by the driver) ended at epoch
+    6 while the trial had reported 7 and 8 and checkpointed 9 (issue 30's probe). The resume's
+    merge takes 1-6 from the driver's lines, 7-8 from the checkpoint's, and 9 on from the new
+    run: every epoch exactly once, in order, and progress.csv row for row."""
+    import csv
+    from engine.run.resume import BEFORE_RESUME, merge_results
+    from engine.run.trial import LINES_FILE
+
+    def line(epoch, source):
+        return {"epoch": epoch, "val/mse": 1.0 / epoch, "source": source}
+    folder = tmp_path / "RAE_seed0"
+    for name, epochs in (("checkpoint_000001", range(1, 7)), ("checkpoint_000002",
+                                                               range(1, 10))):
+        (folder / name).mkdir(parents=True)
+        (folder / name / LINES_FILE).write_text(
+            "".join(json.dumps(line(e, "trial")) + "\n" for e in epochs))
+    (folder / BEFORE_RESUME).write_text(
+        "".join(json.dumps(line(e, "driver")) + "\n" for e in range(1, 7)) + '{"epoch": 7, "va')
+    (folder / "result.json").write_text(
+        "".join(json.dumps(line(e, "resume")) + "\n" for e in range(9, 13)))
+    (folder / "progress.csv").write_text("epoch,val/mse,source\n")
+    merge_results(folder)
+    merged = [json.loads(x) for x in (folder / "result.json").read_text().splitlines()]
+    assert [x["epoch"] for x in merged] == list(range(1, 13))
+    assert [x["source"] for x in merged] == ["driver"] * 6 + ["trial"] * 2 + ["resume"] * 4
+    with open(folder / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
+    assert not (folder / BEFORE_RESUME).exists()
+
+
 def test_newest_state_takes_the_latest_epoch_and_skips_a_half_written_checkpoint(tmp_path):
     from engine.run.trial import newest_state
     full = run(params(), tmp_path / "a")

@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
 from engine.report import display, qualitative, stats, tuning
 from engine.files import STOPPED_FILE, link_problem, write_atomic
+from engine.trial_files import lines_problem, params_problem, read_lines
 
 # status -> the table's count column
 COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
@@ -64,8 +65,8 @@ def load_trials(run_dir) -> pd.DataFrame:
     Sorted by the search's row order, then seed."""
     run = Path(run_dir)
     search = load_search(run)
-    records = []
-    for folder, params, lines in _read_trials(run, search):
+    records, left_out = [], []
+    for folder, params, lines in _read_trials(run, search, left_out):
         last = lines[-1] if lines else {}
         config = params.get("config") or {}
         epochs_done = _epoch(last) if last else 0
@@ -92,7 +93,9 @@ def load_trials(run_dir) -> pd.DataFrame:
                *[k for k in found if k.startswith("config/")],
                "status", "epochs_done", "error", "diverged_at_epoch", "end_reason", "converged",
                "still_moving", *metrics, "time_total_s", "eval_notes"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    trials = pd.DataFrame.from_records(records, columns=columns)
+    trials.attrs["left_out"] = left_out  # damaged trial folders, one line each
+    return trials
 
 
 def load_curves(run_dir) -> pd.DataFrame:
@@ -312,7 +315,11 @@ def write_report(run_dir) -> str:
     trials, curves = load_trials(run), load_curves(run)
     table = ablation_table(trials, search)
     shown = format_table(table)
-    notes = (table.attrs["notes"] + _stability_notes(curves, trials, search)
+    # a damaged trial folder costs the report that trial only, and says so
+    left_out = [f"left out of every table and figure, damaged (mend the file, or move the "
+                f"trial's folder away and --resume to train it again): {x}"
+                for x in trials.attrs.get("left_out", [])]
+    notes = (left_out + table.attrs["notes"] + _stability_notes(curves, trials, search)
              + _projection_notes(curves, trials, search))
     title = _title(search, (run / "finished.json").is_file())
     markdown = _markdown(shown)
@@ -392,15 +399,27 @@ def _picture_title(search: dict, pictures: list, trials: pd.DataFrame) -> str:
 
 # --- reading the run folder ---------------------------------------------------------------
 
-def _read_trials(run: Path, search: dict) -> list[tuple[Path, dict, list[dict]]]:
-    """(folder, params, result lines) of every trial, in the search's row order, then seed."""
+def _read_trials(run: Path, search: dict, left_out: list[str] | None = None
+                 ) -> list[tuple[Path, dict, list[dict]]]:
+    """(folder, params, result lines) of every trial, in the search's row order, then seed.
+    A trial whose params.json or result lines are damaged (engine/trial_files.py) is left out,
+    one line naming its file and field appended to `left_out`."""
     trials = []
     for folder in _trial_dirs(run):
         try:
             params = json.loads((folder / "params.json").read_text())
         except (OSError, ValueError):
             continue  # a trial that is starting right now has not finished writing it
-        trials.append((folder, params, _read_lines(folder / "result.json")))
+        lines = read_lines(folder / "result.json")
+        for name, problem in (("params.json", params_problem(params)),
+                              ("result.json", None if not isinstance(params, dict)
+                               else lines_problem(lines))):
+            if problem:
+                if left_out is not None:
+                    left_out.append(f"{folder / name}: {problem}")
+                break
+        else:
+            trials.append((folder, params, lines))
     rows = search.get("rows") or []
 
     def order(item):
@@ -410,6 +429,14 @@ def _read_trials(run: Path, search: dict) -> list[tuple[Path, dict, list[dict]]]
                 str(_label(params, folder)), (seed is None, seed if seed is not None else 0),
                 folder.name)
     return sorted(trials, key=order)
+
+
+def damaged_trials(run_dir) -> list[str]:
+    """One line per trial folder whose params.json or result.json is damaged (file, field)."""
+    run = Path(run_dir)
+    left_out: list[str] = []
+    _read_trials(run, load_search(run), left_out)
+    return left_out
 
 
 def _trial_dirs(run: Path) -> list[Path]:
@@ -423,22 +450,6 @@ def _trial_dirs(run: Path) -> list[Path]:
         elif Path(root) == run and "report" in dirs:
             dirs.remove("report")
     return found
-
-
-def _read_lines(path: Path) -> list[dict]:
-    """result.json's JSON lines (json accepts the NaN token); a half-written last line of a
-    running trial is skipped rather than failing the report."""
-    if not path.is_file():
-        return []
-    lines = []
-    for text in path.read_text(errors="replace").splitlines():
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(line, dict):
-            lines.append(line)
-    return lines
 
 
 def _error_message(path: Path) -> str | None:

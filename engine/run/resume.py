@@ -11,6 +11,8 @@ from pathlib import Path
 
 from engine.eval.tensorboard import forget_driver_end
 from engine.files import STOPPED_FILE, write_text_atomic
+from engine.run.trial import LINES_FILE
+from engine.trial_files import read_lines
 
 
 def resume(out: Path, spec, experiment) -> str:
@@ -98,29 +100,35 @@ def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
 def merge_results(folder: Path) -> None:
     """Put a continued trial's earlier result lines (kept in BEFORE_RESUME) before its new
     ones (those before its first new epoch), each epoch once (a retried trial's later line
-    wins; unreadable lines, from a driver killed mid-write, are dropped), and write its
-    progress.csv again from them, with the columns of its header."""
-    def read(path: Path) -> list[dict]:
-        lines = []
-        for text in (path.read_text().splitlines() if path.exists() else []):
-            try:
-                lines.append(json.loads(text))
-            except ValueError:
-                continue
-        return lines
+    wins; unreadable lines, from a driver killed mid-write, are dropped), fill the epochs
+    that neither holds from the trial's own lines in its newest checkpoint (those a killed
+    driver had received but not written), and write its progress.csv again from them, with
+    the columns of its header."""
     old_path, new_path = folder / BEFORE_RESUME, folder / "result.json"
     if not old_path.exists():
         return
-    old, new = read(old_path), read(new_path)
+    old, new = read_lines(old_path), read_lines(new_path)
     first = new[0].get("epoch", 0) if new else float("inf")
     by_epoch = {}
-    for line in [x for x in old if x.get("epoch", 0) < first] + new:
+    for line in _checkpoint_lines(folder) + old:  # the driver's lines win over the trial's
+        if line.get("epoch", 0) < first:
+            by_epoch[line.get("epoch", 0)] = line
+    lines = [by_epoch[e] for e in sorted(by_epoch)]
+    by_epoch = {}
+    for line in lines + new:
         by_epoch.pop(line.get("epoch", 0), None)  # the later line wins, in its place
         by_epoch[line.get("epoch", 0)] = line
     lines = list(by_epoch.values())
     write_text_atomic(new_path, "".join(json.dumps(x) + "\n" for x in lines))
     _write_progress_csv(folder / "progress.csv", lines)
     old_path.unlink()
+
+
+def _checkpoint_lines(folder: Path) -> list[dict]:
+    """The result lines held by the trial's checkpoint with the latest epoch (LINES_FILE)."""
+    held = [read_lines(p) for p in folder.glob(f"checkpoint_*/{LINES_FILE}")]
+    return max(held, key=lambda x: max((y.get("epoch", 0) for y in x), default=0),
+               default=[])
 
 
 def _write_progress_csv(path: Path, lines: list[dict]) -> None:

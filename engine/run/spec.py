@@ -229,6 +229,13 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
     out = run_folder(search, args)
     if args.resume:  # the run's own rows, data set, budget and evaluation
         spec = load(out, search, args)
+        from engine.report import damaged_trials  # pandas: only where a run is read
+        damaged = damaged_trials(out)
+        if damaged:  # a resume decides from these files which trials to continue, and how
+            raise BadInput(f"--resume: {damaged[0]}; mend the file, or move that trial's "
+                           "folder out of the run (the resume then trains it again)"
+                           + (f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1
+                              else ""))
         return dataclasses.replace(spec, data_root=_check_files(spec.dataset, spec.data_root)), out
     data_root = _check_files(args.dataset, args.data_root)
     shape = dataset_shape(args.dataset)

@@ -33,8 +33,14 @@ from engine.eval.training_fid import METRIC as FID_METRIC, TrainingFid, due
 from engine.run.spec import TrialSpec
 from engine.run.stopper import PlateauStopper, history_from_lines
 from engine.eval.tensorboard import TrialBoard
+from engine.trial_files import read_lines
 
 STATE_FILE = "state.pt"
+# beside STATE_FILE in every checkpoint: the trial's own result line of each epoch so far, as
+# JSON lines. Tune's result.json is written by the driver, which may die holding lines the
+# trial had reported (a kill -9 lost epochs 7-8 before a checkpoint at 9); --resume fills such
+# gaps from here (engine/run/resume.py merge_results), with no pickle read on the driver
+LINES_FILE = "lines.jsonl"
 _clock = time.monotonic  # the checkpoint cadence's clock (a test's fake one replaces it)
 
 
@@ -218,6 +224,7 @@ def run_trial(params: dict, session: Session) -> None:
     gen = torch.Generator().manual_seed(seed)
     start, last = 1, {}
     monitored: list[float] = []  # each epoch's last-batch loss, for lr_schedule="plateau"
+    lines: list[dict] = []  # this trial's result line of every epoch (LINES_FILE)
     # --epochs auto: the rule that ends the trial at its plateau, its state the history of
     # what it reads, which every checkpoint holds (a resume decides as if never stopped)
     plateau = (PlateauStopper(spec.metric, spec.mode, spec.min_epochs, epochs,
@@ -233,6 +240,7 @@ def run_trial(params: dict, session: Session) -> None:
         if dev.type == "cuda" and "cuda_rng" in session.resume:
             torch.cuda.set_rng_state(session.resume["cuda_rng"], dev)
         start, last = session.resume["epoch"] + 1, session.resume["metrics"]
+        lines = [x for x in session.resume.get("lines", []) if x.get("epoch", 0) < start]
         monitored = list(session.resume.get("monitored", []))  # none before the plateau rate
         if plateau is not None:
             plateau.restore(TRIAL, _plateau_history(session, plateau, start - 1))
@@ -309,10 +317,12 @@ def run_trial(params: dict, session: Session) -> None:
             if board is not None:
                 board.epoch(model, metrics, epoch, final=final, drawn=drawn)
             last = metrics
+            lines.append(metrics)
             if final or _checkpoint_due(spec, epoch, _clock() - since):
                 since = _clock()
                 _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored,
-                                        scaler, plateau.history(TRIAL) if plateau else None)
+                                        scaler, plateau.history(TRIAL) if plateau else None,
+                                        lines)
             else:
                 session.report(metrics, None)
             if final:
@@ -332,14 +342,8 @@ def _plateau_history(session: Session, plateau: PlateauStopper, epochs: int) -> 
     saved = session.resume.get("plateau")
     if saved is not None:
         return saved
-    lines = []
-    for name in ("result-before-resume.json", "result.json"):  # the later file's lines win
-        path = Path(session.trial_dir, name)
-        for text in (path.read_text().splitlines() if path.is_file() else []):
-            try:
-                lines.append(json.loads(text))
-            except ValueError:
-                continue
+    lines = [x for name in ("result-before-resume.json", "result.json")  # the later wins
+             for x in read_lines(Path(session.trial_dir, name))]
     history = history_from_lines(lines, plateau.names, epochs)
     if history is None:
         raise ValueError(f"--epochs auto: the checkpoint of epoch {epochs} holds no metric "
@@ -393,10 +397,11 @@ def _diverged(last: dict, epoch: int, metric: str, mode: str) -> dict:
 
 def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
                             params: dict, monitored: list[float], scaler=None,
-                            plateau: dict | None = None) -> None:
+                            plateau: dict | None = None, lines: list[dict] = ()) -> None:
     """Report with a checkpoint that holds everything to continue and to trace the result:
     weights, optimizer, the shuffling generator, the epoch, the losses a plateau rate reads,
-    fp16's loss scale, an auto budget's metric history (`plateau`) and the resolved params."""
+    fp16's loss scale, an auto budget's metric history (`plateau`) and the resolved params;
+    beside it (LINES_FILE) the result `lines` of every epoch up to this one."""
     if session.rank != 0:  # only rank 0 writes; every worker still reports (a barrier)
         session.report(metrics, None)
         return
@@ -409,6 +414,8 @@ def _report_with_checkpoint(session: Session, metrics: dict, model, opt, gen,
                     "epoch": metrics["epoch"], "monitored": list(monitored),
                     **({"plateau": plateau} if plateau is not None else {}),
                     "metrics": metrics, "params": params}, os.path.join(d, STATE_FILE))
+        with open(os.path.join(d, LINES_FILE), "w") as f:
+            f.writelines(json.dumps(x, default=_plain) + "\n" for x in lines)
         session.report(metrics, d)  # Ray copies the folder to the run's storage
 
 
@@ -431,5 +438,15 @@ def newest_state(folder: str) -> dict | None:
 
 
 def load_state(folder: str) -> dict:
-    """A checkpoint's state; weights_only, so a checkpoint cannot run code when loaded."""
-    return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+    """A checkpoint's state; weights_only, so a checkpoint cannot run code when loaded; with
+    its result lines (LINES_FILE; [] in a checkpoint from before it held them) as "lines"."""
+    state = torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
+    state["lines"] = read_lines(Path(folder, LINES_FILE))
+    return state
+
+
+def _plain(value):
+    """JSON for a numpy or torch scalar in a metrics line (as Tune's own JSON logger)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
