@@ -61,10 +61,12 @@ def params_problem(params) -> str | None:
     return None
 
 
-def lines_problem(lines: list[dict]) -> str | None:
+def lines_problem(lines: list[dict], metric: str = "val/mse") -> str | None:
     """What is wrong with a trial's result lines (the first bad field, with its line's number
-    from 1), or None: each field the engine writes of the kind it writes, each metric (a key
-    with "/") a number or null."""
+    from 1), or None: each field the engine writes of the kind it writes; each metric (a key
+    with "/") a number, null, or a text saying why it was not computed, which the report
+    counts as missing; the search's own `metric`, which the scheduler and --resume read, a
+    number or null."""
     for n, line in enumerate(lines, 1):
         for key, kind in _LINE_FIELDS.items():
             value = line.get(key)
@@ -78,7 +80,8 @@ def lines_problem(lines: list[dict]) -> str | None:
                 return f"line {n}: {key!r} is {value!r}, not {_KIND_NAMES[kind]}"
         for key, value in line.items():
             if "/" in key and not key.startswith("config/") and not (
-                    value is None or _number(value)):
+                    value is None or _number(value) or (isinstance(value, str)
+                                                        and key != metric)):
                 return f"line {n}: {key!r} is {value!r}, not a number"
     return None
 

@@ -130,6 +130,14 @@ def test_seeds_needed_is_the_smallest_n_with_80_percent_power():
         effect = abs(m1 - m2) / math.sqrt((s1 ** 2 + s2 ** 2) / 2)
         alpha = 0.05 / pairs
         assert _power(int(need), effect, alpha) >= 0.8 > _power(int(need) - 1, effect, alpha)
+    # rows far apart: statsmodels' solver failed here (scipy's nct.cdf is NaN for the far
+    # tail), warned on stderr and made it "more than 1,000 seeds"; the upper tail alone,
+    # whose complement bounds the far one, gives 4 (0.9988 at 4, 0.725 at 3)
+    need = stats.seeds_needed(1.0, 0.1, 1.97177, 0.1, 105)
+    assert need == 4
+    for n, above in ((4, True), (3, False)):
+        crit = sps.t.isf(0.05 / 105 / 2, 2 * n - 2)
+        assert bool(sps.nct.sf(crit, 2 * n - 2, 9.7177 * math.sqrt(n / 2)) >= 0.8) == above
     assert math.isinf(stats.seeds_needed(1.0, 0.1, 1.0, 0.1, 3))  # equal means: never
     assert math.isinf(stats.seeds_needed(1.0, 1.0, 1.0001, 1.0, 3))  # beyond 1,000
     assert math.isnan(stats.seeds_needed(1.0, 0.0, 2.0, 0.0, 3))  # no spread: no estimate

@@ -413,7 +413,7 @@ def _read_trials(run: Path, search: dict, left_out: list[str] | None = None
         lines = read_lines(folder / "result.json")
         for name, problem in (("params.json", params_problem(params)),
                               ("result.json", None if not isinstance(params, dict)
-                               else lines_problem(lines))):
+                               else lines_problem(lines, search.get("metric", "val/mse")))):
             if problem:
                 if left_out is not None:
                     left_out.append(f"{folder / name}: {problem}")

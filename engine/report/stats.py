@@ -15,7 +15,7 @@ would tell apart the ones they do not.
   a worse one, and never marks a row shown worse than the best.
 - Seeds needed: for the closest adjacent pair in the mean's order that the test leaves
   unresolved, the seeds per row that a two-sample t-test needs for 80% power if the observed
-  means and pooled spread were the true ones (statsmodels.stats.power.TTestIndPower), at
+  means and pooled spread were the true ones (the noncentral t's power, scipy.stats.nct), at
   Bonferroni's α/m over the column's m pairs (Holm rejects whatever Bonferroni does). A
   planning figure: the observed gap and spread of an unresolved pair are noisy, and Welch's
   test has fewer degrees of freedom than the pooled one the power assumes.
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from scipy.stats import t as student_t
 from scipy.stats import ttest_ind_from_stats
 
@@ -177,15 +178,16 @@ def seeds_needed(m1: float, s1: float, m2: float, s2: float, pairs: int,
     effect = abs(m1 - m2) / spread
     if effect == 0:
         return math.inf
-    from statsmodels.stats.power import TTestIndPower
-    alpha = LEVEL / max(pairs, 1)
-    try:
-        n = TTestIndPower().solve_power(effect_size=effect, alpha=alpha, power=power, ratio=1.0,
-                                        alternative="two-sided")
-    except Exception:  # noqa: BLE001 (its root finder fails far out: more than we would say)
-        return math.inf
-    n = float(np.atleast_1d(n)[0])
-    return math.inf if not math.isfinite(n) or n > MAX_SEEDS else float(max(2, math.ceil(n)))
+    # the two-sided power at n = 2..MAX_SEEDS from the noncentral t (as statsmodels'
+    # TTestIndPower.power, whose solver fails both where n is large and where the rows lie
+    # far apart: scipy's nct.cdf returns NaN for the far tail there, a probability of ~0)
+    n = np.arange(2, MAX_SEEDS + 1)
+    df, nc = 2 * n - 2, effect * np.sqrt(n / 2)
+    crit = scipy.stats.t.isf(LEVEL / max(pairs, 1) / 2, df)
+    with np.errstate(all="ignore"):
+        reached = (np.nan_to_num(scipy.stats.nct.sf(crit, df, nc))
+                   + np.nan_to_num(scipy.stats.nct.cdf(-crit, df, nc))) >= power
+    return float(n[reached.argmax()]) if reached.any() else math.inf
 
 
 def unresolved_adjacent(column: Column, mean: pd.Series, std: pd.Series) -> list[tuple]:
