@@ -7,8 +7,12 @@
 2. Evaluating one trial (ablation_uae's evaluation: reconstruction + FID of reconstructions,
    GMM-10 samples and interpolations, 10,000 samples, on digits) with the data set's reference
    statistics cached against recomputing them (the classifier itself cached in both).
+3. One trial's FID group on MNIST-5k (issue 29, goal 1), one thread as a trial on one CPU:
+   features from the classifier as trained (before) against its inference copy (batch norms
+   folded, channels-last: engine/eval/metrics/features.py for_inference), interleaved
+   A B A B; the ratio of the medians and the FIDs' largest relative difference.
 
-    python benchmarks/evaluation.py [--quick]   # --quick: 2,000 FID samples
+    python benchmarks/evaluation.py [--quick]   # --quick: 2,000 FID samples, digits in 3
 """
 import argparse
 import os
@@ -75,9 +79,46 @@ def one_trial(samples: int) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:
+    import statistics as st
+    from unittest import mock
+    import models
+    from engine.data import load_dataset
+    from engine.eval.evaluate import evaluate
+    from engine.eval.metrics import features
+    from engine.run.trial import train_epoch
+    from searches.ablation_uae import SEARCH
+    torch.set_num_threads(1)
+    data = load_dataset(dataset)
+    torch.manual_seed(0)
+    model = models.build(models.PRESETS["UAE-code"].replace(arch="mlp"), data.image_shape)
+    opt = model.make_optimizer()  # ablation_uae's UAE row as its default runs it on MNIST-5k
+    for _ in range(5):  # trained a little: an untrained model's latents hold the GMM's fit
+        train_epoch(model, opt, data.train.images, 64, torch.Generator().manual_seed(0))
+    settings = SEARCH.evaluation.replace(metrics=("fid",), fid_samples=samples)
+    evaluate(model, data, torch.device("cpu"), settings)  # the classifier, the reference
+    times, fids = {"before": [], "after": []}, {}
+    for _ in range(rounds):
+        for name in ("before", "after"):
+            with mock.patch.object(features, "for_inference",
+                                   (lambda net: net) if name == "before"
+                                   else features.for_inference):
+                t = time.perf_counter()
+                fids[name] = evaluate(model, data, torch.device("cpu"), settings)
+                times[name].append(time.perf_counter() - t)
+    keys = [k for k in fids["before"] if k.startswith("eval/fid")]
+    worst = max(abs(fids["after"][k] - fids["before"][k]) / abs(fids["before"][k])
+                for k in keys)
+    before, after = st.median(times["before"]), st.median(times["after"])
+    print(f"one trial's FID group ({len(keys)} FIDs, {samples} samples, {dataset}, 1 thread): "
+          f"before {before:.2f} s, after {after:.2f} s, ratio after/before {after / before:.3f}"
+          f"; largest relative FID difference {worst:.1e}")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     one_trial(2_000 if args.quick else 10_000)
     frechet_step()
+    inference_classifier(2_000 if args.quick else 10_000, "digits" if args.quick else "mnist5k")

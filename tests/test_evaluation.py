@@ -216,6 +216,37 @@ def test_the_classifier_keeps_where_the_strokes_are_on_images_of_16_px_and_more(
     assert net(torch.rand(3, 1, side, side))[0].shape == (3, F.CLASSIFIER_DIM)
 
 
+def test_the_inference_classifier_gives_the_same_features_and_fids_as_the_trained_one():
+    """Issue 29: feature extraction folds each batch norm into its convolution and runs
+    channels-last (about half the time on a CPU). Features equal the eval-mode network's to
+    float rounding, and FIDs of real-sized sets equal to 1e-6 relative, which the issue
+    allows; the trained network is left as it was."""
+    torch.manual_seed(0)
+    net = F.Classifier(1, 10, 28)
+    for m in net.modules():  # batch-norm statistics far from the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    net.eval()
+    fast = F.for_inference(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 3
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(3000, 1, 28, 28, generator=gen)
+    fake = (real[:2000] + 0.1 * torch.rand(2000, 1, 28, 28, generator=gen)).clamp(0, 1)
+    with torch.no_grad():
+        feats = {name: [m(x)[0].double().numpy() for x in (real, fake)]
+                 for name, m in (("trained", net), ("fast", fast))}
+        logits = [m(real[:10])[1] for m in (net, fast)]
+    for a, b in zip(feats["trained"], feats["fast"]):
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+    fid = {name: frechet_distance(statistics(r), statistics(f)) for name, (r, f) in feats.items()}
+    assert fid["fast"] == pytest.approx(fid["trained"], rel=1e-6) and fid["trained"] > 0
+
+
 def test_asking_for_inception_without_weights_never_falls_back(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
