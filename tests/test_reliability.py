@@ -430,6 +430,30 @@ def test_a_row_given_twice_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_rows_are_matched_in_any_case_and_with_greek_letters_spelled_out(tmp_path, capsys):
+    """Issue 31: `--rows 'UT-VAE*-full-Sigma'` (how TensorBoard's and HParams' ASCII columns
+    spell it) was refused, and names were case-sensitive. The exact name still wins (VAE is
+    not VAE*), two spellings of one row are one row given twice, and --help lists the rows."""
+    from engine.run.spec import resolve_rows
+    args = parse_args(SEARCH, ["--smoke", "--rows", "ut-vae*-full-sigma,rae-gp,vae,VAE*"])
+    rows = resolve_rows(SEARCH, args, (1, 8, 8))
+    assert [r.label for r in rows] == ["UT-VAE*-full-Σ", "RAE-GP", "VAE", "VAE*"]
+    err = refused(["--smoke", "--rows", "UT-VAE*-full-Sigma,UT-VAE*-full-Σ", "--out",
+                   str(tmp_path / "run")], capsys)
+    assert "'UT-VAE*-full-Σ' given twice" in err
+    err = refused(["--smoke", "--rows", "VAE**", "--out", str(tmp_path / "run")], capsys)
+    assert "unknown row 'VAE**'" in err and "UT-VAE*-full-Σ" in err
+    assert not (tmp_path / "run").exists()
+    from engine.run.spec import _match_row
+    with pytest.raises(BadInput, match="'ab' could be any of A-B, A_B; give its exact name"):
+        _match_row("ab", ["A-B", "A_B"], "toy")
+    assert _match_row("A_B", ["A-B", "A_B"], "toy") == "A_B"
+    with pytest.raises(SystemExit):
+        parse_args(SEARCH, ["--help"])
+    assert "VAE, RAE, RAE-L2, RAE-GP, VAE*, UT-VAE*, UT-VAE*-full-Σ, UAE" in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_resuming_a_run_of_another_study_is_refused_naming_its_study(tmp_path, capsys):
     """Issue 30: it ran, then failed in the study's own report step."""
     from searches.sigma_points import SEARCH as OTHER

@@ -97,7 +97,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help=f"trials for --search optuna ({search.samples})")
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="at most this many trials at once (default: as resources allow)")
-    p.add_argument("--rows", help="only these rows, comma-separated labels")
+    p.add_argument("--rows", help="only these rows, comma-separated, of "
+                   f"{', '.join(search.rows)}; any case, a Greek letter spelled out "
+                   "(σ: sigma, Σ: Sigma)".replace("%", "%%"))
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override a config field in every row, e.g. --set latent_dim=8")
     p.add_argument("--image-every", type=int, default=10,

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.metadata
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -360,10 +361,7 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
             raise BadInput(f"--rows {args.rows!r} names no row; give comma-separated labels "
                            f"(rows of {search.name}: {', '.join(labels)}) or leave it out for "
                            "every row")
-        unknown = [w for w in wanted if w not in search.rows]
-        if unknown:
-            raise BadInput(f"--rows: unknown row {unknown[0]!r}; rows of {search.name}: "
-                           f"{', '.join(labels)}")
+        wanted = [_match_row(w, labels, search.name) for w in wanted]
         twice = next((w for i, w in enumerate(wanted) if w in wanted[:i]), None)
         if twice is not None:  # it trained seed 0 twice into one row and left an empty one
             raise BadInput(f"--rows: {twice!r} given twice; give each row once (more seeds: "
@@ -392,6 +390,33 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
                           else None))
     data = row_data(search, labels, args.dataset)
     return tuple(dataclasses.replace(r, data=data.get(r.label)) for r in out)
+
+
+def row_key(name: str) -> str:
+    """A row's name as --rows matches it where it is not given exactly: any case, a Greek
+    letter as its English name (Σ: sigma, as TensorBoard's and HParams' ASCII columns and a
+    shell spell it), a superscript as its digit (σx²: sigmax2), and the separators - _ . =
+    and spaces left out ("*" counts: VAE* is not VAE)."""
+    text = []
+    for ch in unicodedata.normalize("NFKD", name):
+        if unicodedata.name(ch, "").startswith("GREEK "):
+            ch = unicodedata.name(ch).split()[-1]
+        text.append(ch)
+    return "".join(ch for ch in "".join(text).casefold() if ch.isalnum() or ch == "*")
+
+
+def _match_row(given: str, labels: list[str], search: str) -> str:
+    """The row `given` names: itself, else the one row whose row_key is its row_key (BadInput
+    where none is, or where several are)."""
+    if given in labels:
+        return given
+    found = [label for label in labels if row_key(label) == row_key(given)]
+    if len(found) > 1:
+        raise BadInput(f"--rows: {given!r} could be any of {', '.join(found)}; give its exact "
+                       "name")
+    if not found:
+        raise BadInput(f"--rows: unknown row {given!r}; rows of {search}: {', '.join(labels)}")
+    return found[0]
 
 
 def row_data(search: Search, labels, dataset: str) -> dict[str, dict]:
