@@ -574,3 +574,24 @@ def test_a_figure_that_cannot_be_drawn_costs_the_report_nothing_but_itself(tmp_p
     for name in (*report.REPORT_FILES, "importances.md"):
         assert (run / "report" / name).stat().st_size > 0, name
     assert (run / "optuna.db").is_file()  # the study itself was still kept
+
+
+def test_a_run_without_its_table_metrics_tables_what_the_trials_logged(tmp_path):
+    """Issue 31: `--eval none` printed a table of dashes. With none of the table's metrics
+    computed, the table shows the search metric and the other val/ and test/ metrics the
+    trials logged, each row's mean over its seeds, and says so in a note."""
+    run = make_run(tmp_path)
+    for f in run.glob("*/result.json"):  # as --eval none leaves them: no test/ metrics
+        lines = [json.loads(t) for t in f.read_text().splitlines() if t.endswith("}")]
+        f.write_text("".join(json.dumps({k: v for k, v in x.items()
+                                         if not k.startswith("test/")}) + "\n" for x in lines))
+    trials = report.load_trials(run)
+    table = report.ablation_table(trials, json.loads((run / "search.json").read_text()))
+    assert [c.removesuffix(" mean") for c in table.columns if c.endswith(" mean")] == [
+        "val/mse", "val/psnr"]
+    done = trials[trials["status"] == "completed"]
+    keys = ["label", *[c for c in done.columns if c.startswith("config/")]]
+    rows = done.groupby(keys, dropna=False)["val/mse"].mean()  # each row over its seeds
+    assert sorted(table["val/mse mean"].dropna()) == pytest.approx(sorted(rows))
+    assert any(n.startswith("none of the table's metrics (test/mse, test/psnr) was computed")
+               and n.endswith("logged instead: val/mse, val/psnr") for n in table.attrs["notes"])

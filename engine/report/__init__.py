@@ -121,6 +121,11 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
     groups = _groups(trials, search)
     metrics = _table_metrics(trials, search)
     published, notes = _paper(search, [(g["label"], g["config"]) for g in groups], metrics)
+    declared = list(search.get("table_metrics") or [])
+    if declared and not set(metrics) & set(declared) and metrics:
+        notes = [f"none of the table's metrics ({', '.join(declared)}) was computed (the run's "
+                 "evaluation: --eval); the table shows what the trials logged instead: "
+                 f"{', '.join(metrics)}"] + notes
     records = []
     for g in groups:
         sub = trials.loc[g["index"]]
@@ -603,7 +608,23 @@ def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
                 metrics.append(other)
     numbers = (search.get("paper") or {}).get("numbers") or {}
     published = {m for rows in numbers.values() for row in rows.values() for m in row}
-    return metrics + sorted(c for c in trials.columns if c in published and c not in metrics)
+    metrics += sorted(c for c in trials.columns if c in published and c not in metrics)
+    if not any(_has_values(trials, m) for m in metrics):  # e.g. --eval none: a table of
+        return _logged_metrics(trials, search) or metrics  # dashes said nothing they knew
+    return metrics
+
+
+def _has_values(trials: pd.DataFrame, metric: str) -> bool:
+    return metric in trials and pd.to_numeric(trials[metric], errors="coerce").notna().any()
+
+
+def _logged_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
+    """What the trials logged every epoch and at the end without the evaluation suite: the
+    search metric first, then the other val/ and test/ metrics with a value."""
+    first = search.get("metric", "val/mse")
+    logged = [c for c in trials.columns if c.startswith(("val/", "test/")) and c != first
+              and _has_values(trials, c)]
+    return [m for m in [first, *logged] if _has_values(trials, m)]
 
 
 def _evaluation_notes(trials: pd.DataFrame, metrics: list[str]) -> list[str]:
