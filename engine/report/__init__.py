@@ -750,15 +750,14 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
                        if mine.index(a) > mine.index(b)]
             pairs = len(theirs) * (len(theirs) - 1) // 2
             every = [(a, b) for i, a in enumerate(theirs) for b in theirs[i + 1:]]
-            # a claimed order is only as good as the tests behind it: which pairs they resolve
-            tests = {}
-            for m in {of(a) for a in theirs}:
-                same = [(a, b) for a, b in every if of(a) == of(b) == m]
-                if same and f"{m} mean" in table:
-                    tests.update(stats.resolve_claim(
-                        same, table[f"{m} mean"],
-                        table.get(f"{m} std", pd.Series(math.nan, index=table.index)),
-                        _seeds(table, m)))
+            # a claimed order is only as good as the tests behind it: which pairs they resolve,
+            # each row by its own metric (e.g. the 2-Stage VAE's second-stage FID against a
+            # one-stage row's prior FID), Holm over all of the claim's pairs at once
+            def column(part: str, rows=theirs) -> pd.Series:
+                return pd.Series({r: (_seeds(table, of(r)) if part == "n" else table.get(
+                    f"{of(r)} {part}", pd.Series(math.nan, index=table.index))).get(r)
+                    for r in rows})
+            tests = stats.resolve_claim(every, column("mean"), column("std"), column("n"))
 
             def resolved(pair_list) -> int:
                 return sum(tests.get(pair, False) for pair in pair_list)
