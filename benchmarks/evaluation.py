@@ -58,6 +58,7 @@ def one_trial(samples: int) -> None:
     from engine.eval.evaluate import evaluate
     from searches.ablation_uae import SEARCH
     cache = Path(tempfile.mkdtemp(prefix="eval-bench-"))
+    before = os.environ.get("VAE_ABLATIONS_CACHE")
     os.environ["VAE_ABLATIONS_CACHE"] = str(cache)
     try:
         data = load_dataset("digits")
@@ -77,6 +78,10 @@ def one_trial(samples: int) -> None:
               f" ratio cached/recomputed {t_cached / t_recompute:.3f}")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+        if before is None:  # the user's cache again (part 3 reads its trained classifier)
+            os.environ.pop("VAE_ABLATIONS_CACHE", None)
+        else:
+            os.environ["VAE_ABLATIONS_CACHE"] = before
 
 
 def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:

@@ -595,3 +595,13 @@ def test_a_run_without_its_table_metrics_tables_what_the_trials_logged(tmp_path)
     assert sorted(table["val/mse mean"].dropna()) == pytest.approx(sorted(rows))
     assert any(n.startswith("none of the table's metrics (test/mse, test/psnr) was computed")
                and n.endswith("logged instead: val/mse, val/psnr") for n in table.attrs["notes"])
+
+
+def test_the_title_does_not_double_a_studys_full_stop():
+    """Issue 31: "…(Janjoš et al.). (ablation_uae): …", a study's docstring sentence with its
+    full stop before ours."""
+    search = {"title": "UAE Table 2: the ablation (Janjoš et al.).", "name": "ablation_uae",
+              "dataset": "mnist5k", "epochs": 150, "seeds": [0], "metric": "val/mse",
+              "mode": "min"}
+    assert report._title(search, True).startswith(
+        "UAE Table 2: the ablation (Janjoš et al.) (ablation_uae): mnist5k, 150 epochs")

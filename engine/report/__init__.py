@@ -967,7 +967,9 @@ def _title(search: dict, finished: bool) -> str:
     seeds = ", ".join(str(s) for s in search.get("seeds") or [])
     budget = (f"each trial to its plateau, {search.get('min_epochs')} to {search.get('epochs')} "
               "epochs" if search.get("budget") == "auto" else f"{search.get('epochs')} epochs")
-    return (f"{search.get('title') or search.get('name', 'search')} ({search.get('name', '')}): "
+    # a study's title is its docstring's first sentence: its full stop not doubled by ours
+    title = (search.get("title") or search.get("name", "search")).rstrip().removesuffix(".")
+    return (f"{title} ({search.get('name', '')}): "
             f"{search.get('dataset')}, {budget}, seeds {seeds}, "
             f"{search.get('metric')} ({search.get('mode')}); {state}")
 
