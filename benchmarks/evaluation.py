@@ -93,7 +93,9 @@ def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:
     from engine.eval.metrics import features
     from engine.run.trial import train_epoch
     from searches.ablation_uae import SEARCH
-    torch.set_num_threads(1)
+    import threadpoolctl
+    torch.set_num_threads(1)  # and BLAS (the GMM, the Fréchet step): as a trial on one CPU
+    threadpoolctl.threadpool_limits(limits=1)
     data = load_dataset(dataset)
     torch.manual_seed(0)
     model = models.build(models.PRESETS["UAE-code"].replace(arch="mlp"), data.image_shape)
