@@ -55,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", help="the JSON file (default <folder>/evaluation.json)")
     ex = commands.add_parser(
         "export", help="write a run's best trial as a folder load_model reads without Ray",
-        description="Write the best completed trial of a run (by its search metric) as "
+        description="Write the best completed trial of a run (by its search metric; of a "
+        "row, a seed or a trial folder where given) as "
         "model.json (config, image shape, provenance) and weights.pt (the state dict).")
     ex.add_argument("run_dir", metavar="RUN_FOLDER")
     ex.add_argument("out", metavar="OUT_FOLDER", help="a new (or empty) folder")
+    ex.add_argument("--row", help="the best trial of this row (spelled as --rows takes it)")
+    ex.add_argument("--seed", type=int, help="the trial of this seed (of --row)")
+    ex.add_argument("--trial", metavar="TRIAL_FOLDER", help="this trial folder of the run")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # the study's own parser reads its flags (-h included)
         return _run_study(argv[1] if len(argv) > 1 else None, argv[2:], prog)
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from engine.load import export_best
         try:
-            trial = export_best(args.run_dir, args.out)
+            trial = export_best(args.run_dir, args.out, args.row, args.seed, args.trial)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -1,6 +1,7 @@
 """A trained model back from disk, without Ray: `load_model(folder)` on a trial folder, one of
 its checkpoints, or a folder `export_best` wrote; `export_best(run, out)` writes the best
-trial of a run (by the search's metric) as a self-contained folder.
+trial of a run (by the search's metric; of one row, seed or trial where asked) as a
+self-contained folder.
 
 An exported folder holds `model.json` (the resolved config, the image shape, and where the
 weights came from: run, trial, row, seed, epoch, the metric and its value, the commit) and
@@ -53,9 +54,12 @@ def built(config: dict, shape: tuple, weights: dict, folder: Path):
     return model
 
 
-def export_best(run_dir, out) -> Path:
-    """The run's best completed trial by its search metric and mode (its last value), as an
-    exported folder `out` (new, or empty). Returns the trial folder it came from."""
+def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
+                trial: str | None = None) -> Path:
+    """The run's best completed trial by its search metric and mode (its last value), among
+    those of `row` (matched as --rows matches it), of `seed`, or the trial folder `trial`
+    where given, as an exported folder `out` (new, or empty). Returns the trial folder it
+    came from."""
     from engine.report import NotARunFolder, load_search, load_trials  # pandas: export only
     run, out = Path(run_dir), Path(out)
     try:
@@ -68,6 +72,7 @@ def export_best(run_dir, out) -> Path:
     if done.empty:
         raise ValueError(f"{run} has no completed trial with a finite {metric}; finish it "
                          f"first (--resume --out {run})")
+    done = _chosen(done, run, row, seed, trial)
     best = done.loc[done[metric].idxmin() if mode == "min" else done[metric].idxmax()]
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; export into a new one")
@@ -86,6 +91,33 @@ def export_best(run_dir, out) -> Path:
         "value": float(best[metric]), "run": str(run.resolve()), "trial": best["trial"],
         "git": search.get("git")})
     return trial
+
+
+def _chosen(done, run: Path, row: str | None, seed: int | None, trial: str | None):
+    """The completed trials that --row, --seed and --trial leave (ValueError, one line naming
+    what there is, where none is left)."""
+    if trial is not None:
+        done = done[done["trial"] == Path(trial).name]
+        if done.empty:
+            raise ValueError(f"--trial {trial}: no completed trial folder of that name in {run}")
+    if row is not None:
+        from engine.run.spec import row_key  # the spelling --rows accepts
+        labels = list(dict.fromkeys(done["label"]))
+        exact = [x for x in labels if x == row]
+        found = exact or [x for x in labels if row_key(x) == row_key(row)]
+        if len(found) != 1:
+            raise ValueError(f"--row {row!r}: " + (f"could be any of {', '.join(found)}"
+                             if found else "no completed trial of that row") +
+                             f"; completed rows of {run}: {', '.join(labels)}")
+        done = done[done["label"] == found[0]]
+    if seed is not None:
+        seeds = sorted(int(x) for x in done["seed"].dropna())
+        done = done[done["seed"] == seed]
+        if done.empty:
+            raise ValueError(f"--seed {seed}: no completed trial of that seed"
+                             + (f" of row {row!r}" if row else "") + f"; completed seeds: "
+                             f"{', '.join(map(str, seeds)) or 'none'}")
+    return done
 
 
 def _finite(v) -> bool:

@@ -24,7 +24,7 @@ from test_search import ENV, search  # noqa: E402
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    proc = search(["--smoke", "--rows", "RAE,VAE", "--eval", "reconstruction",
+    proc = search(["--smoke", "--rows", "RAE,VAE", "--seeds", "2", "--eval", "reconstruction",
                    "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     return out
@@ -79,3 +79,27 @@ def test_a_bad_export_is_one_line_and_exit_2(run, tmp_path, case):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("not an empty folder" if case == "out not empty" else "not a run folder") in lines[0]
+
+
+def test_export_takes_a_row_a_seed_or_a_trial(run, tmp_path):
+    """Issue 31: export took only the best trial over all rows. --row (spelled as --rows takes
+    it) gives that row's best seed, --seed that seed of it, --trial that very folder."""
+    trials = load_trials(run)
+    rae = trials[trials["label"] == "RAE"]
+    cases = {("--row", "rae"): rae.loc[rae["val/mse"].idxmin(), "trial"],
+             ("--row", "VAE", "--seed", "1"): trials[(trials["label"] == "VAE")
+                                                    & (trials["seed"] == 1)]["trial"].item(),
+             ("--trial", trials["trial"].iloc[-1]): trials["trial"].iloc[-1]}
+    for i, (flags, want) in enumerate(cases.items()):
+        out = tmp_path / f"out{i}"
+        proc = engine("export", str(run), str(out), *flags)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "model.json").read_text())["trial"] == want, flags
+    for flags, said in ((("--row", "UAE"), "--row 'UAE': no completed trial of that row; "
+                         "completed rows of"), (("--row", "VAE", "--seed", "7"),
+                                                "--seed 7: no completed trial of that seed of "
+                                                "row 'VAE'; completed seeds: 0, 1")):
+        proc = engine("export", str(run), str(tmp_path / "bad"), *flags)
+        assert proc.returncode == 2 and not (tmp_path / "bad").exists()
+        assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
+        assert said in proc.stderr
