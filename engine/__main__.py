@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--row", help="the best trial of this row (spelled as --rows takes it)")
     ex.add_argument("--seed", type=int, help="the trial of this seed (of --row)")
     ex.add_argument("--trial", metavar="TRIAL_FOLDER", help="this trial folder of the run")
+    ex.add_argument("--data-root", help="where the data set's files are now, for fitting the "
+                    "densities again (default: where the run read them)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # the study's own parser reads its flags (-h included)
         return _run_study(argv[1] if len(argv) > 1 else None, argv[2:], prog)
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from engine.load import export_best
         try:
-            trial = export_best(args.run_dir, args.out, args.row, args.seed, args.trial)
+            trial = export_best(args.run_dir, args.out, args.row, args.seed, args.trial,
+                                args.data_root)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

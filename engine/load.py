@@ -22,7 +22,7 @@ from engine.data import dataset_shape
 from engine.files import write_atomic, write_json_atomic
 from engine.run.trial import STATE_FILE, load_state
 
-EXPORT_CONFIG, EXPORT_WEIGHTS = "model.json", "weights.pt"
+EXPORT_CONFIG, EXPORT_WEIGHTS, EXPORT_DENSITIES = "model.json", "weights.pt", "densities.pt"
 
 
 def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAutoencoder:
@@ -33,6 +33,12 @@ def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAut
         meta = json.loads((folder / EXPORT_CONFIG).read_text())
         weights = torch.load(folder / EXPORT_WEIGHTS, map_location="cpu", weights_only=True)
         model = built(meta["config"], tuple(meta["image_shape"]), weights, folder)
+        if (folder / EXPORT_DENSITIES).is_file():  # the samplers its FIDs used
+            states = torch.load(folder / EXPORT_DENSITIES, map_location="cpu",
+                                weights_only=True)
+            model.densities = {name: models.state_density(state, model.cfg)
+                               for name, state in states.items()}
+            model.density_seed = meta.get("density_seed", 0)
     else:
         state = newest_checkpoint(folder)
         params = state["params"]
@@ -55,7 +61,7 @@ def built(config: dict, shape: tuple, weights: dict, folder: Path):
 
 
 def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
-                trial: str | None = None) -> Path:
+                trial: str | None = None, data_root: str | None = None) -> Path:
     """The run's best completed trial by its search metric and mode (its last value), among
     those of `row` (matched as --rows matches it), of `seed`, or the trial folder `trial`
     where given, as an exported folder `out` (new, or empty). Returns the trial folder it
@@ -81,16 +87,66 @@ def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
     trial = run / best["trial"]
     state = newest_checkpoint(trial)
     params = state["params"]
+    densities = _fitted_densities(state, data_root)  # before anything is written
     out.mkdir(exist_ok=True)
     # the weights alone (no optimizer, no RNG), written whole or not at all
     write_atomic(out / EXPORT_WEIGHTS, lambda tmp: torch.save(state["model"], tmp))
+    write_atomic(out / EXPORT_DENSITIES, lambda tmp: torch.save(densities, tmp))
     write_json_atomic(out / EXPORT_CONFIG, {
+        "densities": list(densities), "density_seed": params["seed"],
         "config": params["config"], "image_shape": list(dataset_shape(params["dataset"])),
         "dataset": params["dataset"], "data": params.get("data"), "label": params["label"],
         "seed": params["seed"], "epoch": state["epoch"], "metric": metric, "mode": mode,
         "value": float(best[metric]), "run": str(run.resolve()), "trial": best["trial"],
         "git": search.get("git")})
     return trial
+
+
+def _fitted_densities(state: dict, data_root: str | None) -> dict[str, dict]:
+    """{name: models.density_state} of each ex-post density the trial's evaluation sampled
+    its FIDs from (its settings' densities), fitted again as the evaluation fitted them: on
+    the final model's latents of the training images, drawn and fitted with the trial's seed,
+    so that they draw the same samples (ValueError, one line, where the data set cannot be
+    read here)."""
+    from engine.data import DataError, apply_options, load_dataset
+    from engine.eval.evaluate import DENSITY_SETS, EvalSettings
+    params = state["params"]
+    settings = EvalSettings.from_dict(params.get("evaluation"))
+    if "fid" not in settings.metrics or not settings.densities:
+        return {}
+    try:
+        data = apply_options(load_dataset(params["dataset"], data_root or
+                                          params.get("data_root")), params.get("data"))
+    except (DataError, OSError) as e:
+        raise ValueError(f"the fitted densities need {params['dataset']}'s training images "
+                         f"({first_line(e)}); pass --data-root where they are now") from None
+    model = built(params["config"], data.image_shape, state["model"], Path("."))
+    seed = params["seed"]  # the trial's evaluation's (engine/run/trial.py)
+    latents = models.draw_latents(model, data.train.images, seed)
+    out = {}
+    for name in settings.densities:
+        kind, overrides = DENSITY_SETS[name]
+        density = models.DENSITIES[kind](latents, model.cfg.replace(**overrides), seed,
+                                         models.redraw_latents(model, data.train.images, seed))
+        out[name] = models.density_state(density)
+    return out
+
+
+def sample(model, n: int, density: str | None = None, seed: int | None = None
+           ) -> torch.Tensor:
+    """n images (n, C, H, W) decoded from an exported model's `density` (its first, e.g.
+    "gmm10", unless named), drawn as its evaluation drew them (the trial's seed unless given):
+    with the same seed, the FID's own samples."""
+    found = getattr(model, "densities", None)
+    if not found:
+        raise ValueError("the model has no fitted density; load an exported folder "
+                         "(vae-ablations export) of a run whose evaluation sampled one")
+    name = density or next(iter(found))
+    if name not in found:
+        raise ValueError(f"no density {name!r}; the export has {', '.join(found)}")
+    z = found[name].sample(n, seed=model.density_seed if seed is None else seed).float()
+    with torch.no_grad():
+        return model.generate(z.to(next(model.parameters()).device))
 
 
 def _chosen(done, run: Path, row: str | None, seed: int | None, trial: str | None):

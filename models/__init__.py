@@ -7,6 +7,7 @@ Public API:
     fit_density(model, train_images, seed) -> Density with .sample(n, seed)
     draw_latents(model, train_images, seed) -> (N, D) latents, as fit_density draws them
     redraw_latents(model, train_images, seed) -> k -> the k-th such draw (k = 0: draw_latents')
+    density_state(density) -> tensors; state_density(state, cfg) -> the same Density again
     float_images(x, device, dtype) a batch of uint8 codes (k / 255) or floats as floats in
                                  [0, 1] on the device: how data sets held as uint8 are read
     DENSITIES                    name -> fit(latents, cfg, seed, redraw=None) -> Density
@@ -31,7 +32,8 @@ from .autoencoder import PRECISIONS, GaussianAutoencoder
 from .codebooks import CODEBOOKS, Codebook, nearest_code
 from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
-from .density import DENSITIES, draw_latents, fit_density, redraw_latents
+from .density import (DENSITIES, density_state, draw_latents, fit_density, redraw_latents,
+                      state_density)
 from .images import float_images
 from .schedules import needs_total_epochs, set_lr
 from .posteriors import POSTERIORS, Posterior, PosteriorHead
@@ -43,7 +45,7 @@ from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EP
 
 __all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build",
            "resolve", "fit_density", "draw_latents", "redraw_latents", "float_images", "set_lr",
-           "DENSITIES",
+           "DENSITIES", "density_state", "state_density",
            "Posterior", "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS",
            "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",

@@ -55,6 +55,41 @@ class SklearnMixture:
 Redraw = Callable[[int], torch.Tensor]  # k -> (N, D), the k-th draw of one latent per image
 
 
+def density_state(density: Density) -> dict[str, torch.Tensor]:
+    """What sampling `density` needs, as tensors (engine/load.py exports them): a GMM's
+    weights, means and covariances (float64, as fitted), a second stage's weights; {} for the
+    prior. state_density rebuilds a density that draws the same samples per seed."""
+    if isinstance(density, SklearnMixture):
+        g = density.gmm
+        return {f"gmm.{k}": torch.from_numpy(np.asarray(getattr(g, f"{k}_"), dtype=np.float64))
+                for k in ("weights", "means", "covariances")}
+    if isinstance(density, SecondStage):
+        return {f"second_stage.{k}": v.detach().cpu() for k, v in density.vae.state_dict().items()}
+    return {}
+
+
+def state_density(state: dict[str, torch.Tensor], cfg: Config) -> Density:
+    """The density of a density_state for the first stage `cfg` (its latent size; the second
+    stage's networks follow from it, second_stage_config)."""
+    if "gmm.means" in state:
+        from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+        weights, means, covs = (state[f"gmm.{k}"].numpy()
+                                for k in ("weights", "means", "covariances"))
+        gmm = GaussianMixture(len(weights), covariance_type="full")
+        gmm.weights_, gmm.means_, gmm.covariances_ = weights, means, covs
+        gmm.precisions_cholesky_ = _compute_precision_cholesky(covs, "full")
+        gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, float("nan")
+        return SklearnMixture(gmm)
+    stage = {k.removeprefix("second_stage."): v for k, v in state.items()
+             if k.startswith("second_stage.")}
+    if stage:
+        from .autoencoder import GaussianAutoencoder
+        vae = GaussianAutoencoder(second_stage_config(cfg), (cfg.latent_dim,))
+        vae.load_state_dict(stage)
+        return SecondStage(vae.eval())
+    return StandardNormal(cfg.latent_dim)
+
+
 class SecondStage:
     def __init__(self, vae):
         self.vae = vae

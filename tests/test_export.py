@@ -103,3 +103,49 @@ def test_export_takes_a_row_a_seed_or_a_trial(run, tmp_path):
         assert proc.returncode == 2 and not (tmp_path / "bad").exists()
         assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
         assert said in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def fid_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_fid") / "run"
+    proc = search(["--smoke", "--rows", "RAE", "--eval", "fid", "--fid-samples", "300",
+                   "--eval-set", "densities=gmm10,second_stage", "--set",
+                   "second_stage_hidden=64", "second_stage_epochs=3", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_an_export_samples_offline_what_its_fid_sampled(fid_run, tmp_path):
+    """Issue 31: the export left out the fitted density, so sampling a GMM-10 needed the data
+    set again. It now holds each density the evaluation sampled from (the GMM's parameters,
+    the second stage's weights), fitted again as the evaluation fitted them; the loaded
+    model's sampler draws, per seed, the very latents the trial's FIDs decoded, offline."""
+    from engine.eval.evaluate import EvalSettings, evaluate
+    from engine.load import sample
+    out = tmp_path / "best"
+    proc = engine("export", str(fid_run), str(out))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["densities"] == ["gmm10", "second_stage"] and meta["density_seed"] == 0
+    trial = fid_run / meta["trial"]
+    params = json.loads((trial / "params.json").read_text())
+    drawn = {}
+    evaluate(load_model(trial), load_dataset("digits"), torch.device("cpu"),
+             EvalSettings.from_dict(params["evaluation"]), seed=params["seed"], drawn=drawn)
+    exported = load_model(out)
+    for name in ("gmm10", "second_stage"):
+        z = exported.densities[name].sample(300, seed=params["seed"]).float()
+        torch.testing.assert_close(z, drawn[name], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the FID's images: its n, its seed
+        want = exported.generate(drawn["gmm10"])
+    torch.testing.assert_close(sample(exported, 300), want, rtol=1e-5, atol=1e-6)
+    # offline: neither Ray nor the data set's loader can be used there
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import engine.data as d; d.load_dataset = d.apply_options = None\n"
+            "from engine.load import load_model, sample\n"
+            f"m = load_model({str(out)!r})\n"
+            "print(tuple(sample(m, 4, 'second_stage').shape))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(4, 1, 8, 8)"
