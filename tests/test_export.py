@@ -56,14 +56,20 @@ def test_export_writes_the_best_trial_and_it_loads_without_ray(run, tmp_path):
     assert meta["value"] == best["val/mse"] and meta["image_shape"] == [1, 8, 8]
     weights = torch.load(out / "weights.pt", weights_only=True)
     assert weights.keys() == load_model(run / best["trial"]).state_dict().keys()
-    code = ("import sys; sys.modules['ray'] = None\n"  # any import of Ray fails
-            "import torch; from engine.load import load_model\n"
-            f"m = load_model({str(out)!r})\n"
-            "print(m.cfg.name, float(m.reconstruct(torch.rand(2, 1, 8, 8)).mean() >= 0))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    printed = without_ray("import torch; from engine.load import load_model\n"
+                          f"m = load_model({str(out)!r})\n"
+                          "print(m.cfg.name, float(m.reconstruct(torch.rand(2, 1, 8, 8)).mean()"
+                          " >= 0))")
+    assert printed.split() == [best["config/name"], "1.0"]
+
+
+def without_ray(code: str) -> str:
+    """What `code` prints in a process where any import of Ray fails."""
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None\n"
+                           + code], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [best["config/name"], "1.0"]
+    return done.stdout
 
 
 @pytest.mark.parametrize("case", ["not a run", "out not empty"])
@@ -140,12 +146,8 @@ def test_an_export_samples_offline_what_its_fid_sampled(fid_run, tmp_path):
         want = exported.generate(drawn["gmm10"])
     torch.testing.assert_close(sample(exported, 300), want, rtol=1e-5, atol=1e-6)
     # offline: neither Ray nor the data set's loader can be used there
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "import engine.data as d; d.load_dataset = d.apply_options = None\n"
-            "from engine.load import load_model, sample\n"
-            f"m = load_model({str(out)!r})\n"
-            "print(tuple(sample(m, 4, 'second_stage').shape))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(4, 1, 8, 8)"
+    assert without_ray("import engine.data as d; d.load_dataset = d.apply_options = None\n"
+                       "from engine.load import load_model, sample\n"
+                       f"m = load_model({str(out)!r})\n"
+                       "print(tuple(sample(m, 4, 'second_stage').shape))").strip() == \
+        "(4, 1, 8, 8)"
