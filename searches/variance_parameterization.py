@@ -53,8 +53,11 @@ SEARCH = Search(
           **{f"Diag-D ε={eps:g}": ("Diag-D", {**SECOND_STAGE, "mle_eps": eps})
              for eps in (1e-3, 1e-2)}},
     seeds=2,
-    epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
-    max_epochs=150,
+    # each trial to its plateau (engine/run/stopper.py), 20 to 300 epochs: a trainable
+    # log σx² moves by about Adam's step per update, so Iso-I- and Diag-I-trainable took
+    # 179-242 epochs (the rest 20-150) in a run capped at 600
+    epochs="auto",
+    max_epochs=300,
     metric="val/mse",
     table_metrics=("test/mse", "test/mse_sum", "eval/fid_sample_prior",
                    "eval/fid_sample_second_stage", "eval/fid_sample_gmm10",
