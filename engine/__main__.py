@@ -3,6 +3,7 @@ script), or `python -m engine`.
 
     vae-ablations run ablation_uae --smoke        # a study of searches/, with the engine's flags
     vae-ablations report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
+    vae-ablations status runs/ablation_uae    # every trial's state, epochs and latest metric
     vae-ablations evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
     vae-ablations export runs/ablation_uae best/   # the best trial, for engine.load.load_model
 
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         "report", help="tables (Markdown, LaTeX, CSV) and plots of a finished or partial run",
         description="Write <run folder>/report/ and print the ablation table.")
     report.add_argument("run_dir", metavar="RUN_FOLDER", help="the folder a search wrote")
+    st = commands.add_parser(
+        "status", help="every trial of a running or finished run: row, seed, state, epochs, "
+        "latest search metric, time", description="Print the run's state and a line per "
+        "trial, read from the run folder alone (from another terminal, or another node on the "
+        "shared storage).")
+    st.add_argument("run_dir", metavar="RUN_FOLDER", help="the folder a search writes")
     ev = commands.add_parser(
         "evaluate", help="run the evaluation suite on a trial's newest checkpoint",
         description="Evaluate the newest checkpoint in a trial folder (or a checkpoint folder) "
@@ -86,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {trial} to {args.out}: engine.load.load_model({args.out!r})")
         return 0
 
+    if args.command == "status":
+        from engine.report import NotARunFolder
+        from engine.report.status import status_text
+        try:
+            print(status_text(args.run_dir))
+        except NotARunFolder as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "report":
         # imported here: other commands may need Ray, a report needs only pandas and matplotlib
         from engine.report import NotARunFolder, write_report

@@ -605,3 +605,32 @@ def test_the_title_does_not_double_a_studys_full_stop():
               "mode": "min"}
     assert report._title(search, True).startswith(
         "UAE Table 2: the ablation (Janjoš et al.) (ablation_uae): mnist5k, 150 epochs")
+
+
+def test_status_lists_every_trial_with_its_state_and_the_search_s(tmp_path):
+    """Issue 31: `vae-ablations status RUN`, readable from another terminal: the search's
+    state (from finished.json and the run lock's holder, never by taking the lock), a line
+    per trial with its row, seed, state, epochs and latest search metric, and the grid's
+    trials not started."""
+    import socket
+    from engine.report.status import status_text
+    run = make_run(tmp_path)
+    trials = report.load_trials(run)
+    text = status_text(run)
+    assert text.splitlines()[0].endswith("search interrupted (--resume finishes it)")
+    for _, t in trials.iterrows():
+        line = next(x for x in text.splitlines() if x.rstrip().endswith(t["trial"]))
+        assert t["status"] in line and f"{int(t['epochs_done'])}/{EPOCHS}" in line
+        if t["status"] == "completed":
+            assert f"{t['val/mse']:.4g}" in line
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since 2026-12-07 10:00:00"
+    (run / "run.lock").write_text(holder + "\n")  # this very process: alive
+    text = status_text(run)
+    assert text.splitlines()[0].endswith(f"search running ({holder})")
+    assert " running " in text and " unfinished " not in text  # its unfinished trials run
+    (run / "run.lock").write_text("pid 99999999 on " + socket.gethostname() + ", since x\n")
+    assert status_text(run).splitlines()[0].endswith("interrupted (--resume finishes it)")
+    (run / "finished.json").write_text("{}")
+    assert status_text(run).splitlines()[0].endswith("search finished")
+    done = _cli("status", str(run))
+    assert done.returncode == 0 and done.stdout.strip() == status_text(run)
