@@ -93,20 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {trial} to {args.out}: engine.load.load_model({args.out!r})")
         return 0
 
-    if args.command == "status":
-        from engine.report import NotARunFolder
+    if args.command in ("status", "report"):
+        # imported here: other commands may need Ray, these need only pandas and matplotlib
+        from engine.report import NotARunFolder, write_report
         from engine.report.status import status_text
         try:
-            print(status_text(args.run_dir))
-        except NotARunFolder as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "report":
-        # imported here: other commands may need Ray, a report needs only pandas and matplotlib
-        from engine.report import NotARunFolder, write_report
-        try:
-            print(write_report(args.run_dir))
+            print((status_text if args.command == "status" else write_report)(args.run_dir))
         except NotARunFolder as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
