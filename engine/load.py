@@ -157,10 +157,9 @@ def _chosen(done, run: Path, row: str | None, seed: int | None, trial: str | Non
         if done.empty:
             raise ValueError(f"--trial {trial}: no completed trial folder of that name in {run}")
     if row is not None:
-        from engine.run.spec import row_key  # the spelling --rows accepts
+        from engine.run.spec import rows_named  # the spelling --rows accepts
         labels = list(dict.fromkeys(done["label"]))
-        exact = [x for x in labels if x == row]
-        found = exact or [x for x in labels if row_key(x) == row_key(row)]
+        found = rows_named(row, labels)
         if len(found) != 1:
             raise ValueError(f"--row {row!r}: " + (f"could be any of {', '.join(found)}"
                              if found else "no completed trial of that row") +

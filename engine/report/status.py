@@ -11,8 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.report import load_search, load_trials
-
-LOCK = "run.lock"  # engine/run/folder.py: "pid <n> on <host>, since <time>" of the search in it
+from engine.run.folder import LOCK  # holds "pid <n> on <host>, since <time>" of its search
 
 
 def search_state(run: Path) -> str:

@@ -405,12 +405,16 @@ def row_key(name: str) -> str:
     return "".join(ch for ch in "".join(text).casefold() if ch.isalnum() or ch == "*")
 
 
+def rows_named(given: str, labels) -> list[str]:
+    """The rows of `labels` that `given` may name: itself where it is one, else every label
+    whose row_key is its row_key (one: the row; several: ambiguous; none: unknown)."""
+    labels = list(labels)
+    return [given] if given in labels else [x for x in labels if row_key(x) == row_key(given)]
+
+
 def _match_row(given: str, labels: list[str], search: str) -> str:
-    """The row `given` names: itself, else the one row whose row_key is its row_key (BadInput
-    where none is, or where several are)."""
-    if given in labels:
-        return given
-    found = [label for label in labels if row_key(label) == row_key(given)]
+    """The row `given` names (rows_named), else BadInput where none is, or several are."""
+    found = rows_named(given, labels)
     if len(found) > 1:
         raise BadInput(f"--rows: {given!r} could be any of {', '.join(found)}; give its exact "
                        "name")
