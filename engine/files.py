@@ -15,6 +15,23 @@ from typing import Callable
 # the driver (engine/ray_backend), read by the report and --resume (which never rerun it)
 STOPPED_FILE = "stopped.json"
 
+# In a run folder: who holds the search's lock, for as long as that search's process lives;
+# written by engine/run/folder.py, read by `vae-ablations status` (which never takes the lock)
+LOCK_FILE = "run.lock"
+
+
+def lock_holder_line(pid: int, host: str, since: str) -> str:
+    """The text a search writes into its run's lock file: "pid <n> on <host>, since <time>"."""
+    return f"pid {pid} on {host}, since {since}\n"
+
+
+def parse_lock_holder(text: str) -> tuple[int, str] | None:
+    """(pid, host) from a lock file's text written by `lock_holder_line`, else None."""
+    words = text.split()
+    if len(words) >= 4 and words[0] == "pid" and words[1].isdigit() and words[2] == "on":
+        return int(words[1]), words[3].rstrip(",")
+    return None
+
 
 def umask() -> int:
     """This process's umask, read without changing it where Linux tells it (/proc), else by

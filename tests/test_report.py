@@ -623,9 +623,14 @@ def test_status_lists_every_trial_with_its_state_and_the_search_s(tmp_path):
         assert t["status"] in line and f"{int(t['epochs_done'])}/{EPOCHS}" in line
         if t["status"] == "completed":
             assert f"{t['val/mse']:.4g}" in line
-    holder = f"pid {os.getpid()} on {socket.gethostname()}, since 2026-12-07 10:00:00"
-    (run / "run.lock").write_text(holder + "\n")  # this very process: alive
-    text = status_text(run)
+    from engine.run.folder import lock_run_folder
+    fd = lock_run_folder(run)  # this very process holds it, as a search would: alive
+    try:
+        holder = (run / "run.lock").read_text().strip()
+        assert holder.startswith(f"pid {os.getpid()} on {socket.gethostname()}, since ")
+        text = status_text(run)
+    finally:
+        os.close(fd)
     assert text.splitlines()[0].endswith(f"search running ({holder})")
     assert " running " in text and " unfinished " not in text  # its unfinished trials run
     (run / "run.lock").write_text("pid 99999999 on " + socket.gethostname() + ", since x\n")

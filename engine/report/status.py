@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.report import load_search, load_trials
-from engine.run.folder import LOCK  # holds "pid <n> on <host>, since <time>" of its search
+from engine.files import LOCK_FILE, parse_lock_holder
 
 
 def search_state(run: Path) -> str:
@@ -22,16 +22,16 @@ def search_state(run: Path) -> str:
     if (run / "finished.json").is_file():
         return "finished"
     try:
-        holder = (run / LOCK).read_text(errors="replace").strip()
+        holder = (run / LOCK_FILE).read_text(errors="replace").strip()
     except OSError:
         holder = ""
-    words = holder.split()
-    if len(words) >= 4 and words[0] == "pid" and words[2] == "on" and words[1].isdigit():
-        host = words[3].rstrip(",")
+    parsed = parse_lock_holder(holder)
+    if parsed is not None:
+        pid, host = parsed
         if host != socket.gethostname():
             return f"running on {host} or interrupted ({holder})"
         try:
-            os.kill(int(words[1]), 0)
+            os.kill(pid, 0)
             return f"running ({holder})"
         except ProcessLookupError:
             pass

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.run.cli import BadInput, check_storage
+from engine.files import LOCK_FILE, lock_holder_line
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
     from engine.run.search import Search
@@ -95,7 +96,6 @@ def claim_run_folder(search: Search, args, out: Path) -> Path:
     return out
 
 
-LOCK = "run.lock"  # in the run folder: who holds it, for as long as that search's process lives
 
 
 def lock_run_folder(out: Path) -> int:
@@ -109,12 +109,12 @@ def lock_run_folder(out: Path) -> int:
     import fcntl
     import socket
     import time
-    path = out / LOCK
+    path = out / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as e:  # a link planted there (ELOOP), no permission, ...
         raise BadInput(f"{path}: cannot open the run's lock ({e.strerror or e}); a run folder "
-                       f"holds {LOCK} as a plain file") from None
+                       f"holds {LOCK_FILE} as a plain file") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -123,8 +123,8 @@ def lock_run_folder(out: Path) -> int:
         raise BadInput(f"{out} is in use by another search ({holder}); wait until it ends, or "
                        "stop it, then --resume") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()}, since "
-                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+    os.pwrite(fd, lock_holder_line(os.getpid(), socket.gethostname(),
+                                   time.strftime('%Y-%m-%d %H:%M:%S')).encode(), 0)
     return fd
 
 
@@ -133,7 +133,7 @@ def release_run_folder(out: Path) -> None:
     try:
         if json.loads((out / "search.json").read_text()) == CLAIM:
             (out / "search.json").unlink()
-            (out / LOCK).unlink(missing_ok=True)
+            (out / LOCK_FILE).unlink(missing_ok=True)
             out.rmdir()
     except (OSError, ValueError):
         pass
