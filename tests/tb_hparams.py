@@ -53,3 +53,11 @@ def read_hparams(logdir, filters: bool = False) -> tuple[dict, dict]:
                                               for m in s.metric_values}}
                          for s in g.sessions}}
     return experiment, groups
+
+
+def run_names(logdir) -> set[str]:
+    """The run list TensorBoard shows for `tensorboard --logdir logdir` (its multiplexer's
+    names: each events folder relative to the logdir)."""
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    return set(mux.Runs())

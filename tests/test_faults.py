@@ -161,7 +161,7 @@ def test_two_ddp_workers_end_with_one_workers_parameters_even_after_losing_one(t
     assert proc.returncode == 0, stderr[-3000:]
     trial_dir = next(out.glob("RAE_seed0_*"))
     assert (trial_dir / "ddp").is_dir()  # the TorchTrainer's own run, named in the trial
-    assert list((trial_dir / "tensorboard").iterdir())  # rank 0 wrote TensorBoard
+    assert list((out / "tensorboard" / "RAE" / "seed0").iterdir())  # rank 0 wrote TensorBoard
     lines = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     restored = {line.get("restored_from_epoch") for line in lines} - {None}
     assert len(restored) == 1 and 1 <= restored.pop() <= killed["epoch"] + 1  # not scratch

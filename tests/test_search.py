@@ -31,7 +31,7 @@ from engine.run.spec import load
 from engine.run import run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tb_hparams import read_hparams  # noqa: E402
+from tb_hparams import read_hparams, run_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 UAE_ROWS = ["VAE", "RAE", "RAE-L2", "RAE-GP", "VAE*", "UT-VAE*", "UT-VAE*-full-Σ", "UAE"]
@@ -156,7 +156,11 @@ def test_a_search_prints_its_progress_after_every_finished_trial(smoke_run):
 def test_tensorboard_has_scalars_images_and_hparams(smoke_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out, _ = smoke_run
-    logdir = next(out.glob("UAE_seed0_*/tensorboard"))
+    # issue 31: the run list reads <row>/seed<k>, so `^RAE/` selects a row's seeds
+    assert run_names(out / "tensorboard") == {f"{ascii_text(row)}/seed{k}"
+                                              for row in UAE_ROWS for k in (0, 1)}
+    assert f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}" in smoke_run[1].stdout
+    logdir = out / "tensorboard" / "UAE" / "seed0"
     acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()
@@ -414,6 +418,10 @@ sys.exit(run(SEARCH))
     assert len(configs) == 3 and len({c["beta"] for c in configs}) == 3
     assert all(1e-5 <= c["beta"] <= 1e-2 and 1e-4 <= c["lr"] <= 1e-2 for c in configs)
     assert all(c["posterior"] == "full" for c in configs)  # the rest is the UAE preset
+    # three trials of one row and seed: each TensorBoard run adds its trial's number
+    numbers = {p.parent.name.rsplit("_", 1)[-1] for p in out.glob("*/params.json")}
+    assert len(numbers) == 3
+    assert run_names(out / "tensorboard") == {f"UAE/seed0/{n}" for n in numbers}
 
     # --resume of a sampled run: an unfinished trial continues with its own sampled config,
     # and the samples still owed (5 asked, 3 run) are drawn anew, told the finished ones
@@ -436,6 +444,10 @@ sys.exit(run(SEARCH))
     assert json.loads((cut / "params.json").read_text())["config"] == cut_config
     betas = [json.loads(p.read_text())["config"]["beta"] for p in out.glob("*/params.json")]
     assert len(set(betas)) == 5  # not the first samples of seed 0 again
+    # the continued trial goes on in its own TensorBoard run; the two new ones get theirs
+    numbers = {p.parent.name.rsplit("_", 1)[-1] for p in out.glob("*/params.json")}
+    assert len(numbers) == 5 and cut.name.rsplit("_", 1)[-1] in numbers
+    assert run_names(out / "tensorboard") == {f"UAE/seed0/{n}" for n in numbers}
 
 
 @pytest.mark.parametrize("argv, message", [

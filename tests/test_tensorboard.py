@@ -4,6 +4,7 @@ seeds, every metric once, the end status of completed, diverged, errored and sto
 and two studies under one logdir each with its own columns and metrics."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 import models
 from engine.data import load_dataset
-from engine.eval.tensorboard import TrialBoard, end_session
+from engine.eval.tensorboard import TrialBoard, board_dir, end_session
 from engine.run.spec import TrialSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,14 +32,15 @@ def _trial(logdir, run, search, label, seed, digits, epochs, metrics, end=None, 
     p = params(label=label, seed=seed, search=search, data=data)
     model = models.build(models.resolve(p["config"]), digits.image_shape).eval()
     trial_dir = logdir / run / f"{label}_seed{seed}_0000{seed}"
-    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1)
+    events = board_dir(str(trial_dir), p)  # where a search's trial writes them
+    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1, events)
     for epoch in range(1, epochs + 1):
         board.epoch(model, {"epoch": epoch, **metrics(epoch)}, epoch, final=False)
     if end in ("completed", "diverged"):
         board.end(end)
     board.close()
     if end == "error":  # the driver's, from outside the trial's process
-        end_session(str(trial_dir), "error")
+        end_session(events, "error")
 
 
 def test_hparams_groups_seeds_by_row_and_keeps_two_studies_apart(tmp_path, digits):
@@ -140,20 +142,42 @@ def test_an_errored_trial_that_resume_continues_ends_as_its_continuation_does(tm
     """The driver's "failure" of an errored trial is a file of its own, which --resume removes
     when it continues the trial (engine/run/resume.py): TensorBoard keeps a folder's first
     end status, so the failure would otherwise stand over the success that follows."""
-    from engine.eval.tensorboard import forget_driver_end
+    from engine.run.resume import _forget_failure
     p = params(label="UAE", seed=0, search="s")
     model = models.build(models.resolve(p["config"]), digits.image_shape).eval()
     trial_dir = tmp_path / "s-digits-1" / "UAE_seed0_00000"
-    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1)
+    trial_dir.mkdir(parents=True)
+    (trial_dir / "params.json").write_text(json.dumps(p))  # as Tune writes it
+    events = board_dir(str(trial_dir), p)
+    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1, events)
     board.epoch(model, {"val/mse": 1.0}, 1, final=False)
     board.close()
-    end_session(str(trial_dir), "error")
+    end_session(events, "error")
     _, groups = read_hparams(tmp_path)
     assert [s["status"] for s in groups["s-digits-1/UAE"]["sessions"].values()] == ["FAILURE"]
-    forget_driver_end(trial_dir)  # what --resume does to the trials it continues
-    again = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 2)
+    _forget_failure(trial_dir)  # what --resume does to the trials it continues
+    again = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 2, events)
     again.epoch(model, {"val/mse": 0.5}, 2, final=False)
     again.end("completed")
     again.close()
     _, groups = read_hparams(tmp_path)
     assert [s["status"] for s in groups["s-digits-1/UAE"]["sessions"].values()] == ["SUCCESS"]
+
+
+@pytest.mark.parametrize("label, seed, folder, sampled, names", [
+    ("RAE", 0, "RAE_seed0_71b2e_00004", False, ("RAE", "seed0")),
+    ("UT-VAE*-full-Σ", 2, "UT-VAE_-full-_seed2_71b2e_00001", False,
+     ("UT-VAE*-full-Sigma", "seed2")),  # spelled as the HParams label column spells it
+    ("UAE", 0, "UAE_seed0_3f0aa_00007", True, ("UAE", "seed0", "00007")),
+    ("a/b", 1, "a_b_seed1_3f0aa_00000", False, ("a-b", "seed1")),  # never a deeper folder
+    ("..", 1, "___seed1_3f0aa_00000", False, ("_..", "seed1")),  # never the run's parent
+])
+def test_a_trials_board_is_its_row_and_seed_under_the_runs_tensorboard(
+        tmp_path, label, seed, folder, sampled, names):
+    """Issue 31: TensorBoard names a run by its events folder relative to the logdir, so
+    `tensorboard --logdir <run>/tensorboard` lists `<row>/seed<k>` (and a sampled search's
+    trials of one row and seed apart, by their trial numbers)."""
+    trial_dir = tmp_path / "run" / folder
+    got = board_dir(str(trial_dir), {"label": label, "seed": seed,
+                                     **({"sampled": True} if sampled else {})})
+    assert Path(got) == tmp_path.joinpath("run", "tensorboard", *names)

@@ -1,7 +1,8 @@
 """TensorBoard for one trial: every reported metric as a scalar (once, at its epoch), image
 grids of reconstructions and samples at intervals, and the trial's HParams session, in
-<trial dir>/tensorboard. `tensorboard --logdir <run folder>` (or a folder of run folders)
-shows every trial side by side; the HPARAMS tab has a row per (row, seed) and a group per row.
+<run folder>/tensorboard/<row>/seed<k> (board_dir). `tensorboard --logdir <run
+folder>/tensorboard` shows every trial side by side, named by its row and seed; the HPARAMS
+tab has a row per (row, seed) and a group per row.
 
 Why the HParams data look as they do (TensorBoard 2.x's plugin, read back by
 tests/test_tensorboard.py the way the plugin reads it):
@@ -118,29 +119,53 @@ def session_end(status: str) -> summary_pb2.Summary:
     return summary
 
 
+BOARDS = "tensorboard"  # in a run folder: every trial's events, <row>/seed<k> under it
+
+
+def _path_part(text: str) -> str:
+    """One folder name from a row's ASCII label: no separator, never "." or ".."."""
+    part = text.replace("/", "-").replace(os.sep, "-")
+    return part if part.strip(".") else f"_{part}"
+
+
+def board_dir(trial_dir: str, params: dict) -> str:
+    """Where a search's trial writes its TensorBoard events: <run>/tensorboard/<row>/seed<k>
+    (the row as ascii_text spells it, as the HParams columns do), so that `tensorboard
+    --logdir <run>/tensorboard` lists the trials as `<row>/seed<k>` and a row's regex (`^RAE/`)
+    selects its seeds; a logdir of several runs shows `<run>/tensorboard/<row>/seed<k>`. A
+    sampled search (Optuna: params["sampled"]) has many trials of one row and seed: each adds
+    its trial number, the tail of its folder's name (`UAE/seed0/00007`). A continued trial
+    keeps its folder, so its number and its board."""
+    run = os.path.dirname(os.path.abspath(trial_dir))
+    parts = [_path_part(ascii_text(str(params["label"]))), f"seed{params['seed']}"]
+    if params.get("sampled"):
+        parts.append(os.path.basename(os.path.normpath(trial_dir)).rsplit("_", 1)[-1])
+    return os.path.join(run, BOARDS, *parts)
+
+
 DRIVER_END = ".driver-end"  # the suffix of the event file end_session writes
 
 
-def end_session(trial_dir: str, status: str) -> None:
+def end_session(board: str, status: str) -> None:
     """End a trial's session from outside it (the driver, for a trial that failed with an
-    error: its own process could not), in an event file of its own (DRIVER_END), which a
-    --resume that continues the trial removes (forget_driver_end): the plugin keeps the first
-    end status in a folder, and the continued trial writes its own."""
-    with SummaryWriter(os.path.join(trial_dir, "tensorboard"),
-                       filename_suffix=DRIVER_END) as writer:
+    error: its own process could not) in its events folder `board`, in an event file of its
+    own (DRIVER_END), which a --resume that continues the trial removes (forget_driver_end):
+    the plugin keeps the first end status in a folder, and the continued trial writes its own."""
+    with SummaryWriter(board, filename_suffix=DRIVER_END) as writer:
         writer.file_writer.add_summary(session_end(status))
 
 
-def forget_driver_end(trial_dir) -> None:
-    for path in glob.glob(os.path.join(str(trial_dir), "tensorboard", f"*{DRIVER_END}")):
+def forget_driver_end(board: str) -> None:
+    for path in glob.glob(os.path.join(glob.escape(str(board)), f"*{DRIVER_END}")):
         os.unlink(path)
 
 
 class TrialBoard:
-    def __init__(self, trial_dir: str, spec, data, start_epoch: int):
-        """`spec`: the trial's engine.run.spec.TrialSpec."""
+    def __init__(self, trial_dir: str, spec, data, start_epoch: int, board: str | None = None):
+        """`spec`: the trial's engine.run.spec.TrialSpec; `board`: its events folder
+        (board_dir in a search), else <trial_dir>/tensorboard."""
         # purge_step drops what a crashed run logged after its last checkpoint
-        self.writer = SummaryWriter(os.path.join(trial_dir, "tensorboard"),
+        self.writer = SummaryWriter(board or os.path.join(trial_dir, "tensorboard"),
                                     purge_step=start_epoch)
         self.spec, self.data = spec, data
         run = os.path.basename(os.path.dirname(os.path.abspath(trial_dir)))

@@ -54,7 +54,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
-from engine.eval.tensorboard import end_session  # noqa: E402
+from engine.eval.tensorboard import board_dir, end_session  # noqa: E402
 from engine.run.stopper import PlateauStopper  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 
@@ -207,6 +207,7 @@ def one_worker_trial(params: dict) -> None:
     trial_dir = _trial_storage_dir()
     with threads:
         run_trial(params, Session(report=report, trial_dir=trial_dir,
+                                  board=board_dir(trial_dir, params),
                                   resume=_load_resume(tune.get_checkpoint(), trial_dir),
                                   device=torch.device("cuda" if use_gpu else "cpu")))
 
@@ -254,6 +255,7 @@ def _ddp_worker(loop_config: dict) -> None:
     with threads:
         run_trial(params, Session(
             report=report, trial_dir=loop_config["trial_dir"],
+            board=board_dir(loop_config["trial_dir"], params),
             resume=_load_resume(train.get_checkpoint(),
                                 os.path.join(loop_config["trial_dir"], "ddp")),
             rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=get_device(),
@@ -744,7 +746,7 @@ class _Progress(tune.Callback):
         self._line(trial, f"error ({trial.error_file or 'see the trial folder'})", failed=True)
         if trial.path is not None:  # its process could not say so: TensorBoard's failure
             try:
-                end_session(trial.path, "error")
+                end_session(board_dir(trial.path, trial.config), "error")
             except OSError as e:  # a full disk, a lost mount: the search goes on without it
                 print(f"tensorboard: the failure of {trial} not written: {e}", file=sys.stderr)
 

@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from engine.eval.tensorboard import forget_driver_end
+from engine.eval.tensorboard import board_dir, forget_driver_end
 from engine.files import STOPPED_FILE, write_text_atomic
 from engine.run.trial import LINES_FILE
 from engine.trial_files import read_lines
@@ -36,7 +36,7 @@ def resume(out: Path, spec, experiment) -> str:
         for folder in folders:
             if (folder / "error.txt").exists():
                 (folder / "error.txt").replace(folder / "error-before-resume.txt")
-                forget_driver_end(folder)  # its TensorBoard "failure": it goes on now
+                _forget_failure(folder)  # its TensorBoard "failure": it goes on now
             (folder / STOPPED_FILE).unlink(missing_ok=True)
             # Tune rewrites result.json with the new epochs: the earlier lines wait on disk
             # (a driver killed during the resume loses nothing; the next resume merges them)
@@ -154,3 +154,14 @@ def _write_progress_csv(path: Path, lines: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, text.getvalue())
+
+
+def _forget_failure(folder: Path) -> None:
+    """Remove the driver's TensorBoard failure of a trial that goes on: in its board
+    (board_dir), and in <trial>/tensorboard, where a run from before the boards had it."""
+    forget_driver_end(str(folder / "tensorboard"))
+    try:
+        params = json.loads((folder / "params.json").read_text())
+        forget_driver_end(board_dir(str(folder), params))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no params: the trial never started, so no failure was written for it

@@ -24,6 +24,7 @@ from pathlib import Path
 import models
 from engine.run.cli import BadInput, parse_args
 from engine.eval.evaluate import EvalSettings
+from engine.eval.tensorboard import BOARDS
 from engine.files import write_json_atomic
 from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now
@@ -250,7 +251,7 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
     from engine.run.finished import FinishedRun
     text = write_report(out)
     print(text)
-    print(f"TensorBoard: tensorboard --logdir {out}")
+    print(f"TensorBoard: tensorboard --logdir {out / BOARDS}")
     failed = False
     if after is not None and outcome == "complete":
         try:

@@ -162,6 +162,9 @@ class RunSpec:
                 "checkpoint_every": self.checkpoint_every,
                 "checkpoint_seconds": self.checkpoint_seconds, "precision": self.precision,
                 "evaluation": self.evaluation.to_dict(), "resources": self.resources.to_json(),
+                # an Optuna search's trials share a row and seed: each TensorBoard board adds
+                # the trial's number (engine/eval/tensorboard.py board_dir)
+                **({"sampled": True} if self.algorithm == "optuna" else {}),
                 # only an auto budget's trials hold these: a fixed one's params stay as before
                 **({"budget": "auto", "min_epochs": self.min_epochs,
                     "plateau_patience": self.plateau_patience}

@@ -52,7 +52,8 @@ class Diverged(Exception):
 class Session:
     """What the trial needs from whoever runs it (Tune, or a Ray Train worker)."""
     report: Callable[[dict, str | None], None]  # (metrics, checkpoint folder or None)
-    trial_dir: str  # TensorBoard goes in <trial_dir>/tensorboard (rank 0 only)
+    trial_dir: str
+    board: str | None = None  # TensorBoard's events folder (rank 0 only); <trial_dir>/tensorboard
     resume: dict | None = None  # the state saved by the last checkpoint, if restarting
     rank: int = 0
     world: int = 1
@@ -260,7 +261,8 @@ def run_trial(params: dict, session: Session) -> None:
     held = data_device(data.train.images.nbytes + data.val.images.nbytes, dev,
                        spec.resources.gpu)
     train, val = data.train.images.to(held), data.val.images.to(held)
-    board = TrialBoard(session.trial_dir, spec, data, start) if session.rank == 0 else None
+    board = (TrialBoard(session.trial_dir, spec, data, start, session.board)
+             if session.rank == 0 else None)
     # val/fid_rec every few epochs (rank 0): whether the rows' FID order had settled
     cheap_fid = TrainingFid.of(data, spec.evaluation, dev) if session.rank == 0 else None
     drawn: dict = {}  # the evaluation's density samples, which the board's grids reuse
