@@ -5,8 +5,12 @@ callback calls on stand-in trials and a fake clock; the smoke search's real line
 in tests/test_search.py."""
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import re
+import struct
+import termios
 from types import SimpleNamespace
 
 from engine.run.ray_backend import _Progress, _trial_count, grid
@@ -95,27 +99,59 @@ def test_under_an_auto_budget_the_time_left_counts_the_epochs_trials_end_at_not_
     assert LINE.match(out.getvalue().splitlines()[-1]).groups()[6] == "~0s left"
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
+def _terminal(columns: int):
+    """A pseudo-terminal: (what was written to it, its stream); `columns` 0 is one without a
+    size, as `script -c`, `nohup` under a terminal and many CI logs give a process."""
+    master, slave = os.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    os.set_blocking(master, False)
+
+    def written() -> str:
+        chunks = []
+        while True:
+            try:
+                chunks.append(os.read(master, 65536))
+            except (BlockingIOError, OSError):
+                return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return written, os.fdopen(slave, "w")
 
 
-def test_on_a_terminal_a_bar_counts_the_trials_and_the_trial_lines_print_above_it():
-    out = Terminal()
-    progress = _Progress("val/mse", epochs=2, total=3, stream=out, clock=Clock())
-    assert progress.bar is not None
+def _three_trials(progress):
     done = []
     for label in ("UAE", "VAE", "RAE"):
         t = trial(label, 0, status="TERMINATED", epoch=2, result_status="completed")
         done.append(t)
+        progress.on_step_begin(1, done)
         progress.on_step_end(1, done)
         progress.on_trial_complete(2, done, t)
     progress.on_experiment_end(done)
-    text = out.getvalue()
+
+
+def test_on_a_terminal_a_bar_counts_the_trials_and_the_trial_lines_print_above_it():
+    written, out = _terminal(columns=100)
+    progress = _Progress("val/mse", epochs=2, total=3, stream=out, clock=Clock())
+    _three_trials(progress)
+    assert progress.bar is not None
+    out.flush()
+    text = written()
     assert "[3] RAE seed 0: completed at epoch 2" in text
     assert re.search(r"trials: 100%\|.*\| 3/3", text), text  # tqdm's bar, full
     assert "3 of 3 done, 0 running, 0 pending, 0 failed" in text  # its postfix
     assert progress.complete
+
+
+def test_a_terminal_without_a_size_gets_the_progress_lines_not_a_bar():
+    """Issue 31: under `script -q -c ...` (a terminal of 0 columns) tqdm printed nothing at
+    all, so the search showed no progress; such a terminal gets the lines a pipe gets."""
+    written, out = _terminal(columns=0)
+    progress = _Progress("val/mse", epochs=2, total=3, stream=out, clock=Clock())
+    _three_trials(progress)
+    assert progress.bar is None
+    out.flush()
+    lines = written().splitlines()
+    assert [LINE.match(x).groups()[0] for x in lines if LINE.match(x)] == ["1", "2", "3"]
+    assert "[3] RAE seed 0: completed at epoch 2 val/mse=0.5" in lines
 
 
 def test_the_total_is_every_grid_times_the_samples():

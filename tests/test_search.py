@@ -132,6 +132,43 @@ def test_the_report_command_rebuilds_the_same_table(smoke_run):
     assert (out / "report" / "table.csv").read_text() == before
 
 
+RAY_LINES = ("Token authentication is enabled", "Started a local Ray instance",
+             "Configuration for experiment", "View detailed results",
+             "Wrote the latest version of all result files")
+
+
+def test_the_console_holds_the_searchs_lines_and_search_log_rays(smoke_run):
+    """Issue 31: Ray's token warning and start line, Tune's configuration box, its "View
+    detailed results" and INFO lines interleaved with the search's own; now they are in
+    <run>/search.log and the terminal has the header, the trial and progress lines, the
+    table."""
+    out, proc = smoke_run
+    shown = proc.stdout + proc.stderr
+    assert not [x for x in RAY_LINES if x in shown], shown
+    assert not re.search(r"\(\w+ pid=\d+", shown)  # no trial output forwarded by Ray
+    log = (out / "search.log").read_text()
+    assert "Started a local Ray instance" in log and "Wrote the latest version" in log
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("UAE Table 2:") and first.endswith(f"-> {out}")
+    assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_verbose_leaves_rays_and_the_trackers_lines_on_the_terminal(tmp_path):
+    quiet, loud = tmp_path / "quiet", tmp_path / "loud"
+    args = ["--dataset", "digits", "--smoke", "--rows", "VAE", "--seeds", "1", "--eval", "none",
+            "--tracker", "mlflow"]
+    proc = search([*args, "--out", str(quiet)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MLflow database" not in proc.stdout + proc.stderr
+    assert "Creating initial MLflow database tables" in (quiet / "search.log").read_text()
+    proc = search([*args, "--out", str(loud), "-v"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Started a local Ray instance" in proc.stderr
+    assert "Creating initial MLflow database tables" in proc.stderr
+    assert "Configuration for experiment" in proc.stdout  # Tune's own box, as Ray prints it
+    assert not (loud / "search.log").exists()
+
+
 def test_a_search_prints_its_progress_after_every_finished_trial(smoke_run):
     """Not a terminal (captured): a line per finished trial, each followed by where the
     search stands; the counts add up to the 16 trials and end with all done."""

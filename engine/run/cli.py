@@ -78,6 +78,9 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    help=f"the folder of run folders (default ${STORAGE_ENV}, else ./runs in the "
                    "working directory); on a cluster, a shared file system that every node "
                    "mounts at this path (NFS, EFS, ...)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print Ray's, Tune's and the trackers' own lines here too (by default "
+                   "they go to <run>/search.log and the terminal shows the search's lines only)")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run (the latest one, or --out)")
     p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '

@@ -54,6 +54,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
+from engine.run import console  # noqa: E402
 from engine.eval.tensorboard import board_dir, end_session  # noqa: E402
 from engine.run.stopper import PlateauStopper  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
@@ -88,7 +89,7 @@ def init(address: str | None, give_up=None) -> None:
     if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
         print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
               "machine accept anyone who reaches them; unset it to keep token authentication",
-              file=sys.stderr, flush=True)
+              file=console.err(), flush=True)
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
     # job API's tunnel that the README exports for `ray job submit`)
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
@@ -114,7 +115,7 @@ def private_token_file(path: Path = TOKEN_FILE) -> None:
             path.chmod(0o600)
     except OSError as e:  # e.g. a token file of another user's: say so, go on
         print(f"warning: cannot make {path} private ({e.strerror}): chmod 600 it",
-              file=sys.stderr, flush=True)
+              file=console.err(), flush=True)
 
 
 JOIN_TIMEOUT_S = float(os.environ.get("VAE_ABLATIONS_JOIN_TIMEOUT_S", "120"))
@@ -126,7 +127,7 @@ def _give_up(address: str, cleanup=None) -> None:
     print(f"error: --address {address}: Ray did not let this driver join within "
           f"{JOIN_TIMEOUT_S:g} s; check that it is the head's GCS address (ray status there "
           "prints it) and that this machine reaches every port of the head",
-          file=sys.stderr, flush=True)
+          file=console.err(), flush=True)
     os._exit(2)  # noqa: SLF001  (ray.init holds the main thread; nothing has started)
 
 
@@ -595,7 +596,7 @@ class _Interrupt(tune.Stopper):
         name = signal.Signals(signum).name
         print(f"interrupt ({name}): stopping the running trials ("
               f"{'Ctrl-C' if signum == signal.SIGINT else name} again to quit at once)",
-              file=sys.stderr, flush=True)
+              file=console.err(), flush=True)
         signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
                       else signal.SIG_DFL)
 
@@ -625,6 +626,15 @@ class _CSVLogger(CSVLoggerCallback):
 PROGRESS_EVERY_S = 60.0  # a progress line at least this often while trials run (no terminal)
 
 
+def _terminal_width(stream) -> int:
+    """The columns of the terminal `stream` writes to; 0 where it is none or one without a
+    size (`script -c`, a CI log's pseudo-terminal), where a tqdm bar prints nothing at all."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
@@ -649,7 +659,10 @@ class _Progress(tune.Callback):
     def __init__(self, metric: str, epochs: int, total: int, stream=None,
                  clock=time.monotonic, every: float = PROGRESS_EVERY_S, auto: bool = False):
         self.metric, self.epochs, self.total, self.auto = metric, epochs, total, auto
-        self.stream = stream or sys.stdout
+        # the terminal is looked up when a line is printed, and the bar made at the first
+        # step: Tune pickles its callbacks when the experiment starts, and a stream other
+        # than sys.stdout itself (console.quiet() swaps it) does not pickle
+        self._stream = stream
         self.clock, self.every = clock, every
         self.done = self.failed = 0
         self.ended: set[int] = set()  # id() of the trials counted (Tune marks them later)
@@ -657,9 +670,18 @@ class _Progress(tune.Callback):
         self.start = self.last_line = clock()
         self.trials: list = []
         self.bar = None
-        if self.stream.isatty():
-            self.bar = tqdm(total=total, unit="trial", file=self.stream, dynamic_ncols=True,
-                            desc="trials")
+        self._bar_tried = False
+
+    @property
+    def stream(self):
+        return self._stream or console.out()
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._bar_tried:
+            self._bar_tried = True
+            if _terminal_width(self.stream):
+                self.bar = tqdm(total=self.total, unit="trial", file=self.stream,
+                                dynamic_ncols=True, desc="trials")
 
     def on_step_end(self, iteration, trials, **info):
         self.trials = trials
@@ -748,7 +770,8 @@ class _Progress(tune.Callback):
             try:
                 end_session(board_dir(trial.path, trial.config), "error")
             except OSError as e:  # a full disk, a lost mount: the search goes on without it
-                print(f"tensorboard: the failure of {trial} not written: {e}", file=sys.stderr)
+                print(f"tensorboard: the failure of {trial} not written: {e}",
+                      file=console.err())
 
 
 def _trial_count(space: dict, num_samples: int) -> int:

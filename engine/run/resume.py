@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.eval.tensorboard import board_dir, forget_driver_end
 from engine.files import STOPPED_FILE, write_text_atomic
+from engine.run import console
 from engine.run.trial import LINES_FILE
 from engine.trial_files import read_lines
 
@@ -29,7 +30,7 @@ def resume(out: Path, spec, experiment) -> str:
     print(f"resume: {len(todo)} trial(s) to finish"
           + (f", {owed} more to sample" if owed else "")
           + (": " + ", ".join(f"{label} seed {seed}" for label, seed, *_ in todo)
-             if todo and spec.algorithm == "grid" else ""), flush=True)
+             if todo and spec.algorithm == "grid" else ""), flush=True, file=console.out())
     outcome = "complete"
     if todo:
         folders = [out / p[2] for p in todo if p[2]]

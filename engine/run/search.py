@@ -26,6 +26,7 @@ from engine.run.cli import BadInput, parse_args
 from engine.eval.evaluate import EvalSettings
 from engine.eval.tensorboard import BOARDS
 from engine.files import write_json_atomic
+from engine.run import console
 from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
@@ -107,17 +108,18 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
 def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
     from engine.run import ray_backend  # imports Ray: only once the input is known to be good
     give_up = None if args.resume else (lambda: release_run_folder(out))
-    code = _connect(args.address, spec.resources, ray_backend, give_up)
-    if code is not None:
-        if not args.resume:
-            release_run_folder(out)
-        return code
-    # a resume's spec is the run's own, its record appended under environment["resumes"]
-    spec.save(out)
-    (out / "finished.json").unlink(missing_ok=True)
-    outcome = _execute(spec, out, args.resume, ray_backend, list(callbacks))
-    if outcome != "complete":  # the run ends here: its one line must be the last
-        ray_backend.shutdown()
+    with console.quiet(out, args.verbose):  # Ray's, Tune's, the trackers' lines: search.log
+        code = _connect(args.address, spec.resources, ray_backend, give_up)
+        if code is not None:
+            if not args.resume:
+                release_run_folder(out)
+            return code
+        # a resume's spec is the run's own, its record appended under environment["resumes"]
+        spec.save(out)
+        (out / "finished.json").unlink(missing_ok=True)
+        outcome = _execute(spec, out, args.resume, ray_backend, list(callbacks))
+        if outcome != "complete":  # the run ends here: its one line must be the last
+            ray_backend.shutdown()
     return _finish(spec, out, outcome, after)
 
 
@@ -135,7 +137,7 @@ def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> 
                 "; check that the address is the head node's (ray status there prints it)")
         first = (str(e).splitlines() or [type(e).__name__])[0]
         print(f"error: cannot join Ray at --address {address}: {first}{hint}",
-              file=sys.stderr)
+              file=console.err())
         return 2
     have = ray_backend.cluster_resources()
     need_cpu, need_gpu = res.cpu * res.workers, res.gpu * res.workers
@@ -151,12 +153,12 @@ def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> 
                   "trials wait until its autoscaler adds nodes"
                   + ("" if most else " (Ray does not tell this driver how far the cluster can "
                      "grow: if no node type can hold a trial's worker, nothing starts; stop "
-                     "it with Ctrl-C)"), flush=True)
+                     "it with Ctrl-C)"), flush=True, file=console.err())
         else:
             print(f"error: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but the Ray "
                   f"cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU"
                   f"{' at most' if most else ''}; lower --cpus-per-trial / --gpus-per-trial / "
-                  "--workers-per-trial", file=sys.stderr)
+                  "--workers-per-trial", file=console.err())
             return 2
     return None
 
@@ -181,7 +183,8 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
             fits.append(have.get("GPU", 0) // (res.gpu * res.workers))
         max_concurrent = max(1, int(min(fits)))
     print(f"{spec.title}: {len(spec.rows)} rows x {len(spec.seeds)} seeds on {spec.dataset}, "
-          f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True)
+          f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True,
+          file=console.out())
     _train_feature_classifier(spec)
     rows = {r.label: r.config.to_dict() for r in spec.rows}
 
@@ -224,12 +227,12 @@ def _train_feature_classifier(spec: RunSpec) -> None:
         return  # without labels the evaluation says why FID is not computed
     print(f"FID features: training {spec.dataset}'s classifier once, before the trials, on "
           f"{torch.get_num_threads()} threads (cached in {cache_dir() / 'features'})",
-          flush=True)
+          flush=True, file=console.out())
     start = time.perf_counter()
     with torch.no_grad():  # as a trial calls it; the training enables its own gradients
         space = classifier_space(data, "cpu")
     print(f"FID features: {space.description} ({time.perf_counter() - start:.0f} s)",
-          flush=True)
+          flush=True, file=console.out())
 
 
 # outcomes where the run's storage stopped taking writes: one line, no report (it cannot be
