@@ -18,6 +18,8 @@ STOPPED_FILE = "stopped.json"
 # In a run folder: who holds the search's lock, for as long as that search's process lives;
 # written by engine/run/folder.py, read by `vae-ablations status` (which never takes the lock)
 LOCK_FILE = "run.lock"
+# In a run folder: what Ray, Tune and the trackers printed (engine/run/console.py)
+LOG_FILE = "search.log"
 
 
 def lock_holder_line(pid: int, host: str, since: str) -> str:

@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-LOG_FILE = "search.log"  # in the run folder
+from engine.files import LOG_FILE
+
 
 _kept: list = []  # [(stdout, stderr)] of the terminal while quiet() holds, innermost last
 

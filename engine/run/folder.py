@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.run.cli import BadInput, check_storage
-from engine.files import LOCK_FILE, lock_holder_line
+from engine.files import LOCK_FILE, LOG_FILE, lock_holder_line
 
 if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
     from engine.run.search import Search
@@ -134,6 +134,7 @@ def release_run_folder(out: Path) -> None:
         if json.loads((out / "search.json").read_text()) == CLAIM:
             (out / "search.json").unlink()
             (out / LOCK_FILE).unlink(missing_ok=True)
+            (out / LOG_FILE).unlink(missing_ok=True)  # Ray's lines before it gave up
             out.rmdir()
     except (OSError, ValueError):
         pass
