@@ -535,6 +535,55 @@ def test_the_qualitative_figure_has_a_band_per_row_from_its_lowest_seed_complete
     assert image.size[0] > image.size[1] > 200  # wider than high, three bands
 
 
+def test_every_figure_is_written_as_a_pdf_beside_its_png_and_the_pictures_fill_a_page(
+        tmp_path):
+    """A paper takes the PDF (vectors; the pictures at their own pixels); the PNG of the
+    pictures is wide enough for a two-column page's full width at 300 dpi."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+    from engine.report import figures, qualitative
+    run = make_run(tmp_path, finished=True)
+    for _, t in report.load_trials(run).iterrows():
+        np.savez(run / t["trial"] / "qualitative.npz", **_strips(0))
+    text = report.write_report(run)
+    out = run / "report"
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == ["final_bar", "qualitative", "val_curves"]
+    assert sorted(p.stem for p in out.glob("*.pdf")) == pngs
+    for stem in pngs:
+        pdf = (out / f"{stem}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-" and b"/Type3" not in pdf, stem  # TrueType fonts, not Type 3
+        assert f"{stem}.pdf" in text
+    assert Image.open(out / "qualitative.png").size[0] >= qualitative.PAPER_PIXELS >= 2000
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    figures.save_figure(fig, tmp_path / "study.png")  # a study's own figure, the same way
+    assert (tmp_path / "study.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_curves_figure_names_rows_as_the_table_and_shows_the_last_third_apart(tmp_path):
+    """val_curves: the metric's and the rows' display names (as the table shows them), every
+    epoch on the left and the last third on the right, on an axis of its own."""
+    from engine.report import figures
+    from engine.report.display import metric_name
+    run = make_run(tmp_path)
+    trials, curves, search = report.load_trials(run), report.load_curves(run), _search(run)
+    table = report.ablation_table(trials, search)
+    names = {t: g["name"] for g in report._groups(trials, search)
+             for t in trials.loc[g["index"], "trial"]}
+    fig = figures.curves_figure(curves, names, table.index, search)
+    whole, last = fig.axes
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(table.index)
+    assert UT in list(table.index)  # a display name, not the trial folder's spelling
+    assert metric_name("val/mse")[0] in fig.get_suptitle() and whole.get_ylabel() == "val. MSE ↓"
+    epochs = [sorted({e for line in ax.lines for e in line.get_xdata()}) for ax in (whole, last)]
+    assert epochs == [[1, 2, 3], [2, 3]]  # the last third of epochs 1 to 3
+    low, high = last.get_ylim()
+    val = curves[(curves.metric == "val/mse") & (curves.epoch >= 2)]["value"]
+    assert low > whole.get_ylim()[0] and high < val.max() * 1.2  # fitted to the last third
+
+
 def test_a_row_without_pictures_is_left_out_and_the_title_says_so(tmp_path):
     run = make_run(tmp_path, finished=True)
     trials = report.load_trials(run)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
-from engine.report import display, qualitative, stats, tuning
+from engine.report import display, figures, qualitative, stats, tuning
 from engine.report.figures import bar_figure as _bar_figure, curves_figure as _curves_figure
 from engine.report.figures import save_figure  # noqa: F401  (the studies' own figures)
 from engine.report.formats import latex_table as _latex_table, markdown as _markdown
@@ -33,7 +33,7 @@ from engine.trial_files import lines_problem, params_problem, read_lines
 COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
           "unfinished": "unfinished"}
 REPORT_FILES = ("table.md", "table.tex", "table.csv", "trials.csv", "trials.parquet",
-                "curves.csv", "val_curves.png", "final_bar.png")
+                "curves.csv", "val_curves.png", "val_curves.pdf", "final_bar.png", "final_bar.pdf")
 CURVE_COLUMNS = ["trial", "label", "seed", "epoch", "metric", "value"]
 # A completed trial has converged when its curves have flattened (engine/convergence.py, the
 # rule --epochs auto stops at). A trial cut short by its budget is compared with the others
@@ -277,7 +277,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(run_dir) -> str:
     """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
-    curves.csv, val_curves.png, final_bar.png; for a sampled search also its best
+    curves.csv, val_curves and final_bar as PNG and PDF; for a sampled search also its best
     configurations and parameter importances, engine/report/tuning.py), each file atomically, and
     return the text to print: a title line, the Markdown table, its notes, the trials'
     statuses, where the files are."""
@@ -316,10 +316,10 @@ def write_report(run_dir) -> str:
         "trials.csv": lambda p: trials.to_csv(p, index=False),
         "trials.parquet": lambda p: trials.to_parquet(p, index=False),
         "curves.csv": lambda p: curves.to_csv(p, index=False),
-        "val_curves.png": lambda p: _curves_figure(curves, names, table.index, search)
-        .savefig(p, format="png", dpi=120),
-        "final_bar.png": lambda p: _bar_figure(table, search, trials, names)
-        .savefig(p, format="png", dpi=120),
+        **figures.writers("val_curves", lambda: _curves_figure(curves, names, table.index,
+                                                               search), dpi=120),
+        **figures.writers("final_bar", lambda: _bar_figure(table, search, trials, names),
+                          dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
     for name, write in writers.items():
@@ -329,8 +329,9 @@ def write_report(run_dir) -> str:
     extra: dict[str, Callable[[Path], object]] = {}
     pictures = _qualitative_rows(run, trials, search)
     if pictures:  # the trials' own pictures, a band per row (engine/report/qualitative.py)
-        extra["report/qualitative.png"] = lambda p: qualitative.figure(pictures, _picture_title(
-            search, pictures, trials)).savefig(p, format="png", dpi=100)
+        extra.update({f"report/{name}": write for name, write in figures.writers(
+            "qualitative", lambda: qualitative.figure(pictures, _picture_title(
+                search, pictures, trials)), dpi="figure").items()})
     if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
         extra.update({f"report/{name}": write for name, write
                       in tuning.plot_writers(trials, curves, search).items()})
