@@ -311,7 +311,8 @@ def write_report(run_dir) -> str:
     writers: dict[str, Callable[[Path], object]] = {
         "table.md": lambda p: p.write_text(f"# {title}\n\n{markdown}\n\n{note_lines}"
                                            + (f"\n{sections}" if sections else "")),
-        "table.tex": lambda p: p.write_text(_latex_table(shown, notes)),
+        "table.tex": lambda p: p.write_text(_latex_table(shown, notes, title,
+                                                         f"tab:{search.get('name', 'search')}")),
         "table.csv": lambda p: table.to_csv(p),
         "trials.csv": lambda p: trials.to_csv(p, index=False),
         "trials.parquet": lambda p: trials.to_parquet(p, index=False),

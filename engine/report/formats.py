@@ -1,5 +1,5 @@
 """The ablation table as files: Markdown (table.md, and what the console prints) and LaTeX
-(table.tex), from format_table's cells with its bold marks."""
+(table.tex: a float with siunitx columns), from format_table's cells with its bold marks."""
 from __future__ import annotations
 
 import re
@@ -38,7 +38,7 @@ _GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Up
 
 def _latex(text) -> str:
     """Plain ASCII LaTeX for any text (labels like "UT-VAE*-full-Σ", metrics like "val/mse"),
-    so table.tex compiles under pdflatex without extra packages (booktabs aside)."""
+    so table.tex compiles under pdflatex with no package for Unicode."""
     return "".join(_LATEX.get(ch) or (ch if ord(ch) < 128 else _latex_unicode(ch))
                    for ch in str(text))
 
@@ -59,67 +59,88 @@ def _latex_unicode(ch: str) -> str:
     return "".join(_LATEX.get(c, c) for c in ascii_text) or "?"
 
 
-def latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
-    """booktabs, each numeric column aligned on its decimal points (_aligned_column)."""
+# how table.tex sets numbers: bold read from the cell's \bfseries (detect-weight, in text
+# mode), no thin spaces between groups of three digits (the report's own cells have none)
+SISETUP = r"\sisetup{detect-weight, mode=text, group-digits=none}"
+# a row at most this many characters long fits one column of a two-column page at \small
+COLUMN_CHARACTERS = 60
+_NUM = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"  # a number as display.cell writes it: "1.235e+06"
+# a table cell as display.cell writes it: "0.01471 ± 0.0006 ab", "0.008000 (n=1)", "12.5 ± –"
+_CELL = re.compile(rf"^(?P<mean>{_NUM})(?: ± (?P<spread>{_NUM}|–))?(?P<note> \(n=\d+\))?"
+                   r"(?: (?P<letters>[a-zA-Z]+))?$")
+
+
+def latex_table(shown: pd.DataFrame, notes: list[str], caption: str = "",
+                label: str = "") -> str:
+    """A table float to \\input in a paper: booktabs rules, siunitx S columns that align every
+    number on its decimal point (a metric's mean and its ± half-width each in a column of its
+    own, its letters and "(n=1)" as text after them), bold (\\bfseries) where format_table
+    marks the best, a cell that is no number ("—") braced as text. `table` where a row fits a
+    column (COLUMN_CHARACTERS), else `table*` across both; scaled down to the width only where
+    it is still wider. The notes as comments above it."""
     bold = shown.attrs.get("bold", set())
-    escaped = shown.map(_latex)
-    for k in range(shown.shape[1]):
-        cells = _aligned_column(list(shown.iloc[:, k]),
-                                {row for row, col in bold if col == k})
-        if cells is not None:
-            escaped[escaped.columns[k]] = cells
-    escaped.attrs["bold"] = {(row, col) for row, col in bold
-                             if not _NUMBER.match(str(shown.iat[row, col]))}
-    escaped = _emboldened(escaped, lambda c: f"\\textbf{{{c}}}")
-    escaped.index = [_latex(i) for i in shown.index]
-    escaped.columns = pd.MultiIndex.from_tuples(
-        [(_latex(top), _latex(metric)) for top, metric in shown.columns])
-    comments = "".join(f"% {_latex(n)}\n" for n in notes)
-    return ("% needs \\usepackage{booktabs,calc}\n" + comments
-            + escaped.to_latex(escape=False, multicolumn_format="c",
-                               column_format="l" + "c" * escaped.shape[1]))
+    columns, specs = {}, []
+    for k, (top, metric) in enumerate(shown.columns):
+        for part, (spec, cells) in _columns(list(shown.iloc[:, k]),
+                                            {row for row, col in bold if col == k}).items():
+            columns[(_latex(top), _latex(metric), part)] = cells
+            specs.append(spec)
+    tex = pd.DataFrame(columns, index=[_latex(i) for i in shown.index])
+    tabular = tex.style.hide(axis="columns", level=2).to_latex(
+        column_format="l" + "".join(specs), hrules=True, multicol_align="c", siunitx=True)
+    float_ = "table" if _characters(shown) <= COLUMN_CHARACTERS else "table*"
+    label = re.sub(r"[^A-Za-z0-9:.-]", "-", label)
+    return ("% needs \\usepackage{booktabs,siunitx,graphicx}\n"
+            + "".join(f"% {_latex(n)}\n" for n in notes)
+            + f"\\begin{{{float_}}}\n\\centering\n\\small\n{SISETUP}\n"
+            + (f"\\caption{{{_latex(caption)}}}\n" if caption else "")
+            + (f"\\label{{{label}}}\n" if label else "")
+            # the tabular's own width where it fits, the line's where it would not
+            + "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{"
+            + tabular.rstrip("\n") + "}\n"
+            + f"\\end{{{float_}}}\n")
 
 
-# a table cell as display.cell writes it: "0.01471 ± 0.0006", "0.008000 (n=1)", "12.5 ± 3"
-_NUMBER = re.compile(r"^(?P<mi>-?\d+)(?P<mf>\.\d+)?"
-                     r"(?: ± (?P<si>\d+)(?P<sf>\.\d+)?)?(?P<note> \(n=\d+\))?"
-                     r"(?: (?P<letters>[a-zA-Z]+))?$")
-
-
-def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
-    """The LaTeX of a column's cells with every mean's and every std's decimal point at one
-    place: each part in a box as wide as the column's widest in bold (calc's \\widthof), the
-    integer parts right-aligned and the fractions left-aligned in theirs, so bold cells (bold
-    digits are wider) align too. None where no cell is a number."""
-    parsed = [_NUMBER.match(str(c)) for c in cells]
-    found = [m for m in parsed if m]
-    if not found:
-        return None
-
-    def widest(part: str) -> str:
-        return max((m[part] or "" for m in found), key=len)
-    parts = {p: widest(p) for p in ("mi", "mf", "si", "sf", "note", "letters")}
-
-    def box(text: str, part: str, side: str, heavy: bool) -> str:
-        if not parts[part]:
-            return ""
-        template = re.sub(r"\d", "0", parts[part])  # the widest digits: every digit as 0
-        shown = f"\\textbf{{{text}}}" if heavy and text else text
-        return (f"\\makebox[\\widthof{{\\textbf{{{_latex(template)}}}}}][{side}]"
-                f"{{{shown}}}")
-
-    out = []
-    for k, (cell, m) in enumerate(zip(cells, parsed)):
-        if not m:
-            text = _latex(cell)
-            out.append(f"\\textbf{{{text}}}" if k in bold else text)
-            continue
-        heavy = k in bold
-        pm = "\\,$\\pm$\\," if m["si"] else "\\phantom{\\,$\\pm$\\,}"
-        out.append(box(m["mi"], "mi", "r", heavy) + box(m["mf"] or "", "mf", "l", heavy)
-                   + ((pm + box(m["si"] or "", "si", "r", heavy)
-                       + box(m["sf"] or "", "sf", "l", heavy)) if parts["si"] else "")
-                   + box(_latex(m["note"] or ""), "note", "l", heavy)
-                   + (f"\\,\\textsuperscript{{{box(m['letters'] or '', 'letters', 'l', False)}}}"
-                      if parts["letters"] else ""))
+def _columns(cells: list[str], bold: set[int]) -> dict[str, tuple[str, list[str]]]:
+    """{part: (column spec, LaTeX cells)} of the columns one of format_table's sets: the
+    means' S column, the ± half-widths' where a cell has one, then the text after a number
+    (its "(n=1)", its letters) where a cell has some. A column with no number: one text
+    column."""
+    found = [_CELL.match(str(c)) for c in cells]
+    if not any(found):
+        return {"": ("c", [_latex(c) for c in cells])}
+    weight = ["\\bfseries " if row in bold else "" for row in range(len(cells))]
+    out = {"": (f"S[table-format={_format([m['mean'] for m in found if m])}]",
+                [w + m["mean"] if m else (f"{{{_latex(c)}}}" if c else "")
+                 for c, m, w in zip(cells, found, weight)])}
+    spreads = [m["spread"] for m in found if m and m["spread"] not in (None, "–")]
+    if any(m and m["spread"] for m in found):
+        out["±"] = ("@{\\,}" + (f"S[table-format=\\pm{_format(spreads)}]" if spreads else "c"),
+                    ["" if not (m and m["spread"]) else f"{w}\\pm {m['spread']}"
+                     if m["spread"] != "–" else f"{{{_latex('± –')}}}"
+                     for m, w in zip(found, weight)])
+    if any(m and (m["note"] or m["letters"]) for m in found):
+        out["after"] = ("@{\\,}l", ["" if not m else _latex((m["note"] or "").strip())
+                                    + (f"\\textsuperscript{{{m['letters']}}}"
+                                       if m["letters"] else "") for m in found])
     return out
+
+
+def _format(numbers: list[str]) -> str:
+    """siunitx's table-format that holds each of `numbers`: its sign, the most integer digits
+    and decimals, the longest exponent ("-2.4e1")."""
+    parsed = [re.fullmatch(r"(-?)(\d+)(?:\.(\d+))?(?:e([+-]?)(\d+))?", n) for n in numbers]
+    text = (("-" if any(p[1] for p in parsed) else "")
+            + f"{max(len(p[2]) for p in parsed)}.{max(len(p[3] or '') for p in parsed)}")
+    exponents = [p for p in parsed if p[5]]
+    if exponents:
+        text += ("e" + ("-" if any(p[4] == "-" for p in exponents) else "")
+                 + str(max(len(str(int(p[5]))) for p in exponents)))
+    return text
+
+
+def _characters(shown: pd.DataFrame) -> int:
+    """A row's width in characters: the widest label, then each column's widest cell or name."""
+    return max((len(str(i)) for i in shown.index), default=0) + sum(
+        max([len(str(metric)), *(len(str(c)) + 2 for c in shown.iloc[:, k])])
+        for k, (_, metric) in enumerate(shown.columns))
