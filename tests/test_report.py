@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -449,34 +450,99 @@ def test_the_markdown_and_latex_tables_set_each_columns_best_in_bold(tmp_path):
     [ut] = [line for line in md.splitlines() if line.startswith(f"| {UT}")]
     assert ut.count("**") == 4 and "**0.008000 (n=1)**" in ut
     assert "**" not in "".join(line for line in md.splitlines() if line.startswith("| VAE"))
-    # bold inside the decimal-aligned boxes: the integer part and the fraction
-    assert r"[r]{\textbf{0}}" in tex and r"[l]{\textbf{.008000}}" in tex
+    # bold as siunitx reads it in an S column (detect-weight): \bfseries before the number
+    assert r"\bfseries 0.008000" in tex and r"\bfseries 20.97" in tex
     assert "bold: the best mean of each column" in md and "Welch" in md
 
 
-def _boxes(cell: str) -> list[tuple[str, str]]:
-    """(width template, side) of every \\makebox in a LaTeX cell."""
-    return re.findall(r"\\makebox\[\\widthof\{\\textbf\{([^}]*)\}\}\]\[([rl])\]", cell)
+# siunitx's input in an S column: a number, bold or not, the ± half-width's with its sign,
+# a braced text, or nothing
+_SI_CELL = re.compile(r"^(\\bfseries )?(\\pm )?-?\d+(\.\d+)?(e[+-]?\d+)?$|^\{.*\}$|^$")
 
 
-def test_the_latex_table_aligns_every_column_on_its_decimal_points(tmp_path):
-    """booktabs, and in each numeric column every cell the same boxes (calc's \\widthof the
-    column's widest part in bold, integers right-aligned, fractions left-aligned), so that
-    the means' points, the ± signs and the stds' points fall in one place, bold or not."""
+def _tabular(tex: str) -> tuple[list[str], list[list[str]]]:
+    """(each column's spec: "l", "c", "S[...]"; the body's rows as lists of cells)."""
+    spec = re.search(r"\\begin\{tabular\}\{(.*)\}\n", tex)[1]
+    specs = re.findall(r"S\[[^\]]*\]|[lc]", re.sub(r"@\{[^}]*\}", "", spec))
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    return specs, [[c.strip() for c in re.split(r"(?<!\\)&", line.strip().removesuffix("\\\\"))]
+                   for line in body.strip().splitlines()]
+
+
+def _cells() -> pd.DataFrame:
+    """format_table's columns with every kind of cell display.cell writes, bold and not: a
+    mean ± interval with letters, one seed, none completed ("—"), no interval for n > 1,
+    powers of ten, a negative mean, and a value that is no number (inf)."""
+    from engine.report.display import cell
+    cells = [cell(0.014712, 0.00062, 3) + " ab", cell(0.008, math.nan, 1),
+             cell(math.nan, math.nan, 0), cell(12.5, math.nan, 3), cell(2.5e6, 3.1e5, 3),
+             cell(-3.52, 0.21, 3) + " a", cell(math.inf, 0.1, 3)]
+    shown = pd.DataFrame({("digits", "MSE ↓"): cells,
+                          ("digits", "FID (paper)"): ["47.38", "", "1e-05", "", "", "", ""],
+                          ("trials", "n"): ["3", "1", "0", "3", "3", "3", ""]},
+                         index=[f"{UT} {k}" for k in range(len(cells))])
+    shown.attrs["bold"] = {(0, 0), (1, 0), (5, 0)}
+    return shown
+
+
+def test_the_latex_table_sets_numbers_in_siunitx_columns_aligned_on_their_points(tmp_path):
+    """Every number in an S column (siunitx aligns the decimal points, bold or not): a mean's
+    column, its ± half-width's beside it, its letters and "(n=1)" as text after; a cell that
+    is no number braced, so that siunitx reads it as text; no hand-made boxes."""
     run = make_run(tmp_path)
     shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
-    tex = report._latex_table(shown, [])
-    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    assert tex.startswith("% needs \\usepackage{booktabs,calc}")
-    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
-    rows = [line.rstrip(" \\").split(" & ") for line in body.strip().splitlines()]
-    mse = shown.columns.get_loc(next(c for c in shown.columns if "MSE" in c[1])) + 1
-    cells = [row[mse] for row in rows]
-    numeric = [c for c in cells if "makebox" in c]
-    assert len(numeric) >= 2 and len({tuple(_boxes(c)) for c in numeric}) == 1
-    assert _boxes(numeric[0])[:2] == [("0", "r"), (".000000", "l")]  # 0.008000's parts
-    # a cell that is no number ("—": no completed seed) is left as it is
-    assert all("makebox" in c or c.strip() in ("---", "") for c in cells)
+    for tex in (report._latex_table(shown, []), report._latex_table(_cells(), [])):
+        assert tex.startswith("% needs \\usepackage{booktabs,siunitx,graphicx}")
+        assert "\\sisetup{detect-weight, mode=text" in tex and "\\makebox" not in tex
+        assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+        specs, rows = _tabular(tex)
+        assert all(len(row) == len(specs) for row in rows)
+        numeric = [k for k, s in enumerate(specs) if s.startswith("S[")]
+        assert len(numeric) >= 3
+        for row in rows:
+            for k in numeric:
+                assert _SI_CELL.match(row[k].strip()), (specs[k], row[k])
+    specs, rows = _tabular(report._latex_table(_cells(), []))
+    mean, spread, after = rows[0][1:4]
+    assert (mean, spread, after) == (r"\bfseries 0.01471", r"\bfseries \pm 0.0006",
+                                     r"\textsuperscript{ab}")  # the letters not bold
+    # room for the widest integer part, fraction, sign and power of ten in each column
+    assert specs[1:3] == ["S[table-format=-2.6e1]", r"S[table-format=\pm1.4e1]"]
+    assert [row[1] for row in rows[1:3]] == [r"\bfseries 0.008000", "{---}"]
+    assert rows[2][2] == "" and rows[3][2] == r"{$\pm$ --}" and rows[1][3] == "(n=1)"
+    assert rows[6][1].startswith("{inf")  # no number: text, braced
+
+
+def test_the_latex_table_is_a_float_for_a_column_or_across_the_page(tmp_path):
+    """A table whose rows fit a column of a two-column page is a `table`, a wider one a
+    `table*`; either is scaled down to the line only where it is still wider, and carries
+    its caption and label."""
+    run = make_run(tmp_path)
+    shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
+    wide = report._latex_table(shown, [], "Test ablation (ablation_test)", "tab:ablation_test")
+    assert "\\begin{table*}" in wide and wide.rstrip().endswith("\\end{table*}")
+    assert "\\caption{Test ablation (ablation\\_test)}" in wide
+    assert "\\label{tab:ablation-test}" in wide
+    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{" in wide
+    narrow = report._latex_table(shown.iloc[:, :1], [])
+    assert "\\begin{table}" in narrow and "\\begin{table*}" not in narrow
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="no TeX installation (pdflatex) to compile table.tex with")
+def test_table_tex_compiles_with_pdflatex_in_a_two_column_paper(tmp_path):
+    run = make_run(tmp_path, finished=True)
+    report.write_report(run)
+    (tmp_path / "cells.tex").write_text(report._latex_table(_cells(), ["a note: 5% \\ _"]))
+    for name in ("run/report/table.tex", "cells.tex"):
+        (tmp_path / "paper.tex").write_text(
+            "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,siunitx,graphicx}\n"
+            f"\\begin{{document}}\n\\input{{{name}}}\nText.\n\\end{{document}}\n")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                               "paper.tex"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, (name, done.stdout[-3000:])
+        assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_the_final_figure_plots_every_table_metric_with_each_seed_as_a_point(tmp_path):
@@ -533,6 +599,55 @@ def test_the_qualitative_figure_has_a_band_per_row_from_its_lowest_seed_complete
     assert sorted(int(s["inputs"][0, 0, 0, 0]) for _, s in rows) == sorted(expected)
     image = Image.open(run / "report" / "qualitative.png")
     assert image.size[0] > image.size[1] > 200  # wider than high, three bands
+
+
+def test_every_figure_is_written_as_a_pdf_beside_its_png_and_the_pictures_fill_a_page(
+        tmp_path):
+    """A paper takes the PDF (vectors; the pictures at their own pixels); the PNG of the
+    pictures is wide enough for a two-column page's full width at 300 dpi."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+    from engine.report import figures, qualitative
+    run = make_run(tmp_path, finished=True)
+    for _, t in report.load_trials(run).iterrows():
+        np.savez(run / t["trial"] / "qualitative.npz", **_strips(0))
+    text = report.write_report(run)
+    out = run / "report"
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == ["final_bar", "qualitative", "val_curves"]
+    assert sorted(p.stem for p in out.glob("*.pdf")) == pngs
+    for stem in pngs:
+        pdf = (out / f"{stem}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-" and b"/Type3" not in pdf, stem  # TrueType fonts, not Type 3
+        assert f"{stem}.pdf" in text
+    assert Image.open(out / "qualitative.png").size[0] >= qualitative.PAPER_PIXELS >= 2000
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    figures.save_figure(fig, tmp_path / "study.png")  # a study's own figure, the same way
+    assert (tmp_path / "study.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_curves_figure_names_rows_as_the_table_and_shows_the_last_third_apart(tmp_path):
+    """val_curves: the metric's and the rows' display names (as the table shows them), every
+    epoch on the left and the last third on the right, on an axis of its own."""
+    from engine.report import figures
+    from engine.report.display import metric_name
+    run = make_run(tmp_path)
+    trials, curves, search = report.load_trials(run), report.load_curves(run), _search(run)
+    table = report.ablation_table(trials, search)
+    names = {t: g["name"] for g in report._groups(trials, search)
+             for t in trials.loc[g["index"], "trial"]}
+    fig = figures.curves_figure(curves, names, table.index, search)
+    whole, last = fig.axes
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(table.index)
+    assert UT in list(table.index)  # a display name, not the trial folder's spelling
+    assert metric_name("val/mse")[0] in fig.get_suptitle() and whole.get_ylabel() == "val. MSE ↓"
+    epochs = [sorted({e for line in ax.lines for e in line.get_xdata()}) for ax in (whole, last)]
+    assert epochs == [[1, 2, 3], [2, 3]]  # the last third of epochs 1 to 3
+    low, high = last.get_ylim()
+    val = curves[(curves.metric == "val/mse") & (curves.epoch >= 2)]["value"]
+    assert low > whole.get_ylim()[0] and high < val.max() * 1.2  # fitted to the last third
 
 
 def test_a_row_without_pictures_is_left_out_and_the_title_says_so(tmp_path):

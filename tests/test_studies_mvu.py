@@ -259,11 +259,14 @@ def test_the_run_is_kept_as_an_optuna_study_for_its_dashboard_and_plots(tmp_path
     assert study.best_trial.user_attrs["trial"] == "t1"
     for name, write in tuning.plot_writers(trials, curves, search).items():
         write(tmp_path / name)
+        if name.endswith(".pdf"):  # the same figure as vectors, for a paper
+            assert (tmp_path / name).read_bytes()[:5] == b"%PDF-", name
+            continue
         image = Image.open(tmp_path / name)
         assert image.size[0] >= 600 and image.size[1] >= 300, name
         pixels = image.convert("L").getextrema()
         assert pixels[0] < 100 < pixels[1], name  # something drawn on the white
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(tuning.PLOTS)
+    assert sorted(p.name for p in tmp_path.glob("*.p[dn][fg]")) == sorted(tuning.PLOTS)
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -7,24 +7,25 @@ as CSV / Parquet / Markdown / LaTeX, and two plots.
 It reads only what the engine writes (search.json, each trial's params.json, result.json and
 error.txt, finished.json), imports neither Ray nor torch, so it runs wherever a run folder was
 copied to, and never branches on a model's name: a table row is a label plus a config.
+The figures are drawn in engine/report/figures.py, the Markdown and LaTeX written in
+engine/report/formats.py.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import re
-import unicodedata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure  # the object API draws with Agg and keeps no global state
-from matplotlib.ticker import MaxNLocator
 
 from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
-from engine.report import display, qualitative, stats, tuning
+from engine.report import display, figures, qualitative, stats, tuning
+from engine.report.figures import bar_figure as _bar_figure, curves_figure as _curves_figure
+from engine.report.figures import save_figure  # noqa: F401  (the studies' own figures)
+from engine.report.formats import latex_table as _latex_table, markdown as _markdown
 from engine.files import STOPPED_FILE, link_problem, write_atomic
 from engine.trial_files import lines_problem, params_problem, read_lines
 
@@ -32,7 +33,7 @@ from engine.trial_files import lines_problem, params_problem, read_lines
 COUNTS = {"diverged": "diverged", "stopped early": "stopped early", "error": "errors",
           "unfinished": "unfinished"}
 REPORT_FILES = ("table.md", "table.tex", "table.csv", "trials.csv", "trials.parquet",
-                "curves.csv", "val_curves.png", "final_bar.png")
+                "curves.csv", "val_curves.png", "val_curves.pdf", "final_bar.png", "final_bar.pdf")
 CURVE_COLUMNS = ["trial", "label", "seed", "epoch", "metric", "value"]
 # A completed trial has converged when its curves have flattened (engine/convergence.py, the
 # rule --epochs auto stops at). A trial cut short by its budget is compared with the others
@@ -200,37 +201,13 @@ def _floor_notes(trials: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             "reference images' own."]
 
 
-def _comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.Column]]:
-    """{metric: (display name, better, the column's comparison)} over the table's rows (not the
-    floor row)."""
-    rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
-    out = {}
-    for metric in [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]:
-        name, better = display.metric_name(metric)
-        if metric == table.attrs.get("metric") and table.attrs.get("mode") in ("min", "max"):
-            better = display.LOWER if table.attrs["mode"] == "min" else display.HIGHER
-        nothing = pd.Series(math.nan, index=rows.index)  # a table of means alone: no tests
-        out[metric] = (name, better, stats.compare(rows[f"{metric} mean"],
-                                                    rows.get(f"{metric} std", nothing),
-                                                    _seeds(rows, metric), better))
-    return out
-
-
-def _seeds(table: pd.DataFrame, metric: str) -> pd.Series:
-    """The seeds behind each row's value of `metric`: its own count where the table has one
-    (a completed seed may lack a metric that could not be computed), else the row's n."""
-    if f"{metric} n" in table:
-        return table[f"{metric} n"]
-    return table["n"] if "n" in table else pd.Series(0, index=table.index)
-
-
 def _resolution_notes(table: pd.DataFrame) -> list[str]:
     """Per column with a direction, a note: how many adjacent pairs (in the mean's order) the
     seeds resolve, how many of the rest 5, 10 or 20 seeds per row would, and the seeds the
     hardest one needs."""
     notes = []
     rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
-    for metric, (name, better, column) in _comparisons(table).items():
+    for metric, (name, better, column) in display.comparisons(table).items():
         if better is None or len(column.tested) < 2:
             continue
         adjacent = list(zip(column.tested, column.tested[1:]))
@@ -266,8 +243,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     columns: dict[tuple[str, str], list[str]] = {}
     bold: set[tuple[int, int]] = set()
     position = {row: i for i, row in enumerate(table.index)}
-    for metric, (name, better, column) in _comparisons(table).items():
-        mean, n = table[f"{metric} mean"], _seeds(table, metric)
+    for metric, (name, better, column) in display.comparisons(table).items():
+        mean, n = table[f"{metric} mean"], display.seeds(table, metric)
         std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index))
         ci = (table[f"{metric} ci95"] if f"{metric} ci95" in table else pd.Series(
             [stats.ci_halfwidth(s, k) for s, k in zip(std, n)], index=table.index))
@@ -298,14 +275,9 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def save_figure(fig: Figure, path) -> None:
-    """A study's own figure as a PNG, written atomically like the report's files."""
-    write_atomic(Path(path), lambda p: fig.savefig(p, format="png", dpi=110))
-
-
 def write_report(run_dir) -> str:
     """Write <run>/report/ (table.md, table.tex, table.csv, trials.csv, trials.parquet,
-    curves.csv, val_curves.png, final_bar.png; for a sampled search also its best
+    curves.csv, val_curves and final_bar as PNG and PDF; for a sampled search also its best
     configurations and parameter importances, engine/report/tuning.py), each file atomically, and
     return the text to print: a title line, the Markdown table, its notes, the trials'
     statuses, where the files are."""
@@ -339,15 +311,16 @@ def write_report(run_dir) -> str:
     writers: dict[str, Callable[[Path], object]] = {
         "table.md": lambda p: p.write_text(f"# {title}\n\n{markdown}\n\n{note_lines}"
                                            + (f"\n{sections}" if sections else "")),
-        "table.tex": lambda p: p.write_text(_latex_table(shown, notes)),
+        "table.tex": lambda p: p.write_text(_latex_table(shown, notes, title,
+                                                         f"tab:{search.get('name', 'search')}")),
         "table.csv": lambda p: table.to_csv(p),
         "trials.csv": lambda p: trials.to_csv(p, index=False),
         "trials.parquet": lambda p: trials.to_parquet(p, index=False),
         "curves.csv": lambda p: curves.to_csv(p, index=False),
-        "val_curves.png": lambda p: _curves_figure(curves, names, table.index, search)
-        .savefig(p, format="png", dpi=120),
-        "final_bar.png": lambda p: _bar_figure(table, search, trials, names)
-        .savefig(p, format="png", dpi=120),
+        **figures.writers("val_curves", lambda: _curves_figure(curves, names, table.index,
+                                                               search), dpi=120),
+        **figures.writers("final_bar", lambda: _bar_figure(table, search, trials, names),
+                          dpi=120),
     }
     writers.update({name: (lambda p, t=text: p.write_text(t)) for name, text in texts.items()})
     for name, write in writers.items():
@@ -357,8 +330,9 @@ def write_report(run_dir) -> str:
     extra: dict[str, Callable[[Path], object]] = {}
     pictures = _qualitative_rows(run, trials, search)
     if pictures:  # the trials' own pictures, a band per row (engine/report/qualitative.py)
-        extra["report/qualitative.png"] = lambda p: qualitative.figure(pictures, _picture_title(
-            search, pictures, trials)).savefig(p, format="png", dpi=100)
+        extra.update({f"report/{name}": write for name, write in figures.writers(
+            "qualitative", lambda: qualitative.figure(pictures, _picture_title(
+                search, pictures, trials)), dpi="figure").items()})
     if tuning.is_sampled(search):  # Optuna's own plots, and the study for its dashboard
         extra.update({f"report/{name}": write for name, write
                       in tuning.plot_writers(trials, curves, search).items()})
@@ -754,7 +728,7 @@ def _order_notes(table: pd.DataFrame, search: dict) -> list[str]:
             # each row by its own metric (e.g. the 2-Stage VAE's second-stage FID against a
             # one-stage row's prior FID), Holm over all of the claim's pairs at once
             def column(part: str, rows=theirs) -> pd.Series:
-                return pd.Series({r: (_seeds(table, of(r)) if part == "n" else table.get(
+                return pd.Series({r: (display.seeds(table, of(r)) if part == "n" else table.get(
                     f"{of(r)} {part}", pd.Series(math.nan, index=table.index))).get(r)
                     for r in rows})
             tests = stats.resolve_claim(every, column("mean"), column("std"), column("n"))
@@ -974,22 +948,6 @@ def _title(search: dict, finished: bool) -> str:
             f"{search.get('metric')} ({search.get('mode')}); {state}")
 
 
-def _emboldened(shown: pd.DataFrame, mark: Callable[[str], str]) -> pd.DataFrame:
-    """`shown` with mark(cell) at format_table's bold positions."""
-    out = shown.copy()
-    for row, col in shown.attrs.get("bold", ()):
-        out.iat[row, col] = mark(out.iat[row, col])
-    return out
-
-
-def _markdown(shown: pd.DataFrame) -> str:
-    flat = _emboldened(shown, lambda c: f"**{c}**")
-    flat.columns = [metric if top == "trials" else f"{top}: {metric}"
-                    for top, metric in shown.columns]
-    # disable_numparse: the cells are already formatted; tabulate would round them again
-    return flat.to_markdown(disable_numparse=True)
-
-
 def _status_text(trials: pd.DataFrame) -> str:
     lines = [f"trials: {len(trials)} ({_status_counts(trials)})"]
     errored = trials[trials["status"] == "error"] if len(trials) else trials
@@ -997,199 +955,3 @@ def _status_text(trials: pd.DataFrame) -> str:
         who = ", ".join(f"{r.label} seed {_short(r.seed)}" for r in sub.itertuples())
         lines.append(f"  error in {who}: {message}")
     return "\n".join(lines)
-
-
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-          "*": "{*}",  # braced: after a row's \\ a bare * would read as \\*
-          "±": r"$\pm$", "—": "---", "–": "--", "×": r"$\times$", "·": r"$\cdot$",
-          "≤": r"$\leq$", "≥": r"$\geq$", "√": r"$\surd$", "↓": r"$\downarrow$",
-          "↑": r"$\uparrow$"}
-_GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi",
-                   "Psi", "Omega"}
-
-
-def _latex(text) -> str:
-    """Plain ASCII LaTeX for any text (labels like "UT-VAE*-full-Σ", metrics like "val/mse"),
-    so table.tex compiles under pdflatex without extra packages (booktabs aside)."""
-    return "".join(_LATEX.get(ch) or (ch if ord(ch) < 128 else _latex_unicode(ch))
-                   for ch in str(text))
-
-
-def _latex_unicode(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    if name.startswith("SUPERSCRIPT "):
-        return f"$^{{{unicodedata.normalize('NFKC', ch)}}}$"
-    if name.startswith("SUBSCRIPT "):
-        return f"$_{{{unicodedata.normalize('NFKC', ch)}}}$"
-    greek = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER (FINAL )?([A-Z]+)", name)
-    if greek:
-        letter = greek.group(3).capitalize()
-        if greek.group(1) == "SMALL":
-            return "o" if letter == "Omicron" else f"$\\{letter.lower()}$"
-        return f"$\\{letter}$" if letter in _GREEK_CAPITALS else f"$\\mathrm{{{letter[0]}}}$"
-    ascii_text = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
-    return "".join(_LATEX.get(c, c) for c in ascii_text) or "?"
-
-
-def _latex_table(shown: pd.DataFrame, notes: list[str]) -> str:
-    """booktabs, each numeric column aligned on its decimal points (_aligned_column)."""
-    bold = shown.attrs.get("bold", set())
-    escaped = shown.map(_latex)
-    for k in range(shown.shape[1]):
-        cells = _aligned_column(list(shown.iloc[:, k]),
-                                {row for row, col in bold if col == k})
-        if cells is not None:
-            escaped[escaped.columns[k]] = cells
-    escaped.attrs["bold"] = {(row, col) for row, col in bold
-                             if not _NUMBER.match(str(shown.iat[row, col]))}
-    escaped = _emboldened(escaped, lambda c: f"\\textbf{{{c}}}")
-    escaped.index = [_latex(i) for i in shown.index]
-    escaped.columns = pd.MultiIndex.from_tuples(
-        [(_latex(top), _latex(metric)) for top, metric in shown.columns])
-    comments = "".join(f"% {_latex(n)}\n" for n in notes)
-    return ("% needs \\usepackage{booktabs,calc}\n" + comments
-            + escaped.to_latex(escape=False, multicolumn_format="c",
-                               column_format="l" + "c" * escaped.shape[1]))
-
-
-# a table cell as display.cell writes it: "0.01471 ± 0.0006", "0.008000 (n=1)", "12.5 ± 3"
-_NUMBER = re.compile(r"^(?P<mi>-?\d+)(?P<mf>\.\d+)?"
-                     r"(?: ± (?P<si>\d+)(?P<sf>\.\d+)?)?(?P<note> \(n=\d+\))?"
-                     r"(?: (?P<letters>[a-zA-Z]+))?$")
-
-
-def _aligned_column(cells: list, bold: set[int]) -> list[str] | None:
-    """The LaTeX of a column's cells with every mean's and every std's decimal point at one
-    place: each part in a box as wide as the column's widest in bold (calc's \\widthof), the
-    integer parts right-aligned and the fractions left-aligned in theirs, so bold cells (bold
-    digits are wider) align too. None where no cell is a number."""
-    parsed = [_NUMBER.match(str(c)) for c in cells]
-    found = [m for m in parsed if m]
-    if not found:
-        return None
-
-    def widest(part: str) -> str:
-        return max((m[part] or "" for m in found), key=len)
-    parts = {p: widest(p) for p in ("mi", "mf", "si", "sf", "note", "letters")}
-
-    def box(text: str, part: str, side: str, heavy: bool) -> str:
-        if not parts[part]:
-            return ""
-        template = re.sub(r"\d", "0", parts[part])  # the widest digits: every digit as 0
-        shown = f"\\textbf{{{text}}}" if heavy and text else text
-        return (f"\\makebox[\\widthof{{\\textbf{{{_latex(template)}}}}}][{side}]"
-                f"{{{shown}}}")
-
-    out = []
-    for k, (cell, m) in enumerate(zip(cells, parsed)):
-        if not m:
-            text = _latex(cell)
-            out.append(f"\\textbf{{{text}}}" if k in bold else text)
-            continue
-        heavy = k in bold
-        pm = "\\,$\\pm$\\," if m["si"] else "\\phantom{\\,$\\pm$\\,}"
-        out.append(box(m["mi"], "mi", "r", heavy) + box(m["mf"] or "", "mf", "l", heavy)
-                   + ((pm + box(m["si"] or "", "si", "r", heavy)
-                       + box(m["sf"] or "", "sf", "l", heavy)) if parts["si"] else "")
-                   + box(_latex(m["note"] or ""), "note", "l", heavy)
-                   + (f"\\,\\textsuperscript{{{box(m['letters'] or '', 'letters', 'l', False)}}}"
-                      if parts["letters"] else ""))
-    return out
-
-
-# --- plots --------------------------------------------------------------------------------
-
-def _curves_figure(curves: pd.DataFrame, names: dict, order, search: dict) -> Figure:
-    """The search metric per epoch: mean over every trial of a row that reported the epoch
-    (so a partial run shows its progress), with a ±std band."""
-    metric = search.get("metric", "val/mse")
-    fig = Figure(figsize=(8, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    data = curves[curves["metric"] == metric].assign(row=lambda d: d["trial"].map(names))
-    # a trial that diverged before any finite epoch reports its metric as ±inf: not a point
-    data = data.assign(value=data["value"].where(np.isfinite(data["value"])))
-    for name in order:
-        stats = data[data["row"] == name].groupby("epoch")["value"].agg(["mean", "std"]).dropna(
-            subset=["mean"])
-        if stats.empty:
-            continue
-        (line,) = ax.plot(stats.index, stats["mean"], label=name, lw=1.5)
-        band = stats["std"].fillna(0)
-        ax.fill_between(stats.index, stats["mean"] - band, stats["mean"] + band,
-                        color=line.get_color(), alpha=0.2, lw=0)
-    values = data["value"].dropna()
-    if values.empty:
-        ax.text(0.5, 0.5, f"no trial has reported {metric} yet", transform=ax.transAxes,
-                ha="center", va="center")
-    elif values.min() > 0 and values.max() / values.min() > 10:
-        ax.set_yscale("log")  # losses fall by decades; a linear axis hides the later epochs
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel=metric,
-           title=f"{metric} ({search.get('mode', '')}): mean ± std over seeds")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
-
-
-def _bar_figure(table: pd.DataFrame, search: dict, trials: pd.DataFrame | None = None,
-                names: dict | None = None) -> Figure:
-    """Every table metric, one panel each (small multiples, 3 to a row): per row the mean over
-    completed seeds with its 95% interval, each completed seed's own value as a point, and the
-    column's compact letters above, on an axis fitted to the values (not from 0: the rows'
-    differences are what is read); the "real data" floor as a dashed line."""
-    floor_row = table.attrs.get("floor")
-    comparisons = _comparisons(table) if len(table) else {}
-    if floor_row:
-        floor_values, table = table.loc[floor_row], table.drop(index=[floor_row])
-    metrics = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")] or [
-        _table_metrics(pd.DataFrame(), search)[0]]
-    cols = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    width = max(5.0, 0.6 * len(table) + 2)
-    fig = Figure(figsize=(width * cols, 4.2 * rows), layout="constrained")
-    x = np.arange(len(table))
-    position = {name: i for i, name in enumerate(table.index)}
-    done_trials = (trials[trials["status"] == "completed"] if trials is not None and len(trials)
-                   else pd.DataFrame(columns=["trial"]))
-    for k, metric in enumerate(metrics):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        mean = table.get(f"{metric} mean", pd.Series(math.nan, index=table.index)).to_numpy(float)
-        std = table.get(f"{metric} std", pd.Series(math.nan, index=table.index)).to_numpy(float)
-        ci = np.array([stats.ci_halfwidth(s, int(n)) for s, n in zip(std, _seeds(table, metric))])
-        done = ~np.isnan(mean)
-        ax.scatter(x[done], mean[done], marker="_", s=300, color="C0", zorder=2, label="mean")
-        spread = done & ~np.isnan(ci)  # no interval where one seed gives no spread
-        ax.errorbar(x[spread], mean[spread], yerr=ci[spread], fmt="none", ecolor="C0",
-                    capsize=4, lw=1.5, label="95% interval")
-        if metric in done_trials:
-            at = [(position.get((names or {}).get(t)), v)
-                  for t, v in zip(done_trials["trial"], pd.to_numeric(done_trials[metric],
-                                                                      errors="coerce"))]
-            at = [(i, v) for i, v in at if i is not None and np.isfinite(v)]
-            if at:
-                # a small fixed spread sideways, so that equal values do not hide each other
-                offsets = np.linspace(-0.15, 0.15, 5)
-                ax.scatter([i + offsets[j % 5] for j, (i, _) in enumerate(at)],
-                           [v for _, v in at], s=12, color="C3", zorder=3, label="seeds")
-        if floor_row and np.isfinite(_num(floor_values.get(f"{metric} mean"))):
-            ax.axhline(floor_values[f"{metric} mean"], color="0.4", ls="--", lw=1,
-                       label=FLOOR_ROW)
-        column = comparisons.get(metric, (None, None, None))[2]
-        letters = column.letters if column is not None else {}
-        if len({ch for text in letters.values() for ch in text}) > 1:
-            for row, text in letters.items():
-                ax.annotate(text, (position[row], 1.0), xycoords=("data", "axes fraction"),
-                            ha="center", va="bottom", fontsize=8)
-        for i, n in zip(x, table["n"]):
-            ax.annotate(f"n={n}" if done[i] else "—", (i, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=7)
-        ax.set_xticks(x, [str(i) for i in table.index], rotation=45, ha="right", fontsize=8)
-        ax.set_xlim(-0.6, len(table) - 0.4)
-        name, _ = display.metric_name(metric)
-        ax.set_title(f"{name}: mean, 95% interval, seeds as points", fontsize=9, pad=12)
-        if k == 0 and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
-    return fig

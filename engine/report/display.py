@@ -112,6 +112,30 @@ def best_rows(mean: pd.Series, std: pd.Series, n: pd.Series, better: str | None)
     return stats.compare(mean, std, n, better).bold
 
 
+def comparisons(table: pd.DataFrame) -> dict[str, tuple[str, str | None, stats.Column]]:
+    """{metric: (display name, better, the column's comparison)} over the table's rows (not the
+    floor row): what the table's marks, letters and notes and the bar figure all read."""
+    rows = table.drop(index=[table.attrs["floor"]]) if table.attrs.get("floor") else table
+    out = {}
+    for metric in [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]:
+        name, better = metric_name(metric)
+        if metric == table.attrs.get("metric") and table.attrs.get("mode") in ("min", "max"):
+            better = LOWER if table.attrs["mode"] == "min" else HIGHER
+        nothing = pd.Series(math.nan, index=rows.index)  # a table of means alone: no tests
+        out[metric] = (name, better, stats.compare(rows[f"{metric} mean"],
+                                                    rows.get(f"{metric} std", nothing),
+                                                    seeds(rows, metric), better))
+    return out
+
+
+def seeds(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The seeds behind each row's value of `metric`: its own count where the table has one
+    (a completed seed may lack a metric that could not be computed), else the row's n."""
+    if f"{metric} n" in table:
+        return table[f"{metric} n"]
+    return table["n"] if "n" in table else pd.Series(0, index=table.index)
+
+
 def best_note() -> str:
     return (f"bold: the best mean of each column with a direction ({LOWER} lower is better, "
             f"{HIGHER} higher), and, down the column's means, every row until the first that "

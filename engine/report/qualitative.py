@@ -3,9 +3,11 @@
 through every density the evaluation sampled, and two interpolation strips, all from the
 images each trial saved at its end (engine/eval/qualitative.py's qualitative.npz; no torch
 here). A row shows its lowest-seed completed trial; a row with none is left out, and the
-figure's title says so. Small images are drawn enlarged, their pixels kept (nearest)."""
+figure's title says so. Small images are drawn enlarged, their pixels kept (nearest); the PNG
+has enough pixels for a page's width (PAPER_PIXELS), the PDF each image at its own pixels."""
 from __future__ import annotations
 
+import math
 import textwrap
 import zipfile
 from pathlib import Path
@@ -16,6 +18,9 @@ from matplotlib.figure import Figure
 FILE = "qualitative.npz"  # engine/eval/qualitative.py writes it; the report only reads it
 GAP = 1  # px between images, in the images' own pixels
 BAND = 2  # image rows per band
+# the PNG's width at the least: 7 in at 300 dpi, a two-column page's text width (a figure*),
+# so that the figure stays sharp where a paper sets it across the page
+PAPER_PIXELS = 2100
 
 
 def load_strips(trial_dir: Path) -> dict[str, np.ndarray] | None:
@@ -62,8 +67,11 @@ def figure(rows: list[tuple[str, dict[str, np.ndarray]]], title: str) -> Figure:
     widths = [max(b[k].shape[1] for _, b in bands if b[k] is not None) for k in range(len(columns))]
     height = max(b.shape[0] for _, blocks in bands for b in blocks if b is not None)
     scale = max(1.0, 56 / height) / 100  # inches per image pixel: a band >= 0.56 in high
-    fig = Figure(figsize=(sum(widths) * scale + 0.25 * len(columns) + 1.2,
-                          len(bands) * (height * scale + 0.12) + 0.6), layout="constrained")
+    size = (sum(widths) * scale + 0.25 * len(columns) + 1.2,
+            len(bands) * (height * scale + 0.12) + 0.6)
+    # its dpi: the PNG's (savefig's dpi="figure"), PAPER_PIXELS wide at the least
+    fig = Figure(figsize=size, dpi=max(300, math.ceil(PAPER_PIXELS / size[0])),
+                 layout="constrained")
     grid = fig.add_gridspec(len(bands), len(columns), width_ratios=widths)
     for r, (name, blocks) in enumerate(bands):
         for k, (column, block) in enumerate(zip(columns, blocks)):
@@ -77,7 +85,7 @@ def figure(rows: list[tuple[str, dict[str, np.ndarray]]], title: str) -> Figure:
             else:
                 gray = block.shape[-1] == 1
                 ax.imshow(block[..., 0] if gray else block, cmap="gray" if gray else None,
-                          vmin=0, vmax=255, interpolation="nearest")
+                          vmin=0, vmax=255, interpolation="none")  # nearest; unsampled in a PDF
             if r == 0:
                 ax.set_title(_column_name(column), fontsize=8)
             if k == 0:

@@ -27,10 +27,13 @@ import warnings
 
 import pandas as pd
 
+from engine.report import figures
+
 TOP_K = 5
 FILES = ("best_configs.csv", "best_configs.md", "importances.csv", "importances.md")
 STUDY_FILE = "optuna.db"  # in the run folder: optuna-dashboard sqlite:///<run>/optuna.db
-PLOTS = ("optuna_importances.png", "optuna_history.png")
+PLOTS = ("optuna_importances.png", "optuna_importances.pdf", "optuna_history.png",
+         "optuna_history.pdf")
 
 
 def is_sampled(search: dict) -> bool:
@@ -210,22 +213,22 @@ def plot_writers(trials: pd.DataFrame, curves: pd.DataFrame, search: dict) -> di
     out = {}
     scored = study_of(trials, search)
     if len(scored.trials) >= 2:
-        def importances_png(path):
-            ax = plots.plot_param_importances(
+        out.update(figures.writers("optuna_importances", lambda: _titled(
+            plots.plot_param_importances(
                 scored, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                params=list(search["space"]), target_name=metric)
-            _save(ax, path, f"Parameter importances for the final {metric} (fANOVA)")
-        out["optuna_importances.png"] = importances_png
+                params=list(search["space"]), target_name=metric),
+            f"Parameter importances for the final {metric} (fANOVA)"), dpi=110))
     study = run_study(trials, curves, search)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        def history_png(path):
-            ax = plots.plot_optimization_history(study, target_name=metric)
-            _save(ax, path, f"Optimization history: final {metric} of each completed trial")
-        out["optuna_history.png"] = history_png
+        out.update(figures.writers("optuna_history", lambda: _titled(
+            plots.plot_optimization_history(study, target_name=metric),
+            f"Optimization history: final {metric} of each completed trial"), dpi=110))
     return out
 
 
-def _save(ax, path, title: str) -> None:
+def _titled(ax, title: str):
+    """Optuna's plot (drawn through pyplot) with our title, sized, and let go of by pyplot, so
+    that the figure is saved as a PNG and a PDF and then freed with the others."""
     import matplotlib.pyplot as plt
     for loc in ("left", "center", "right"):  # Optuna's own title, whichever side it set
         ax.set_title("", loc=loc)
@@ -233,8 +236,8 @@ def _save(ax, path, title: str) -> None:
     fig = ax.figure
     fig.set_size_inches(7, 4)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
+    plt.close(fig)  # pyplot forgets it; it still saves
+    return fig
 
 
 def _native(value, distribution):
