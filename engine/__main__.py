@@ -5,6 +5,7 @@ script), or `python -m engine`.
     vae-ablations report runs/ablation_uae    # write runs/ablation_uae/report/, print the table
     vae-ablations status runs/ablation_uae    # every trial's state, epochs and latest metric
     vae-ablations evaluate runs/ablation_uae/UAE_seed0_...   # evaluate a trial's checkpoint
+    vae-ablations evaluate runs/ablation_uae --eval all      # every trial, into the report
     vae-ablations export runs/ablation_uae best/   # the best trial, for engine.load.load_model
 
 Bad input (a folder that is not a run folder, holds no checkpoint or a truncated one, a device
@@ -47,19 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         "shared storage).")
     st.add_argument("run_dir", metavar="RUN_FOLDER", help="the folder a search writes")
     ev = commands.add_parser(
-        "evaluate", help="run the evaluation suite on a trial's newest checkpoint",
-        description="Evaluate the newest checkpoint in a trial folder (or a checkpoint folder) "
-        "with the settings its search used, changed by the flags; print the metrics and write "
-        "them as JSON.")
-    ev.add_argument("folder", metavar="TRIAL_FOLDER")
-    ev.add_argument("--eval", help="groups, comma-separated, or all")
+        "evaluate", help="run the evaluation suite again on a trial's newest checkpoint, or on "
+        "every completed trial of a run (as Ray Tasks), and merge it into the run's report",
+        description="Evaluate the newest checkpoint of a trial folder (or a checkpoint "
+        "folder) with the settings its search used, changed by the flags; print the metrics "
+        "and write them as JSON. Given a run folder, do so for every completed trial (of "
+        "--rows), each as a Ray Task, into each trial's evaluation.json, and rewrite the "
+        "report with the new metrics merged into its table.")
+    ev.add_argument("folder", metavar="FOLDER", help="a run folder, a trial folder of one, or "
+                    "a checkpoint folder")
+    ev.add_argument("--eval", help="groups, comma-separated, or all (default: the search's)")
     ev.add_argument("--fid-samples", type=int)
     ev.add_argument("--features", choices=("auto", "inception", "classifier"))
     ev.add_argument("--inception-weights", metavar="PATH")
     ev.add_argument("--data-root", help="where the data set's files are now (default: where "
                     "the run read them)")
-    ev.add_argument("--device", help="cuda or cpu (default: cuda where there is one)")
-    ev.add_argument("--out", help="the JSON file (default <folder>/evaluation.json)")
+    ev.add_argument("--device", help="cuda or cpu (default: cuda where there is one; of a "
+                    "run: where its trials had GPUs)")
+    ev.add_argument("--out", help="the JSON file of a trial's evaluation (default "
+                    "<folder>/evaluation.json)")
+    ev.add_argument("--rows", help="of a run: only these rows' trials, comma-separated (as "
+                    "a search's --rows)")
+    ev.add_argument("--address", help="of a run: the Ray cluster to evaluate on (HEAD:PORT "
+                    "or auto; default: Ray on this machine)")
+    ev.add_argument("--gpus-per-trial", type=float, help="of a run: GPUs per trial's task "
+                    "(default: a trial's of the search)")
     ex = commands.add_parser(
         "export", help="write a run's best trial as a folder load_model reads without Ray",
         description="Write the best completed trial of a run (by its search metric; of a "
@@ -81,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:27} {_study(name).__doc__.splitlines()[0]}")
         return 0
     if args.command == "evaluate":
-        return _evaluate(args)
+        from engine.reevaluate import main as evaluate  # torch (and Ray for a run): here only
+        return evaluate(args)
     if args.command == "export":
         from engine.load import export_best
         try:
@@ -126,98 +140,6 @@ def _run_study(name: str | None, flags: list[str], prog: str) -> int:
         return 2
     os.environ["VAE_ABLATIONS_PROG"] = f"{prog} run {name}"  # its usage lines' name
     return _study(name).main(flags)
-
-
-def _evaluate(args) -> int:
-    from engine.eval.evaluate import evaluate
-    from engine.files import write_json_atomic
-
-    try:
-        model, data, device, settings, state, trial_dir, path = _prepare(args)
-    except ValueError as e:  # bad input, found before anything is evaluated
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = evaluate(model, data, device, settings, seed=state["params"]["seed"],
-                   out_dir=trial_dir)
-    out = {"epoch": state["epoch"], "settings": settings.to_dict(), **out}
-    write_json_atomic(path, out)
-    for k, v in out.items():
-        if isinstance(v, float):
-            print(f"{k} = {v:.6g}")
-    for k, why in out["notes"].items():
-        print(f"{k}: {why}")
-    print(f"written: {path}")
-    return 0
-
-
-def _prepare(args) -> tuple:
-    """Everything the evaluation needs, each piece checked first: an evaluation takes
-    minutes, and a bad flag found only at its end (the JSON file cannot be written) would
-    waste them. Raises ValueError, one line, on bad input."""
-    from engine.data import apply_options, load_dataset
-    from engine.eval.evaluate import EvalSettings, parse_groups
-    from engine.load import built, newest_checkpoint
-
-    device = _device(args.device)
-    folder = Path(args.folder)
-    # a checkpoint folder is Tune's to replace: what the evaluation writes goes to its trial
-    trial_dir = folder.parent if (folder / "state.pt").is_file() else folder
-    state = newest_checkpoint(folder)
-    params = state["params"]
-    changes = {k: getattr(args, k) for k in ("fid_samples", "features", "inception_weights")
-               if getattr(args, k) is not None}
-    if args.eval:
-        changes["metrics"] = parse_groups(args.eval)
-    try:
-        settings = EvalSettings.from_dict(params.get("evaluation")).replace(**changes)
-    except TypeError as e:  # e.g. a setting of the wrong type in an edited params.json
-        raise ValueError(f"{folder}: the evaluation settings: {e}") from None
-    path = _output(args.out, trial_dir)
-    data = apply_options(load_dataset(params["dataset"],  # DataNotFound: names the file
-                                      args.data_root or params.get("data_root")),
-                         params.get("data"))  # the row's noise, if any
-    model = built(params["config"], data.image_shape, state["model"], folder)
-    return model.place(device), data, device, settings, state, trial_dir, path
-
-
-def _device(text: str | None):
-    """--device as a torch.device this machine has (default: cuda where there is one)."""
-    import torch
-
-    if text is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:  # torch's message lists twenty device types this engine never uses
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {text!r}: use cpu or cuda (cuda:N for the N-th GPU)")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"--device {text}: this machine has no CUDA GPU that torch can "
-                             "use; use --device cpu (or leave --device out)")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {text}: this machine has {count} CUDA GPU(s), "
-                             f"cuda:0 to cuda:{count - 1}")
-    return device
-
-
-def _output(out: str | None, trial_dir):
-    """Where the metrics' JSON goes, checked to be writable now rather than after the run."""
-
-    path = Path(out) if out else trial_dir / "evaluation.json"
-    named = f"--out {out}" if out else f"{path} (the default; choose another with --out)"
-    if path.is_dir():
-        raise ValueError(f"{named} is a folder; give a file name, e.g. "
-                         f"{path / 'evaluation.json'}")
-    if not path.parent.is_dir():
-        raise ValueError(f"{named}: the folder {path.parent} does not exist; create it "
-                         f"(mkdir -p {path.parent}) or write into an existing folder")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{named}: the folder {path.parent} is not writable; write into "
-                         "another folder")
-    return path
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ LOCK_FILE = "run.lock"
 # In a run folder: what Ray, Tune and the trackers printed (engine/run/console.py)
 LOG_FILE = "search.log"
 
+# In a trial's folder: `vae-ablations evaluate`'s later evaluation of the trial (its metrics,
+# settings and epoch), or why the latest one failed; written by engine/reevaluate.py, merged
+# into the table by engine/report/evaluations.py (result.json stays what the trial reported)
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_FAILED_FILE = "evaluation_failed.json"
+
 
 def lock_holder_line(pid: int, host: str, since: str) -> str:
     """The text a search writes into its run's lock file: "pid <n> on <host>, since <time>"."""

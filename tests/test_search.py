@@ -117,8 +117,9 @@ def test_evaluate_command_reproduces_a_trials_final_evaluation(smoke_run):
                    "eval/fid_interp_rand", "eval/recall_rec"):
         assert again[metric] == pytest.approx(reported[metric], rel=1e-4), metric
     assert again["notes"]["features"] == reported["notes"]["features"]
-    bad = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(out)], cwd=ROOT,
-                         env=ENV, capture_output=True, text=True, timeout=120)
+    # a folder that is neither a trial nor a run (a run's own: tests/test_evaluate_run.py)
+    bad = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(out / "report")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "holds no checkpoint" in bad.stderr
 
 

@@ -4,11 +4,11 @@ as CSV / Parquet / Markdown / LaTeX, and two plots.
 
     python -m engine report runs/ablation_uae
 
-It reads only what the engine writes (search.json, each trial's params.json, result.json and
-error.txt, finished.json), imports neither Ray nor torch, so it runs wherever a run folder was
-copied to, and never branches on a model's name: a table row is a label plus a config.
-The figures are drawn in engine/report/figures.py, the Markdown and LaTeX written in
-engine/report/formats.py.
+It reads only what the engine writes (search.json, each trial's params.json, result.json,
+evaluation.json and error.txt, finished.json), imports neither Ray nor torch, so it runs
+wherever a run folder was copied to, and never branches on a model's name: a table row is a
+label plus a config. The figures are drawn in engine/report/figures.py, the Markdown and LaTeX
+written in engine/report/formats.py, a later evaluation merged by engine/report/evaluations.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED, still_moving
-from engine.report import display, figures, qualitative, stats, tuning
+from engine.report import display, evaluations, figures, qualitative, stats, tuning
 from engine.report.figures import bar_figure as _bar_figure, curves_figure as _curves_figure
 from engine.report.figures import save_figure  # noqa: F401  (the studies' own figures)
 from engine.report.formats import latex_table as _latex_table, markdown as _markdown
@@ -68,7 +68,7 @@ def load_trials(run_dir) -> pd.DataFrame:
     search = load_search(run)
     records, left_out = [], []
     for folder, params, lines in _read_trials(run, search, left_out):
-        last = lines[-1] if lines else {}
+        last = evaluations.merged(folder, lines[-1] if lines else {})  # and its evaluation.json
         config = params.get("config") or {}
         epochs_done = _epoch(last) if last else 0
         error = _error_message(folder / "error.txt")
@@ -84,6 +84,7 @@ def load_trials(run_dir) -> pd.DataFrame:
                else {"converged": None, "still_moving": None}),
             "eval_notes": json.dumps(last["notes"]) if isinstance(last.get("notes"), dict)
             else None,
+            evaluations.KEY: last.get(evaluations.KEY),
             **_metrics(last),
             "time_total_s": _num(last.get("time_total_s")),
         })
@@ -93,7 +94,7 @@ def load_trials(run_dir) -> pd.DataFrame:
     columns = ["trial", "trial_id", "label", "seed",
                *[k for k in found if k.startswith("config/")],
                "status", "epochs_done", "error", "diverged_at_epoch", "end_reason", "converged",
-               "still_moving", *metrics, "time_total_s", "eval_notes"]
+               "still_moving", *metrics, "time_total_s", "eval_notes", evaluations.KEY]
     trials = pd.DataFrame.from_records(records, columns=columns)
     trials.attrs["left_out"] = left_out  # damaged trial folders, one line each
     return trials
@@ -167,6 +168,7 @@ def ablation_table(trials: pd.DataFrame, search: dict) -> pd.DataFrame:
                             + _order_legend(_order_notes(table, search))
                             + _floor_notes(trials, table)
                             + _evaluation_notes(trials, metrics)
+                            + evaluations.notes(trials, search, metrics)
                             + _convergence_notes(trials, groups)
                             + _status_notes(trials, groups, table, search.get("rows") or [])
                             + ([display.best_note()] if metrics else [])
@@ -569,7 +571,8 @@ def _table_metrics(trials: pd.DataFrame, search: dict) -> list[str]:
     where the trials have one (unbiased where FID is not: small reference sets) and, where
     the FID is Inception's raw one, the standardized FID and KID (fidz, kidz), then every
     other metric reported that the paper has numbers for; trials.csv has every metric."""
-    declared = list(search.get("table_metrics") or [search.get("metric", "val/mse")])
+    declared = evaluations.table_metrics(  # and those a later evaluation added
+        trials, list(search.get("table_metrics") or [search.get("metric", "val/mse")]))
     metrics = []
     for m in declared:
         metrics.append(m)

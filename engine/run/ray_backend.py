@@ -152,6 +152,27 @@ def max_cluster_resources() -> dict[str, float] | None:
     return {k: float(v) for k, v in most.items() if k in ("CPU", "GPU")} if most else None
 
 
+def map_tasks(fn, calls: list[tuple], cpu: float = 1.0, gpu: float = 0.0, done=None) -> list:
+    """fn(*args) for each args of `calls`, each a Ray Task of `cpu` CPUs and `gpu` GPUs, so a
+    cluster runs them in parallel on its nodes as their resources allow. The results in the
+    order of `calls`; a task whose worker died gives its exception instead, so one failure
+    costs only its own result. done(i, result) is called as each finishes."""
+    remote = ray.remote(num_cpus=cpu, num_gpus=gpu)(fn)
+    index = {remote.remote(*args): i for i, args in enumerate(calls)}
+    results: list = [None] * len(calls)
+    pending = list(index)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            try:
+                results[index[ref]] = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the worker or its node was lost
+                results[index[ref]] = e
+            if done is not None:
+                done(index[ref], results[index[ref]])
+    return results
+
+
 # --- one trial ---
 
 def _trial_storage_dir() -> str:
