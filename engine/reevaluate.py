@@ -160,21 +160,23 @@ def evaluate_run(args) -> int:
     except ValueError as e:  # BadInput and NotARunFolder are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from engine.run import ray_backend  # imports Ray: only once the input is known to be good
-    from engine.run.search import _connect
-    from engine.run.spec import Resources
-    code = _connect(args.address, Resources(cpu=cpu, gpu=gpu), ray_backend)
-    if code is not None:
-        return code
-    device = args.device or ("cuda" if gpu else "cpu")
-    print(f"evaluating {len(chosen)} trial(s) of {run} as Ray Tasks ({cpu:g} CPU, {gpu:g} GPU "
-          "each)", flush=True)
-    try:
-        results = ray_backend.map_tasks(
-            evaluate_task, [(str(t.resolve()), flags, args.data_root, device) for t in chosen],
-            cpu, gpu, done=lambda i, result: _record(chosen[i], result))
-    finally:
-        ray_backend.shutdown()
+    from engine.run import console, ray_backend  # Ray: only once the input is known good
+    from engine.run.search import connect
+    from engine.run.types import Resources
+    with console.quiet(run):  # Ray's own lines to <run>/search.log, as a search's
+        code = connect(args.address, Resources(cpu=cpu, gpu=gpu), ray_backend)
+        if code is not None:
+            return code
+        device = args.device or ("cuda" if gpu else "cpu")
+        print(f"evaluating {len(chosen)} trial(s) of {run} as Ray Tasks ({cpu:g} CPU, "
+              f"{gpu:g} GPU each)", flush=True, file=console.out())
+        try:
+            results = ray_backend.map_tasks(
+                evaluate_task, [(str(t.resolve()), flags, args.data_root, device)
+                                for t in chosen],
+                cpu, gpu, done=lambda i, result: _record(chosen[i], result, console.out()))
+        finally:
+            ray_backend.shutdown()
     failed = sum(isinstance(r, BaseException) or "error" in r for r in results)
     from engine.report import NotARunFolder, write_report
     try:
@@ -201,7 +203,7 @@ def evaluate_task(folder: str, changes: dict, data_root: str | None, device: str
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
 
 
-def _record(trial: Path, result) -> None:
+def _record(trial: Path, result, stream=None) -> None:
     """Write what a task returned into its trial's folder, and say it in a line."""
     if isinstance(result, BaseException):  # the task's worker died (e.g. out of memory)
         result = {"error": f"{type(result).__name__}: {str(result).splitlines()[0]}"}
@@ -209,12 +211,12 @@ def _record(trial: Path, result) -> None:
         write_json_atomic(trial / EVALUATION_FAILED_FILE, {
             "error": result["error"],
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        print(f"{trial.name}: failed: {result['error']}", flush=True)
+        print(f"{trial.name}: failed: {result['error']}", flush=True, file=stream)
         return
     write_json_atomic(trial / EVALUATION_FILE, result)
     (trial / EVALUATION_FAILED_FILE).unlink(missing_ok=True)  # an earlier failure, now mended
     count = sum(isinstance(v, float) and not k.startswith("time/") for k, v in result.items())
-    print(f"{trial.name}: {count} metrics, epoch {result['epoch']}", flush=True)
+    print(f"{trial.name}: {count} metrics, epoch {result['epoch']}", flush=True, file=stream)
 
 
 def _chosen_trials(run: Path, rows: str | None) -> list[Path]:

@@ -109,7 +109,7 @@ def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
     from engine.run import ray_backend  # imports Ray: only once the input is known to be good
     give_up = None if args.resume else (lambda: release_run_folder(out))
     with console.quiet(out, args.verbose):  # Ray's, Tune's, the trackers' lines: search.log
-        code = _connect(args.address, spec.resources, ray_backend, give_up)
+        code = connect(args.address, spec.resources, ray_backend, give_up)
         if code is not None:
             if not args.resume:
                 release_run_folder(out)
@@ -123,7 +123,7 @@ def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
     return _finish(spec, out, outcome, after)
 
 
-def _connect(address: str | None, res: Resources, ray_backend, give_up=None) -> int | None:
+def connect(address: str | None, res: Resources, ray_backend, give_up=None) -> int | None:
     """Start or join Ray and check that a trial fits it; None when it does, else the exit
     code after one line on stderr (`give_up()` is called first where the join times out and
     the process ends at once)."""
