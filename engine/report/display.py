@@ -18,7 +18,7 @@ import math
 
 import pandas as pd
 
-from engine.report import stats
+import engine.report.stats as stats
 
 LOWER, HIGHER = "↓", "↑"
 

@@ -41,7 +41,6 @@ import math  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
