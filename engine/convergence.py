@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 CONVERGENCE_WINDOW = 0.1
 CONVERGENCE_TOL = 0.01
 WATCHED = ("train/sigma_x2",)
+MIN_EPOCHS = 20  # --epochs auto: --min-epochs' default
+PATIENCE = 3  # --epochs auto: consecutive epochs at which the criterion must hold
 
 
 def window(n: int) -> int:

@@ -3,19 +3,29 @@ a function-level import counts as much as one at the top of a module)."""
 from __future__ import annotations
 
 import ast
+import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def imports(path: Path) -> set[str]:
-    """Every module `path` imports, top level or inside a function."""
+def imports(path: Path, modules: set[str] | None = None) -> set[str]:
+    """Every module `path` imports, top level or inside a function. With `modules` (the
+    names of a package's modules), `from package import name` counts as an import of the
+    module package.name where there is one, and of the package (its __init__) only for a
+    name that is not a module."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module)
+            members = {f"{node.module}.{a.name}" for a in node.names}
+            found = members & (modules or set())
+            out.update(found)
+            if not modules or found != members:
+                out.add(node.module)
     return out
 
 
@@ -75,3 +85,38 @@ def test_the_rules_see_a_function_level_import():
         path = Path(d) / "m.py"
         path.write_text("def f():\n    from ray import tune\n    import torch.nn\n")
         assert imports(path) == {"ray", "torch.nn"}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_engine_has_no_import_circle():
+    """Issue 32: engine/run's seven files imported each other in two loops (the Search type
+    from search.py, which imports the CLI, the folder and the spec; spec -> ray_backend ->
+    trial -> spec). Every import counts, top level, in a function or under TYPE_CHECKING;
+    `from package import module` is an import of that module (a package's __init__ may import
+    its modules, which take their siblings so)."""
+    modules = {_module(p): p for p in (ROOT / "engine").rglob("*.py")}
+    names = set(modules)
+    graph = {name: {m for m in imports(path, names) if m in names and m != name}
+             for name, path in modules.items()}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        raise AssertionError(f"an import circle: {' -> '.join(e.args[1])}") from None
+    assert len(order) == len(modules)
+    assert not graph["engine.run.types"] & {m for m in modules if m.startswith("engine.run")}
+
+
+def test_a_trial_worker_imports_neither_the_command_line_nor_the_run_folder():
+    """Ray's worker imports engine.run.ray_backend (its trainables), and so the package
+    engine.run: that must not bring the CLI, the run folder, the spec or the pipeline."""
+    code = ("import sys, engine.run.ray_backend; "
+            "print(' '.join(m for m in sys.modules if m.startswith('engine.run')))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.split())
+    assert "engine.run.ray_backend" in loaded and "engine.run.trial" in loaded
+    assert not loaded & {"engine.run.cli", "engine.run.folder", "engine.run.spec",
+                         "engine.run.search", "engine.run.resume"}, loaded

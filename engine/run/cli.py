@@ -11,15 +11,12 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import models
 from engine.data import DATASETS
 from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
 from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW, PATIENCE
-
-if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
-    from engine.run.search import Search
+from engine.run.types import BadInput, Search
 
 STORAGE_ENV = "VAE_ABLATIONS_STORAGE"  # the default --storage, e.g. set on every cluster node
 
@@ -36,10 +33,6 @@ SMOKE_EVAL = {"fid_samples": 300, "ppl_samples": 200, "iwae_k": 20, "nll_images"
 
 
 SMOKE_SKIPS = ("gmm100", "second_stage")
-
-
-class BadInput(ValueError):
-    """Input that must be refused before any trial starts (exit code 2)."""
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.report import load_curves, load_trials
-from engine.run.spec import RunRow, RunSpec
+from engine.run.types import RunRow, RunSpec
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from engine.run.cli import BadInput, check_storage
+from engine.run.cli import check_storage
+from engine.run.types import BadInput, Search
 from engine.files import LOCK_FILE, LOG_FILE, lock_holder_line
 
-if TYPE_CHECKING:  # the study's declaration; only its attributes are read here
-    from engine.run.search import Search
 
 ROOT = Path(__file__).resolve().parents[2]
 

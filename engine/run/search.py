@@ -15,67 +15,19 @@ axis: every (row, seed) is its own trial, and the report groups them.
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import models
-from engine.run.cli import BadInput, parse_args
-from engine.eval.evaluate import EvalSettings
+from engine.run.cli import parse_args
 from engine.eval.tensorboard import BOARDS
 from engine.files import write_json_atomic
 from engine.run import console
 from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
-from engine.run.spec import Resources, Row, RunSpec, budget_text, prepare
-from engine.run.stopper import MIN_EPOCHS
-
-
-@dataclass
-class Search:
-    """A study: `rows` maps a label (a table row) to a `Row(preset, fields, data)` or its
-    shorthand: a preset name, a Config, a (preset, {field: value}) pair, or a (preset,
-    {field: value}, data options) triple whose data options change the data the row trains
-    and is evaluated on (engine/data/__init__.py, check_options: e.g. {"noise": {"partition":
-    "spatial", "variance": 0.1}})."""
-    name: str
-    title: str
-    rows: dict
-    seeds: int = 3
-    dataset: str = "mnist5k"  # the 5,000 real 28x28 digits; --smoke runs on SMOKE_DATASET
-    # the budget: epochs per trial, or "auto": each trial until its metric's plateau
-    # (engine/run/stopper.py), after at least `min_epochs`, at most `max_epochs`
-    epochs: int | str = 30
-    max_epochs: int | None = None  # the cap of "auto" (--max-epochs)
-    min_epochs: int = MIN_EPOCHS  # (--min-epochs)
-    metric: str = "val/mse"  # reported every epoch; ASHA and Optuna act on it
-    mode: str = "min"
-    table_metrics: tuple[str, ...] = ("test/mse", "test/psnr")
-    paper: dict | None = None  # {"source", "setting", "numbers": {dataset: {label: {metric: v}}}}
-    scheduler: str = "fifo"  # an ablation table wants every row at the full budget
-    space: dict | None = None  # config field -> ray.tune domain, for --search optuna
-    algorithm: str = "grid"  # the default of --search: "optuna" samples `space` on the first row
-    samples: int = 20  # the default of --samples (trials of --search optuna)
-    # may give "samples", "dataset" (else SMOKE_DATASET), "max_epochs" and "min_epochs"
-    smoke: dict = field(default_factory=lambda: {"epochs": 2, "seeds": 1})
-    # what every trial is evaluated on at its end (engine/eval/evaluate.py); --smoke shrinks the
-    # sample counts to SMOKE_EVAL unless the flags give them
-    evaluation: EvalSettings = field(default_factory=EvalSettings)
-
-
-
-
-def grid(base: str | models.Config, **axes: list) -> dict:
-    """Rows for the product of `axes` over a base preset, labelled "field=value, ...".
-
-    grid("UAE", beta=[1e-4, 1e-3], kappa=[1e-3, 1.0]) -> four rows, e.g. "beta=0.0001 kappa=1.0"
-    (space-separated, so that --rows can name them with commas)."""
-    keys = list(axes)
-    return {" ".join(f"{k}={v}" for k, v in zip(keys, values)):
-            Row(base, dict(zip(keys, values))) for values in itertools.product(*axes.values())}
+from engine.run.spec import budget_text, prepare
+from engine.run.types import BadInput, Resources, Row, RunSpec, Search, grid  # noqa: F401
 
 
 def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),

@@ -35,11 +35,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 # the rule itself is the report's convergence mark, one piece of code for both
-from engine.convergence import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, WATCHED,  # noqa: F401
-                                _num, still_moving, window)
-
-MIN_EPOCHS = 20  # --min-epochs' default
-PATIENCE = 3  # consecutive epochs at which the criterion must hold
+from engine.convergence import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS,  # noqa: F401
+                                PATIENCE, WATCHED, _num, still_moving, window)
 
 
 class PlateauStopper:

@@ -30,7 +30,7 @@ from engine.data import apply_options, load_dataset
 from engine.eval.evaluate import evaluate, psnr, reconstruction_mse
 from engine.eval.qualitative import save_qualitative
 from engine.eval.training_fid import METRIC as FID_METRIC, TrainingFid, due
-from engine.run.spec import TrialSpec
+from engine.run.types import TrialSpec
 from engine.run.stopper import PlateauStopper, history_from_lines
 from engine.eval.tensorboard import TrialBoard
 from engine.trial_files import read_lines
