@@ -57,6 +57,7 @@ from engine.run import console  # noqa: E402
 from engine.eval.tensorboard import board_dir, end_session  # noqa: E402
 from engine.run.stopper import PlateauStopper  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
+from engine.run.types import RunSpec  # noqa: E402
 
 # --epochs auto's rule, a Tune Stopper by registration (engine/run/stopper.py imports no Ray);
 # the trainable asks it itself, so that the trial evaluates its last epoch (stopper.py)
@@ -286,64 +287,94 @@ def _ddp_worker(loop_config: dict) -> None:
 
 # --- the experiment ---
 
-def run_experiment(run_dir: str, param_space: dict, rows: dict[str, dict], *,
-                   workers: int, cpu: float, gpu: float, metric: str, mode: str,
-                   scheduler: str, search_alg: str, num_samples: int, epochs: int,
-                   max_concurrent: int, verbose: int = 0,
-                   callbacks: list | None = None,
-                   pairs: list[list] | None = None,
-                   data: dict[str, dict] | None = None,
-                   told: list[tuple[dict, float]] | None = None,
-                   trackers: tuple[str, ...] = ()) -> str:
-    """Run the experiment in `run_dir`; returns "complete" (every trial ended: completed,
-    diverged, errored or stopped by the scheduler), or "interrupted" (Ctrl-C / SIGINT) or
-    "terminated" (SIGTERM): the trials still running were stopped where they were, to be
-    continued by --resume.
-
-    `param_space` holds "label" (a grid over `rows`' keys, or one label for a sampled
-    search), "seed" (a grid), "config" (filled in from `rows` by label unless the search
-    samples it) and the search's constants. `pairs` instead runs exactly these [label, seed,
-    trial folder or None, config or None] trials as a new experiment in the same run folder;
-    a trial given its old folder continues from the newest checkpoint there (--resume), one
-    given a config trains it (a sampled trial), the others their row's. `told` gives a sampled
-    search's searcher the (sampled values, final metric) of trials already run. `data` maps
-    the labels of rows with data options (noise) to them: the trial's "data". `trackers`
-    also log every trial to MLflow, W&B or Aim (tracker_callbacks).
-
-    Nothing of Tune's saved state is read back (no Tuner.restore): it is pickled, and a
-    pickle from a run folder on shared storage would run its writer's code here.
-    """
-    if workers > 1:
-        # The trial function only waits on its TorchTrainer, whose workers hold the CPUs and
-        # GPUs; a bundle cannot be empty, so it asks for one byte of memory and no CPU (with
-        # a CPU share, W workers x 1 CPU would never fit on a W-CPU machine).
-        trainable = tune.with_resources(ddp_trial, {"cpu": 0, "memory": 1})
-    else:
-        trainable = tune.with_resources(one_worker_trial, {"cpu": cpu, "gpu": gpu})
-    space = dict(param_space)
+def param_space(spec: RunSpec, pairs: list[list] | None = None) -> dict:
+    """Tune's param space of the search: the constants every trial's params hold
+    (RunSpec.trial_space), its label and seed (grids over the rows and seeds; a sampled
+    search's first row, its config sampled from the space; or `pairs`: see run_experiment),
+    its resolved config looked up by label, and a row's data options where it has any."""
+    space = spec.trial_space()
+    rows = {r.label: r.config.to_dict() for r in spec.rows}
     if pairs:  # [label, seed, folder or None, config or None]
         space.update(pair=tune.grid_search([list(p) for p in pairs]),
                      label=tune.sample_from(lambda config: config["pair"][0]),
                      seed=tune.sample_from(lambda config: config["pair"][1]),
                      config=tune.sample_from(lambda config: config["pair"][3]
                                              or rows[config["pair"][0]]))
+    elif spec.algorithm == "optuna":
+        first = spec.rows[0]
+        space.update(label=first.label, seed=spec.seeds[0],
+                     config={**first.config.to_dict(), **spec.sampled})
+    else:
+        space.update(label=grid(r.label for r in spec.rows), seed=grid(spec.seeds))
     if "config" not in space:  # explicit rows: the resolved config is looked up by label
         space["config"] = tune.sample_from(lambda config: rows[config["label"]])
+    data = spec.data_options
     if data:  # only rows with data options: every other search's params stay as they were
         space["data"] = tune.sample_from(lambda config: data.get(config["label"]))
+    return space
+
+
+def _ddp_concurrency(res) -> int:
+    """How many trials start at once, 0 for as many as their resources allow: Tune does not
+    see a DDP trial's TorchTrainer workers, so it starts only as many as the cluster's CPUs
+    and GPUs hold."""
+    if res.workers <= 1:
+        return 0
+    have = cluster_resources()
+    fits = [have.get("CPU", 0) // (res.cpu * res.workers)]
+    if res.gpu:
+        fits.append(have.get("GPU", 0) // (res.gpu * res.workers))
+    return max(1, int(min(fits)))
+
+
+def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
+                   search_alg: str | None = None, num_samples: int | None = None,
+                   pairs: list[list] | None = None,
+                   told: list[tuple[dict, float]] | None = None, verbose: int = 0) -> str:
+    """Run the search `spec` as a Tune experiment in the run folder `out`; returns
+    "complete" (every trial ended: completed, diverged, errored or stopped by the scheduler),
+    or "interrupted" (Ctrl-C / SIGINT) or "terminated" (SIGTERM): the trials still running
+    were stopped where they were, to be continued by --resume.
+
+    By default the spec's own trials: its grid of rows x seeds, or its sampled search's
+    samples. `pairs` instead runs exactly these [label, seed, trial folder or None, config or
+    None] trials as a new experiment in the same run folder; a trial given its old folder
+    continues from the newest checkpoint there (--resume), one given a config trains it (a
+    sampled trial), the others their row's (`search_alg` "grid", `num_samples` 1). `told`
+    gives a sampled search's searcher the (sampled values, final metric) of trials already
+    run, and `num_samples` the samples still owed. The spec's trackers also log every trial
+    to MLflow, W&B or Aim (tracker_callbacks).
+
+    Nothing of Tune's saved state is read back (no Tuner.restore): it is pickled, and a
+    pickle from a run folder on shared storage would run its writer's code here.
+    """
+    run_dir, res = str(out), spec.resources
+    metric, mode, epochs = spec.metric, spec.mode, spec.epochs
+    search_alg = search_alg or spec.algorithm
+    if num_samples is None:
+        num_samples = spec.samples if spec.algorithm == "optuna" else 1
+    if res.workers > 1:
+        # The trial function only waits on its TorchTrainer, whose workers hold the CPUs and
+        # GPUs; a bundle cannot be empty, so it asks for one byte of memory and no CPU (with
+        # a CPU share, W workers x 1 CPU would never fit on a W-CPU machine).
+        trainable = tune.with_resources(ddp_trial, {"cpu": 0, "memory": 1})
+    else:
+        trainable = tune.with_resources(one_worker_trial, {"cpu": res.cpu, "gpu": res.gpu})
+    space = param_space(spec, pairs)
+    max_concurrent = spec.max_concurrent or _ddp_concurrency(res)
     progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples),
                                     auto=space.get("budget") == "auto"), \
         _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
-        scheduler=_scheduler(scheduler, epochs),
+        scheduler=_scheduler(spec.scheduler, epochs),
         search_alg=_search_alg(search_alg, metric, mode, told),
         max_concurrent_trials=max_concurrent or None, reuse_actors=True,
         trial_dirname_creator=_dirname, trial_name_creator=_dirname)
     run_config = tune.RunConfig(
         name=os.path.basename(run_dir), storage_path=os.path.dirname(run_dir),
         callbacks=[JsonLoggerCallback(), _CSVLogger(), progress,
-                   *tracker_callbacks(trackers, run_dir), *(callbacks or [])],
+                   *tracker_callbacks(spec.trackers, run_dir), *(callbacks or [])],
         verbose=verbose, stop=interrupt,
         failure_config=tune.FailureConfig(max_failures=1),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))

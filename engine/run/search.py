@@ -118,40 +118,18 @@ def connect(address: str | None, res: Resources, ray_backend, give_up=None) -> i
 def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: list) -> str:
     """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
     "complete", "interrupted", "terminated", "disk full" or "read-only"."""
-    space = spec.trial_space()
-    if spec.algorithm == "optuna":
-        first = spec.rows[0]
-        space.update(label=first.label, seed=spec.seeds[0],
-                     config={**first.config.to_dict(), **spec.sampled})
-    else:
-        space.update(label=ray_backend.grid(r.label for r in spec.rows),
-                     seed=ray_backend.grid(spec.seeds))
-    res, max_concurrent = spec.resources, spec.max_concurrent
-    if res.workers > 1 and not max_concurrent:
-        # Tune does not see the TorchTrainer's workers: start only as many trials as fit
-        have = ray_backend.cluster_resources()
-        fits = [have.get("CPU", 0) // (res.cpu * res.workers)]
-        if res.gpu:
-            fits.append(have.get("GPU", 0) // (res.gpu * res.workers))
-        max_concurrent = max(1, int(min(fits)))
     print(f"{spec.title}: {len(spec.rows)} rows x {len(spec.seeds)} seeds on {spec.dataset}, "
           f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True,
           file=console.out())
     _train_feature_classifier(spec)
-    rows = {r.label: r.config.to_dict() for r in spec.rows}
 
-    def experiment(**kw) -> str:  # this run's Tune experiment; kw: what differs per call
-        return ray_backend.run_experiment(
-            str(out), space, rows, workers=res.workers, cpu=res.cpu, gpu=res.gpu,
-            metric=spec.metric, mode=spec.mode, scheduler=spec.scheduler, epochs=spec.epochs,
-            max_concurrent=max_concurrent, callbacks=callbacks, data=spec.data_options,
-            trackers=spec.trackers, **kw)
+    def experiment(**kw) -> str:  # kw: what a resume changes (the trials, the samples)
+        return ray_backend.run_experiment(spec, out, callbacks=callbacks, **kw)
     try:
         if resuming:
             outcome = resume(out, spec, experiment)
         else:
-            outcome = experiment(search_alg=spec.algorithm, num_samples=(
-                spec.samples if spec.algorithm == "optuna" else 1))
+            outcome = experiment()
         for kept in out.glob(f"*/{BEFORE_RESUME}"):  # from a resume whose driver was killed
             merge_results(kept.parent)
     except OSError as e:  # the driver's own writes (merge, search.json) on a full disk
