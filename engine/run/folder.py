@@ -186,3 +186,17 @@ def _search_json_problem(saved) -> str | None:
         except (TypeError, ValueError, AttributeError) as e:
             return f"'evaluation': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return None
+
+
+def search_name(run_dir) -> str:
+    """The search's name, from its search.json (a tracker's experiment or project)."""
+    try:
+        return json.loads(Path(run_dir, "search.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return os.path.basename(run_dir)
+
+
+def trial_key(run_dir, trial_folder) -> str:
+    """A trial's tracked run's identity across --resume, which continues a trial in its old
+    folder under a new Tune trial id: the run folder's and the trial folder's names."""
+    return f"{os.path.basename(run_dir)}/{os.path.basename(str(trial_folder))}"
