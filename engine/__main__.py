@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"exported {trial} to {args.out}: engine.load.load_model({args.out!r})")
-        return 0
+        return _log_export(args.run_dir, trial, args.out)
 
     if args.command in ("status", "report"):
         # imported here: other commands may need Ray, these need only pandas and matplotlib
@@ -140,6 +141,22 @@ def _run_study(name: str | None, flags: list[str], prog: str) -> int:
         return 2
     os.environ["VAE_ABLATIONS_PROG"] = f"{prog} run {name}"  # its usage lines' name
     return _study(name).main(flags)
+
+
+def _log_export(run_dir: str, trial: Path, out: str) -> int:
+    """An export of a run tracked with MLflow goes to its trial's MLflow run too, under
+    model/ (engine/run/mlflow_store.py); the export stands where MLflow cannot take it."""
+    if "mlflow" not in json.loads(Path(run_dir, "search.json").read_text()).get("trackers", ()):
+        return 0
+    try:
+        from engine.run.mlflow_store import log_export
+        run_id = log_export(run_dir, trial, out)
+    except Exception as e:  # noqa: BLE001  (mlflow not installed here, a server away, ...)
+        print(f"note: not logged to MLflow: {type(e).__name__}: {e}", file=sys.stderr)
+        return 0
+    print(f"logged to MLflow run {run_id} under model/" if run_id else
+          f"note: {trial.name} has no MLflow run to log the export to", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """--tracker: MLflow, W&B and Aim as a researcher reads them afterwards, for real (MLflow's client
-on the run's SQLite store; W&B's offline run files, tests/wandb_offline.py; Aim's SDK on the
-run's repository once `aim storage reindex` has indexed it, as `aim up` does), from one search
-of a row with two seeds and a row named with a "Σ"; a tracker that cannot log is refused in
-one line before anything starts."""
+on the run's SQLite store, and `mlflow ui` on it over HTTP on loopback; W&B's offline run
+files, tests/wandb_offline.py; Aim's SDK on the run's repository once `aim storage reindex`
+has indexed it, as `aim up` does), from one search of a row with two seeds and a row named
+with a "Σ"; a tracker that cannot log is refused in one line before anything starts."""
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,7 +63,7 @@ def test_mlflow_has_a_run_per_trial_with_its_params_and_final_metrics(tracked):
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tracked}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "tracked"]
-    runs = client.search_runs([experiment.experiment_id])
+    runs = _trial_runs(client.search_runs([experiment.experiment_id]))
     trials = _trials(tracked)
     assert len(runs) == len(trials) == 4
     by_trial = {(r.data.tags["row"], int(r.data.tags["seed"])): r for r in runs}
@@ -78,6 +83,114 @@ def test_mlflow_has_a_run_per_trial_with_its_params_and_final_metrics(tracked):
         assert not [m for m in r.data.metrics if m.startswith("config/")]
         history = client.get_metric_history(r.info.run_id, "val/mse")
         assert [m.step for m in history] == [1, 2]  # a value per epoch, at its epoch
+
+
+def _trial_runs(runs):
+    """The trials' MLflow runs, not the search's own (their parent)."""
+    return [r for r in runs if "trial_key" in r.data.tags]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """`mlflow ui` on loopback, as the README starts it, from this Python's environment; its
+    REST API read with urllib. Stopped (its process group: mlflow starts uvicorn's) on exit."""
+
+    def __init__(self, store: str, log: Path):
+        self.port, self.log = _free_port(), log
+        cli = Path(sys.executable).with_name("mlflow")
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(cli), "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1"],
+                cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def __enter__(self):
+        deadline = time.monotonic() + 600  # a busy CI machine: as long as it takes, bounded
+        while True:
+            try:
+                if self.get("/health", raw=True) == b"OK":
+                    return self
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.5)
+
+    def __exit__(self, *exc):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def get(self, route: str, body: dict | None = None, raw: bool = False, **query):
+        url = f"http://127.0.0.1:{self.port}{route}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = urllib.request.Request(
+            url, data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            data = r.read()
+        return data if raw else json.loads(data)
+
+
+def test_mlflow_ui_serves_the_runs_with_their_pictures_report_and_exported_model(tracked,
+                                                                                 tmp_path):
+    """The README's `mlflow ui --backend-store-uri sqlite:///<run>/mlflow.db` answers on
+    loopback with the UI's page and, through its REST API, the search's run (the report's
+    files) with a child run per trial (its params, metrics, tags and pictures), and the model
+    `vae-ablations export` wrote of a trial; the files are in <run>/mlartifacts."""
+    from engine.__main__ import main
+    assert main(["export", str(tracked), str(tmp_path / "ae0"), "--row", "AE", "--seed",
+                 "0"]) == 0
+    trials = _trials(tracked)
+    with _Server(f"sqlite:///{tracked}/mlflow.db", tmp_path / "mlflow-ui.log") as ui:
+        assert b"<html" in ui.get("/", raw=True)  # the UI's own page, not a missing build
+        experiment = ui.get("/api/2.0/mlflow/experiments/get-by-name",
+                            experiment_name="tracked")["experiment"]
+        assert experiment["artifact_location"] == str(tracked / "mlartifacts")
+        runs = ui.get("/api/2.0/mlflow/runs/search", {
+            "experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        (search,) = [r for r, t in zip(runs, tags) if t.get("search_run") == tracked.name]
+        search_id = search["info"]["run_id"]
+        assert search["info"]["run_name"] == tracked.name
+        assert search["info"]["status"] == "FINISHED"
+
+        def files(run_id, path):
+            listed = ui.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path=path)
+            return {Path(f["path"]).name for f in listed.get("files", [])}
+        assert {"table.md", "table.csv", "trials.csv", "qualitative.png"} <= files(search_id,
+                                                                                   "report")
+        children = [(r, t) for r, t in zip(runs, tags) if "trial_key" in t]
+        assert len(children) == len(trials) == 4
+        for r, t in children:
+            label, seed = t["row"], int(t["seed"])
+            last, run_id = trials[(label, seed)], r["info"]["run_id"]
+            assert t["mlflow.parentRunId"] == search_id and t["status"] == "completed"
+            assert r["info"]["run_name"] == f"{label} seed {seed}"
+            params = {p["key"]: p["value"] for p in r["data"]["params"]}
+            assert params["label"] == label and params["seed"] == str(seed)
+            assert params["beta"] == str(last["config"]["config"]["beta"])
+            metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
+            assert metrics["test/mse"] == pytest.approx(last["test/mse"], rel=1e-12)
+            assert files(run_id, "pictures") == {"qualitative.png", "qualitative.npz"}
+            png = ui.get("/get-artifact", raw=True, run_id=run_id,
+                         path="pictures/qualitative.png")
+            assert png.startswith(b"\x89PNG")
+            exported = (label, seed) == ("AE", 0)
+            assert files(run_id, "model") == ({"model.json", "weights.pt", "densities.pt"}
+                                              if exported else set())
+            # the files themselves: in the run folder
+            assert (tracked / "mlartifacts" / run_id / "artifacts" / "pictures" /
+                    "qualitative.png").is_file()
 
 
 def test_wandb_offline_has_a_run_per_trial_grouped_by_row_so_it_bands_the_seeds(tracked):
@@ -230,7 +343,7 @@ def test_a_trial_that_resume_continues_goes_on_in_its_tracked_run(tmp_path):
     _die_and_resume(_mlflow, run, first, again)
     client = MlflowClient(f"sqlite:///{run}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "tracked"]
-    (only,) = client.search_runs([experiment.experiment_id])
+    (only,) = _trial_runs(client.search_runs([experiment.experiment_id]))
     assert only.info.status == "FINISHED" and only.data.tags["status"] == "completed"
     assert [m.step for m in client.get_metric_history(only.info.run_id, "val/mse")] == [1, 2, 3]
     assert only.data.metrics["test/mse"] == 0.2

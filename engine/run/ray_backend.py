@@ -53,8 +53,9 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engine.files import STOPPED_FILE, write_json_atomic  # noqa: E402
-from engine.run import console  # noqa: E402
+from engine.run import console, mlflow_store  # noqa: E402
 from engine.eval.tensorboard import board_dir, end_session  # noqa: E402
+from engine.run.tracked import search_name, trial_key  # noqa: E402
 from engine.run.stopper import PlateauStopper  # noqa: E402
 from engine.run.trial import Session, load_state, newest_state, run_trial  # noqa: E402
 from engine.run.types import RunSpec  # noqa: E402
@@ -439,10 +440,7 @@ def _end_status(trial, failed: bool) -> str:
 
 
 def _trial_key(run_dir: str, trial) -> str:
-    """A tracked run's identity across --resume, which continues a trial in its old folder
-    under a new Tune trial id: the run folder and the trial folder's names."""
-    folder = os.path.basename(str(trial.local_path or trial.path or trial.trial_id))
-    return f"{os.path.basename(run_dir)}/{folder}"
+    return trial_key(run_dir, trial.local_path or trial.path or trial.trial_id)
 
 
 def tracker_callbacks(names, run_dir: str) -> list:
@@ -460,7 +458,16 @@ def _mlflow(run_dir: str):
     class MLflow(MLflowLoggerCallback):
         """Ray's MLflow callback with a run per trial named by its row and seed, tagged with
         the row (`row`), seed, run folder, search and data set, and only the trial's own
-        params and metrics (Ray's logs every key of the trial's config and result)."""
+        params and metrics (Ray's logs every key of the trial's config and result); each a
+        child of the search's run, its pictures logged at its end (engine/run/mlflow_store.py:
+        the experiment, its artifact location and the files)."""
+
+        def setup(self, *args, **kwargs):
+            # the experiment made first, with its artifact location: Ray's would take MLflow's
+            client, experiment = mlflow_store.client_and_experiment(run_dir)
+            super().setup(*args, **kwargs)
+            self._search_run = mlflow_store.search_run(client, experiment, run_dir)
+            client.update_run(self._search_run, status="RUNNING")  # a --resume reopens it
 
         def log_trial_start(self, trial):
             if trial in self._trial_runs:  # a retried trial goes on in its run
@@ -475,7 +482,8 @@ def _mlflow(run_dir: str):
                 return
             tags = {**self.tags, "row": c["label"], "seed": str(c["seed"]),
                     "run": os.path.basename(run_dir), "search": str(c.get("search")),
-                    "dataset": c["dataset"], "trial": trial.trial_id, "trial_key": key}
+                    "dataset": c["dataset"], "trial": trial.trial_id, "trial_key": key,
+                    "mlflow.parentRunId": self._search_run}
             run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(trial))
             self._trial_runs[trial] = run.info.run_id
             self.mlflow_util.log_params(run_id=run.info.run_id,
@@ -487,12 +495,18 @@ def _mlflow(run_dir: str):
                                          step=result.get("epoch") or iteration)
 
         def log_trial_end(self, trial, failed=False):
-            self.mlflow_util._get_client().set_tag(self._trial_runs[trial], "status",
-                                                   _end_status(trial, failed))
+            client, run_id = self.mlflow_util._get_client(), self._trial_runs[trial]
+            client.set_tag(run_id, "status", _end_status(trial, failed))
+            try:  # a picture MLflow cannot take must not end the search
+                # trial.path: the trial folder the trial writes (local_path is Tune's staging)
+                mlflow_store.log_pictures(client, run_id, trial.path, _run_name(trial))
+            except Exception as e:  # noqa: BLE001
+                print(f"MLflow: {_run_name(trial)}'s pictures not logged: "
+                      f"{type(e).__name__}: {e}", file=console.err())
             super().log_trial_end(trial, failed)
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir}/mlflow.db"
-    return MLflow(tracking_uri=uri, experiment_name=_search_name(run_dir))
+    return MLflow(tracking_uri=mlflow_store.tracking_uri(run_dir),
+                  experiment_name=search_name(run_dir))
 
 
 def _wandb(run_dir: str):
@@ -525,7 +539,7 @@ def _wandb(run_dir: str):
                 **tracked_metrics(result), "training_iteration": result.get("epoch")
                 or iteration})
 
-    return Wandb(project=os.environ.get("WANDB_PROJECT") or _search_name(run_dir))
+    return Wandb(project=os.environ.get("WANDB_PROJECT") or search_name(run_dir))
 
 
 def _aim(run_dir: str):
@@ -569,15 +583,7 @@ def _aim(run_dir: str):
             self._trial_to_run[trial]["status"] = _end_status(trial, failed)
             super().log_trial_end(trial, failed)
 
-    return Aim(repo=run_dir, experiment_name=_search_name(run_dir))
-
-
-def _search_name(run_dir: str) -> str:
-    """The search's name, from its search.json (a tracker's experiment or project)."""
-    try:
-        return json.loads(Path(run_dir, "search.json").read_text())["name"]
-    except (OSError, ValueError, KeyError):
-        return os.path.basename(run_dir)
+    return Aim(repo=run_dir, experiment_name=search_name(run_dir))
 
 
 # Ray's loggers that report a trial's or the driver's failure to write: on a full disk each

@@ -193,11 +193,23 @@ def _finish(spec: RunSpec, out: Path, outcome: str, after) -> int:
             print(f"error: the study's own report step failed: {type(e).__name__}: {e}",
                   file=sys.stderr)
             failed = True
+    if "mlflow" in spec.trackers:  # the report with the study's own plots
+        _log_report(out, outcome == "complete")
     if outcome != "complete":  # interrupted (SIGINT: 130) or terminated (SIGTERM: 128 + 15)
         print(f"{outcome}: the unfinished trials keep their checkpoints; finish the run "
               f"with --resume --out {out}", file=sys.stderr)
         return 143 if outcome == "terminated" else 130
     return 1 if failed or "error" in _statuses(out) else 0
+
+
+def _log_report(out: Path, finished: bool) -> None:
+    """The report's files to the search's MLflow run (engine/run/mlflow_store.py); where
+    MLflow cannot take them the files are still in the run folder, so it is one line."""
+    from engine.run.mlflow_store import log_report
+    try:
+        log_report(out, finished)
+    except Exception as e:  # noqa: BLE001
+        print(f"MLflow: the report was not logged: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _statuses(out: Path) -> set[str]:
