@@ -125,8 +125,7 @@ def _fitted_densities(state: dict, data_root: str | None) -> dict[str, dict]:
     latents = models.draw_latents(model, data.train.images, seed)
     out = {}
     for name in settings.densities:
-        kind, overrides = DENSITY_SETS[name]
-        density = models.DENSITIES[kind](latents, model.cfg.replace(**overrides), seed,
+        density = DENSITY_SETS[name].fit(latents, model.cfg, seed,
                                          models.redraw_latents(model, data.train.images, seed))
         out[name] = models.density_state(density)
     return out

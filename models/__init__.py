@@ -32,8 +32,8 @@ from .autoencoder import PRECISIONS, GaussianAutoencoder
 from .codebooks import CODEBOOKS, Codebook, nearest_code
 from .config import MEAN_SAMPLING, Config, ConfigError, axis_values
 from .decoder_regs import DECODER_PENALTIES
-from .density import (DENSITIES, density_state, draw_latents, fit_density, redraw_latents,
-                      state_density)
+from .density import (DENSITIES, DENSITY_SETS, PRIOR, DensitySet, density_state,
+                      draw_latents, fit_density, redraw_latents, state_density)
 from .images import float_images
 from .schedules import needs_total_epochs, set_lr
 from .posteriors import POSTERIORS, Posterior, PosteriorHead
@@ -45,7 +45,7 @@ from .variances import (CONSTANT, DATA, DECODER_VARIANCES, INPUT, LATENT, MLE_EP
 
 __all__ = ["PRESETS", "PRECISIONS", "Config", "ConfigError", "GaussianAutoencoder", "build",
            "resolve", "fit_density", "draw_latents", "redraw_latents", "float_images", "set_lr",
-           "DENSITIES", "density_state", "state_density",
+           "DENSITIES", "DENSITY_SETS", "DensitySet", "PRIOR", "density_state", "state_density",
            "Posterior", "REGULARIZERS", "axis_values", "nearest_code", "MLE_EPS",
            "UAE_GRADIENT_SAMPLINGS",
            "kl_to_standard_normal", "MEAN_SAMPLING",

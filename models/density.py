@@ -16,6 +16,7 @@ stage takes draw k in epoch k; the prior and the GMM fit `latents` alone.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
@@ -212,6 +213,34 @@ def fit_density(model, images: torch.Tensor, seed: int = 0, density: str | None 
     latents = draw_latents(model, images, seed, batch_size)
     return DENSITIES[density or model.cfg.density](
         latents, model.cfg, seed, redraw_latents(model, images, seed, batch_size))
+
+
+@dataclass(frozen=True)
+class DensitySet:
+    """A density an evaluation samples its FIDs from (eval/fid_sample_<its name>) and a
+    trial's pictures show: the density axis value that draws it, the config fields it is
+    fitted with, and whether fitting it takes minutes at a full data set's size (--smoke
+    leaves those out). The engine iterates DENSITY_SETS and never names one."""
+    density: str  # a value of Config.density (DENSITIES)
+    fields: dict = field(default_factory=dict)  # e.g. {"gmm_components": 10}
+    costly: bool = False
+
+    @property
+    def fitted(self) -> bool:
+        """False for the model's own prior: drawn as it is, not fitted to latents."""
+        return self.density != PRIOR
+
+    def fit(self, latents: torch.Tensor, cfg: Config, seed: int, redraw: Redraw) -> Density:
+        """The density fitted to `latents` (N, D) under `cfg` with this set's fields."""
+        return DENSITIES[self.density](latents, cfg.replace(**self.fields), seed, redraw)
+
+
+PRIOR = "prior"  # the set (and density) of N(0, I), the model's own prior
+# What `--eval fid` samples by default, by name: RAE's GMM-10 (UAE Sec. 5.1) and GMM-100
+# (Takida Table 4), Dai & Wipf's second stage, and the prior
+DENSITY_SETS = {PRIOR: DensitySet(PRIOR), "gmm10": DensitySet("gmm", {"gmm_components": 10}),
+                "gmm100": DensitySet("gmm", {"gmm_components": 100}, costly=True),
+                "second_stage": DensitySet("second_stage", costly=True)}
 
 
 def redraw_latents(model, images: torch.Tensor, seed: int = 0, batch_size: int = 512) -> Redraw:

@@ -64,9 +64,7 @@ from engine.files import write_json_atomic
 from models import float_images
 
 GROUPS = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
-DENSITY_SETS = {"prior": ("prior", {}), "gmm10": ("gmm", {"gmm_components": 10}),
-                "gmm100": ("gmm", {"gmm_components": 100}),
-                "second_stage": ("second_stage", {})}
+DENSITY_SETS = models.DENSITY_SETS  # name -> models.DensitySet: what --eval fid samples
 
 
 def parse_groups(text: str) -> tuple[str, ...]:
@@ -86,7 +84,7 @@ class EvalSettings:
     inception_weights: str | None = None  # pytorch-fid's weights file, else the hub cache
     reference_split: str = "test"  # FID's real images (and the reconstructed / interpolated)
     fid_samples: int = 10_000  # generated images per FID (the papers: 10,000)
-    densities: tuple[str, ...] = ("prior", "gmm10", "gmm100", "second_stage")
+    densities: tuple[str, ...] = tuple(DENSITY_SETS)  # every one models declares
     pr_k: int = 3  # Kynkäänniemi et al.'s k
     kid_subsets: int = 100  # KID's subsets and their size (torch-fidelity's defaults)
     kid_subset_size: int = 1000
@@ -284,18 +282,17 @@ def _image_sets(ctx: Context) -> dict[str, Callable]:
     ref = getattr(ctx.data, s.reference_split).images
     sets: dict[str, Callable] = {"rec": lambda: sq.reconstructions(m, ref, dev, s.batch_size)}
 
-    def density_set(name: str, kind: str, overrides: dict):
+    def density_set(name: str, declared: models.DensitySet):
         def make():
-            density = models.DENSITIES[kind](
-                _density_latents(ctx), m.cfg.replace(**overrides), ctx.seed,
-                models.redraw_latents(m, ctx.data.train.images, ctx.seed))
+            density = declared.fit(_density_latents(ctx), m.cfg, ctx.seed,
+                                   models.redraw_latents(m, ctx.data.train.images, ctx.seed))
             z = density.sample(s.fid_samples, seed=ctx.seed).float()
             ctx.drawn[name] = z  # this density's own name (not the loop's last, read late)
             return sq.decoded(m, z, dev, s.batch_size)
         return make
 
     for name in s.densities:
-        sets[f"sample_{name}"] = density_set(name, *DENSITY_SETS[name])
+        sets[f"sample_{name}"] = density_set(name, DENSITY_SETS[name])
     for ratio in ("mid", "rand"):
         sets[f"interp_{ratio}"] = (lambda r=ratio: sq.decoded(
             m, sq.interpolation_latents(m, ref, s.fid_samples, r, ctx.seed, dev, s.batch_size),

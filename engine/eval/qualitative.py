@@ -20,6 +20,7 @@ import torch
 
 from engine.eval.metrics.latent import slerp
 from engine.files import write_atomic
+import models
 from models import float_images
 
 FILE = "qualitative.npz"
@@ -42,7 +43,7 @@ def qualitative_images(model, test_images: torch.Tensor, drawn: dict, device,
         out = {"inputs": _uint8(x), "reconstructions": _uint8(model.reconstruct(x))}
         prior = torch.randn(N, model.cfg.latent_dim,
                             generator=torch.Generator().manual_seed(seed))
-        for name, z in {"prior": prior, **drawn}.items():
+        for name, z in {models.PRIOR: prior, **drawn}.items():
             out[f"samples/{name}"] = _uint8(model.generate(z[:N].to(device)))
         mu = model.encode(x[:4])[0]  # (4, D): two pairs of ends
         t = torch.linspace(0, 1, N, device=mu.device)

@@ -214,7 +214,7 @@ class TrialBoard:
         # top row the inputs, bottom row their reconstructions D(mu(x))
         self.writer.add_image("reconstructions", make_grid(
             torch.cat([x, model.reconstruct(x)]).clamp(0, 1).cpu(), nrow=GRID), epoch)
-        self.writer.add_image("samples/prior", make_grid(
+        self.writer.add_image(f"samples/{models.PRIOR}", make_grid(
             model.decode(self.prior_z.to(dev)).clamp(0, 1).cpu(), nrow=GRID), epoch)
 
     def _density_samples(self, model, epoch: int, drawn: dict) -> None:
@@ -222,7 +222,8 @@ class TrialBoard:
         # the prior's grid is drawn every image epoch (_images); the fitted densities' come
         # from the evaluation: fitting a GMM or training a second stage again for 32 images
         # doubled a 2-Stage trial's end (benchmarks/trial_end.py)
-        fitted = {name: z[:2 * GRID] for name, z in drawn.items() if name != "prior"}
+        fitted = {name: z[:2 * GRID] for name, z in drawn.items()
+                  if models.DENSITY_SETS[name].fitted}
         if not fitted:  # the evaluation sampled no fitted density: the config's, here
             # fitting may train (a second-stage VAE), so no no_grad around it
             density = models.fit_density(model, self.data.train.images, seed=self.spec.seed)

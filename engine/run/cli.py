@@ -32,7 +32,7 @@ SMOKE_EVAL = {"fid_samples": 300, "ppl_samples": 200, "iwae_k": 20, "nll_images"
               "diagnostic_images": 200, "grad_var_draws": 4}
 
 
-SMOKE_SKIPS = ("gmm100", "second_stage")
+SMOKE_SKIPS = tuple(name for name, declared in models.DENSITY_SETS.items() if declared.costly)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -152,7 +152,7 @@ def eval_settings(search: Search, args) -> EvalSettings:
     changes: dict = dict(SMOKE_EVAL) if args.smoke else {}
     if args.smoke:  # fitting GMM-100 and training the second stage take longest
         changes["densities"] = tuple(d for d in search.evaluation.densities
-                                     if d not in SMOKE_SKIPS) or ("prior",)
+                                     if d not in SMOKE_SKIPS) or (models.PRIOR,)
     try:
         changes.update(parse_assignments("--eval-set", args.eval_set, EvalSettings()))
     except ValueError as e:
