@@ -19,7 +19,7 @@ Each trial trains to its plateau (--epochs auto: the search metric's mean over t
 of the epochs within 1% of the window before, three epochs in a row, at least 20 and at most
 150 epochs) with the code's schedule, ReduceLROnPlateau(0.5, patience 5), at the library's Adam
 1e-3: at the code's 5e-3 the curves are noisy enough that the rule stops them early and worse
-(measured, README). Where the code's setting differs beyond that (Adam 5e-3, latent 64, a conv
+(measured, docs/running.md). Where the code's setting differs beyond that (Adam 5e-3, latent 64, a conv
 net on 32×32 Fashion-MNIST, 100 epochs), the default keeps the library's (`--set lr=5e-3
 latent_dim=64 --epochs 100` is the code's optimisation).
 

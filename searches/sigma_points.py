@@ -5,7 +5,7 @@ penalty) trained with k = 1, 2, 4, 8 sigma points per input, each reconstructed 
 k points drawn uniformly from the 2D+1), beside UAE Table 2's VAE with k reparameterized draws.
 The UAE is the preset UAE-code, the authors' code's reading, as in ablation_uae.py (their code
 produced the appendix's numbers; in the paper's reading its raw full-covariance factor puts
-the UAE far behind the VAE, see uae_paper_vs_code.py and the README). The table has
+the UAE far behind the VAE, see uae_paper_vs_code.py and docs/studies.md). The table has
 the FIDs of UAE Table 2 (reconstructions, GMM-10 samples, midpoint interpolations), test MSE,
 and the training time per epoch, `time/epoch_mean_s`: the mean of `time/epoch_s` (training
 and validation, not the evaluation) over a trial's epochs. Trials run side by side on shared

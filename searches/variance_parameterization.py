@@ -27,7 +27,7 @@ on this CPU; Takida does not give its size): `--set second_stage_hidden=1024` re
 by MLE estimates one variance per input and pixel from a single draw z, so its reconstruction
 term is Σ_i ½ log((x_i − x̂_i)² + 10⁻⁶) (Takida Sec. 5.2): on MNIST-5k, where most pixels
 are exactly 0, it rewards fitting some pixels exactly over the others' error, and its MSE and FIDs
-are far worse than the others' (see the README); we report it as it trains, and beside it
+are far worse than the others' (see docs/studies.md); we report it as it trains, and beside it
 the same row with 10⁻³ and 10⁻² in place of 10⁻⁶ (`mle_eps`), rows the paper does not have:
 Takida's G.17 taken literally does not give its Table 4 row, and the ε decides the result.
 

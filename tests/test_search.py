@@ -57,7 +57,7 @@ def write_script(tmp_path, body: str) -> str:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "uae"
-    # $RAY_ADDRESS (as the README exports it for `ray job submit`) must not pull a local run
+    # $RAY_ADDRESS (as docs/cluster.md exports it for `ray job submit`) must not pull a local run
     # onto a cluster: here it names a port where nothing listens, which ray.init would try
     proc = search(["--smoke", "--seeds", "2", "--out", str(out)],
                   env={"RAY_ADDRESS": "127.0.0.1:9"})

@@ -209,7 +209,7 @@ REAL_DATASETS: tuple[str, ...] = _real.REAL_DATASETS  # need files under a data 
 
 # What arch="auto" builds on an embedded set where the image size's own pick would not fit its
 # default run's time on 2 CPU cores: on mnist5k's 28x28 images conv28 takes ~30x an MLP's time
-# per step (see the README's Data section); the papers' conv nets are `--set arch=conv28` away.
+# per step (see docs/data.md); the papers' conv nets are `--set arch=conv28` away.
 EMBEDDED_ARCH = {"mnist5k": "mlp"}
 
 

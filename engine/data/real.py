@@ -5,8 +5,8 @@ engine/data/__init__.py caches what these readers return (once per machine) and 
 engine's uint8 `Split`s; nothing here knows about caches or tensors of the engine.
 
 Where the files are expected (torchvision's own layout under a data root: --data-root, else
-$VAE_DATA_ROOT, else ~/data) and how each set is split are the user's to know: the README's
-Data section has both tables; the code below is their one source.
+$VAE_DATA_ROOT, else ~/data) and how each set is split are the user's to know: docs/data.md
+has both tables; the code below is their one source.
 
 Preprocessing (Takida et al. Appendix I; Dai & Wipf; the common practice):
   mnist, fashion  28x28, 1 channel, as stored.

@@ -92,7 +92,7 @@ def init(address: str | None, give_up=None) -> None:
               "machine accept anyone who reaches them; unset it to keep token authentication",
               file=console.err(), flush=True)
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
-    # job API's tunnel that the README exports for `ray job submit`)
+    # job API's tunnel that docs/cluster.md exports for `ray job submit`)
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
     private_token_file()
 
