@@ -432,11 +432,11 @@ def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
     # TensorBoard's HParams: every trial a session from its start; a stopped one with no end
     # status ("unknown") and its last epoch's val/mse, a completed one a success
     _, groups = read_hparams(out)
-    sessions = {name.split("/")[0]: session for g in groups.values()
+    sessions = {name: session for g in groups.values()
                 for name, session in g["sessions"].items()}
     assert len(sessions) == len(trials)
-    for _, t in trials.iterrows():
-        session = sessions[t["trial"]]
+    for _, t in trials.iterrows():  # each trial's events in <run>/tensorboard/<row>/seed<k>
+        session = sessions[f"tensorboard/{ascii_text(t['label'])}/seed{t['seed']}"]
         assert session["status"] == ("SUCCESS" if t["status"] == "completed" else "UNKNOWN")
         assert session["metrics"]["val/mse"][0] == t["epochs_done"]
 

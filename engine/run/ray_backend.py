@@ -858,6 +858,9 @@ class _RecordingASHA:
         action = super().on_trial_result(tune_controller, trial, result)
         if (action == "STOP" and result.get("status") == "running"
                 and trial.path is not None):
+            # its folder may not exist yet at its first result: nothing the trial writes
+            # there (its TensorBoard events live in <run>/tensorboard) need come before it
+            Path(trial.path).mkdir(parents=True, exist_ok=True)
             write_json_atomic(Path(trial.path) / STOPPED_FILE, {
                 "by": "ASHA", "at_epoch": result.get("epoch"),
                 "metric": self._metric, "value": result.get(self._metric)})

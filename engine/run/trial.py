@@ -261,6 +261,9 @@ def run_trial(params: dict, session: Session) -> None:
     held = data_device(data.train.images.nbytes + data.val.images.nbytes, dev,
                        spec.resources.gpu)
     train, val = data.train.images.to(held), data.val.images.to(held)
+    # the trial's folder, which its pictures and evaluation files go into: Tune makes it only
+    # once the driver writes the first result line, after a one-epoch trial has ended
+    os.makedirs(session.trial_dir, exist_ok=True)
     board = (TrialBoard(session.trial_dir, spec, data, start, session.board)
              if session.rank == 0 else None)
     # val/fid_rec every few epochs (rank 0): whether the rows' FID order had settled
