@@ -77,7 +77,7 @@ def _free_port() -> int:
 
 def ddp_epoch_time(rank: int, world: int, port: int, cuda: bool, shape, batch: int,
                    steps: int, out: str) -> None:
-    """One process of W: the trial loop's DDP path (engine/run/ray_backend.py _ddp_worker
+    """One process of W: the trial loop's DDP path (engine/run/ray_backend/trainables.py _ddp_worker
     without Ray) over the same uint8 images and global batch as one worker; rank 0 writes the
     median of three timed epochs (after one to warm up) to `out`."""
     import torch.distributed as dist

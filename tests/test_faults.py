@@ -104,7 +104,7 @@ def ddp_checkpoint(out: Path) -> dict | None:
 def ddp_reference_rank(rank: int, params: dict, folder: str) -> None:
     """One of the 2 ranks of a DDP run of `params` never interrupted, in plain
     torch.distributed (gloo, rendezvous through a file in `folder`) with the Session that
-    engine/run/ray_backend.py's _ddp_worker builds; rank 0 keeps every epoch's checkpoint as
+    engine/run/ray_backend/trainables.py's _ddp_worker builds; rank 0 keeps every epoch's checkpoint as
     <folder>/epoch<epoch>. (Run by torch.multiprocessing, so it lives at module level.)"""
     torch.set_num_threads(max(1, int(params["resources"]["cpu"])))  # as _ddp_worker
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,

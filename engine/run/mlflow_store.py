@@ -1,4 +1,4 @@
-"""--tracker mlflow beyond its Tune callback (engine/run/ray_backend.py _mlflow): where a run's
+"""--tracker mlflow beyond its Tune callback (engine/run/ray_backend/trackers.py _mlflow): where a run's
 MLflow data lives, the search's own MLflow run, and the files MLflow receives. No Ray here: the
 search's end (the report) and `vae-ablations export` log to the same runs.
 

@@ -17,7 +17,7 @@ holds at the last epoch), so a run with --epochs auto reports no row "not conver
 those that reached the cap.
 
 `PlateauStopper` holds the rule with Ray Tune's `Stopper` interface (`__call__(trial_id,
-result) -> bool`, `stop_all()`; engine/run/ray_backend.py registers it as a
+result) -> bool`, `stop_all()`; engine/run/ray_backend registers it as a
 `ray.tune.stopper.Stopper`, so that Tune takes it as one). The trial asks it itself, after each
 epoch's validation, inside the trainable (engine/run/trial.py) rather than Tune asking it in
 the driver: a trial that Tune stops has already reported its last epoch as "running", so it

@@ -8,7 +8,7 @@ is the first at which the search metric has plateaued (engine/run/stopper.py), e
 ("epochs"); every line then says "end_reason" (None until the last). A NaN or infinite loss
 ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
 Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
-Ray: engine/run/ray_backend.py hands it a `Session` with the Ray calls. It uses only the models'
+Ray: engine/run/ray_backend/trainables.py hands it a `Session` with the Ray calls. It uses only the models'
 public API (build, forward/loss, reconstruct, make_optimizer, fit_density).
 """
 from __future__ import annotations

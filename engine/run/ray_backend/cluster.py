@@ -1,0 +1,124 @@
+"""Ray itself: starting or joining it (token authentication kept on), leaving it, the
+cluster's resources and nodes, and a list of calls as Ray Tasks (`evaluate RUN`)."""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import ray
+
+from engine.run import console
+
+
+def init(address: str | None, give_up=None) -> None:
+    """Attach to a running cluster (`address`, e.g. "auto" or "HEAD_IP:6379") or start Ray on
+    this machine only, with the dashboard off and token authentication on.
+
+    Ray >= 2.59 turns token authentication on for a cluster that ray.init starts (the token in
+    ~/.ray/auth_token, made on first use) unless RAY_AUTH_MODE says otherwise. It matters: on
+    Linux, Ray's gRPC servers (GCS, raylet, workers) listen on every interface of the machine
+    and Ray has no setting to bind them to localhost only, so the token is what keeps another
+    machine on the network from running code here. A user who turned it off is told so."""
+    if ray.is_initialized():
+        return
+    if address:
+        # ray.init can wait for minutes on an address where a GCS answered the probe but
+        # does not let this driver in; one line and exit 2 instead
+        timer = threading.Timer(JOIN_TIMEOUT_S, _give_up, args=(address, give_up))
+        timer.daemon = True
+        timer.start()
+        try:
+            ray.init(address=address, log_to_driver=True)
+        finally:
+            timer.cancel()
+        return
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
+              "machine accept anyone who reaches them; unset it to keep token authentication",
+              file=console.err(), flush=True)
+    # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
+    # job API's tunnel that docs/cluster.md exports for `ray job submit`)
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    private_token_file()
+
+
+def shutdown() -> None:
+    """Leave Ray: its log thread is joined, so no trial process's last words, which Ray
+    forwards to this driver's stderr as they arrive, can come after the driver's own last line
+    (on a busy machine they came seconds late, after "the disk is full")."""
+    ray.shutdown()
+
+
+TOKEN_FILE = Path("~/.ray/auth_token")
+
+
+def private_token_file(path: Path = TOKEN_FILE) -> None:
+    """Ray writes the token it makes on first use with the umask's mode (0644): anyone on the
+    machine could read it and so pass the authentication. Make it the owner's alone."""
+    path = path.expanduser()
+    try:
+        if path.is_file() and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            path.chmod(0o600)
+    except OSError as e:  # e.g. a token file of another user's: say so, go on
+        print(f"warning: cannot make {path} private ({e.strerror}): chmod 600 it",
+              file=console.err(), flush=True)
+
+
+JOIN_TIMEOUT_S = float(os.environ.get("VAE_ABLATIONS_JOIN_TIMEOUT_S", "120"))
+
+
+def _give_up(address: str, cleanup=None) -> None:
+    if cleanup is not None:  # e.g. give back the run folder the search claimed
+        cleanup()
+    print(f"error: --address {address}: Ray did not let this driver join within "
+          f"{JOIN_TIMEOUT_S:g} s; check that it is the head's GCS address (ray status there "
+          "prints it) and that this machine reaches every port of the head",
+          file=console.err(), flush=True)
+    os._exit(2)  # noqa: SLF001  (ray.init holds the main thread; nothing has started)
+
+
+def node_id() -> str:
+    """The Ray node this process runs on (a trial's results record where it ran)."""
+    return ray.get_runtime_context().get_node_id()
+
+
+def cluster_resources() -> dict[str, float]:
+    """The CPUs and GPUs of the cluster's nodes now."""
+    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def max_cluster_resources() -> dict[str, float] | None:
+    """The CPUs and GPUs an autoscaling cluster can grow to, where its autoscaler reported
+    them to the GCS (KubeRay, autoscaler v2); None where Ray does not know (e.g. `ray up`'s
+    autoscaler v1)."""
+    try:
+        from ray._private.state import state
+        most = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001  (a private API: absent or changed means unknown)
+        return None
+    return {k: float(v) for k, v in most.items() if k in ("CPU", "GPU")} if most else None
+
+
+def map_tasks(fn, calls: list[tuple], cpu: float = 1.0, gpu: float = 0.0, done=None) -> list:
+    """fn(*args) for each args of `calls`, each a Ray Task of `cpu` CPUs and `gpu` GPUs, so a
+    cluster runs them in parallel on its nodes as their resources allow. The results in the
+    order of `calls`; a task whose worker died gives its exception instead, so one failure
+    costs only its own result. done(i, result) is called as each finishes."""
+    remote = ray.remote(num_cpus=cpu, num_gpus=gpu)(fn)
+    index = {remote.remote(*args): i for i, args in enumerate(calls)}
+    results: list = [None] * len(calls)
+    pending = list(index)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            try:
+                results[index[ref]] = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the worker or its node was lost
+                results[index[ref]] = e
+            if done is not None:
+                done(index[ref], results[index[ref]])
+    return results
+
+
