@@ -121,3 +121,15 @@ def test_a_trial_worker_imports_neither_the_command_line_nor_the_run_folder():
     assert "engine.run.ray_backend" in loaded and "engine.run.trial" in loaded
     assert not loaded & {"engine.run.cli", "engine.run.folder", "engine.run.spec",
                          "engine.run.search", "engine.run.resume"}, loaded
+
+
+def test_importing_the_ray_package_sets_no_environment_variable():
+    """Issue 32: Ray's and Tune's settings are set where Ray starts (ray_backend.init), not by
+    an import, which changed seven variables of any process that merely imported the engine."""
+    code = ("import os, json, ray, ray.tune, ray.train, sklearn, torch, torchvision; "  # theirs
+            "before = dict(os.environ); import engine.run.ray_backend; "
+            "print(json.dumps(sorted(k for k in set(before) | set(os.environ) "
+            "if before.get(k) != os.environ.get(k))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                          capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

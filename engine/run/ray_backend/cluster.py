@@ -12,6 +12,30 @@ import ray
 from engine.run import console
 
 
+def ray_environment() -> None:
+    """Ray's and Tune's settings for this engine, set where Ray starts (init), before it does:
+    the raylets this process starts inherit them, Tune reads its own when the experiment runs,
+    and a trial's worker gets RAY_CHDIR_TO_TRIAL_DIR from Tune. Nothing is set by importing
+    the engine."""
+    # Our own TensorBoard writer logs richer summaries than Tune's automatic TBX logger, so the
+    # automatic loggers are off and the JSON/CSV ones (which the reports read) are added back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative paths keep meaning the repo's
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Checkpointing every epoch with num_to_keep forces a small experiment-state snapshot each
+    # time (so a restore never points at a deleted checkpoint); it costs ~10 ms, so no warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ctrl-C is ours (run_experiment's _Interrupt): Tune's own handler ends the run as if it had
+    # finished, and nothing after fit() could tell an interrupted search from a complete one
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Ray starts its workers, i.e. our trials, at nice 15: beside any busy process of normal
+    # priority a trial gets about 1/30 of a core (a 2-seed search on a 2-node test cluster took
+    # 31 s, 249 s with two busy loops beside it). The trials are the work the user asked for, so
+    # they run at the user's priority unless RAY_worker_niceness says otherwise. It reaches the
+    # raylets that this process starts (ray.init, ray.cluster_utils.Cluster), not a joined cluster.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+
+
 def init(address: str | None, give_up=None) -> None:
     """Attach to a running cluster (`address`, e.g. "auto" or "HEAD_IP:6379") or start Ray on
     this machine only, with the dashboard off and token authentication on.
@@ -21,6 +45,7 @@ def init(address: str | None, give_up=None) -> None:
     Linux, Ray's gRPC servers (GCS, raylet, workers) listen on every interface of the machine
     and Ray has no setting to bind them to localhost only, so the token is what keeps another
     machine on the network from running code here. A user who turned it off is told so."""
+    ray_environment()
     if ray.is_initialized():
         return
     if address:
