@@ -627,3 +627,18 @@ def test_joining_an_address_that_answers_but_never_lets_ray_in_is_bounded(tmp_pa
     err = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert len(err) == 1 and "did not let this driver join within 5 s" in err[0]
     assert not out.exists()
+
+
+def test_a_local_ray_that_does_not_start_is_one_line_that_says_so(capsys):
+    """A local Ray that timed out starting (a niced search on a loaded machine) was reported
+    as "cannot join Ray at --address None": no --address was given."""
+    from types import SimpleNamespace
+    from engine.run.search import connect
+    from engine.run.types import Resources
+
+    def init(address, give_up=None):
+        raise RuntimeError("The current node timed out during startup.\nmore")
+    assert connect(None, Resources(), SimpleNamespace(init=init)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--address None" not in err
+    assert err.startswith("error: cannot start Ray on this machine: The current node timed out")

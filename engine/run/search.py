@@ -88,8 +88,13 @@ def connect(address: str | None, res: Resources, ray_backend, give_up=None) -> i
                 if "token" in causes.lower() else
                 "; check that the address is the head node's (ray status there prints it)")
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        print(f"error: cannot join Ray at --address {address}: {first}{hint}",
-              file=console.err())
+        if address is None:  # a local Ray that did not start (e.g. a machine too loaded)
+            print(f"error: cannot start Ray on this machine: {first}; its own logs are in "
+                  "/tmp/ray/session_latest/logs; try again once the machine is less busy, or "
+                  "join a running Ray with --address", file=console.err())
+        else:
+            print(f"error: cannot join Ray at --address {address}: {first}{hint}",
+                  file=console.err())
         return 2
     have = ray_backend.cluster_resources()
     need_cpu, need_gpu = res.cpu * res.workers, res.gpu * res.workers
