@@ -146,7 +146,9 @@ def _run_study(name: str | None, flags: list[str], prog: str) -> int:
 def _log_export(run_dir: str, trial: Path, out: str) -> int:
     """An export of a run tracked with MLflow goes to its trial's MLflow run too, under
     model/ (engine/run/mlflow_store.py); the export stands where MLflow cannot take it."""
-    if "mlflow" not in json.loads(Path(run_dir, "search.json").read_text()).get("trackers", ()):
+    from engine.run.types import RunSpec
+    if "mlflow" not in RunSpec.from_json(json.loads(Path(run_dir, "search.json").read_text())
+                                         ).trackers:
         return 0
     try:
         from engine.run.mlflow_store import log_export

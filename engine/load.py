@@ -21,6 +21,7 @@ import models
 from engine.data import dataset_shape
 from engine.files import write_atomic, write_json_atomic
 from engine.run.trial import STATE_FILE, load_state
+from engine.run.types import RunSpec, TrialSpec
 
 EXPORT_CONFIG, EXPORT_WEIGHTS, EXPORT_DENSITIES = "model.json", "weights.pt", "densities.pt"
 
@@ -32,7 +33,8 @@ def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAut
     if (folder / EXPORT_CONFIG).is_file():
         meta = json.loads((folder / EXPORT_CONFIG).read_text())
         weights = torch.load(folder / EXPORT_WEIGHTS, map_location="cpu", weights_only=True)
-        model = built(meta["config"], tuple(meta["image_shape"]), weights, folder)
+        model = built(models.resolve(meta["config"]), tuple(meta["image_shape"]), weights,
+                      folder)
         if (folder / EXPORT_DENSITIES).is_file():  # the samplers its FIDs used
             states = torch.load(folder / EXPORT_DENSITIES, map_location="cpu",
                                 weights_only=True)
@@ -41,16 +43,25 @@ def load_model(folder, device: str | torch.device = "cpu") -> models.GaussianAut
             model.density_seed = meta.get("density_seed", 0)
     else:
         state = newest_checkpoint(folder)
-        params = state["params"]
-        model = built(params["config"], dataset_shape(params["dataset"]), state["model"],
-                       folder)
+        spec = trial_spec(state, folder)
+        model = built(spec.config, dataset_shape(spec.dataset), state["model"], folder)
     return model.place(device).eval()
 
 
-def built(config: dict, shape: tuple, weights: dict, folder: Path):
+def trial_spec(state: dict, folder: Path) -> TrialSpec:
+    """The TrialSpec of a checkpoint's params (ValueError, one line, where they do not
+    build one: the trial folder's params edited)."""
+    try:
+        return TrialSpec.from_params(state["params"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{folder}: the checkpoint's params do not make a trial ({e}); was "
+                         "the trial folder's params changed?") from None
+
+
+def built(config: models.Config, shape: tuple, weights: dict, folder: Path):
     """The model of `config` for images of `shape` with `weights` (ValueError, one line,
     where they do not fit: the folder's params or model.json edited)."""
-    model = models.build(models.resolve(config), shape)
+    model = models.build(config, shape)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:  # weights of another architecture or data set
@@ -72,7 +83,11 @@ def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
         search, trials = load_search(run), load_trials(run)
     except NotARunFolder as e:
         raise ValueError(str(e)) from None
-    metric, mode = search.get("metric", "val/mse"), search.get("mode", "min")
+    try:
+        saved = RunSpec.from_json(search)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{run / 'search.json'} is not a search's record ({e})") from None
+    metric, mode = saved.metric, saved.mode
     done = trials[(trials["status"] == "completed") & trials[metric].map(_finite)] \
         if metric in trials else trials.iloc[0:0]
     if done.empty:
@@ -86,42 +101,42 @@ def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
         raise ValueError(f"{out}: the folder {out.parent} does not exist; create it first")
     trial = run / best["trial"]
     state = newest_checkpoint(trial)
-    params = state["params"]
-    densities = _fitted_densities(state, data_root)  # before anything is written
+    spec = trial_spec(state, trial)
+    densities = _fitted_densities(state, spec, data_root)  # before anything is written
     out.mkdir(exist_ok=True)
     # the weights alone (no optimizer, no RNG), written whole or not at all
     write_atomic(out / EXPORT_WEIGHTS, lambda tmp: torch.save(state["model"], tmp))
     write_atomic(out / EXPORT_DENSITIES, lambda tmp: torch.save(densities, tmp))
     write_json_atomic(out / EXPORT_CONFIG, {
-        "densities": list(densities), "density_seed": params["seed"],
-        "config": params["config"], "image_shape": list(dataset_shape(params["dataset"])),
-        "dataset": params["dataset"], "data": params.get("data"), "label": params["label"],
-        "seed": params["seed"], "epoch": state["epoch"], "metric": metric, "mode": mode,
+        "densities": list(densities), "density_seed": spec.seed,
+        "config": spec.config.to_dict(), "image_shape": list(dataset_shape(spec.dataset)),
+        "dataset": spec.dataset, "data": spec.data, "label": spec.label,
+        "seed": spec.seed, "epoch": state["epoch"], "metric": metric, "mode": mode,
         "value": float(best[metric]), "run": str(run.resolve()), "trial": best["trial"],
-        "git": search.get("git")})
+        "git": saved.git})
     return trial
 
 
-def _fitted_densities(state: dict, data_root: str | None) -> dict[str, dict]:
+def _fitted_densities(state: dict, spec: TrialSpec, data_root: str | None
+                      ) -> dict[str, dict]:
     """{name: models.density_state} of each ex-post density the trial's evaluation sampled
     its FIDs from (its settings' densities), fitted again as the evaluation fitted them: on
     the final model's latents of the training images, drawn and fitted with the trial's seed,
     so that they draw the same samples (ValueError, one line, where the data set cannot be
     read here)."""
     from engine.data import DataError, apply_options, load_dataset
-    from engine.eval.evaluate import DENSITY_SETS, EvalSettings
-    params = state["params"]
-    settings = EvalSettings.from_dict(params.get("evaluation"))
+    from engine.eval.evaluate import DENSITY_SETS
+    settings = spec.evaluation
     if "fid" not in settings.metrics or not settings.densities:
         return {}
     try:
-        data = apply_options(load_dataset(params["dataset"], data_root or
-                                          params.get("data_root")), params.get("data"))
+        data = apply_options(load_dataset(spec.dataset, data_root or spec.data_root),
+                             spec.data)
     except (DataError, OSError) as e:
-        raise ValueError(f"the fitted densities need {params['dataset']}'s training images "
+        raise ValueError(f"the fitted densities need {spec.dataset}'s training images "
                          f"({first_line(e)}); pass --data-root where they are now") from None
-    model = built(params["config"], data.image_shape, state["model"], Path("."))
-    seed = params["seed"]  # the trial's evaluation's (engine/run/trial.py)
+    model = built(spec.config, data.image_shape, state["model"], Path("."))
+    seed = spec.seed  # the trial's evaluation's (engine/run/trial.py)
     latents = models.draw_latents(model, data.train.images, seed)
     out = {}
     for name in settings.densities:

@@ -72,23 +72,22 @@ def prepare(folder: Path, changes: dict, data_root: str | None, device: str | No
     """Everything an evaluation needs, each piece checked first: an evaluation takes minutes,
     and a bad input found only at its end would waste them. Raises ValueError, one line."""
     from engine.data import apply_options, load_dataset
-    from engine.eval.evaluate import EvalSettings
-    from engine.load import built, newest_checkpoint
+    from engine.load import built, newest_checkpoint, trial_spec
 
     device = _device(device)
     # a checkpoint folder is Tune's to replace: what the evaluation writes goes to its trial
     trial_dir = folder.parent if (folder / "state.pt").is_file() else folder
     state = newest_checkpoint(folder)
-    params = state["params"]
     try:
-        settings = EvalSettings.from_dict(params.get("evaluation")).replace(**changes)
+        spec = trial_spec(state, folder)
+        settings = spec.evaluation.replace(**changes)
     except TypeError as e:  # e.g. a setting of the wrong type in an edited params.json
         raise ValueError(f"{folder}: the evaluation settings: {e}") from None
-    data = apply_options(load_dataset(params["dataset"],  # DataNotFound: names the file
-                                      data_root or params.get("data_root")),
-                         params.get("data"))  # the row's noise, if any
-    model = built(params["config"], data.image_shape, state["model"], folder)
-    return {"model": model.place(device), "data": data, "device": device,
+    data = apply_options(load_dataset(spec.dataset,  # DataNotFound: names the file
+                                      data_root or spec.data_root),
+                         spec.data)  # the row's noise, if any
+    model = built(spec.config, data.image_shape, state["model"], folder)
+    return {"model": model.place(device), "data": data, "device": device, "seed": spec.seed,
             "settings": settings, "state": state, "trial_dir": trial_dir}
 
 
@@ -98,7 +97,7 @@ def run_job(job: dict) -> dict:
     from engine.eval.evaluate import evaluate
     state, settings = job["state"], job["settings"]
     out = evaluate(job["model"], job["data"], job["device"], settings,
-                   seed=state["params"]["seed"], out_dir=job["trial_dir"])
+                   seed=job["seed"], out_dir=job["trial_dir"])
     return {"epoch": state["epoch"], "settings": settings.to_dict(),
             "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **out}
 
@@ -247,19 +246,26 @@ def _nothing_to_evaluate(run: Path, chosen: list[Path], changes: dict) -> None:
     if "metrics" in changes and not changes["metrics"]:
         raise ValueError("--eval none: name the groups to evaluate (or all)")
     if "metrics" not in changes:
-        from engine.report import load_search
-        groups = (load_search(run).get("evaluation") or {}).get("metrics", ["reconstruction"])
-        if not groups:
+        if not _run_spec(run).evaluation.metrics:
             raise ValueError("the search evaluated no group (--eval none); name the groups "
                              "with --eval, e.g. --eval reconstruction, or --eval all")
+
+
+def _run_spec(run: Path):
+    """The run's RunSpec (its search.json; ValueError, one line, where it is no search's)."""
+    from engine.report import load_search
+    from engine.run.types import RunSpec
+    try:
+        return RunSpec.from_json(load_search(run))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{run / 'search.json'} is not a search's record ({e})") from None
 
 
 def _resources(run: Path, args) -> tuple[float, float]:
     """CPUs and GPUs per trial's task: a trial's of the run, unless --gpus-per-trial or
     --device cpu says otherwise."""
-    from engine.report import load_search
-    res = load_search(run).get("resources") or {}
-    cpu, gpu = float(res.get("cpu", 1)), float(res.get("gpu", 0))
+    res = _run_spec(run).resources
+    cpu, gpu = float(res.cpu), float(res.gpu)
     if args.gpus_per_trial is not None:
         if args.gpus_per_trial < 0:
             raise ValueError(f"--gpus-per-trial {args.gpus_per_trial:g} must be >= 0")

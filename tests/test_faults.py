@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 
 from engine.report import load_trials
 from engine.run.trial import Session, load_state, run_trial
+from engine.run.types import TrialSpec
 
 from test_search import ENV, EVERY_EPOCH, ROOT  # the engine tests' subprocess environment
 from test_trial import same_state
@@ -113,7 +114,7 @@ def ddp_reference_rank(rank: int, params: dict, folder: str) -> None:
         def report(metrics: dict, checkpoint: str | None) -> None:
             if checkpoint:
                 shutil.copytree(checkpoint, f"{folder}/epoch{metrics['epoch']}")
-        run_trial(params, Session(
+        run_trial(TrialSpec.from_params(params), Session(
             report=report, trial_dir=f"{folder}/rank{rank}", rank=rank, world=2,
             wrap=torch.nn.parallel.DistributedDataParallel,
             all_reduce=lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM)))
@@ -176,8 +177,9 @@ def test_two_ddp_workers_end_with_one_workers_parameters_even_after_losing_one(t
 
     # those workers step as one worker on the whole batch, up to the rounding of their sums
     reports = []
-    run_trial({**params, "epochs": 2}, Session(report=lambda m, f: reports.append(
-        load_state(f) if f else None), trial_dir=str(tmp_path / "one")))
+    run_trial(TrialSpec.from_params({**params, "epochs": 2}), Session(
+        report=lambda m, f: reports.append(load_state(f) if f else None),
+        trial_dir=str(tmp_path / "one")))
     one = reports[-1]
     assert one["epoch"] == 2
     drift = relative_drift(reference[2], one)

@@ -21,6 +21,7 @@ from engine.eval.evaluate import EvalSettings
 from engine.run import run
 from engine.train import parse_assignments
 from engine.run.trial import Session, run_trial
+from engine.run.types import TrialSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT_FIELDS = [f.name for f in dataclasses.fields(models.Config) if f.type in (float, "float")]
@@ -122,7 +123,7 @@ def trained(tmp_path_factory) -> Path:
             shutil.copytree(folder, trial / f"checkpoint_{len(saved):06d}")
             saved.append(metrics["epoch"])
 
-    run_trial(params, Session(report=report, trial_dir=str(trial)))
+    run_trial(TrialSpec.from_params(params), Session(report=report, trial_dir=str(trial)))
     assert saved == [1, 2]
     return trial
 

@@ -394,22 +394,36 @@ sys.exit(run(SEARCH))
 
 def test_a_studys_budget_may_be_auto_and_the_flags_override_it():
     from engine.run import Search
-    from engine.run.cli import check_budget
     study = Search(name="s", title="s", rows={"AE": "AE"}, epochs="auto", max_epochs=300,
                    smoke={"epochs": "auto", "max_epochs": 6, "min_epochs": 2, "seeds": 1})
 
     def budget(argv):
-        args = parse_args(study, argv)
-        check_budget(args)
-        return args.budget, args.epochs, args.min_epochs
+        flags = parse_args(study, argv)
+        return flags.budget, flags.epochs, flags.min_epochs
     assert budget([]) == ("auto", 300, 20)
     assert budget(["--max-epochs", "50", "--min-epochs", "5"]) == ("auto", 50, 5)
     assert budget(["--epochs", "40"]) == ("fixed", 40, 0)  # the study's cap is no flag
     assert budget(["--smoke"]) == ("auto", 6, 2)
     plain = Search(name="p", title="p", rows={"AE": "AE"})
-    args = parse_args(plain, [])
-    check_budget(args)
-    assert (args.budget, args.epochs) == ("fixed", 30)
+    flags = parse_args(plain, [])
+    assert (flags.budget, flags.epochs) == ("fixed", 30)
+
+
+def test_the_command_line_is_parsed_once_into_frozen_flags():
+    """Issue 32: every later stage takes the Flags whole and none can change them."""
+    import dataclasses
+    from engine.run import Search
+    from engine.run.cli import Flags
+    from engine.run.types import BadInput
+    study = Search(name="s", title="s", rows={"AE": "AE"})
+    flags = parse_args(study, ["--seeds", "2", "--tracker", "mlflow", "--tracker", "mlflow",
+                                "--cpus-per-trial", "2"])
+    assert isinstance(flags, Flags)
+    assert (flags.seeds, flags.trackers, flags.resources.cpu) == (2, ("mlflow",), 2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flags.seeds = 3
+    with pytest.raises(BadInput, match="--max-epochs 5 is for --epochs auto"):
+        parse_args(study, ["--epochs", "4", "--max-epochs", "5"])
 
 
 def test_asha_stops_weak_trials_and_finishes_the_rest(tmp_path):
@@ -688,3 +702,30 @@ def test_a_studys_after_step_gets_the_finished_run_with_its_typed_spec():
     epochs = len((trial / "result.json").read_text().splitlines())
     assert sorted(finished.curves["epoch"].unique()) == list(range(1, epochs + 1))
     assert finished.report_path("x.png") == out / "report" / "x.png"
+
+
+def test_search_json_reads_back_as_the_spec_that_wrote_it(tmp_path):
+    """RunSpec.from_json is to_json's inverse (for a grid and an auto budget), and the keys
+    an older run did not write take the given defaults, else the values runs had then."""
+    from engine.run.spec import prepare
+    from engine.run.types import RunSpec
+    for argv in (["--smoke"], ["--smoke", "--epochs", "auto", "--max-epochs", "5",
+                               "--min-epochs", "2", "--set", "lr_schedule=plateau",
+                               "--tracker", "mlflow"]):
+        out = tmp_path / str(len(argv))
+        spec, _ = prepare(_uae_study(), parse_args(_uae_study(), [*argv, "--out", str(out)]),
+                          argv)
+        back = RunSpec.from_json(json.loads(json.dumps(spec.to_json())),
+                                 defaults={"samples": spec.samples})  # a grid's holds none
+        assert back == spec and back.environment == spec.environment
+    old = {k: v for k, v in spec.to_json().items()
+           if k not in ("precision", "checkpoint_every", "scheduler", "trackers")}
+    back = RunSpec.from_json(old, defaults={"scheduler": "asha"})
+    assert (back.precision, back.checkpoint_every, back.scheduler, back.trackers) == (
+        "fp32", 1, "asha", ())
+
+
+def _uae_study():
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    return SEARCH

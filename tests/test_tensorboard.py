@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,8 +33,9 @@ def _trial(logdir, run, search, label, seed, digits, epochs, metrics, end=None, 
     p = params(label=label, seed=seed, search=search, data=data)
     model = models.build(models.resolve(p["config"]), digits.image_shape).eval()
     trial_dir = logdir / run / f"{label}_seed{seed}_0000{seed}"
-    events = board_dir(str(trial_dir), p)  # where a search's trial writes them
-    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1, events)
+    spec = TrialSpec.from_params(p)
+    events = board_dir(str(trial_dir), spec)  # where a search's trial writes them
+    board = TrialBoard(str(trial_dir), spec, digits, 1, events)
     for epoch in range(1, epochs + 1):
         board.epoch(model, {"epoch": epoch, **metrics(epoch)}, epoch, final=False)
     if end in ("completed", "diverged"):
@@ -148,8 +150,9 @@ def test_an_errored_trial_that_resume_continues_ends_as_its_continuation_does(tm
     trial_dir = tmp_path / "s-digits-1" / "UAE_seed0_00000"
     trial_dir.mkdir(parents=True)
     (trial_dir / "params.json").write_text(json.dumps(p))  # as Tune writes it
-    events = board_dir(str(trial_dir), p)
-    board = TrialBoard(str(trial_dir), TrialSpec.from_params(p), digits, 1, events)
+    spec = TrialSpec.from_params(p)
+    events = board_dir(str(trial_dir), spec)
+    board = TrialBoard(str(trial_dir), spec, digits, 1, events)
     board.epoch(model, {"val/mse": 1.0}, 1, final=False)
     board.close()
     end_session(events, "error")
@@ -178,6 +181,5 @@ def test_a_trials_board_is_its_row_and_seed_under_the_runs_tensorboard(
     `tensorboard --logdir <run>/tensorboard` lists `<row>/seed<k>` (and a sampled search's
     trials of one row and seed apart, by their trial numbers)."""
     trial_dir = tmp_path / "run" / folder
-    got = board_dir(str(trial_dir), {"label": label, "seed": seed,
-                                     **({"sampled": True} if sampled else {})})
+    got = board_dir(str(trial_dir), SimpleNamespace(label=label, seed=seed, sampled=sampled))
     assert Path(got) == tmp_path.joinpath("run", "tensorboard", *names)

@@ -288,7 +288,8 @@ class _Trial:
     def __init__(self, trial_id, folder, label="AE", seed=0):
         self.trial_id, self.local_path, self.path = trial_id, str(folder), str(folder)
         self.config = {"label": label, "seed": seed, "search": "tracked", "dataset": "digits",
-                       "epochs": 3, "config": {"beta": 1.0, "latent_dim": 8}}
+                       "epochs": 3, "metric": "val/mse", "mode": "min",
+                       "config": {"beta": 1.0, "latent_dim": 8}}
         self.last_result = {}
 
     def __str__(self):

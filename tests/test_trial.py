@@ -6,6 +6,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 import models
 from engine.host_reads import HostReads
 from engine.run.trial import Diverged, Session, load_state, run_trial, train_epoch
+from engine.run.types import Resources, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,8 @@ class Recorder:
 
 def run(p, tmp_path, resume=None):
     rec = Recorder()
-    run_trial(p, Session(report=rec, trial_dir=str(tmp_path), resume=resume))
+    run_trial(TrialSpec.from_params(p), Session(report=rec, trial_dir=str(tmp_path),
+                                               resume=resume))
     return rec
 
 
@@ -446,7 +449,7 @@ def test_a_trial_runs_its_torch_and_blas_threads_at_its_cpu_allotment():
     assert blas  # numpy's OpenBLAS (or MKL), whose pool Ray's variable may not reach
     try:
         for cpu, n in ((1.0, 1), (0.5, 1), (2.0, 2)):
-            with cpu_threads({"resources": {"cpu": cpu}}):
+            with cpu_threads(SimpleNamespace(resources=Resources(cpu=cpu))):
                 assert torch.get_num_threads() == n
                 assert {p["num_threads"] for p in threadpoolctl.threadpool_info()
                         if p["user_api"] == "blas"} == {n}
@@ -645,9 +648,9 @@ def test_every_worker_ends_at_rank_0s_plateau(monkeypatch, tmp_path):
 
     def worker(rank):
         try:
-            run_trial(auto_params(), Session(report=recs[rank], trial_dir=str(tmp_path),
-                                             rank=rank, world=2,
-                                             all_reduce=all_reduce_of(rank)))
+            run_trial(TrialSpec.from_params(auto_params()),
+                      Session(report=recs[rank], trial_dir=str(tmp_path), rank=rank, world=2,
+                              all_reduce=all_reduce_of(rank)))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
             barrier.abort()

@@ -99,7 +99,7 @@ def hyperparameters(spec, run: str) -> dict[str, float | int | str | bool]:
     return {"run": value(run), "search": value(spec.search or ""),
             "dataset": value(spec.dataset), "data": value(spec.data or "as is"),
             "label": value(spec.label), "seed": spec.seed,
-            **{k: value(v) for k, v in spec.params["config"].items()}}
+            **{k: value(v) for k, v in spec.config.to_dict().items()}}
 
 
 def session_start(spec, run: str) -> summary_pb2.Summary:
@@ -128,17 +128,18 @@ def _path_part(text: str) -> str:
     return part if part.strip(".") else f"_{part}"
 
 
-def board_dir(trial_dir: str, params: dict) -> str:
+def board_dir(trial_dir: str, spec) -> str:
     """Where a search's trial writes its TensorBoard events: <run>/tensorboard/<row>/seed<k>
     (the row as ascii_text spells it, as the HParams columns do), so that `tensorboard
     --logdir <run>/tensorboard` lists the trials as `<row>/seed<k>` and a row's regex (`^RAE/`)
     selects its seeds; a logdir of several runs shows `<run>/tensorboard/<row>/seed<k>`. A
-    sampled search (Optuna: params["sampled"]) has many trials of one row and seed: each adds
+    sampled search (Optuna: `spec.sampled`) has many trials of one row and seed: each adds
     its trial number, the tail of its folder's name (`UAE/seed0/00007`). A continued trial
-    keeps its folder, so its number and its board."""
+    keeps its folder, so its number and its board. `spec`: the trial's TrialSpec
+    (engine/run/types.py)."""
     run = os.path.dirname(os.path.abspath(trial_dir))
-    parts = [_path_part(ascii_text(str(params["label"]))), f"seed{params['seed']}"]
-    if params.get("sampled"):
+    parts = [_path_part(ascii_text(str(spec.label))), f"seed{spec.seed}"]
+    if spec.sampled:
         parts.append(os.path.basename(os.path.normpath(trial_dir)).rsplit("_", 1)[-1])
     return os.path.join(run, BOARDS, *parts)
 

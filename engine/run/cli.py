@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+from dataclasses import dataclass
 import importlib.util
 import math
 import os
@@ -16,7 +17,7 @@ import models
 from engine.data import DATASETS
 from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
 from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW, PATIENCE
-from engine.run.types import BadInput, Search
+from engine.run.types import DEFAULT_PRECISION, BadInput, Resources, Search
 
 STORAGE_ENV = "VAE_ABLATIONS_STORAGE"  # the default --storage, e.g. set on every cluster node
 
@@ -42,7 +43,9 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(search: Search, argv: list[str] | None) -> "Flags":
+    """The command line as Flags (argparse's errors: one line, exit code 2; a bad budget or
+    storage folder: BadInput)."""
     smoke_dataset = search.smoke.get("dataset", SMOKE_DATASET)
     # `vae-ablations run NAME` (engine/__main__.py) names itself; a script, its file
     prog = os.environ.get("VAE_ABLATIONS_PROG") or None
@@ -104,7 +107,7 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
                    metavar="N|DURATION",
                    help="N epochs between checkpoints, or a duration (90s, 5m, 1h): at most one "
                    "checkpoint per that much training; always the last epoch's (5m)")
-    p.add_argument("--precision", choices=tuple(models.PRECISIONS), default="fp32",
+    p.add_argument("--precision", choices=tuple(models.PRECISIONS), default=DEFAULT_PRECISION,
                    help="what the encoder and decoder train in (autocast; fp16 with a loss "
                    "scaler); the loss terms, evaluation and checkpoints stay fp32 (fp32)")
     p.add_argument("--tracker", action="append", choices=tuple(TRACKERS), default=[],
@@ -125,43 +128,93 @@ def parse_args(search: Search, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
                    "densities=prior,gmm10 (see engine/eval/evaluate.py EvalSettings)")
-    args = p.parse_args(argv)
-    args.storage_from = "--storage"  # named in its errors
-    if args.storage is None and os.environ.get(STORAGE_ENV):
-        args.storage, args.storage_from = os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
-    budget = search.smoke if args.smoke else {}
-    if args.dataset is None:
-        args.dataset = smoke_dataset if args.smoke else search.dataset
-    # --epochs / --max-epochs / --min-epochs as given (text, checked by check_budget, which
-    # tells a flag given from a default it may ignore), else the study's budget's
-    args.budget_flags = {k for k in ("epochs", "max_epochs", "min_epochs")
-                         if getattr(args, k) is not None}
-    for key in ("epochs", "max_epochs", "min_epochs"):
-        if getattr(args, key) is None:
-            setattr(args, key, budget.get(key, getattr(search, key)))
-    if args.seeds is None:
-        args.seeds = budget.get("seeds", search.seeds)
-    if args.samples is None:
-        args.samples = budget.get("samples", search.samples)
-    return args
+    ns = p.parse_args(argv)  # (the Namespace stays here: Flags is what leaves this module)
+    storage, storage_from = ns.storage, "--storage"  # named in its errors
+    if storage is None and os.environ.get(STORAGE_ENV):
+        storage, storage_from = os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
+    if storage and not ns.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
+        storage = str(check_storage(storage, storage_from))
+    budget = search.smoke if ns.smoke else {}
+    # --epochs / --max-epochs / --min-epochs as given, else the study's budget's
+    given = frozenset(k for k in ("epochs", "max_epochs", "min_epochs")
+                      if getattr(ns, k) is not None)
+    kind, epochs, min_epochs = check_budget(
+        *(budget.get(k, getattr(search, k)) if getattr(ns, k) is None else getattr(ns, k)
+          for k in ("epochs", "max_epochs", "min_epochs")), given)
+    return Flags(
+        dataset=ns.dataset or (smoke_dataset if ns.smoke else search.dataset),
+        data_root=ns.data_root, budget=kind, epochs=epochs, min_epochs=min_epochs,
+        seeds=budget.get("seeds", search.seeds) if ns.seeds is None else ns.seeds,
+        smoke=ns.smoke, out=ns.out, storage=storage, storage_from=storage_from,
+        verbose=ns.verbose, resume=ns.resume, address=ns.address,
+        cpus_per_trial=ns.cpus_per_trial, gpus_per_trial=ns.gpus_per_trial,
+        workers_per_trial=ns.workers_per_trial, scheduler=ns.scheduler, algorithm=ns.search,
+        samples=budget.get("samples", search.samples) if ns.samples is None else ns.samples,
+        max_concurrent=ns.max_concurrent, rows=ns.rows, set=tuple(ns.set),
+        image_every=ns.image_every, checkpoint_every=ns.checkpoint_every,
+        precision=ns.precision, trackers=tuple(dict.fromkeys(ns.tracker)), eval=ns.eval,
+        fid_samples=ns.fid_samples, features=ns.features,
+        inception_weights=ns.inception_weights, eval_set=tuple(ns.eval_set))
 
 
-def eval_settings(search: Search, args) -> EvalSettings:
+@dataclass(frozen=True)
+class Flags:
+    """The command line, parsed once: every flag with the study's (or --smoke's) default
+    filled in and the budget resolved. Every later stage (the run folder, the run spec, the
+    search) takes this whole."""
+    dataset: str
+    data_root: str | None
+    budget: str  # "fixed": every trial trains `epochs`; "auto": each to its plateau
+    epochs: int  # a fixed budget's epochs, an auto budget's cap (--max-epochs)
+    min_epochs: int  # an auto budget's least epochs (0 for a fixed one)
+    seeds: int
+    smoke: bool
+    out: str | None
+    storage: str | None  # the folder of run folders, checked; None: ./runs
+    storage_from: str  # "--storage" or "$VAE_ABLATIONS_STORAGE": named in its errors
+    verbose: bool
+    resume: bool
+    address: str | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    workers_per_trial: int
+    scheduler: str
+    algorithm: str  # --search: "grid" | "optuna"
+    samples: int
+    max_concurrent: int
+    rows: str | None  # --rows as given (matched to the study's rows by spec.resolve_rows)
+    set: tuple[str, ...]
+    image_every: int
+    checkpoint_every: tuple[int, float]  # (epochs, 0) or (0, seconds)
+    precision: str
+    trackers: tuple[str, ...]
+    eval: str | None
+    fid_samples: int | None
+    features: str | None
+    inception_weights: str | None
+    eval_set: tuple[str, ...]
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)
+
+
+def eval_settings(search: Search, flags: Flags) -> EvalSettings:
     """The search's EvalSettings with --smoke's sample counts and the flags applied
     (BadInput on an unknown or bad setting)."""
-    changes: dict = dict(SMOKE_EVAL) if args.smoke else {}
-    if args.smoke:  # fitting GMM-100 and training the second stage take longest
+    changes: dict = dict(SMOKE_EVAL) if flags.smoke else {}
+    if flags.smoke:  # fitting GMM-100 and training the second stage take longest
         changes["densities"] = tuple(d for d in search.evaluation.densities
                                      if d not in SMOKE_SKIPS) or (models.PRIOR,)
     try:
-        changes.update(parse_assignments("--eval-set", args.eval_set, EvalSettings()))
+        changes.update(parse_assignments("--eval-set", flags.eval_set, EvalSettings()))
     except ValueError as e:
         raise BadInput(str(e)) from None
-    if args.eval is not None:
-        changes["metrics"] = parse_groups(args.eval)
+    if flags.eval is not None:
+        changes["metrics"] = parse_groups(flags.eval)
     for flag in ("fid_samples", "features", "inception_weights"):
-        if getattr(args, flag) is not None:
-            changes[flag] = getattr(args, flag)
+        if getattr(flags, flag) is not None:
+            changes[flag] = getattr(flags, flag)
     try:
         settings = search.evaluation.replace(**changes)
     except ValueError as e:
@@ -169,7 +222,7 @@ def eval_settings(search: Search, args) -> EvalSettings:
     if settings.inception_weights and not Path(settings.inception_weights).is_file():
         raise BadInput(f"--inception-weights {settings.inception_weights}: no such file")
     if "fid" in settings.metrics and "densities" in {a.split("=", 1)[0].strip()
-                                                     for a in args.eval_set}:
+                                                     for a in flags.eval_set}:
         _check_table_densities(search, settings)
     return settings
 
@@ -221,25 +274,21 @@ def epochs_value(flag: str, value, low: int = 1, auto: bool = False) -> int | st
     return number
 
 
-def check_budget(args) -> None:
+def check_budget(epochs, max_epochs, min_epochs, given=frozenset({"epochs"})
+                 ) -> tuple[str, int, int]:
     """--epochs N, or --epochs auto with its cap --max-epochs (and --min-epochs), checked
-    (BadInput, one line) and set: args.budget "fixed" or "auto", args.epochs the number of
-    epochs or the cap, args.min_epochs (0 for a fixed budget)."""
-    if getattr(args, "budget", None) is not None:  # checked already
-        return
-    given = getattr(args, "budget_flags", {"epochs"})
-    epochs = epochs_value("--epochs", args.epochs, auto=True)
-    maximum = None if args.max_epochs is None else epochs_value("--max-epochs", args.max_epochs)
-    minimum = epochs_value("--min-epochs", args.min_epochs)
+    (BadInput, one line): ("fixed", N, 0) or ("auto", cap, least epochs). `given`: the
+    flags given on the command line (a study's default cap is no flag for --epochs N)."""
+    epochs = epochs_value("--epochs", epochs, auto=True)
+    maximum = None if max_epochs is None else epochs_value("--max-epochs", max_epochs)
+    minimum = epochs_value("--min-epochs", min_epochs)
     if epochs != "auto":
-        for key in ("max_epochs", "min_epochs"):
-            if key in given:
-                flag = "--" + key.replace("_", "-")
-                raise BadInput(f"{flag} {getattr(args, key)} is for --epochs auto; with "
+        for flag, value in (("--max-epochs", max_epochs), ("--min-epochs", min_epochs)):
+            if flag[2:].replace("-", "_") in given:
+                raise BadInput(f"{flag} {value} is for --epochs auto; with "
                                f"--epochs {epochs} every trial trains {epochs} epochs (give "
                                f"--epochs auto {flag} N to train each to its plateau)")
-        args.budget, args.epochs, args.min_epochs = "fixed", epochs, 0
-        return
+        return "fixed", epochs, 0
     if maximum is None:
         raise BadInput("--epochs auto trains each trial until its metric plateaus and needs "
                        "a cap: give --max-epochs N")
@@ -248,60 +297,59 @@ def check_budget(args) -> None:
                        if "min_epochs" in given else
                        f"--max-epochs {maximum} is below the {minimum} epochs before which no "
                        f"plateau is taken (--min-epochs); give a higher cap or --min-epochs N")
-    args.budget, args.epochs, args.min_epochs = "auto", maximum, minimum
+    return "auto", maximum, minimum
 
 
-def check_args(search: Search, args) -> None:
-    if args.dataset not in DATASETS:
-        raise BadInput(f"--dataset {args.dataset!r} is unknown; known: {', '.join(DATASETS)}")
-    check_budget(args)
-    for name, value, low in (("--seeds", args.seeds, 1),
-                             ("--workers-per-trial", args.workers_per_trial, 1),
-                             ("--samples", args.samples, 1), ("--image-every", args.image_every, 1),
-                             ("--max-concurrent", args.max_concurrent, 0)):
+def check_args(search: Search, flags: Flags) -> None:
+    """The flags that parse_args could not check alone (BadInput, one line)."""
+    if flags.dataset not in DATASETS:
+        raise BadInput(f"--dataset {flags.dataset!r} is unknown; known: {', '.join(DATASETS)}")
+    for name, value, low in (("--seeds", flags.seeds, 1),
+                             ("--workers-per-trial", flags.workers_per_trial, 1),
+                             ("--samples", flags.samples, 1),
+                             ("--image-every", flags.image_every, 1),
+                             ("--max-concurrent", flags.max_concurrent, 0)):
         if value < low:
             raise BadInput(f"{name} {value} must be >= {low}")
-    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
-        raise BadInput(f"--cpus-per-trial {args.cpus_per_trial} must be > 0")
-    if not (args.gpus_per_trial >= 0 and math.isfinite(args.gpus_per_trial)):
-        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} must be >= 0")
-    if args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
-        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial}: above 1 it must be whole")
-    if args.workers_per_trial > 1 and 0 < args.gpus_per_trial < 1:
-        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial "
-                       f"{args.workers_per_trial} would put two DDP ranks on one GPU, which NCCL "
+    if not (flags.cpus_per_trial > 0 and math.isfinite(flags.cpus_per_trial)):
+        raise BadInput(f"--cpus-per-trial {flags.cpus_per_trial} must be > 0")
+    if not (flags.gpus_per_trial >= 0 and math.isfinite(flags.gpus_per_trial)):
+        raise BadInput(f"--gpus-per-trial {flags.gpus_per_trial} must be >= 0")
+    if flags.gpus_per_trial > 1 and flags.gpus_per_trial != int(flags.gpus_per_trial):
+        raise BadInput(f"--gpus-per-trial {flags.gpus_per_trial}: above 1 it must be whole")
+    if flags.workers_per_trial > 1 and 0 < flags.gpus_per_trial < 1:
+        raise BadInput(f"--gpus-per-trial {flags.gpus_per_trial} with --workers-per-trial "
+                       f"{flags.workers_per_trial} would put two DDP ranks on one GPU, which NCCL "
                        "refuses; give each worker a whole GPU")
-    if args.search == "optuna" and not search.space:
+    if flags.algorithm == "optuna" and not search.space:
         raise BadInput(f"--search optuna: {search.name} declares no space to sample; it runs "
                        "its rows as a grid")
-    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
-        raise BadInput(f"--data-root {args.data_root}: no such folder; give the folder that "
-                       f"holds the data sets' folders (e.g. <root>/{args.dataset}), or create "
+    if flags.data_root is not None and not Path(flags.data_root).expanduser().is_dir():
+        raise BadInput(f"--data-root {flags.data_root}: no such folder; give the folder that "
+                       f"holds the data sets' folders (e.g. <root>/{flags.dataset}), or create "
                        "it for a download")
     if search.metric.split("/")[0] not in ("val", "train"):
         raise BadInput(f"metric {search.metric!r}: early stopping needs a per-epoch "
                        "val/ or train/ metric")
-    if args.out and args.storage and args.storage_from == "--storage":
+    if flags.out and flags.storage and flags.storage_from == "--storage":
         raise BadInput("--out and --storage: give one (--out is the run folder itself, "
                        "--storage the folder in which each run gets its own)")
-    if args.out and "://" in args.out:
-        check_storage(args.out, "--out")
-    if args.storage and not args.out:  # (--out wins over $VAE_ABLATIONS_STORAGE)
-        args.storage = str(check_storage(args.storage, args.storage_from))
-    check_address(args.address)
-    if args.address is None:
-        check_local_resources(args)
-    for tracker in dict.fromkeys(args.tracker):
+    if flags.out and "://" in flags.out:
+        check_storage(flags.out, "--out")
+    check_address(flags.address)
+    if flags.address is None:
+        check_local_resources(flags)
+    for tracker in flags.trackers:
         check_tracker(tracker)
 
 
-def check_local_resources(args) -> None:
+def check_local_resources(flags: Flags) -> None:
     """A trial that this machine cannot hold, refused before Ray starts (the local Ray
     instance counts the same CPUs and CUDA devices; a cluster is checked once joined, as it
     may be another size)."""
     import torch
-    need_cpu = args.cpus_per_trial * args.workers_per_trial
-    need_gpu = args.gpus_per_trial * args.workers_per_trial
+    need_cpu = flags.cpus_per_trial * flags.workers_per_trial
+    need_gpu = flags.gpus_per_trial * flags.workers_per_trial
     have_cpu, have_gpu = os.cpu_count() or 1, torch.cuda.device_count()
     if need_gpu > have_gpu or need_cpu > have_cpu:
         raise BadInput(f"a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU but this machine "

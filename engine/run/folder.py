@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from engine.run.cli import check_storage
+from engine.run.cli import Flags, check_storage
 from engine.run.types import BadInput, Search
 from engine.files import LOCK_FILE, LOG_FILE, lock_holder_line
 
@@ -15,23 +15,23 @@ from engine.files import LOCK_FILE, LOG_FILE, lock_holder_line
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_folder(search: Search, args) -> Path:
+def run_folder(search: Search, flags: Flags) -> Path:
     """--out, else <storage>/<search>-<dataset>-<n>: with --resume the latest n (checked to be
     a run folder); else the path a new run will claim (claim_run_folder)."""
-    if args.out:
-        out = Path(args.out).expanduser().resolve()
-        if not args.resume:
+    if flags.out:
+        out = Path(flags.out).expanduser().resolve()
+        if not flags.resume:
             check_storage(str(out), "--out")  # its parent exists, it is writable
     else:
         # the working directory's runs/, never the installed package's folder
-        runs = Path(args.storage) if args.storage else Path.cwd() / "runs"
-        taken = _taken(runs, search.name, args.dataset)
-        if args.resume and not taken:
-            raise BadInput(f"--resume: no run of {search.name} on {args.dataset} in {runs}; "
+        runs = Path(flags.storage) if flags.storage else Path.cwd() / "runs"
+        taken = _taken(runs, search.name, flags.dataset)
+        if flags.resume and not taken:
+            raise BadInput(f"--resume: no run of {search.name} on {flags.dataset} in {runs}; "
                            "pass --out <run folder>")
-        n = taken[-1] if args.resume else (taken[-1] + 1 if taken else 1)
-        out = runs / f"{search.name}-{args.dataset}-{n}"
-    if args.resume:
+        n = taken[-1] if flags.resume else (taken[-1] + 1 if taken else 1)
+        out = runs / f"{search.name}-{flags.dataset}-{n}"
+    if flags.resume:
         if not (out / "search.json").is_file():
             raise BadInput(f"--resume: {out} is not a run folder (no search.json)")
         from engine.files import link_problem
@@ -40,7 +40,7 @@ def run_folder(search: Search, args) -> Path:
             raise BadInput(f"--resume: {problem}")
         saved = read_search_json(out)
         workers = saved.get("resources", {}).get("workers", 1)
-        if workers != args.workers_per_trial:  # a different trainable cannot continue it
+        if workers != flags.workers_per_trial:  # a different trainable cannot continue it
             raise BadInput(f"--resume: {out} ran with --workers-per-trial {workers}; pass the "
                            "same")
     elif out.exists() and any(out.iterdir()):
@@ -63,14 +63,14 @@ def _taken(runs: Path, name: str, dataset: str) -> list[int]:
 CLAIM = {"claimed": True}  # search.json until the search writes its own (one Ray started)
 
 
-def claim_run_folder(search: Search, args, out: Path) -> Path:
+def claim_run_folder(search: Search, flags: Flags, out: Path) -> Path:
     """Take the new run's folder atomically, so that two searches started at once never share
     one: a numbered folder is made with mkdir (never exist_ok), the next number if another
     search made it first; then search.json is created exclusively (O_EXCL), which also decides
     between two searches given the same --out. BadInput on a folder that cannot be written
     (read-only or full file system, no permission)."""
     try:
-        if args.out:
+        if flags.out:
             out.mkdir(exist_ok=True)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def claim_run_folder(search: Search, args, out: Path) -> Path:
                     break
                 except FileExistsError:
                     n = int(out.name.rsplit("-", 1)[1]) + 1
-                    out = out.parent / f"{search.name}-{args.dataset}-{n}"
+                    out = out.parent / f"{search.name}-{flags.dataset}-{n}"
         fd = os.open(out / "search.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as f:
             json.dump(CLAIM, f)
@@ -88,7 +88,7 @@ def claim_run_folder(search: Search, args, out: Path) -> Path:
         raise BadInput(f"--out {out}: another search took this folder just now; choose "
                        "another") from None
     except OSError as e:  # EROFS, ENOSPC, EACCES, ...
-        raise BadInput(f"{'--out' if args.out else 'the run folder'} {out}: cannot be "
+        raise BadInput(f"{'--out' if flags.out else 'the run folder'} {out}: cannot be "
                        f"written ({e.strerror or e}); free space or choose a writable "
                        "folder (--out, --storage)") from None
     return out

@@ -13,6 +13,7 @@ from engine.eval.tensorboard import board_dir, forget_driver_end
 from engine.files import STOPPED_FILE, write_text_atomic
 from engine.run import console
 from engine.run.trial import LINES_FILE
+from engine.run.types import TrialSpec
 from engine.trial_files import read_lines
 
 
@@ -63,13 +64,14 @@ def _sampled_to_continue(out: Path, samples: int, metric: str):
     trials = load_trials(out)
     todo, told = [], []
     for _, t in trials.iterrows():
-        params = json.loads((out / t["trial"] / "params.json").read_text())
+        spec = TrialSpec.from_params(json.loads((out / t["trial"] / "params.json").read_text()))
+        sampled = spec.params["config"]  # the config as the searcher sampled it
         if t["status"] in ("completed", "diverged", "stopped early"):
             value = t.get(metric)
-            told.append(({f"config/{k}": v for k, v in params["config"].items()},
+            told.append(({f"config/{k}": v for k, v in sampled.items()},
                          None if value is None or not math.isfinite(value) else float(value)))
         else:
-            todo.append([params["label"], params["seed"], t["trial"], params["config"]])
+            todo.append([spec.label, spec.seed, t["trial"], sampled])
     return todo, told, max(0, samples - len(trials))
 
 
@@ -163,6 +165,6 @@ def _forget_failure(folder: Path) -> None:
     forget_driver_end(str(folder / "tensorboard"))
     try:
         params = json.loads((folder / "params.json").read_text())
-        forget_driver_end(board_dir(str(folder), params))
+        forget_driver_end(board_dir(str(folder), TrialSpec.from_params(params)))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no params: the trial never started, so no failure was written for it

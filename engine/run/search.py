@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.run.cli import parse_args
+from engine.run.cli import Flags, parse_args
 from engine.eval.tensorboard import BOARDS
 from engine.files import write_json_atomic
 from engine.run import console
@@ -34,42 +34,42 @@ def run(search: Search, argv: list[str] | None = None, callbacks: tuple = (),
         after=None) -> int:
     """Validate, run the search with Ray Tune, write and print the report. Exit code:
     0, 1 if a trial failed with an error (the others' results are kept), 2 on bad input,
-    130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM; --resume finishes either). `callbacks` are extra
-    ray.tune.Callback objects (e.g. a benchmark's timer). `after(FinishedRun)`, if given,
-    runs once the report is written (a study's own plots into <run>/report/); if it raises,
+    130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM; --resume finishes either).
+    `callbacks` are extra ray.tune.Callback objects (e.g. a benchmark's timer).
+    `after(FinishedRun)`, if given, runs once the report is written (a study's own plots into <run>/report/); if it raises,
     the error is one line on stderr and the exit code 1."""
-    args = parse_args(search, argv)
     try:
-        spec, out = prepare(search, args, argv)
+        flags = parse_args(search, argv)
+        spec, out = prepare(search, flags, argv)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:  # one search at a time in a run folder, until this one has ended
         lock = lock_run_folder(out)
     except BadInput as e:
-        if not args.resume:
+        if not flags.resume:
             release_run_folder(out)
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return _run_locked(args, spec, out, callbacks, after)
+        return _run_locked(flags, spec, out, callbacks, after)
     finally:
         os.close(lock)  # the kernel lets go of it too where the process dies first
 
 
-def _run_locked(args, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
+def _run_locked(flags: Flags, spec: RunSpec, out: Path, callbacks: tuple, after) -> int:
     from engine.run import ray_backend  # imports Ray: only once the input is known to be good
-    give_up = None if args.resume else (lambda: release_run_folder(out))
-    with console.quiet(out, args.verbose):  # Ray's, Tune's, the trackers' lines: search.log
-        code = connect(args.address, spec.resources, ray_backend, give_up)
+    give_up = None if flags.resume else (lambda: release_run_folder(out))
+    with console.quiet(out, flags.verbose):  # Ray's, Tune's, the trackers' lines: search.log
+        code = connect(flags.address, spec.resources, ray_backend, give_up)
         if code is not None:
-            if not args.resume:
+            if not flags.resume:
                 release_run_folder(out)
             return code
         # a resume's spec is the run's own, its record appended under environment["resumes"]
         spec.save(out)
         (out / "finished.json").unlink(missing_ok=True)
-        outcome = _execute(spec, out, args.resume, ray_backend, list(callbacks))
+        outcome = _execute(spec, out, flags.resume, ray_backend, list(callbacks))
         if outcome != "complete":  # the run ends here: its one line must be the last
             ray_backend.shutdown()
     return _finish(spec, out, outcome, after)

@@ -1,6 +1,6 @@
 """The run spec: every setting of one search run, typed and frozen, built once and saved.
 
-`prepare(search, args)` builds it from a study's `Search` and its command line, checking each
+`prepare(search, flags)` builds it from a study's `Search` and its command line, checking each
 setting (BadInput, one line) before anything starts, and claims the run's folder; for --resume
 it is loaded from the run folder's search.json instead (the run's own settings, whatever the
 flags say now). `RunSpec.to_json()` is search.json; `trial_space()` the constants every
@@ -16,12 +16,12 @@ import unicodedata
 from pathlib import Path
 
 import models
-from engine.run.cli import check_args, check_tracker, eval_settings, parse_assignments
+from engine.run.cli import (Flags, check_args, check_tracker, eval_settings,
+                            parse_assignments)
 from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, embedded_arch, load_dataset)
 from engine.eval.evaluate import EvalSettings
 from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
-from engine.convergence import PATIENCE
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
 from engine.run.record import environment, own_checkout
 from engine.run.types import (BadInput, Resources, Row, RunRow, RunSpec, Search,  # noqa: F401
@@ -29,14 +29,15 @@ from engine.run.types import (BadInput, Resources, Row, RunRow, RunSpec, Search,
 
 
 
-def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path]:
+def prepare(search: Search, flags: Flags, argv: list[str] | None
+            ) -> tuple[RunSpec, Path]:
     """The run's spec and folder, every setting checked (BadInput, one line): a new run's
     from the search and its flags, its folder claimed; a resumed run's from its search.json."""
-    check_args(search, args)
-    evaluation = eval_settings(search, args)
-    out = run_folder(search, args)
-    if args.resume:  # the run's own rows, data set, budget and evaluation
-        spec = load(out, search, args)
+    check_args(search, flags)
+    evaluation = eval_settings(search, flags)
+    out = run_folder(search, flags)
+    if flags.resume:  # the run's own rows, data set, budget and evaluation
+        spec = load(out, search, flags)
         from engine.report import damaged_trials  # pandas: only where a run is read
         damaged = damaged_trials(out)
         if damaged:  # a resume decides from these files which trials to continue, and how
@@ -45,28 +46,27 @@ def prepare(search: Search, args, argv: list[str] | None) -> tuple[RunSpec, Path
                            + (f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1
                               else ""))
         return dataclasses.replace(spec, data_root=_check_files(spec.dataset, spec.data_root)), out
-    data_root = _check_files(args.dataset, args.data_root)
-    shape = dataset_shape(args.dataset)
-    rows = resolve_rows(search, args, shape)
-    space_json = _check_space(search, rows, shape) if args.search == "optuna" else None
-    if args.budget == "auto":
-        check_schedules(rows, search.space if args.search == "optuna" else None)
+    data_root = _check_files(flags.dataset, flags.data_root)
+    shape = dataset_shape(flags.dataset)
+    rows = resolve_rows(search, flags, shape)
+    space_json = _check_space(search, rows, shape) if flags.algorithm == "optuna" else None
+    if flags.budget == "auto":
+        check_schedules(rows, search.space if flags.algorithm == "optuna" else None)
     spec = RunSpec(
-        name=search.name, title=search.title, dataset=args.dataset, data_root=data_root,
-        epochs=args.epochs, budget=args.budget, min_epochs=args.min_epochs,
-        seeds=tuple(range(args.seeds)), metric=search.metric,
-        mode=search.mode, scheduler=args.scheduler, algorithm=args.search, rows=rows,
-        table_metrics=tuple(search.table_metrics), paper=search.paper, samples=args.samples,
-        space=space_json, max_concurrent=args.max_concurrent,
-        evaluation=_resolve_features(evaluation, args.dataset, shape),
-        image_every=args.image_every, checkpoint_every=args.checkpoint_every[0],
-        checkpoint_seconds=args.checkpoint_every[1],
-        precision=args.precision,
-        resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial),
-        git=git_commit(), environment=environment(ROOT),
+        name=search.name, title=search.title, dataset=flags.dataset, data_root=data_root,
+        epochs=flags.epochs, budget=flags.budget, min_epochs=flags.min_epochs,
+        seeds=tuple(range(flags.seeds)), metric=search.metric,
+        mode=search.mode, scheduler=flags.scheduler, algorithm=flags.algorithm, rows=rows,
+        table_metrics=tuple(search.table_metrics), paper=search.paper, samples=flags.samples,
+        space=space_json, max_concurrent=flags.max_concurrent,
+        evaluation=_resolve_features(evaluation, flags.dataset, shape),
+        image_every=flags.image_every, checkpoint_every=flags.checkpoint_every[0],
+        checkpoint_seconds=flags.checkpoint_every[1],
+        precision=flags.precision,
+        resources=flags.resources, git=git_commit(), environment=environment(ROOT),
         argv=tuple(sys.argv[1:] if argv is None else argv), sampled=search.space,
-        trackers=tuple(dict.fromkeys(args.tracker)))
-    return spec, claim_run_folder(search, args, out)
+        trackers=flags.trackers)
+    return spec, claim_run_folder(search, flags, out)
 
 
 def budget_text(spec) -> str:
@@ -99,7 +99,7 @@ def check_schedules(rows, space: dict | None = None) -> None:
                            "step, or a fixed --epochs N")
 
 
-def load(out: Path, search: Search, args) -> RunSpec:
+def load(out: Path, search: Search, flags: Flags) -> RunSpec:
     """A resumed run's spec from its search.json: its own rows, seeds, data set, budget,
     evaluation, sampling, scheduling and resources, whatever the flags say now (a resume that
     mixed today's flags in would repair a sampled run as a grid, or restore trials with other
@@ -110,42 +110,29 @@ def load(out: Path, search: Search, args) -> RunSpec:
         raise BadInput(f"--resume: {out} is a run of {saved['name']}, not of {search.name}; "
                        f"resume it with its own study (vae-ablations run {saved['name']} "
                        f"--resume --out {out})")
+    given = flags.resources
     try:
-        rows = tuple(RunRow(r["label"], models.Config.from_dict(r["config"]), r.get("preset"),
-                            r.get("data") or None) for r in saved["rows"])
+        spec = RunSpec.from_json(saved, defaults={
+            "name": search.name, "title": search.title, "metric": search.metric,
+            "mode": search.mode, "table_metrics": search.table_metrics,
+            "scheduler": flags.scheduler, "search": flags.algorithm, "samples": flags.samples,
+            "max_concurrent": flags.max_concurrent, "image_every": flags.image_every,
+            "resources": {"cpu": given.cpu, "gpu": given.gpu}})
     except (KeyError, TypeError, ValueError) as e:  # e.g. a field this version dropped
         raise BadInput(f"--resume: {out / 'search.json'} holds a row this version cannot "
                        f"build ({e}); finish it with the commit it names") from None
-    res = saved.get("resources", {})
-    given = Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial)
-    spec = RunSpec(
-        name=saved.get("name", search.name), title=saved.get("title", search.title),
-        dataset=saved["dataset"], data_root=args.data_root or saved.get("data_root"),
-        epochs=saved["epochs"], seeds=tuple(saved["seeds"]),
-        budget=saved.get("budget", "fixed"), min_epochs=saved.get("min_epochs", 0),
-        plateau_patience=saved.get("plateau_patience", PATIENCE),
-        metric=saved.get("metric", search.metric), mode=saved.get("mode", search.mode),
-        scheduler=saved.get("scheduler", args.scheduler),
-        algorithm=saved.get("search", args.search), rows=rows,
-        table_metrics=tuple(saved.get("table_metrics", search.table_metrics)),
-        paper=saved.get("paper"), samples=saved.get("samples", args.samples),
-        space=saved.get("space"), max_concurrent=saved.get("max_concurrent", args.max_concurrent),
-        evaluation=EvalSettings.from_dict(saved.get("evaluation")),
-        image_every=saved.get("image_every", args.image_every),
-        checkpoint_every=saved.get("checkpoint_every", 1),  # a run from before: every epoch
-        checkpoint_seconds=saved.get("checkpoint_seconds", 0.0),
-        precision=saved.get("precision", "fp32"),  # a run from before --precision: fp32
-        resources=Resources(res.get("cpu", given.cpu), res.get("gpu", given.gpu),
-                            given.workers),  # workers: run_folder checked they match
-        git=saved.get("git", "unknown"), argv=tuple(saved.get("argv", ())),
+    spec = dataclasses.replace(
+        spec, data_root=flags.data_root or spec.data_root,
+        # workers: run_folder checked they match
+        resources=dataclasses.replace(spec.resources, workers=given.workers),
         environment=_resumed(saved.get("environment"), environment(ROOT)),
+        sampled=search.space,
         # the run's own trackers and any given now (a tracker added to a resumed run logs
         # the trials it runs from here on)
-        sampled=search.space,
-        trackers=tuple(dict.fromkeys([*saved.get("trackers", ()), *args.tracker])))
+        trackers=tuple(dict.fromkeys([*spec.trackers, *flags.trackers])))
     for tracker in spec.trackers:  # installed and able to log here too
         check_tracker(tracker)
-    print(f"resume: with the run's own settings (search.json): {len(rows)} rows x "
+    print(f"resume: with the run's own settings (search.json): {len(spec.rows)} rows x "
           f"{len(spec.seeds)} seeds on {spec.dataset}, {budget_text(spec)}, "
           f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
           f"{','.join(spec.evaluation.metrics) or 'none'}"
@@ -154,18 +141,19 @@ def load(out: Path, search: Search, args) -> RunSpec:
     return spec
 
 
-def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, ...]:
+def resolve_rows(search: Search, flags: Flags, shape: tuple[int, ...]
+                 ) -> tuple[RunRow, ...]:
     """Every row (or --rows') as a validated Config that builds for images of `shape`, with
     its data options checked for the data set (else BadInput)."""
     try:
-        overrides = parse_assignments("--set", args.set, models.Config())
+        overrides = parse_assignments("--set", flags.set, models.Config())
     except ValueError as e:
         raise BadInput(str(e)) from None
     labels = list(search.rows)
-    if args.rows is not None:
-        wanted = [s.strip() for s in args.rows.split(",") if s.strip()]
+    if flags.rows is not None:
+        wanted = [s.strip() for s in flags.rows.split(",") if s.strip()]
         if not wanted:
-            raise BadInput(f"--rows {args.rows!r} names no row; give comma-separated labels "
+            raise BadInput(f"--rows {flags.rows!r} names no row; give comma-separated labels "
                            f"(rows of {search.name}: {', '.join(labels)}) or leave it out for "
                            "every row")
         wanted = [_match_row(w, labels, search.name) for w in wanted]
@@ -179,7 +167,7 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
         row = Row.of(search.rows[label])
         try:
             cfg = embedded_arch(models.resolve(row.preset, **{**row.fields, **overrides}),
-                                args.dataset)
+                                flags.dataset)
             models.build(cfg, shape)  # e.g. an architecture that does not fit the data
         except (ValueError, TypeError) as e:
             raise BadInput(f"row {label!r}: {e}") from None
@@ -188,14 +176,14 @@ def resolve_rows(search: Search, args, shape: tuple[int, ...]) -> tuple[RunRow, 
             raise BadInput(f"row {label!r}: the model cannot be built on this machine "
                            f"({first[:200]}); make it smaller (hidden, latent_dim, arch)"
                            ) from None
-        if cfg.batch_size < 2 * args.workers_per_trial:
+        if cfg.batch_size < 2 * flags.workers_per_trial:
             raise BadInput(f"row {label!r}: batch_size {cfg.batch_size} gives fewer than 2 "
-                           f"examples to each of {args.workers_per_trial} workers")
+                           f"examples to each of {flags.workers_per_trial} workers")
         # the preset the row names (by itself or with fields), when it is not the label
         named = row.preset
         out.append(RunRow(label, cfg, named if isinstance(named, str) and named != label
                           else None))
-    data = row_data(search, labels, args.dataset)
+    data = row_data(search, labels, flags.dataset)
     return tuple(dataclasses.replace(r, data=data.get(r.label)) for r in out)
 
 

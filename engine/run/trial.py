@@ -3,13 +3,14 @@
 Every epoch it reports the mean of each training term (`train/<term>`), the validation
 reconstruction error (`val/mse`, `val/psnr`, the metric ASHA stops on) and its time, and
 saves a checkpoint when one is due (_checkpoint_due); the last epoch adds the evaluation
-(`test/...`) and its checkpoint. With --epochs auto (params "budget": "auto") the last epoch
+(`test/...`) and its checkpoint. With --epochs auto (TrialSpec.budget "auto") the last epoch
 is the first at which the search metric has plateaued (engine/run/stopper.py), else the cap
-("epochs"); every line then says "end_reason" (None until the last). A NaN or infinite loss
-ends the trial as "diverged" with its last finite metrics. The same loop runs as a plain
-Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows nothing of
-Ray: engine/run/ray_backend/trainables.py hands it a `Session` with the Ray calls. It uses only the models'
-public API (build, forward/loss, reconstruct, make_optimizer, fit_density).
+(TrialSpec.epochs); every line then says "end_reason" (None until the last). A NaN or
+infinite loss ends the trial as "diverged" with its last finite metrics. The same loop runs
+as a plain Tune function (one worker) and on each worker of a DDP TorchTrainer; it knows
+nothing of Ray: engine/run/ray_backend/trainables.py hands it a TrialSpec and a `Session`
+with the Ray calls. It uses only the models' public API (build, forward/loss, reconstruct,
+make_optimizer, fit_density).
 """
 from __future__ import annotations
 
@@ -200,16 +201,11 @@ def _any_worker(bad: bool, world: int, all_reduce, device) -> bool:
     return flag.item() > 0
 
 
-def run_trial(params: dict, session: Session) -> None:
-    """Train params["config"] with params["seed"] on params["dataset"] for params["epochs"].
-
-    params (the Tune trial's config, stored by Tune as params.json) also holds "label",
-    "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" /
-    "checkpoint_seconds", with --epochs auto "budget": "auto" and "min_epochs" ("epochs" is
-    then the cap) and,
-    for a row with data options, "data" (e.g. noise added to the images, engine/data/__init__.py).
-    """
-    spec = TrialSpec.from_params(params)  # bad settings fail now
+def run_trial(spec: TrialSpec, session: Session) -> None:
+    """Train spec.config with spec.seed on spec.dataset (with the row's data options, e.g.
+    noise added to the images) for spec.epochs, or to its plateau of spec.metric with
+    --epochs auto (spec.epochs then the cap); its checkpoints hold spec.params, the Tune
+    trial's config as Tune stored it (params.json)."""
     seed, epochs, cfg = spec.seed, spec.epochs, spec.config
     data = apply_options(load_dataset(spec.dataset, spec.data_root), spec.data)
     dev = session.device
@@ -325,9 +321,9 @@ def run_trial(params: dict, session: Session) -> None:
             lines.append(metrics)
             if final or _checkpoint_due(spec, epoch, _clock() - since):
                 since = _clock()
-                _report_with_checkpoint(session, metrics, model, opt, gen, params, monitored,
-                                        scaler, plateau.history(TRIAL) if plateau else None,
-                                        lines)
+                _report_with_checkpoint(session, metrics, model, opt, gen, spec.params,
+                                        monitored, scaler,
+                                        plateau.history(TRIAL) if plateau else None, lines)
             else:
                 session.report(metrics, None)
             if final:

@@ -15,6 +15,9 @@ from engine.eval.evaluate import EvalSettings
 from engine.files import write_json_atomic
 
 
+DEFAULT_PRECISION = "fp32"  # --precision's default, and a run's from before the flag
+
+
 class BadInput(ValueError):
     """Input that must be refused before any trial starts (exit code 2)."""
 
@@ -185,6 +188,37 @@ class RunSpec:
     def save(self, out: Path) -> None:
         write_json_atomic(out / "search.json", self.to_json())
 
+    @classmethod
+    def from_json(cls, saved: dict, defaults: dict | None = None) -> "RunSpec":
+        """search.json read back (to_json's inverse). A key that an older run did not write
+        takes `defaults`' value under that key (e.g. the study's or the flags'), else the
+        value every run had before the key existed. KeyError, TypeError or ValueError
+        (e.g. a config field this version dropped) on a file it cannot build."""
+        d = {**(defaults or {}), **saved}
+        res = d.get("resources") or {}
+        budget = d.get("budget", "fixed")
+        return cls(
+            name=d["name"], title=d.get("title", d["name"]), dataset=d["dataset"],
+            data_root=d.get("data_root"), epochs=d["epochs"], seeds=tuple(d["seeds"]),
+            budget=budget, min_epochs=d.get("min_epochs", 0),
+            plateau_patience=d.get("plateau_patience", PATIENCE),
+            metric=d.get("metric", "val/mse"), mode=d.get("mode", "min"),
+            scheduler=d.get("scheduler", "fifo"), algorithm=d.get("search", "grid"),
+            rows=tuple(RunRow(r["label"], models.Config.from_dict(r["config"]),
+                              r.get("preset"), r.get("data") or None) for r in d["rows"]),
+            table_metrics=tuple(d.get("table_metrics", ())), paper=d.get("paper"),
+            samples=d.get("samples", 0), space=d.get("space"),
+            max_concurrent=d.get("max_concurrent", 0),
+            evaluation=EvalSettings.from_dict(d.get("evaluation")),
+            image_every=d.get("image_every", 10),
+            checkpoint_every=d.get("checkpoint_every", 1),  # before 5m: every epoch
+            checkpoint_seconds=d.get("checkpoint_seconds", 0.0),
+            precision=d.get("precision", DEFAULT_PRECISION),
+            resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0),
+                                res.get("workers", 1)),
+            git=d.get("git", "unknown"), argv=tuple(d.get("argv", ())),
+            trackers=tuple(d.get("trackers", ())), environment=d.get("environment") or {})
+
     def trial_space(self) -> dict:
         """What every trial's params hold besides its label, seed, config and data."""
         return {"label": None, "seed": None, "search": self.name, "dataset": self.dataset,
@@ -196,7 +230,8 @@ class RunSpec:
                 # an Optuna search's trials share a row and seed: each TensorBoard board adds
                 # the trial's number (engine/eval/tensorboard.py board_dir)
                 **({"sampled": True} if self.algorithm == "optuna" else {}),
-                # only an auto budget's trials hold these: a fixed one's params stay as before
+                # only an auto budget's trials hold these (from_params reads their absence
+                # as a fixed budget)
                 **({"budget": "auto", "min_epochs": self.min_epochs,
                     "plateau_patience": self.plateau_patience}
                    if self.budget == "auto" else {})}
@@ -226,6 +261,7 @@ class TrialSpec:
     budget: str = "fixed"  # "auto": `epochs` is the cap of a trial that ends at its plateau
     min_epochs: int = 0
     plateau_patience: int = PATIENCE
+    sampled: bool = False  # a trial of a sampled (Optuna) search: many share a row and seed
 
     @classmethod
     def from_params(cls, params: dict) -> "TrialSpec":
@@ -242,8 +278,8 @@ class TrialSpec:
             checkpoint_seconds=params.get("checkpoint_seconds", 0.0),
             evaluation=EvalSettings.from_dict(params.get("evaluation")),
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0), res.get("workers", 1)),
-            data=params.get("data"), precision=params.get("precision", "fp32"),
-            search=params.get("search"), params=params,
+            data=params.get("data"), precision=params.get("precision", DEFAULT_PRECISION),
+            search=params.get("search"), params=params, sampled=bool(params.get("sampled")),
             budget=params.get("budget", "fixed"), min_epochs=params.get("min_epochs", 0),
             plateau_patience=params.get("plateau_patience", PATIENCE))
 

@@ -98,7 +98,7 @@ def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
     space = param_space(spec, pairs)
     max_concurrent = spec.max_concurrent or _ddp_concurrency(res)
     progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples),
-                                    auto=space.get("budget") == "auto"), \
+                                    auto=spec.budget == "auto"), \
         _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from engine.files import STOPPED_FILE
 from engine.run import console
 from engine.eval.tensorboard import board_dir, end_session
+from engine.run.types import TrialSpec
 
 
 PROGRESS_EVERY_S = 60.0  # a progress line at least this often while trials run (no terminal)
@@ -158,7 +159,11 @@ class _Progress(tune.Callback):
         self._line(trial, f"error ({trial.error_file or 'see the trial folder'})", failed=True)
         if trial.path is not None:  # its process could not say so: TensorBoard's failure
             try:
-                end_session(board_dir(trial.path, trial.config), "error")
+                spec = TrialSpec.from_params(trial.config)
+            except (KeyError, TypeError, ValueError):  # it failed on its params: no board
+                return
+            try:
+                end_session(board_dir(trial.path, spec), "error")
             except OSError as e:  # a full disk, a lost mount: the search goes on without it
                 print(f"tensorboard: the failure of {trial} not written: {e}",
                       file=console.err())

@@ -11,17 +11,17 @@ import os
 from engine.run.ray_backend.progress import _stopped_by_scheduler
 from engine.run import console, mlflow_store
 from engine.run.tracked import search_name, trial_key
+from engine.run.types import TrialSpec
 
 
-def tracked_params(params: dict) -> dict:
+def tracked_params(spec: TrialSpec) -> dict:
     """What a tracker records as a trial's hyperparameters: its row, seed, search, data set,
     budget, precision and data options, and every field of its resolved config (flat, so
     that a tracker's table has a column per field)."""
-    return {"label": params["label"], "seed": params["seed"],
-            "search": params.get("search"), "dataset": params["dataset"],
-            "epochs": params["epochs"], "precision": params.get("precision", "fp32"),
-            "data": json.dumps(params["data"]) if params.get("data") else "as is",
-            **params["config"]}
+    return {"label": spec.label, "seed": spec.seed, "search": spec.search,
+            "dataset": spec.dataset, "epochs": spec.epochs, "precision": spec.precision,
+            "data": json.dumps(spec.data) if spec.data else "as is",
+            **spec.config.to_dict()}
 
 
 def tracked_metrics(result: dict) -> dict:
@@ -32,8 +32,13 @@ def tracked_metrics(result: dict) -> dict:
                 or k == "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _spec(trial) -> TrialSpec:
+    return TrialSpec.from_params(trial.config)
+
+
 def _run_name(trial) -> str:
-    return f"{trial.config['label']} seed {trial.config['seed']}"
+    spec = _spec(trial)
+    return f"{spec.label} seed {spec.seed}"
 
 
 def _end_status(trial, failed: bool) -> str:
@@ -79,7 +84,7 @@ def _mlflow(run_dir: str):
         def log_trial_start(self, trial):
             if trial in self._trial_runs:  # a retried trial goes on in its run
                 return
-            c, key = trial.config, _trial_key(run_dir, trial)
+            spec, key = _spec(trial), _trial_key(run_dir, trial)
             client = self.mlflow_util._get_client()
             before = client.search_runs(  # a trial --resume continues: its run goes on
                 [self.mlflow_util.experiment_id], filter_string=f"tags.trial_key = '{key}'")
@@ -87,14 +92,14 @@ def _mlflow(run_dir: str):
                 self._trial_runs[trial] = before[0].info.run_id
                 client.update_run(before[0].info.run_id, status="RUNNING")
                 return
-            tags = {**self.tags, "row": c["label"], "seed": str(c["seed"]),
-                    "run": os.path.basename(run_dir), "search": str(c.get("search")),
-                    "dataset": c["dataset"], "trial": trial.trial_id, "trial_key": key,
+            tags = {**self.tags, "row": spec.label, "seed": str(spec.seed),
+                    "run": os.path.basename(run_dir), "search": str(spec.search),
+                    "dataset": spec.dataset, "trial": trial.trial_id, "trial_key": key,
                     "mlflow.parentRunId": self._search_run}
             run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(trial))
             self._trial_runs[trial] = run.info.run_id
             self.mlflow_util.log_params(run_id=run.info.run_id,
-                                        params_to_log=tracked_params(c))
+                                        params_to_log=tracked_params(spec))
 
         def log_trial_result(self, iteration, trial, result):
             self.mlflow_util.log_metrics(run_id=self._trial_runs[trial],
@@ -125,7 +130,7 @@ def _wandb(run_dir: str):
         its history tracked_metrics; run files in <run>/wandb (offline: `wandb sync` them)."""
 
         def log_trial_start(self, trial):
-            c = trial.config
+            spec = _spec(trial)
             # the id stays the trial's through --resume (a new Tune trial id), so that W&B
             # continues its run rather than count a seed twice in its group
             wandb_id = hashlib.sha1(_trial_key(run_dir, trial).encode()).hexdigest()[:16]
@@ -133,9 +138,9 @@ def _wandb(run_dir: str):
                 trial, [*self._exclude_results, *self.excludes, "config"],
                 id=wandb_id, name=_run_name(trial), resume="allow", reinit=True,
                 allow_val_change=True, project=self.project,
-                group=f"{os.path.basename(run_dir)}/{c['label']}",
-                config=_clean_log(tracked_params(c)), dir=run_dir,
-                tags=[os.path.basename(run_dir), c["dataset"]],
+                group=f"{os.path.basename(run_dir)}/{spec.label}",
+                config=_clean_log(tracked_params(spec)), dir=run_dir,
+                tags=[os.path.basename(run_dir), spec.dataset],
                 # Ray passes only the API key to the logging actor: on a cluster the
                 # driver's offline mode would not reach it otherwise
                 **({"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}),
@@ -164,7 +169,7 @@ def _aim(run_dir: str):
         def log_trial_start(self, trial):
             if trial in self._trial_to_run:  # a retried trial goes on in its run
                 return
-            c, name = trial.config, _run_name(trial)
+            spec, name = _spec(trial), _run_name(trial)
             before = [r.hash for r in Repo.from_path(run_dir, init=True).structured_db.runs()
                       if r.name == name]
             run = Run(run_hash=before[0] if before else None, repo=run_dir,
@@ -172,9 +177,9 @@ def _aim(run_dir: str):
                       capture_terminal_logs=False)
             if not before:
                 run.name = name
-                for tag in (c["label"], os.path.basename(run_dir), c["dataset"]):
+                for tag in (spec.label, os.path.basename(run_dir), spec.dataset):
                     run.add_tag(tag)
-            run["hparams"] = tracked_params(c)
+            run["hparams"] = tracked_params(spec)
             run["trial_key"], run["trial_id"] = _trial_key(run_dir, trial), trial.trial_id
             self._trial_to_run[trial] = run
 

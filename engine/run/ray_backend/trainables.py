@@ -12,6 +12,7 @@ from ray import tune
 from engine.run.ray_backend.cluster import node_id
 from engine.eval.tensorboard import board_dir
 from engine.run.trial import Session, load_state, newest_state, run_trial
+from engine.run.types import TrialSpec
 
 
 def _trial_storage_dir() -> str:
@@ -38,14 +39,14 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def cpu_threads(params: dict) -> threadpoolctl.threadpool_limits:
+def cpu_threads(spec: TrialSpec) -> threadpoolctl.threadpool_limits:
     """The trial's threads at its CPU allotment, deliberately (at least 1; 0.5 CPUs: 1):
     torch's intra-op pool now, and the BLAS and OpenMP pools of numpy, scipy and scikit-learn
     (the GMM, the Fréchet square root, eigh) for as long as the returned context is open.
     Ray's OMP_NUM_THREADS reaches only the pools that read it at start-up, and more threads
     than CPUs on a shared node is slower, not faster: a 2-thread eigh(2048) took 3-7x one
-    thread's beside other work on a 2-core machine (issue 15)."""
-    n = max(1, int(params["resources"]["cpu"]))
+    thread's beside other work on a 2-core machine."""
+    n = max(1, int(spec.resources.cpu))
     torch.set_num_threads(n)
     return threadpoolctl.threadpool_limits(limits=n)
 
@@ -53,8 +54,9 @@ def cpu_threads(params: dict) -> threadpoolctl.threadpool_limits:
 def one_worker_trial(params: dict) -> None:
     """A Tune function trainable: the trial's loop in this process."""
     _quiet()
-    threads = cpu_threads(params)
-    use_gpu = params["resources"]["gpu"] > 0
+    spec = TrialSpec.from_params(params)  # bad settings fail now, before anything trains
+    threads = cpu_threads(spec)
+    use_gpu = spec.resources.gpu > 0
     if use_gpu and not torch.cuda.is_available():  # never train on CPU while holding a GPU
         raise RuntimeError("the trial was given a GPU but torch sees no CUDA device here")
 
@@ -66,8 +68,8 @@ def one_worker_trial(params: dict) -> None:
 
     trial_dir = _trial_storage_dir()
     with threads:
-        run_trial(params, Session(report=report, trial_dir=trial_dir,
-                                  board=board_dir(trial_dir, params),
+        run_trial(spec, Session(report=report, trial_dir=trial_dir,
+                                board=board_dir(trial_dir, spec),
                                   resume=_load_resume(tune.get_checkpoint(), trial_dir),
                                   device=torch.device("cuda" if use_gpu else "cpu")))
 
@@ -80,15 +82,14 @@ def ddp_trial(params: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    res = params["resources"]
+    res = TrialSpec.from_params(params).resources
     trial_dir = _trial_storage_dir()
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config={"params": params, "trial_dir": trial_dir},
         scaling_config=train.ScalingConfig(
-            num_workers=res["workers"], use_gpu=res["gpu"] > 0,
-            resources_per_worker={"CPU": res["cpu"], **({"GPU": res["gpu"]} if res["gpu"]
-                                                         else {})}),
+            num_workers=res.workers, use_gpu=res.gpu > 0,
+            resources_per_worker={"CPU": res.cpu, **({"GPU": res.gpu} if res.gpu else {})}),
         run_config=train.RunConfig(
             name="ddp", storage_path=trial_dir, callbacks=[TuneReportCallback()],
             failure_config=train.FailureConfig(max_failures=1),
@@ -101,9 +102,9 @@ def _ddp_worker(loop_config: dict) -> None:
     from ray import train
     from ray.train.torch import get_device, prepare_model
 
-    params = loop_config["params"]
+    spec = TrialSpec.from_params(loop_config["params"])
     _quiet()
-    threads = cpu_threads(params)
+    threads = cpu_threads(spec)
     ctx = train.get_context()
 
     node = node_id()
@@ -113,9 +114,9 @@ def _ddp_worker(loop_config: dict) -> None:
                      checkpoint=train.Checkpoint.from_directory(folder) if folder else None)
 
     with threads:
-        run_trial(params, Session(
+        run_trial(spec, Session(
             report=report, trial_dir=loop_config["trial_dir"],
-            board=board_dir(loop_config["trial_dir"], params),
+            board=board_dir(loop_config["trial_dir"], spec),
             resume=_load_resume(train.get_checkpoint(),
                                 os.path.join(loop_config["trial_dir"], "ddp")),
             rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=get_device(),
