@@ -17,11 +17,13 @@ stage takes draw k in epoch k; the prior and the GMM fit `latents` alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
+
+if TYPE_CHECKING:  # scikit-learn (~1 s to import): only where a GMM is fitted or loaded
+    from sklearn.mixture import GaussianMixture
 
 from .config import Config
 from .images import float_images
@@ -73,6 +75,7 @@ def state_density(state: dict[str, torch.Tensor], cfg: Config) -> Density:
     """The density of a density_state for the first stage `cfg` (its latent size; the second
     stage's networks follow from it, second_stage_config)."""
     if "gmm.means" in state:
+        from sklearn.mixture import GaussianMixture
         from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
         weights, means, covs = (state[f"gmm.{k}"].numpy()
                                 for k in ("weights", "means", "covariances"))
@@ -128,6 +131,7 @@ def fit_gmm(latents: torch.Tensor, cfg: Config, seed: int = 0,
     if n < cfg.gmm_components:
         raise ValueError(f"a GMM of {cfg.gmm_components} components needs at least as many "
                          f"latents, got {n}; lower gmm_components")
+    from sklearn.mixture import GaussianMixture
     gmm = GaussianMixture(cfg.gmm_components, covariance_type="full", random_state=seed,
                           reg_covar=1e-6)
     gmm.fit(latents.detach().cpu().double().numpy())

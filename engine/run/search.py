@@ -70,8 +70,9 @@ def _run_locked(flags: Flags, spec: RunSpec, out: Path, callbacks: tuple, after)
         spec.save(out)
         (out / "finished.json").unlink(missing_ok=True)
         outcome = _execute(spec, out, flags.resume, ray_backend, list(callbacks))
-        if outcome != "complete":  # the run ends here: its one line must be the last
-            ray_backend.shutdown()
+        # Ray stopped now, not at exit (where it waits another 0.5 s), and before the report:
+        # an interrupted run's one line, after the report, must be the last
+        ray_backend.shutdown()
     return _finish(spec, out, outcome, after)
 
 

@@ -66,14 +66,33 @@ def init(address: str | None, give_up=None) -> None:
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
     # job API's tunnel that docs/cluster.md exports for `ray job submit`)
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    global _STARTED_HERE
+    _STARTED_HERE = True
     private_token_file()
+
+
+_STARTED_HERE = False  # whether init started Ray on this machine (not joined a cluster)
 
 
 def shutdown() -> None:
     """Leave Ray: its log thread is joined, so no trial process's last words, which Ray
     forwards to this driver's stderr as they arrive, can come after the driver's own last line
-    (on a busy machine they came seconds late, after "the disk is full")."""
+    (on a busy machine they came seconds late, after "the disk is full").
+
+    A Ray that init started here is stopped at once: Ray stops its processes one after another
+    and gives each up to a second to end, and its autoscaler's monitor (which a one-machine
+    Ray does not use) takes all of it, for on SIGTERM it reports its own end to the GCS that
+    Ray has stopped before it; it is killed first."""
+    global _STARTED_HERE
+    node = getattr(ray._private.worker, "_global_node", None)  # private: absent, Ray's own way
+    monitors = getattr(node, "all_processes", {}).get("monitor", []) if _STARTED_HERE else []
+    for info in monitors:
+        try:
+            info.process.kill()
+        except (AttributeError, OSError):
+            pass
     ray.shutdown()
+    _STARTED_HERE = False
 
 
 TOKEN_FILE = Path("~/.ray/auth_token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import logging
+import math
 import os
 import shutil
 import signal
@@ -62,6 +63,23 @@ def _ddp_concurrency(res) -> int:
     return max(1, int(min(fits)))
 
 
+def _reuse_actors(trials: int, res, max_concurrent: int) -> bool:
+    """Whether Tune hands a finished trial's actor (a Ray worker that has imported the engine)
+    to a trial still waiting: only where some trial must wait, i.e. there are more trials than
+    run at once (the concurrency limit, the cluster's CPUs and GPUs now). Where every trial has
+    a slot of its own, reuse saves nothing and can cost the experiment's end up to 5 s: when a
+    short trial's actor takes over a trial whose own actor was starting, Tune drops that actor
+    and, once the last trial has reported, waits for it to stop (TuneController._cleanup_trials)
+    while it is still importing the engine."""
+    have = cluster_resources()
+    slots = [max_concurrent or math.inf]
+    if res.workers <= 1:  # a DDP trial's function holds no CPU: its limit is max_concurrent
+        slots.append(have.get("CPU", 0) // res.cpu if res.cpu else math.inf)
+        if res.gpu:
+            slots.append(have.get("GPU", 0) // res.gpu)
+    return trials > min(slots)
+
+
 def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
                    search_alg: str | None = None, num_samples: int | None = None,
                    pairs: list[list] | None = None,
@@ -97,14 +115,15 @@ def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
         trainable = tune.with_resources(one_worker_trial, {"cpu": res.cpu, "gpu": res.gpu})
     space = param_space(spec, pairs)
     max_concurrent = spec.max_concurrent or _ddp_concurrency(res)
-    progress, interrupt = _Progress(metric, epochs, _trial_count(space, num_samples),
-                                    auto=spec.budget == "auto"), \
+    trials = _trial_count(space, num_samples)
+    progress, interrupt = _Progress(metric, epochs, trials, auto=spec.budget == "auto"), \
         _Interrupt()
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=num_samples,
         scheduler=_scheduler(spec.scheduler, epochs),
         search_alg=_search_alg(search_alg, metric, mode, told),
-        max_concurrent_trials=max_concurrent or None, reuse_actors=True,
+        max_concurrent_trials=max_concurrent or None,
+        reuse_actors=_reuse_actors(trials, res, max_concurrent),
         trial_dirname_creator=_dirname, trial_name_creator=_dirname)
     run_config = tune.RunConfig(
         name=os.path.basename(run_dir), storage_path=os.path.dirname(run_dir),
