@@ -193,13 +193,14 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def newest_checkpoint(folder) -> dict:
+def newest_checkpoint(folder, runs_too: bool = False) -> dict:
     """The state of the newest checkpoint of a trial folder (or of a checkpoint folder).
 
     Not engine.run.trial.newest_state, which skips a checkpoint that does not load (half-copied
     when a trial died) and so would evaluate an older epoch without saying so, or report a
     truncated file as no checkpoint at all: here the user asked for this one, so say why it
-    cannot be had and which older one can."""
+    cannot be had and which older one can. `runs_too`: the command also takes a run folder
+    (evaluate), so its errors say so."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder; pass a trial folder of a run")
@@ -209,8 +210,10 @@ def newest_checkpoint(folder) -> dict:
         files = (sorted(folder.glob(f"checkpoint_*/{STATE_FILE}"))
                  or sorted(folder.glob(f"ddp/checkpoint_*/{STATE_FILE}")))
     if not files:
-        raise ValueError(f"{folder} holds no checkpoint (checkpoint_*/state.pt); pass a trial "
-                         "folder of a run")
+        raise ValueError(f"{folder} holds no checkpoint (checkpoint_*/state.pt)"
+                         + ("" if not runs_too else " and is no run folder (no search.json)")
+                         + "; pass " + ("a run folder or " if runs_too else "")
+                         + "a trial folder of a run")
     # checkpoint_000009 after checkpoint_000002: Tune numbers them with leading zeros
     newest, older = files[-1], files[-2::-1]
     try:

@@ -77,7 +77,7 @@ def prepare(folder: Path, changes: dict, data_root: str | None, device: str | No
     device = _device(device)
     # a checkpoint folder is Tune's to replace: what the evaluation writes goes to its trial
     trial_dir = folder.parent if (folder / "state.pt").is_file() else folder
-    state = newest_checkpoint(folder)
+    state = newest_checkpoint(folder, runs_too=True)
     try:
         spec = trial_spec(state, folder)
         settings = spec.evaluation.replace(**changes)

@@ -133,6 +133,7 @@ def test_a_folder_that_is_neither_a_run_nor_a_trial_is_one_line(tmp_path, capsys
     assert engine_main(["evaluate", str(tmp_path), "--eval", "reconstruction"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds no checkpoint" in err, err
+    assert "pass a run folder or a trial folder of a run" in err, err
     assert engine_main(["evaluate", str(tmp_path), "--rows", "RAE"]) == 2
     assert "is not a run folder (no search.json)" in capsys.readouterr().err
 
