@@ -63,16 +63,17 @@ def trial_run(client, experiment_id: str, run_dir, trial_folder) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def log_pictures(client, run_id: str, trial_dir, title: str) -> None:
+def log_pictures(client, run_id: str, trial_dir, row: str, title: str) -> None:
     """A trial's pictures (engine/eval/qualitative.py's qualitative.npz, where it saved them)
-    under pictures/: the file, and drawn as the report draws a row (qualitative.png)."""
+    under pictures/: the file, and drawn as the report draws a row (qualitative.png: one
+    band named by its `row`, under `title`)."""
     from engine.report import qualitative  # matplotlib: once a trial has ended
     strips = qualitative.load_strips(trial_dir)
     if strips is None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp, "qualitative.png")
-        qualitative.figure([(title, strips)], title).savefig(png, dpi=200)
+        qualitative.figure([(row, strips)], title).savefig(png, dpi=200)
         client.log_artifact(run_id, str(png), "pictures")
     client.log_artifact(run_id, str(Path(trial_dir, qualitative.FILE)), "pictures")
 

@@ -111,7 +111,8 @@ def _mlflow(run_dir: str):
             client.set_tag(run_id, "status", _end_status(trial, failed))
             try:  # a picture MLflow cannot take must not end the search
                 # trial.path: the trial folder the trial writes (local_path is Tune's staging)
-                mlflow_store.log_pictures(client, run_id, trial.path, _run_name(trial))
+                mlflow_store.log_pictures(client, run_id, trial.path, _spec(trial).label,
+                                          f"{_run_name(trial)} ({os.path.basename(run_dir)})")
             except Exception as e:  # noqa: BLE001
                 print(f"MLflow: {_run_name(trial)}'s pictures not logged: "
                       f"{type(e).__name__}: {e}", file=console.err())
