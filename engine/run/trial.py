@@ -207,7 +207,7 @@ def run_trial(params: dict, session: Session) -> None:
     "metric"/"mode" (the search's stopping metric), "image_every", "checkpoint_every" /
     "checkpoint_seconds", with --epochs auto "budget": "auto" and "min_epochs" ("epochs" is
     then the cap) and,
-    for a row with data options, "data" (e.g. noise added to the images, engine/data/__init__.py).
+    for a row with data options, "data" (e.g. noise added to the images, engine/data/options.py).
     """
     spec = TrialSpec.from_params(params)  # bad settings fail now
     seed, epochs, cfg = spec.seed, spec.epochs, spec.config
