@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file, only the old one or the new.
+"""Atomic file writes (a crash never leaves a half-written file, only the old one or the new),
+the names of the files the engine's parts share, and where a machine's caches live.
 
 Files get the mode an ordinary open() would give them (0666 less the umask): `mkstemp` makes
 its file 0600 whatever the umask, which would hide a run's reports from the rest of a research
@@ -26,6 +27,15 @@ LOG_FILE = "search.log"
 # into the table by engine/report/evaluations.py (result.json stays what the trial reported)
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_FAILED_FILE = "evaluation_failed.json"
+
+# The folder of a machine's caches, shared by its trials: decoded data sets (engine/data/cache.py)
+# and the evaluation's classifiers, reference statistics and floors (engine/eval/metrics)
+CACHE_ENV = "VAE_ABLATIONS_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where per-machine caches live: $VAE_ABLATIONS_CACHE, else ~/.cache/vae-ablations."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vae-ablations")
 
 
 def lock_holder_line(pid: int, host: str, since: str) -> str:

@@ -5,7 +5,7 @@ classes, digits 0–4) or "big" (5–9), and by pixel rows, the upper or lower h
 BL). Noise N(0, s_x²), s_x² = 0.01 or 0.1, is added to the cells of one of four patterns:
 uniform (all four), spatial (SU, BU: the upper half of every image), conditional (SU, SL: every
 pixel of the digits 0–4) and spatial-conditional (SU only); in every split, drawn once with its
-own seed, not clipped to [0, 1] (engine/data/__init__.py, add_noise: a row's data option). Each of the
+own seed, not clipped to [0, 1] (engine/data/options.py, add_noise: a row's data option). Each of the
 four MLE parameterizations (Iso-I, Diag-I, Iso-D, Diag-D; Takida Table 2, Eq. 9a/10) is trained
 on each noised copy and on the clean data, and the evaluation's "variance" group reads out
 the model's estimate of Σx per test image and pixel (engine/eval/metrics/likelihood.py,

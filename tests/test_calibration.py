@@ -19,6 +19,7 @@ from engine.data import load_dataset
 from engine.eval import evaluate as E
 from engine.eval.evaluate import EvalSettings, evaluate
 from engine.eval.metrics import features as F
+from engine.files import CACHE_ENV
 from engine.eval.metrics.frechet import frechet_distance, statistics
 from engine.eval.metrics.sample_quality import kid, subsets_differ
 from test_evaluation import _unbiased_mmd2_numpy  # Bińkowski et al. 2018, Eq. 2, in numpy
@@ -37,7 +38,7 @@ def cache(tmp_path_factory):
     these tests are about)."""
     with pytest.MonkeyPatch.context() as mp:
         folder = tmp_path_factory.mktemp("cache")
-        mp.setenv(F.CACHE_ENV, str(folder))
+        mp.setenv(CACHE_ENV, str(folder))
         mp.setattr(F, "CLASSIFIER_STEPS", 60)
         yield folder
 

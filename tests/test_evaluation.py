@@ -15,6 +15,7 @@ import models
 from engine.data import load_dataset
 from engine.eval.evaluate import EvalSettings, evaluate, psnr, ssim, ssim_kernel
 from engine.eval.metrics import features as F
+from engine.files import CACHE_ENV
 from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
 from engine.eval.metrics.sample_quality import inception_score, kid, precision_recall
 
@@ -153,7 +154,7 @@ def test_ssim_is_one_for_a_perfect_reconstruction_and_agrees_with_scikit_image()
 
 def test_classifier_features_are_trained_once_deterministically_and_cached(
         digits, tmp_path, monkeypatch):
-    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(F, "train_classifier", functools.partial(TRAIN, steps=60))  # shortened
     a = F.classifier_space(digits, torch.device("cpu"))
     calls = []
@@ -181,7 +182,7 @@ def test_a_search_trains_the_fid_classifier_on_its_driver_before_any_trial(
     run without FID and a run in Inception's features leave the driver alone."""
     from types import SimpleNamespace
     from engine.run.search import _train_feature_classifier
-    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     calls = []
 
     def shortened(data, **kw):

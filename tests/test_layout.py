@@ -73,6 +73,15 @@ def test_evaluation_data_and_report_never_import_the_search():
         assert importers(folder, "engine.run") == {}, folder
 
 
+def test_data_imports_nothing_of_the_evaluation_the_search_or_the_report():
+    """engine/data/ is a layer below them: the evaluation and the search read data sets from it
+    (the report reads run folders only), and it needs none of them; the cache folder it shares
+    with the evaluation's caches is engine.files.cache_dir."""
+    assert len(list((ROOT / "engine/data").rglob("*.py"))) >= 2
+    for package in ("engine.eval", "engine.run", "engine.report"):
+        assert importers("engine/data", package) == {}, package
+
+
 def test_search_run_is_a_pipeline_of_at_most_30_lines():
     """search.run: parse, prepare the spec, connect, save, execute, finish (issue 14)."""
     tree = ast.parse((ROOT / "engine/run/search.py").read_text())

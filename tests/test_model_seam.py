@@ -119,7 +119,8 @@ def test_a_density_set_declared_in_models_alone_is_sampled_for_its_fid(
     its FID is computed, and its samples are those of the GMM-3 that models.fit_density fits
     for a config of 3 components (the same latents, the same seed)."""
     from engine.eval.metrics import features as F
-    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path))
+    from engine.files import CACHE_ENV
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(F, "CLASSIFIER_STEPS", 60)  # the classifier is not what this is about
     monkeypatch.setitem(models.DENSITY_SETS, "toy_gmm3",
                         models.DensitySet("gmm", {"gmm_components": 3}))

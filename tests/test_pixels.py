@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import models
-from engine import data
+from engine.data import cache
 from engine.data import Dataset, Split, load_dataset
 from engine.eval.evaluate import GROUPS, EvalSettings, evaluate, reconstruction_mse
 from engine.eval.metrics import features
@@ -45,10 +45,10 @@ def mapped_file(tensor: torch.Tensor) -> str | None:
 @pytest.fixture
 def mnist(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_ABLATIONS_CACHE", str(tmp_path / "cache"))
-    data._OPENED.clear()
+    cache._OPENED.clear()
     arrays = write_mnist(tmp_path, "MNIST", n_train=40, n_test=10)
     yield tmp_path, arrays
-    data._OPENED.clear()
+    cache._OPENED.clear()
 
 
 def test_a_real_sets_splits_are_the_cache_files_mapped_not_copies(mnist):

@@ -1,4 +1,4 @@
-"""Tests for the real data sets (engine/data/real.py, engine/data/__init__.py): tiny files in each data
+"""Tests for the real data sets (engine/data/real/, engine/data/cache.py): tiny files in each data
 set's real on-disk format are written into a temporary root and loaded through the same code
 a user runs (torchvision's classes, the per-machine .npy cache, the float32 conversion)."""
 
@@ -23,7 +23,9 @@ from PIL import Image
 
 import models
 from engine import data
+from engine.data import cache
 from engine.data import real as datasets
+from engine.data.real import fetch
 from engine.data import (DATASETS, DataError, DataNotFound, UnofficialFilesWarning, check_data,
                          dataset_shape, load_arrays, load_dataset)
 from models.networks import auto_arch
@@ -41,7 +43,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("VAE_DATA_ROOT", raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    data._OPENED.clear()
+    cache._OPENED.clear()
 
     def no_network(*a, **k):
         raise OSError("network is unreachable (test)")
@@ -54,7 +56,7 @@ def _isolated(tmp_path, monkeypatch):
                     (tv_celeba, "download_file_from_google_drive"), (tv_utils, "download_url")]:
         monkeypatch.setattr(mod, fn, no_download)
     yield
-    data._OPENED.clear()
+    cache._OPENED.clear()
 
 
 # ------------------------------------------------------------------------------------------
@@ -414,7 +416,7 @@ def test_missing_names_only_what_is_missing(tmp_path):
 
 
 def test_failed_download_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "reachable", lambda url: None)  # the probe says: network
+    monkeypatch.setattr(fetch, "reachable", lambda url: None)  # the probe says: network
 
     def refused(url, *a, **k):
         raise urllib.error.URLError("connection refused (test)")

@@ -202,8 +202,8 @@ def _any_worker(bad: bool, world: int, all_reduce, device) -> bool:
 
 
 def run_trial(spec: TrialSpec, session: Session) -> None:
-    """Train spec.config with spec.seed on spec.dataset (with the row's data options, e.g.
-    noise added to the images) for spec.epochs, or to its plateau of spec.metric with
+    """Train spec.config with spec.seed on spec.dataset (with the row's data options,
+    engine/data/options.py) for spec.epochs, or to its plateau of spec.metric with
     --epochs auto (spec.epochs then the cap); its checkpoints hold spec.params, the Tune
     trial's config as Tune stored it (params.json)."""
     seed, epochs, cfg = spec.seed, spec.epochs, spec.config

@@ -27,7 +27,7 @@ class Search:
     """A study: `rows` maps a label (a table row) to a `Row(preset, fields, data)` or its
     shorthand: a preset name, a Config, a (preset, {field: value}) pair, or a (preset,
     {field: value}, data options) triple whose data options change the data the row trains
-    and is evaluated on (engine/data/__init__.py, check_options: e.g. {"noise": {"partition":
+    and is evaluated on (engine/data/options.py, check_options: e.g. {"noise": {"partition":
     "spatial", "variance": 0.1}})."""
     name: str
     title: str
@@ -69,7 +69,7 @@ def grid(base: str | models.Config, **axes: list) -> dict:
 @dataclass(frozen=True)
 class Row:
     """A row as a study declares it: a preset (a name or a Config), the fields it changes,
-    and the data options it trains and is evaluated on (engine/data/__init__.py check_options, e.g.
+    and the data options it trains and is evaluated on (engine/data/options.py check_options, e.g.
     {"noise": {"partition": "spatial", "variance": 0.1}}), or None."""
     preset: str | models.Config
     fields: dict = field(default_factory=dict)

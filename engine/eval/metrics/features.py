@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +44,10 @@ from filelock import FileLock
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from engine.files import write_atomic, write_json_atomic
+from engine.files import cache_dir, write_atomic, write_json_atomic
 from engine.eval.metrics.frechet import Stats, frechet_distance, statistics
 from models import float_images
 
-CACHE_ENV = "VAE_ABLATIONS_CACHE"
 INCEPTION_MIN_SIZE = 28  # MNIST's size: the smallest the papers compute Inception FID at
 CLASSIFIER_VERSION = 4  # bump when the classifier's architecture or training changes (2: the
 # 4x4 grid for images of 16 px and more; the 8x8 digits' network is the same as in 1; 4: batch
@@ -67,11 +65,6 @@ CLASSIFIER_DROPOUT = 0.25
 
 class NotComputed(Exception):
     """A metric that cannot be computed here; the message (one line) says why and how to fix."""
-
-
-def cache_dir() -> Path:
-    """Where per-machine caches live: $VAE_ABLATIONS_CACHE, else ~/.cache/vae-ablations."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vae-ablations")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
 """Readers of the real data sets' on-disk formats: MNIST, Fashion-MNIST, CIFAR-10, CelebA and
 CelebA-HQ, through torchvision's dataset classes, decoded and preprocessed to uint8 arrays.
 
-engine/data/__init__.py caches what these readers return (once per machine) and maps it as the
-engine's uint8 `Split`s; nothing here knows about caches or tensors of the engine.
-
-Where the files are expected (torchvision's own layout under a data root: --data-root, else
-$VAE_DATA_ROOT, else ~/data) and how each set is split are the user's to know: docs/data.md
-has both tables; the code below is their one source.
+engine/data/cache.py caches what these readers return (once per machine) and maps it as the
+engine's uint8 `Split`s; nothing here knows about caches or tensors of the engine. Where each
+set's files are expected is engine/data/real/files.py's.
 
 Preprocessing (Takida et al. Appendix I; Dai & Wipf; the common practice):
   mnist, fashion  28x28, 1 channel, as stored.
@@ -24,28 +21,23 @@ and for CelebA-HQ, which has none, the common 27,000 / 3,000 split in natural fi
 torchvision's integrity checks: MNIST checks only that the uncompressed files exist (the MD5s
 are those of the .gz downloads and are checked when it downloads); CIFAR10 and CelebA refuse
 any file whose MD5 is not the official one, which no re-packed or test file matches. The
-classes are used through small subclasses (_CIFAR10, _CelebA) whose checks are existence
-checks; everything else, the parsing included, is torchvision's. Files that differ from the
-official release load with an UnofficialFilesWarning (their MD5 is checked once per machine,
-when they are decoded), and corrupt or truncated files are caught by the decoding itself: a
-DataError of one line naming the file.
+classes are used through small subclasses (LenientCIFAR10, LenientCelebA) whose checks are
+existence checks; everything else, the parsing included, is torchvision's. Files that differ
+from the official release load with an UnofficialFilesWarning (their MD5 is checked once per
+machine, when they are decoded), and corrupt or truncated files are caught by the decoding
+itself: a DataError of one line naming the file.
 """
 from __future__ import annotations
 
 import gzip
 import os
 import pickle
-import re
 import shutil
-import socket
 import tempfile
-import urllib.request
-import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -53,45 +45,17 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.datasets.celeba import CSV
-from torchvision.datasets.utils import calculate_md5
 from torchvision.transforms import InterpolationMode
 
-REAL_DATASETS: tuple[str, ...] = ("mnist", "fashion", "cifar10", "celeba", "celebahq")
-SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32),
-    "celeba": (3, 64, 64), "celebahq": (3, 128, 128),
-}
-LABELLED = {"mnist": True, "fashion": True, "cifar10": True, "celeba": False, "celebahq": False}
-TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "cifar10": "CIFAR-10",
-          "celeba": "CelebA", "celebahq": "CelebA-HQ"}
-SPLITS = ("train", "val", "test")
+from engine.data.real.catalog import SPLITS, TITLES, DataError, one_line
+from engine.data.real.files import (CELEBA_IMAGES, CELEBA_PARTITION, IDX_FILES, MNIST_CLASSES,
+                                    celebahq_files, cifar_files, mnist_raw, mnist_sources,
+                                    warn_unofficial)
 
 CELEBA_CROP, CELEBA_SIZE, CELEBAHQ_SIZE = 140, 64, 128
 MNIST_VAL_FRACTION = 1 / 12  # 5,000 of 60,000
 CIFAR_VAL_FRACTION = 1 / 10  # 5,000 of 50,000
 CELEBAHQ_TEST_FRACTION, CELEBAHQ_VAL_FRACTION = 0.10, 0.05
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a dead network fails instead of hanging
-PROBE_TIMEOUT_S = 5
-
-
-class DataError(ValueError):
-    """A data set that cannot be read; the message is one line naming the file or folder."""
-
-
-class DataNotFound(DataError):
-    """The data set's files are not where they are expected (and could not be downloaded)."""
-
-
-class UnofficialFilesWarning(UserWarning):
-    """Files whose MD5 differs from the official release: loaded anyway, results may not be
-    comparable with the papers'."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
 
 # An allocator gives the decoder the uint8 array (N, C, H, W) to fill for a split; the caller
 # backs it with a file so that CelebA need not fit in memory twice.
@@ -101,26 +65,6 @@ Alloc = Callable[[str, int], np.ndarray]
 # ---------------------------------------------------------------------------------------------
 # MNIST and Fashion-MNIST: gzipped (or gunzipped) IDX files, read by torchvision's MNIST class.
 # ---------------------------------------------------------------------------------------------
-
-_MNIST_CLASSES = {"mnist": tvd.MNIST, "fashion": tvd.FashionMNIST}
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _mnist_raw(name: str, root: Path) -> Path:
-    return root / _MNIST_CLASSES[name].__name__ / "raw"
-
-
-def _mnist_sources(name: str, root: Path) -> list[Path]:
-    """The file each IDX file is read from (the uncompressed one where both exist)."""
-    raw, found = _mnist_raw(name, root), []
-    for f in _IDX_FILES:
-        for p in (raw / f, raw / f"{f}.gz"):
-            if p.is_file():
-                found.append(p)
-                break
-    return found
-
 
 def _check_idx(path: Path, shown: Path, ndim: int) -> None:
     """The IDX header (magic 0x0000 08 ndim, big-endian uint32 dims) against the file size."""
@@ -142,14 +86,14 @@ def _gunzip(src: Path, dst: Path) -> None:
         with gzip.open(src, "rb") as f, open(dst, "wb") as out:
             shutil.copyfileobj(f, out, 1 << 20)
     except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{src}: not a readable gzip file ({_one_line(e)}); the file is "
+        raise DataError(f"{src}: not a readable gzip file ({one_line(e)}); the file is "
                         f"truncated or corrupt") from None
 
 
 def _decode_mnist(name: str, root: Path, alloc: Alloc) -> dict:
-    cls, raw = _MNIST_CLASSES[name], _mnist_raw(name, root)
-    sources = _mnist_sources(name, root)
-    _warn_unofficial(name, [(raw / f, md5) for f, md5 in cls.resources])  # names end in .gz
+    cls, raw = MNIST_CLASSES[name], mnist_raw(name, root)
+    sources = mnist_sources(name, root)
+    warn_unofficial(name, [(raw / f, md5) for f, md5 in cls.resources])  # names end in .gz
     # torchvision's MNIST reads only the uncompressed files (its download gunzips the .gz
     # next to them). Where only the .gz files are there, they are gunzipped into a temporary
     # folder in its layout instead: nothing is written into the data root, which may be
@@ -160,13 +104,13 @@ def _decode_mnist(name: str, root: Path, alloc: Alloc) -> dict:
         else:
             tv_root = Path(tmp)
             (tv_root / cls.__name__ / "raw").mkdir(parents=True)
-            for f, src in zip(_IDX_FILES, sources):
+            for f, src in zip(IDX_FILES, sources):
                 dst = tv_root / cls.__name__ / "raw" / f
                 if src.name.endswith(".gz"):
                     _gunzip(src, dst)
                 else:
                     os.symlink(src, dst)
-        for f, src in zip(_IDX_FILES, sources):
+        for f, src in zip(IDX_FILES, sources):
             _check_idx(tv_root / cls.__name__ / "raw" / f, src, 3 if "images" in f else 1)
         labels = {}
         for train in (True, False):
@@ -174,7 +118,7 @@ def _decode_mnist(name: str, root: Path, alloc: Alloc) -> dict:
                 ds = cls(str(tv_root), train=train, download=False)
                 images, targets = ds.data.numpy(), ds.targets.numpy()
             except Exception as e:  # the headers were checked, so this is unexpected
-                raise DataError(f"{TITLES[name]} in {raw}: {_one_line(e)}") from None
+                raise DataError(f"{TITLES[name]} in {raw}: {one_line(e)}") from None
             kind = "train" if train else "t10k"
             if images.shape[1:] != (28, 28) or len(images) != len(targets):
                 raise DataError(f"{raw}/{kind}-*: {len(images)} images of "
@@ -205,7 +149,7 @@ def _held_out(n: int, fraction: float, shown: Path) -> int:
 # CIFAR-10: Python pickles of dicts, read by torchvision's CIFAR10 class.
 # ---------------------------------------------------------------------------------------------
 
-class _CIFAR10(tvd.CIFAR10):
+class LenientCIFAR10(tvd.CIFAR10):
     """torchvision's CIFAR10 with existence checks instead of its MD5 checks (MD5 None is
     torchvision's own 'exists' check), so that files which are not byte-identical to the
     official release (a re-packed copy, the tests' tiny files) load through the same parsing.
@@ -215,15 +159,9 @@ class _CIFAR10(tvd.CIFAR10):
     meta = {**tvd.CIFAR10.meta, "md5": None}
 
 
-def _cifar_files(root: Path) -> list[Path]:
-    folder = root / _CIFAR10.base_folder
-    names = [f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list]
-    return [folder / f for f in names + [tvd.CIFAR10.meta["filename"]]]
-
-
 def _cifar_culprit(root: Path) -> Path | None:
     """The first batch file that does not unpickle to CIFAR's dict (after an error)."""
-    for p in _cifar_files(root):
+    for p in cifar_files(root):
         try:
             with open(p, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
@@ -236,18 +174,18 @@ def _cifar_culprit(root: Path) -> Path | None:
 
 
 def _decode_cifar10(name: str, root: Path, alloc: Alloc) -> dict:
-    folder = root / _CIFAR10.base_folder
+    folder = root / LenientCIFAR10.base_folder
     official = tvd.CIFAR10.train_list + tvd.CIFAR10.test_list
-    _warn_unofficial(name, [(folder / f, md5) for f, md5 in official]
+    warn_unofficial(name, [(folder / f, md5) for f, md5 in official]
                      + [(folder / tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"])])
     labels = {}
     for train in (True, False):
         try:
-            ds = _CIFAR10(str(root), train=train, download=False)
+            ds = LenientCIFAR10(str(root), train=train, download=False)
         except Exception as e:
             culprit = _cifar_culprit(root)
             where = culprit if culprit is not None else folder
-            raise DataError(f"{where}: not a readable CIFAR-10 batch ({_one_line(e)}); the file "
+            raise DataError(f"{where}: not a readable CIFAR-10 batch ({one_line(e)}); the file "
                             f"is truncated or corrupt") from None
         images, targets = np.asarray(ds.data), np.asarray(ds.targets)
         shown = folder / ("data_batch_1..5" if train else "test_batch")
@@ -275,11 +213,7 @@ def _decode_cifar10(name: str, root: Path, alloc: Alloc) -> dict:
 # CelebA: the aligned JPEGs and the official partition file, read by torchvision's CelebA.
 # ---------------------------------------------------------------------------------------------
 
-_PARTITION = "list_eval_partition.txt"
-_CELEBA_IMAGES = "img_align_celeba"
-
-
-class _CelebA(tvd.CelebA):
+class LenientCelebA(tvd.CelebA):
     """torchvision's CelebA needing only what an unconditional model uses: the images and the
     official partition file. torchvision checks the MD5 of all five annotation files and
     parses all of them whatever target_type is; here the check is that the partition file
@@ -290,11 +224,11 @@ class _CelebA(tvd.CelebA):
 
     def _check_integrity(self) -> bool:
         folder = os.path.join(self.root, self.base_folder)
-        return (os.path.isfile(os.path.join(folder, _PARTITION))
-                and os.path.isdir(os.path.join(folder, _CELEBA_IMAGES)))
+        return (os.path.isfile(os.path.join(folder, CELEBA_PARTITION))
+                and os.path.isdir(os.path.join(folder, CELEBA_IMAGES)))
 
     def _load_csv(self, filename: str, header: int | None = None) -> CSV:
-        if filename == _PARTITION:
+        if filename == CELEBA_PARTITION:
             self._partition = super()._load_csv(filename, header)
             return self._partition
         n = len(self._partition.index)
@@ -331,7 +265,7 @@ def _fill(out: np.ndarray, n: int, decode: Callable[[int], torch.Tensor],
         try:
             x = decode(i)
         except Exception as e:
-            raise DataError(f"{path_of(i)}: not a readable image ({_one_line(e)}); the file is "
+            raise DataError(f"{path_of(i)}: not a readable image ({one_line(e)}); the file is "
                             f"truncated or corrupt") from None
         out[i] = x.numpy()
 
@@ -345,40 +279,27 @@ def _fill(out: np.ndarray, n: int, decode: Callable[[int], torch.Tensor],
 
 
 def _decode_celeba(name: str, root: Path, alloc: Alloc) -> dict:
-    folder = root / _CelebA.base_folder
+    folder = root / LenientCelebA.base_folder
     md5s = {f: md5 for _, md5, f in tvd.CelebA.file_list}
-    _warn_unofficial(name, [(folder / _PARTITION, md5s[_PARTITION])])
+    warn_unofficial(name, [(folder / CELEBA_PARTITION, md5s[CELEBA_PARTITION])])
     for split, tv_split in zip(SPLITS, ("train", "valid", "test")):
         try:
-            ds = _CelebA(str(root), split=tv_split, target_type=[],
+            ds = LenientCelebA(str(root), split=tv_split, target_type=[],
                          transform=_celeba_transform, download=False)
             n = len(ds)
         except Exception as e:
-            raise DataError(f"{folder / _PARTITION}: not a readable partition file (lines "
-                            f"'000001.jpg 0'; {_one_line(e)})") from None
+            raise DataError(f"{folder / CELEBA_PARTITION}: not a readable partition file (lines "
+                            f"'000001.jpg 0'; {one_line(e)})") from None
         if n == 0:
-            raise DataError(f"{folder / _PARTITION}: no image in the {tv_split!r} partition")
+            raise DataError(f"{folder / CELEBA_PARTITION}: no image in the {tv_split!r} partition")
         out = alloc(split, n)
-        _fill(out, n, lambda i: ds[i][0], lambda i: folder / _CELEBA_IMAGES / ds.filename[i])
+        _fill(out, n, lambda i: ds[i][0], lambda i: folder / CELEBA_IMAGES / ds.filename[i])
     return {s: None for s in SPLITS}
 
 
 # ---------------------------------------------------------------------------------------------
 # CelebA-HQ: a flat folder of images (torchvision has no class for it).
 # ---------------------------------------------------------------------------------------------
-
-def _natural_key(p: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
-
-def celebahq_files(root: Path) -> list[Path]:
-    """The folder's image files in natural order (2.jpg before 10.jpg): the split's order."""
-    folder = root / "celebahq"
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return sorted(files, key=_natural_key)
-
 
 def _decode_celebahq(name: str, root: Path, alloc: Alloc) -> dict:
     files = celebahq_files(root)
@@ -400,131 +321,3 @@ DECODERS: dict[str, Callable[[str, Path, Alloc], dict]] = {
     "mnist": _decode_mnist, "fashion": _decode_mnist, "cifar10": _decode_cifar10,
     "celeba": _decode_celeba, "celebahq": _decode_celebahq,
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# What is expected where, what is missing, and a fingerprint of what is there.
-# ---------------------------------------------------------------------------------------------
-
-def expected(name: str, root: Path) -> str:
-    """Where the files are expected, for the one-line error."""
-    if name in _MNIST_CLASSES:
-        return f"{_mnist_raw(name, root)}/ with " + ", ".join(f"{f}[.gz]" for f in _IDX_FILES)
-    if name == "cifar10":
-        return (f"{root / _CIFAR10.base_folder}/ with data_batch_1..5, test_batch, batches.meta "
-                f"(cifar-10-python.tar.gz unpacked in {root})")
-    if name == "celeba":
-        f = root / _CelebA.base_folder
-        return f"{f / _CELEBA_IMAGES}/000001.jpg..202599.jpg and {f / _PARTITION}"
-    return (f"{root / 'celebahq'}/ with the images (*.jpg, *.jpeg or *.png, flat, e.g. "
-            f"00000.jpg..29999.jpg)")
-
-
-def missing(name: str, root: Path) -> list[str]:
-    """The expected files or folders that are not there (empty: all there). Cheap: stat only."""
-    if name in _MNIST_CLASSES:
-        raw = _mnist_raw(name, root)
-        return [f"{f}[.gz]" for f in _IDX_FILES
-                if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
-    if name == "cifar10":
-        return [p.name for p in _cifar_files(root) if not p.is_file()]
-    if name == "celeba":
-        f = root / _CelebA.base_folder
-        return ([] if (f / _CELEBA_IMAGES).is_dir() else [f"{_CELEBA_IMAGES}/"]) + \
-               ([] if (f / _PARTITION).is_file() else [_PARTITION])
-    return [] if celebahq_files(root) else ["the images"]
-
-
-def fingerprint(name: str, root: Path) -> list:
-    """(path, size, mtime_ns) of what the data set is decoded from: a change to any of these
-    files, or an image added to / removed from a folder (the folder's mtime), makes a new
-    decode. An image rewritten in place is not noticed: delete the cache folder then."""
-    if name in _MNIST_CLASSES:
-        paths = _mnist_sources(name, root)
-    elif name == "cifar10":
-        paths = _cifar_files(root)
-    elif name == "celeba":
-        f = root / _CelebA.base_folder
-        paths = [f / _PARTITION, f / _CELEBA_IMAGES]
-    else:
-        paths = [root / "celebahq"]
-    out = []
-    for p in paths:
-        st = p.stat()
-        out.append([str(p), st.st_size if p.is_file() else None, st.st_mtime_ns])
-    return out
-
-
-def _warn_unofficial(name: str, files: list[tuple[Path, str]]) -> None:
-    """Warn once (per decode) about present files whose MD5 is not the official one."""
-    bad = [p.name for p, md5 in files if p.is_file() and calculate_md5(p) != md5]
-    if bad:
-        warnings.warn(f"{TITLES[name]}: {', '.join(bad)} differ from the official release "
-                      f"(MD5); loading them anyway, but results may not be comparable with "
-                      f"published ones", UnofficialFilesWarning, stacklevel=3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Downloading, where the machine has a network.
-# ---------------------------------------------------------------------------------------------
-
-def _download_url(name: str) -> str | None:
-    if name in _MNIST_CLASSES:
-        return _MNIST_CLASSES[name].mirrors[0]
-    if name == "cifar10":
-        return tvd.CIFAR10.url
-    if name == "celeba":
-        return "https://drive.google.com/"
-    return None  # CelebA-HQ has no official download
-
-
-def reachable(url: str) -> str | None:
-    """None if the url's host takes a TCP connection within PROBE_TIMEOUT_S (or a proxy is
-    configured, which urllib will use), else why not (one line)."""
-    scheme = urlparse(url).scheme
-    if urllib.request.getproxies().get(scheme):
-        return None
-    host, port = urlparse(url).hostname, urlparse(url).port or (443 if scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-        return None
-    except OSError as e:
-        return f"cannot reach {host} ({_one_line(e)})"
-
-
-def download(name: str, root: Path) -> None:
-    """Download name's files into root with torchvision's download; DataNotFound of one line
-    (where they are expected, what is missing, why there is no download) if that fails or
-    the network is not reachable."""
-    url = _download_url(name)
-    if url is None:
-        why = "there is no official download"
-    else:
-        why = reachable(url)
-        if why is None:
-            old = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-            try:
-                if name in _MNIST_CLASSES:
-                    _MNIST_CLASSES[name](str(root), train=True, download=True)
-                elif name == "cifar10":
-                    _CIFAR10(str(root), train=True, download=True)
-                else:
-                    _CelebA(str(root), split="all", target_type=[], download=True)
-                if not missing(name, root):
-                    return
-                why = "the download did not produce them"
-            except Exception as e:  # no network, a dead mirror, gdown missing, a bad MD5 ...
-                why = f"downloading them failed ({_one_line(e)})"
-            finally:
-                socket.setdefaulttimeout(old)
-        else:
-            why = f"no network to download them: {why}"
-    raise not_found(name, root, why)
-
-
-def not_found(name: str, root: Path, why: str) -> DataNotFound:
-    gone = ", ".join(missing(name, root))
-    return DataNotFound(
-        f"{TITLES[name]} not found: expected {expected(name, root)} (missing: {gone}); {why}; "
-        f"put the files there, or pass --data-root (or set VAE_DATA_ROOT) to where they are")
