@@ -62,7 +62,7 @@ def child(mode: str, root: str) -> None:
     before = memory()
     ds = load_dataset("mnist", root=root)
     splits = [ds.train, ds.val, ds.test]
-    if mode == "baseline":  # what engine/data's _to_float gave every trial
+    if mode == "baseline":  # the baseline: a float32 copy of every split per trial
         held = [s.float() for s in splits]
     else:
         held = [s.images for s in splits]
