@@ -21,6 +21,9 @@ STOPPED_FILE = "stopped.json"
 LOCK_FILE = "run.lock"
 # In a run folder: what Ray, Tune and the trackers printed (engine/run/console.py)
 LOG_FILE = "search.log"
+# In a run folder: every trial's TensorBoard events, <row>/seed<k> under it
+# (engine/eval/tensorboard.py board_dir)
+BOARDS = "tensorboard"
 
 # In a trial's folder: `vae-ablations evaluate`'s later evaluation of the trial (its metrics,
 # settings and epoch), or why the latest one failed; written by engine/reevaluate.py, merged

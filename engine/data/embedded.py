@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
-import sklearn.datasets
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +48,7 @@ def load_digits() -> Dataset:
     Fixed split from ``numpy.random.default_rng(0).permutation(1797)``:
     train 1258 / val 270 / test 269 (round(70%), round(15%), rest).
     """
+    import sklearn.datasets  # ~1 s to import: only where the digits are loaded
     raw = sklearn.datasets.load_digits()
     images = torch.from_numpy(raw.data / 16.0).float().reshape(-1, 1, 8, 8)  # values 0..16
     labels = torch.from_numpy(raw.target).long()
@@ -126,6 +126,7 @@ def load_patches() -> Dataset:
     Per image: train 24x73 = 1752, val 3x73 = 219, test 3x73 = 219 patches, giving
     train 3504 / val 438 / test 438 (image 0 then image 1, row-major). labels = None.
     """
+    import sklearn.datasets
     photos = [_downscale(p) for p in sklearn.datasets.load_sample_images().images]
     splits = []
     for start, stop in band_rows(photos[0].shape[1]):

@@ -31,9 +31,9 @@ import torch
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import make_grid as _make_grid
 
 import models
+from engine.files import BOARDS
 from models import float_images
 
 GRID = 16  # images per grid row
@@ -47,7 +47,8 @@ def make_grid(x: torch.Tensor, nrow: int) -> torch.Tensor:
     factor = max(1, -(-LEGIBLE // x.shape[-2]))  # ceil: 8 px -> 8x, 28 -> 3x, 64 -> 1x
     if factor > 1:
         x = torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
-    return _make_grid(x, nrow=nrow)
+    from torchvision.utils import make_grid as grid  # torchvision: ~1 s, only for pictures
+    return grid(x, nrow=nrow)
 
 
 # a trial's end as TensorBoard's HParams plugin knows it (it has no "stopped early")
@@ -119,7 +120,6 @@ def session_end(status: str) -> summary_pb2.Summary:
     return summary
 
 
-BOARDS = "tensorboard"  # in a run folder: every trial's events, <row>/seed<k> under it
 
 
 def _path_part(text: str) -> str:

@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 
 from engine.run.cli import Flags, parse_args
-from engine.eval.tensorboard import BOARDS
-from engine.files import write_json_atomic
+from engine.files import BOARDS, write_json_atomic
 from engine.run import console
 from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now

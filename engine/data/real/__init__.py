@@ -13,13 +13,23 @@ nothing in this package knows about caches or the engine's tensors.
 """
 from __future__ import annotations
 
+import importlib
+
 from engine.data.real.catalog import (
     LABELLED, REAL_DATASETS, SHAPES, SPLITS, TITLES, DataError, DataNotFound,
     UnofficialFilesWarning)
-from engine.data.real.fetch import download, reachable
-from engine.data.real.files import (
-    celebahq_files, expected, fingerprint, missing, not_found)
-from engine.data.real.readers import DECODERS
+
+# The modules that import torchvision (~2 s) are imported where one of their names is first
+# used (PEP 562), so that a search on an embedded set never imports torchvision for its data.
+_LAZY = {"download": "fetch", "reachable": "fetch", "celebahq_files": "files",
+         "expected": "files", "fingerprint": "files", "missing": "files", "not_found": "files",
+         "DECODERS": "readers"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 __all__ = ["REAL_DATASETS", "SHAPES", "LABELLED", "TITLES", "SPLITS", "DataError", "DataNotFound",
            "UnofficialFilesWarning", "DECODERS", "celebahq_files", "expected", "missing",
