@@ -1,5 +1,5 @@
 """The convergence mark that the report puts on a completed trial and that --epochs auto
-stops a trial at (engine/report/__init__.py, engine/run/stopper.py): one rule, imported by
+stops a trial at (engine/report/read.py, engine/run/stopper.py): one rule, imported by
 both, importing neither Ray nor torch.
 
 The mean of the search metric over the last CONVERGENCE_WINDOW of the epochs (at least one,

@@ -43,7 +43,7 @@ UAE_TABLE_2 = {
 }
 
 # Each entry may also hold "orders": how the paper orders its rows, for the report to set our
-# order beside it in one sentence (engine/report/__init__.py, _order_notes): {"metric": m or {label: m},
+# order beside it in one sentence (engine/report/notes.py, order_notes): {"metric": m or {label: m},
 # "what": its name, and "ascending": labels in the order the paper's text claims (with
 # "claim": where), or "rows": labels to order by the paper's own numbers}.
 

@@ -1,4 +1,4 @@
-"""Reports of run folders (engine/report/__init__.py and `python -m engine report`) on small synthetic
+"""Reports of run folders (engine/report/ and `python -m engine report`) on small synthetic
 runs written in the engine's format: search.json, one folder per trial with params.json,
 result.json (JSON lines, Tune's fields and ours), error.txt, and finished.json once the search
 ended. The paper numbers here are made up for the test."""
@@ -312,7 +312,7 @@ MIN = {"metric": "val/mse", "mode": "min"}
 ])
 def test_a_trial_has_converged_when_its_last_tenth_of_epochs_no_longer_moves(values, search,
                                                                            moving):
-    got = report._convergence(_curve(values), search)
+    got = report.read.converged(_curve(values), search)
     assert got["converged"] is (not moving)
     found = json.loads(got["still_moving"]) if got["still_moving"] else {}
     assert found.keys() == moving.keys()
@@ -321,13 +321,13 @@ def test_a_trial_has_converged_when_its_last_tenth_of_epochs_no_longer_moves(val
 
 
 def test_convergence_is_unknown_with_one_epoch_or_no_metric():
-    assert report._convergence(_curve({"val/mse": [0.1]}), MIN)["converged"] is None
-    assert report._convergence(_curve({"train/loss": [3.0, 2.0]}), MIN)["converged"] is None
+    assert report.read.converged(_curve({"val/mse": [0.1]}), MIN)["converged"] is None
+    assert report.read.converged(_curve({"train/loss": [3.0, 2.0]}), MIN)["converged"] is None
 
 
 def test_a_restored_epochs_later_line_counts_for_convergence():
     lines = _curve({"val/mse": [1.0, 0.5, 0.25]}) + [{"epoch": 3, "val/mse": 0.499}]
-    assert report._convergence(lines, MIN)["converged"] is True
+    assert report.read.converged(lines, MIN)["converged"] is True
 
 
 def test_the_table_counts_and_a_note_names_the_rows_that_had_not_converged(tmp_path):
@@ -491,7 +491,7 @@ def test_the_latex_table_sets_numbers_in_siunitx_columns_aligned_on_their_points
     is no number braced, so that siunitx reads it as text; no hand-made boxes."""
     run = make_run(tmp_path)
     shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
-    for tex in (report._latex_table(shown, []), report._latex_table(_cells(), [])):
+    for tex in (report.formats.latex_table(shown, []), report.formats.latex_table(_cells(), [])):
         assert tex.startswith("% needs \\usepackage{booktabs,siunitx,graphicx}")
         assert "\\sisetup{detect-weight, mode=text" in tex and "\\makebox" not in tex
         assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
@@ -502,7 +502,7 @@ def test_the_latex_table_sets_numbers_in_siunitx_columns_aligned_on_their_points
         for row in rows:
             for k in numeric:
                 assert _SI_CELL.match(row[k].strip()), (specs[k], row[k])
-    specs, rows = _tabular(report._latex_table(_cells(), []))
+    specs, rows = _tabular(report.formats.latex_table(_cells(), []))
     mean, spread, after = rows[0][1:4]
     assert (mean, spread, after) == (r"\bfseries 0.01471", r"\bfseries \pm 0.0006",
                                      r"\textsuperscript{ab}")  # the letters not bold
@@ -519,12 +519,13 @@ def test_the_latex_table_is_a_float_for_a_column_or_across_the_page(tmp_path):
     its caption and label."""
     run = make_run(tmp_path)
     shown = report.format_table(report.ablation_table(report.load_trials(run), _search(run)))
-    wide = report._latex_table(shown, [], "Test ablation (ablation_test)", "tab:ablation_test")
+    wide = report.formats.latex_table(shown, [], "Test ablation (ablation_test)",
+                                      "tab:ablation_test")
     assert "\\begin{table*}" in wide and wide.rstrip().endswith("\\end{table*}")
     assert "\\caption{Test ablation (ablation\\_test)}" in wide
     assert "\\label{tab:ablation-test}" in wide
     assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{" in wide
-    narrow = report._latex_table(shown.iloc[:, :1], [])
+    narrow = report.formats.latex_table(shown.iloc[:, :1], [])
     assert "\\begin{table}" in narrow and "\\begin{table*}" not in narrow
 
 
@@ -533,7 +534,7 @@ def test_the_latex_table_is_a_float_for_a_column_or_across_the_page(tmp_path):
 def test_table_tex_compiles_with_pdflatex_in_a_two_column_paper(tmp_path):
     run = make_run(tmp_path, finished=True)
     report.write_report(run)
-    (tmp_path / "cells.tex").write_text(report._latex_table(_cells(), ["a note: 5% \\ _"]))
+    (tmp_path / "cells.tex").write_text(report.formats.latex_table(_cells(), ["a note: 5% \\ _"]))
     for name in ("run/report/table.tex", "cells.tex"):
         (tmp_path / "paper.tex").write_text(
             "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,siunitx,graphicx}\n"
@@ -549,9 +550,9 @@ def test_the_final_figure_plots_every_table_metric_with_each_seed_as_a_point(tmp
     run = make_run(tmp_path)
     trials, search = report.load_trials(run), _search(run)
     table = report.ablation_table(trials, search)
-    names = {t: g["name"] for g in report._groups(trials, search)
+    names = {t: g["name"] for g in report.rows.row_groups(trials, search)
              for t in trials.loc[g["index"], "trial"]}
-    fig = report._bar_figure(table, search, trials, names)
+    fig = report.figures.bar_figure(table, search, trials, names)
     metrics = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]
     assert len(metrics) == 2 and len(fig.axes) == len(metrics)  # test/mse and test/psnr
     done = trials[trials.status == "completed"]
@@ -588,7 +589,7 @@ def test_the_qualitative_figure_has_a_band_per_row_from_its_lowest_seed_complete
         np.savez(run / t["trial"] / "qualitative.npz", **_strips(shade))
     text = report.write_report(run)
     assert "qualitative.png" in text
-    rows = report._qualitative_rows(run, trials, _search(run))
+    rows = report.qualitative.pictures(run, trials, _search(run))
     # one band per table row with a completed trial, in the table's order, each the row's
     # lowest completed seed: VAE beta 1 seed 0, UT seed 0 (its seeds 1, 2 failed), VAE 0.5 seed 0
     table = report.ablation_table(trials, _search(run))
@@ -636,7 +637,7 @@ def test_the_curves_figure_names_rows_as_the_table_and_shows_the_last_third_apar
     run = make_run(tmp_path)
     trials, curves, search = report.load_trials(run), report.load_curves(run), _search(run)
     table = report.ablation_table(trials, search)
-    names = {t: g["name"] for g in report._groups(trials, search)
+    names = {t: g["name"] for g in report.rows.row_groups(trials, search)
              for t in trials.loc[g["index"], "trial"]}
     fig = figures.curves_figure(curves, names, table.index, search)
     whole, last = fig.axes
@@ -655,13 +656,13 @@ def test_a_row_without_pictures_is_left_out_and_the_title_says_so(tmp_path):
     trials = report.load_trials(run)
     first = trials[trials["label"] == "VAE"]["trial"].iloc[0]
     np.savez(run / first / "qualitative.npz", **_strips(0, densities=("prior",)))
-    rows = report._qualitative_rows(run, trials, _search(run))
+    rows = report.qualitative.pictures(run, trials, _search(run))
     assert len(rows) == 1
-    title = report._picture_title(_search(run), rows, trials)
+    title = report.qualitative.title(_search(run), rows, trials)
     assert "2 row(s) with no completed trial that saved its pictures are left out" in title
     # a truncated file (a crash while it was written) is no picture, not an error
     (run / first / "qualitative.npz").write_bytes(b"PK\x03\x04 cut")
-    assert report._qualitative_rows(run, trials, _search(run)) == []
+    assert report.qualitative.pictures(run, trials, _search(run)) == []
     report.write_report(run)
     assert not (run / "report" / "qualitative.png").exists()
 

@@ -208,7 +208,7 @@ def test_letters_and_seeds_needed_in_the_table_and_its_notes(tmp_path):
     assert (f"MSE ↓: 1 of 2 adjacent pairs resolved (2 of 3 in all); 5/10/20 seeds per row "
             f"would resolve {'/'.join(map(str, within))} of the 1 unresolved; the hardest, A against "
             f"B: ≈ {int(need)} seeds per row.") in notes
-    tex = report._latex_table(shown, [])
+    tex = report.formats.latex_table(shown, [])
     assert r"\textsuperscript{" in tex  # the letters, set small after the interval
 
 
@@ -218,12 +218,12 @@ def test_order_stability_is_kendalls_tau_of_the_rows_during_training_against_the
     # rewrite val/mse so that the order of the three rows at epoch 2 (of 3) is reversed at 3
     at = {("VAE (beta=1)", 2): 1.0, (UT, 2): 2.0, ("VAE (beta=0.5)", 2): 3.0,
           ("VAE (beta=1)", 3): 3.0, (UT, 3): 2.0, ("VAE (beta=0.5)", 3): 1.0}
-    names = {t: g["name"] for g in report._groups(trials, _search(run))
+    names = {t: g["name"] for g in report.rows.row_groups(trials, _search(run))
              for t in trials.loc[g["index"], "trial"]}
     val = curves["metric"] == "val/mse"
     curves.loc[val, "value"] = [at.get((names[t], e), 9.0) for t, e in
                                 zip(curves.loc[val, "trial"], curves.loc[val, "epoch"])]
-    [note] = report._stability_notes(curves, trials, _search(run))
+    [note] = report.convergence.stability_notes(curves, trials, _search(run))
     # at 50% of 3 epochs: epoch 2 (ceil 1.5), reversed: τ = -1; at 75%: epoch 3, the same: 1
     want = sps.kendalltau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]).statistic
     assert want == -1 and "val/mse: -1.00 at 50%, 1.00 at 75%" in note
@@ -239,12 +239,12 @@ def test_the_order_sentence_counts_the_pairs_the_seeds_resolve():
     table = pd.DataFrame({"m mean": mean, "m std": std, "n": n})
     column = stats.compare(mean, std, n, None)
     assert column.differ("A", "B") and column.differ("A", "C") and not column.differ("B", "C")
-    note, = report._order_notes(table, {"paper": paper, "dataset": "digits"})
+    note, = report.notes.order_notes(table, {"paper": paper, "dataset": "digits"})
     assert note.endswith("ours on digits: the same order (2 of 3 pairs resolved by the seeds).")
     # C's mean now below B's: the one swapped pair is the unresolved one; A against C, now
     # 0.34 apart at C's wide spread (Welch p ≈ 0.03), no longer passes Holm's 0.05/2
     table.loc["C", "m mean"] = 0.45
-    note, = report._order_notes(table, {"paper": paper, "dataset": "digits"})
+    note, = report.notes.order_notes(table, {"paper": paper, "dataset": "digits"})
     assert note.endswith("A < C < B, which differs from the paper's (1 of 3 pairs swapped, 0 of "
                          "them resolved by the seeds; 1 of 3 pairs resolved in all).")
 
@@ -273,7 +273,7 @@ def test_an_order_of_rows_each_by_its_own_metric_tests_every_pair_of_the_claim()
     paper = {"source": "P", "orders": [{"metric": {"2-stage": "second", "fixed": "prior",
                                                    "learned": "prior"},
                                         "what": "FID of samples", "ascending": claim}]}
-    note, = report._order_notes(table, {"paper": paper, "dataset": "mnist5k"})
+    note, = report.notes.order_notes(table, {"paper": paper, "dataset": "mnist5k"})
     assert note.endswith("the same order (2 of 3 pairs resolved by the seeds).")
 
 
@@ -299,8 +299,8 @@ def test_a_claimed_order_is_tested_with_holm_over_its_own_pairs_not_the_columns(
     column = stats.compare(mean, std, n, None)
     assert not any(column.differ(a, b) for a, b in pairs)  # over 528 pairs: none resolved
     paper = {"source": "P", "orders": [{"metric": "m", "ascending": claim, "claim": "Sec. 5"}]}
-    notes = report._order_legend(report._order_notes(table, {"paper": paper,
-                                                             "dataset": "digits"}))
+    notes = report.notes.order_legend(report.notes.order_notes(table, {"paper": paper,
+                                                                       "dataset": "digits"}))
     assert notes[0].endswith("the same order (3 of 3 pairs resolved by the seeds).")
     assert notes[1].startswith("a paper's order: a pair is resolved by the seeds where "
                                "Welch's t-test, Holm-corrected over that order's own pairs")
@@ -330,7 +330,7 @@ def test_the_projection_recovers_a_power_law_and_names_the_places_it_would_chang
     assert math.isnan(report.project(t[:5], curve[:5]))  # too few points in the second half
     run = make_run(tmp_path)
     trials, curves = report.load_trials(run), report.load_curves(run)
-    names = {tr: g["name"] for g in report._groups(trials, _search(run))
+    names = {tr: g["name"] for g in report.rows.row_groups(trials, _search(run))
              for tr in trials.loc[g["index"], "trial"]}
     done = trials[trials["status"] == "completed"]["trial"]
     # 20 epochs each: VAE (beta=1) ends best but flat; UT ends worse and still falling fast
@@ -341,11 +341,11 @@ def test_the_projection_recovers_a_power_law_and_names_the_places_it_would_chang
     curves = pd.DataFrame(rows, columns=["trial", "label", "epoch", "metric", "value"])
     end = {row: a + b * 20 ** -c for row, (a, b, c) in law.items()}
     assert end["VAE (beta=1)"] < end[UT] < end["VAE (beta=0.5)"]
-    [note] = report._projection_notes(curves, trials, _search(run))
+    [note] = report.convergence.projection_notes(curves, trials, _search(run))
     want = {row: a + b * 80 ** -c for row, (a, b, c) in law.items()}
     assert want[UT] < want["VAE (beta=1)"]
-    assert f"{UT} would pass VAE (beta=1) ({report._sig(want[UT])} against " \
-           f"{report._sig(want['VAE (beta=1)'])})" in note
+    assert f"{UT} would pass VAE (beta=1) ({report.display.significant(want[UT])} against " \
+           f"{report.display.significant(want['VAE (beta=1)'])})" in note
     assert "VAE (beta=0.5) would pass" not in note
 
 

@@ -23,7 +23,8 @@ def feed(stopper: PlateauStopper, values, trial="t", **watched) -> list[bool]:
 
 def test_the_rule_is_the_reports_convergence_criterion():
     assert (CONVERGENCE_WINDOW, CONVERGENCE_TOL, WATCHED) == (
-        report.CONVERGENCE_WINDOW, report.CONVERGENCE_TOL, report.WATCHED)
+        report.convergence.CONVERGENCE_WINDOW, report.convergence.CONVERGENCE_TOL,
+        report.read.WATCHED)
     assert (MIN_EPOCHS, PATIENCE) == (20, 3)
 
 
@@ -122,7 +123,7 @@ def test_the_rule_agrees_with_the_reports_mark_on_random_curves():
         patient = PlateauStopper("val/mse", min_epochs=1)
         for k in range(1, n + 1):
             stops = stopper("t", lines[k - 1])
-            converged = report._convergence(lines[:k], search)["converged"] is True
+            converged = report.read.converged(lines[:k], search)["converged"] is True
             assert stops == converged, (k, lines[:k])
             assert not patient("t", lines[k - 1]) or converged  # stricter, never looser
             checked += stops

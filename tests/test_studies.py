@@ -204,8 +204,8 @@ def test_dai_wipf_numbers_stand_only_at_the_papers_setting():
 
     def paper(dataset, **fields):
         spec = {"paper": papers.DAI_WIPF_TABLE_1, "dataset": dataset}
-        return report._paper(spec, [(k, c.replace(**fields).to_dict()) for k, c in rows.items()],
-                             metrics)
+        return report.table.paper_numbers(
+            spec, [(k, c.replace(**fields).to_dict()) for k, c in rows.items()], metrics)
     published, notes = paper("mnist")  # the digits-sized second stage, latent size 16
     assert published == {} and "is at latent_dim=64" in notes[0]
     published, notes = paper("mnist", latent_dim=64, second_stage_hidden=1024)
@@ -220,7 +220,7 @@ def test_dai_wipf_numbers_stand_only_at_the_papers_setting():
 
 def _order(values: dict[str, float], metric: str, paper: dict, dataset="digits") -> list[str]:
     table = pd.DataFrame({f"{metric} mean": values})
-    return report._order_notes(table, {"paper": paper, "dataset": dataset})
+    return report.notes.order_notes(table, {"paper": paper, "dataset": dataset})
 
 
 def test_the_report_says_plainly_where_our_order_differs_from_the_papers():
@@ -250,11 +250,11 @@ def test_the_report_says_plainly_where_our_order_differs_from_the_papers():
                                         "claim": "Sec. 4"}]}
     table = pd.DataFrame({"m mean": {"s x=1": 5.0, "s x=2": math.nan},
                           "n mean": {"s x=1": math.nan, "s x=2": 1.0}})
-    note, = report._order_notes(table, {"paper": claim, "dataset": "digits"})
+    note, = report.notes.order_notes(table, {"paper": claim, "dataset": "digits"})
     assert note == ("order of s x=… by M (ascending), Sec. 4: 2 < 1; ours on digits: "
                     "the same order (0 of 1 pairs resolved by the seeds).")
     # a comparison the study knows to say little carries its reason in the same sentence
     claim["orders"][0]["caveat"] = "the model reconstructs one image for every input."
-    note, = report._order_notes(table, {"paper": claim, "dataset": "digits"})
+    note, = report.notes.order_notes(table, {"paper": claim, "dataset": "digits"})
     assert note.endswith("the same order (0 of 1 pairs resolved by the seeds). Uninformative: "
                          "the model reconstructs one image for every input.")

@@ -122,8 +122,8 @@ def test_mvu_ae_numbers_stand_beside_ours_only_at_the_papers_setting():
 
     def paper(dataset, **fields):
         spec = {"paper": papers.MVU_AE_TABLES_1_4, "dataset": dataset}
-        return report._paper(spec, [(k, {**c.to_dict(), **fields}) for k, c in rows.items()],
-                             metrics)
+        return report.table.paper_numbers(
+            spec, [(k, {**c.to_dict(), **fields}) for k, c in rows.items()], metrics)
     published, notes = paper("celebahq")  # our 128-px celebahq and vector latents
     assert published == {} and f"is at arch={network}, but VAE has arch=auto" in notes[0]
     published, notes = paper("celebahq", arch=network)  # as if the library had the network

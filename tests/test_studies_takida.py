@@ -328,11 +328,11 @@ def test_takida_tables_4_5_stand_only_at_the_papers_setting():
     search = search_of("variance_parameterization")
     rows = [(k, models.resolve(b, **f).to_dict()) for k, (b, f) in search.rows.items()]
     spec = {"paper": papers.TAKIDA_TABLES_4_5, "dataset": "mnist"}
-    published, notes = report._paper(spec, rows, list(search.table_metrics))
+    published, notes = report.table.paper_numbers(spec, rows, list(search.table_metrics))
     assert published["numbers"]["Iso-I"]["eval/fid_sample_gmm10"] == 12.21
     assert "the (paper) columns are Takida Tables 4 and 5 on mnist, at latent_dim=16" in notes[0]
     small = [(k, {**c, "latent_dim": 8}) for k, c in rows]
-    assert report._paper(spec, small, list(search.table_metrics))[0] == {}
+    assert report.table.paper_numbers(spec, small, list(search.table_metrics))[0] == {}
 
 
 def test_variance_parameterization_smoke_table_and_orders(tmp_path):

@@ -79,7 +79,7 @@ def _fixed(value: float, decimals: int) -> str:
     return f"{round(value, decimals):.{max(decimals, 0)}f}"
 
 
-def _sig(v: float) -> str:
+def significant(v: float) -> str:
     """4 significant digits, trailing zeros kept: they state the precision ("0.01300")."""
     return f"{v:#.4g}".rstrip(".").replace(".e", "e")
 
@@ -89,9 +89,9 @@ def cell(mean: float, std: float, n: int) -> str:
     if pd.isna(mean):
         return "—"
     if pd.isna(std):
-        return f"{_sig(mean)} (n=1)" if n <= 1 else f"{_sig(mean)} ± –"
+        return f"{significant(mean)} (n=1)" if n <= 1 else f"{significant(mean)} ± –"
     if std == 0 or not math.isfinite(std) or not math.isfinite(mean):
-        return f"{_sig(mean)} ± {std:g}"
+        return f"{significant(mean)} ± {std:g}"
     decimals = _decimals(std)
     if max(abs(mean), std) >= 1e6:  # fixed notation would print a wall of digits: both in
         # units of the larger's power of ten, rounded to the spread the same way

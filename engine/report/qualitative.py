@@ -2,9 +2,10 @@
 (UAE Fig. 2): a band per table row with its test inputs over their reconstructions, samples
 through every density the evaluation sampled, and two interpolation strips, all from the
 images each trial saved at its end (engine/eval/qualitative.py's qualitative.npz; no torch
-here). A row shows its lowest-seed completed trial; a row with none is left out, and the
-figure's title says so. Small images are drawn enlarged, their pixels kept (nearest); the PNG
-has enough pixels for a page's width (PAPER_PIXELS), the PDF each image at its own pixels."""
+here). A row shows its lowest-seed completed trial (pictures); a row with none is left out,
+and the figure's title says so (title). Small images are drawn enlarged, their pixels kept
+(nearest); the PNG has enough pixels for a page's width (PAPER_PIXELS), the PDF each image at
+its own pixels."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
+
+from engine.report.rows import row_groups
 
 FILE = "qualitative.npz"  # engine/eval/qualitative.py writes it; the report only reads it
 GAP = 1  # px between images, in the images' own pixels
@@ -29,6 +33,33 @@ def load_strips(trial_dir: Path) -> dict[str, np.ndarray] | None:
             return {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing, or cut short
         return None
+
+
+def pictures(run: Path, trials: pd.DataFrame, search: dict) -> list[tuple]:
+    """(row name, strips) per table row, in the table's order, of the row's lowest-seed
+    completed trial that saved its pictures."""
+    if not len(trials):
+        return []
+    out = []
+    for g in row_groups(trials, search):
+        done = trials.loc[g["index"]]
+        done = done[done["status"] == "completed"].sort_values("seed", kind="stable")
+        for _, t in done.iterrows():
+            strips = load_strips(run / t["trial"])
+            if strips:
+                out.append((f"{g['name']}\nseed {t['seed']}", strips))
+                break
+    return out
+
+
+def title(search: dict, pictures: list, trials: pd.DataFrame) -> str:
+    """The figure's title: the search, its data set, and how many rows are left out."""
+    shown = len(pictures)
+    rows = len({g["name"] for g in row_groups(trials, search)})
+    missing = (f"; {rows - shown} row(s) with no completed trial that saved its pictures are "
+               "left out") if rows > shown else ""
+    return (f"{search.get('name')} on {search.get('dataset')}: each row's lowest-seed completed "
+            f"trial at its last epoch{missing}")
 
 
 def _grid(images: np.ndarray, rows: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.report import load_search, load_trials
+from engine.report.read import load_search, load_trials
 from engine.files import LOCK_FILE, parse_lock_holder
 
 

@@ -1,5 +1,5 @@
 """The report of a sampled search (--search optuna): its best configurations and Optuna's
-parameter importances, from the run folder alone (like engine/report/__init__.py: no Ray, no torch).
+parameter importances, from the run folder alone (like the rest of engine/report: no Ray, no torch).
 
 - Best configurations: the completed trials (full budget) ranked by their final value of the
   search metric, each with its sampled parameters and the table's metrics. Trials ASHA stopped

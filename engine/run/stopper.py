@@ -1,6 +1,6 @@
 """--epochs auto: train each trial until its search metric has plateaued, capped at --max-epochs.
 
-The rule is the report's convergence criterion (engine/report/__init__.py `_convergence`),
+The rule is the report's convergence criterion (engine/report/read.py `converged`),
 applied after every epoch k to the epochs 1..k: the mean of the search metric over the last
 10% of the epochs (at least one, at most half) may not improve by more than 1% of its value
 on the mean over as many epochs before them, nor may a watched value the trial reports (the
