@@ -231,15 +231,21 @@ class GaussianAutoencoder(nn.Module):
         what goes through forward(), so a DDP-wrapped model is called as model(x)."""
         return self.loss(x)
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, x: torch.Tensor, sampling: str | None = None) -> dict[str, torch.Tensor]:
         """The total under "loss" and every term by name (all 0-dim tensors).
 
         The terms are unweighted: "recon", "latent_reg", "decoder_reg", "codebook",
         "commitment" (those the config uses). Diagnostics that are not part of the loss:
         "mse" (mean squared error per pixel of the decoded latents) and "sigma_x2" (the mean
         decoder variance used by the reconstruction term, where it has one).
+
+        `sampling`, where given, draws z with that value of the sampling axis in place of
+        cfg.sampling (`Config.with_sampling`: the same posterior, terms and sample budget),
+        so that estimators can be compared on one trained model (UAE Sec. 4.2, Fig. 1c);
+        the model and its config are left as they are. An invalid combination raises
+        ConfigError.
         """
-        cfg = self.cfg
+        cfg = self.cfg if sampling is None else self.cfg.with_sampling(sampling)
         post = self.posterior(x)
         samples = SAMPLERS[cfg.sampling](post, cfg)
         z, code_terms = self._codebook(post.mean, samples.z, self.codebook)

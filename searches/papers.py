@@ -2,7 +2,7 @@
 
 Each entry: the table it comes from, the setting it needs (config fields every row must have
 for the comparison to be like with like, per data set), and {dataset: {row: {metric: value}}}.
-Metric names are the engine's (engine/eval/evaluate.py): eval/fid_rec is the FID of test-set
+Metric names are the engine's (engine/eval/groups/__init__.py): eval/fid_rec is the FID of test-set
 reconstructions, eval/fid_sample_<density> of samples through an ex-post density,
 eval/fid_interp_mid / _rand of slerp interpolations at the midpoint / a random ratio.
 """

@@ -16,12 +16,13 @@ from scipy.stats import kendalltau
 
 import models
 from engine.data import load_dataset
-from engine.eval import evaluate as E
 from engine.eval.evaluate import EvalSettings, evaluate
+from engine.eval.groups import fid as fid_group
 from engine.eval.metrics import features as F
-from engine.files import CACHE_ENV
+from engine.eval.metrics import sample_quality as sq
 from engine.eval.metrics.frechet import frechet_distance, statistics
 from engine.eval.metrics.sample_quality import kid, subsets_differ
+from engine.files import CACHE_ENV
 from test_evaluation import _unbiased_mmd2_numpy  # Bińkowski et al. 2018, Eq. 2, in numpy
 
 CPU = torch.device("cpu")
@@ -197,7 +198,7 @@ def test_evaluate_reports_the_floor_per_set_and_the_raw_fid_where_the_space_keep
         space = real(*args, **kwargs)
         space.reports_raw = True
         return space
-    monkeypatch.setattr(E, "choose_features", raw_keeping)
+    monkeypatch.setattr(fid_group, "choose_features", raw_keeping)
     both = evaluate(model, digits, CPU, settings, seed=0)
     scale2 = space.standardization.scale ** 2
     for name in ("rec", "sample_prior"):
@@ -210,7 +211,7 @@ def test_evaluate_reports_the_floor_per_set_and_the_raw_fid_where_the_space_keep
             out[f"eval/floor_fid_{name}"] * scale2, rel=1e-12)
     # the raw KID against numpy on the raw features
     raw_ref = _raw_features(space, digits.test.images)
-    recs = torch.cat(list(E.sq.reconstructions(model, digits.test.images, CPU, 500)))
+    recs = torch.cat(list(sq.reconstructions(model, digits.test.images, CPU, 500)))
     assert both["eval/kid_rec"] == pytest.approx(
         _unbiased_mmd2_numpy(raw_ref, _raw_features(space, recs)), rel=1e-4)
     # and pytorch-fid's raw FID

@@ -257,6 +257,40 @@ def test_gradient_variance_matches_an_independent_computation():
     assert out["grad_sqnorm_reparam"] == pytest.approx((grads ** 2).sum(1).mean(), rel=1e-6)
 
 
+@pytest.mark.parametrize("preset, sampling", [
+    ("VAE", "unscented"),  # one random sigma point instead of a draw
+    ("UAE", "reparam"),  # a full posterior's draws instead of its sigma points
+    ("UAE-8σ-mean", "unscented_all"),  # a fixed point set: num_samples 8 -> 1
+])
+def test_another_samplings_gradient_variance_is_a_model_built_with_it(preset, sampling):
+    """The scheme is handed to model.loss, never swapped into the model: its config stays the
+    same object throughout (assigning model.cfg fails here), and the numbers are those of a
+    model built with the other sampling and the same parameters."""
+    model = tiny(preset)
+    x = images(16)
+    cfg = model.cfg
+
+    class NoConfigSwap(type(model)):
+        def __setattr__(self, name, value):
+            if name == "cfg":
+                raise AssertionError("model.cfg was assigned")
+            super().__setattr__(name, value)
+    model.__class__ = NoConfigSwap
+    out = dg.gradient_variance(model, x, samplings=(sampling,), draws=4, batch_size=16, seed=5)
+    assert model.cfg is cfg and model.cfg.sampling != sampling
+
+    sibling = models.build(cfg.with_sampling(sampling), SHAPE)
+    sibling.load_state_dict(model.state_dict())
+    sibling.eval()
+    params = list(sibling.encoder.parameters())
+    torch.manual_seed(5)
+    grads = np.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        sibling.loss(x)["loss"], params)]).double().numpy() for _ in range(4)])
+    assert out[f"grad_var_{sampling}"] == pytest.approx(grads.var(0, ddof=1).sum(),
+                                                        rel=1e-9, abs=1e-30)
+    assert out[f"grad_sqnorm_{sampling}"] == pytest.approx((grads ** 2).sum(1).mean(), rel=1e-9)
+
+
 def test_sigma_points_have_no_variance_when_all_are_used():
     model = tiny("UAE")  # full posterior, Wasserstein, eigenvalue-weighted gradient penalty
     x = images(16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from engine.eval.metrics import features as F
 from engine.files import CACHE_ENV
 from engine.eval.metrics.frechet import TooFewSamples, frechet_distance, statistics
 from engine.eval.metrics.sample_quality import inception_score, kid, precision_recall
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +299,16 @@ def test_eval_groups_parse_the_same_for_searches_and_the_evaluate_command():
     assert parse_groups("all") == GROUPS and parse_groups("none") == ()
     assert parse_groups("fid, latent") == ("fid", "latent")
     assert EvalSettings.from_dict({"metrics": "none"}).metrics == ()
+
+
+def test_every_group_name_has_its_evaluation_and_the_report_reads_the_same_names():
+    """The group names are written once (engine/eval/groups: GROUPS); the runner's table and
+    the report's notes take them from there."""
+    from engine.eval.evaluate import EVALUATIONS, GROUPS
+    assert tuple(EVALUATIONS) == GROUPS
+    report = [p.read_text() for p in (ROOT / "engine/report").rglob("*.py")]
+    assert not any('"reconstruction", "fid"' in text for text in report)
+    assert any("from engine.eval.groups import GROUPS" in text for text in report)
 
 
 def test_the_classifiers_augmentation_is_the_identity_at_zero_and_shifts_whole_pixels(

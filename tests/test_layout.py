@@ -65,6 +65,13 @@ def test_the_report_imports_neither_torch_nor_ray_nor_the_trial_code():
         assert not bad, (name, bad)
 
 
+def test_the_evaluation_group_names_import_nothing():
+    """The report takes the group names from engine/eval/groups/__init__.py, so that file
+    (and the packages above it) must not bring torch with it."""
+    for name in ("engine/__init__.py", "engine/eval/__init__.py", "engine/eval/groups/__init__.py"):
+        assert imports(ROOT / name) <= {"__future__"}, name
+
+
 def test_evaluation_data_and_report_never_import_the_search():
     """Dependencies point one way: engine/run/ drives evaluation, data and the report; none of
     them knows of a search, a Tune trial or a run spec, so each runs without one (the report

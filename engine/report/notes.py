@@ -13,6 +13,7 @@ import os
 
 import pandas as pd
 
+from engine.eval.groups import GROUPS  # the group names only: it imports nothing
 from engine.report import display, stats
 from engine.report.read import number
 from engine.report.rows import COUNTS, FLOOR_ROW
@@ -137,12 +138,11 @@ def evaluation_notes(trials: pd.DataFrame, metrics: list[str]) -> list[str]:
     for text in trials.get("eval_notes", pd.Series(dtype=object)).dropna():
         for key, reason in json.loads(text).items():
             said[(key, reason)] = said.get((key, reason), 0) + 1
-    groups = ("reconstruction", "fid", "latent", "likelihood", "diagnostics", "variance")
     notes = []
     for (key, reason), n in said.items():
         wanted = (key in ("features", "floor") and any("fid" in m or "precision" in m
                                                         or "recall" in m for m in metrics)) \
-            or key in metrics or key in groups or (key.endswith("*") and any(
+            or key in metrics or key in GROUPS or (key.endswith("*") and any(
                 m.startswith(key[:-1]) for m in metrics))
         if not wanted:
             continue

@@ -127,7 +127,7 @@ def parse_args(search: Search, argv: list[str] | None) -> "Flags":
                    "torch hub cache)")
     p.add_argument("--eval-set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="any other evaluation setting, e.g. --eval-set iwae_k=100 "
-                   "densities=prior,gmm10 (see engine/eval/evaluate.py EvalSettings)")
+                   "densities=prior,gmm10 (see engine/eval/settings.py EvalSettings)")
     ns = p.parse_args(argv)  # (the Namespace stays here: Flags is what leaves this module)
     storage, storage_from = ns.storage, "--storage"  # named in its errors
     if storage is None and os.environ.get(STORAGE_ENV):

@@ -319,14 +319,14 @@ def encoder_spectrum(model, images: torch.Tensor, batch_size: int = 256,
 # --------------------------------------------------------------------------- UAE Appendix B
 
 def encoder_gradient(model, images: torch.Tensor, params: Sequence[torch.Tensor],
-                     batch_size: int) -> torch.Tensor:
+                     batch_size: int, sampling: str | None = None) -> torch.Tensor:
     """d loss / d (encoder parameters), flattened, for the mean loss over `images` (the
-    minibatch), accumulated over pieces of `batch_size`. torch.autograd.grad leaves every
-    parameter's .grad untouched. (P,)"""
+    minibatch), accumulated over pieces of `batch_size`, with z drawn by `sampling` (None:
+    the model's own). torch.autograd.grad leaves every parameter's .grad untouched. (P,)"""
     device = _device(model)
     total = None
     for x in _batches(images, batch_size, device):
-        loss = model.loss(x)["loss"] * (len(x) / len(images))
+        loss = model.loss(x, sampling=sampling)["loss"] * (len(x) / len(images))
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                           for g, p in zip(grads, params)])
@@ -341,11 +341,12 @@ def gradient_variance(model, images: torch.Tensor,
     and Fig. 1c: sigma points give "a more accurate and lower-variance estimate" than random
     draws; the paper's Appendix B, which tests this, is not in our copy of the paper).
 
-    `images` is one minibatch, held fixed: the loss model.loss(images)["loss"] (the model's own
-    loss with only cfg.sampling changed, see `Config.with_sampling`) is recomputed `draws` times
-    with fresh sampling noise and differentiated with respect to the encoder's parameters
-    phi. Fixing the minibatch isolates the noise the sampler adds (minibatch noise would add
-    the same data-sampling term to every scheme). Per scheme:
+    `images` is one minibatch, held fixed: the loss model.loss(images, sampling=s)["loss"] (the
+    model's own loss with only its sampling changed, see `Config.with_sampling`; the model and
+    its config are left as they are) is recomputed `draws` times with fresh sampling noise and
+    differentiated with respect to the encoder's parameters phi. Fixing the minibatch isolates
+    the noise the sampler adds (minibatch noise would add the same data-sampling term to every
+    scheme). Per scheme:
 
     "grad_var_<s>"     tr Cov[g] = sum over parameters of the unbiased (1/(draws-1)) variance
                        of d loss / d phi over the draws
@@ -369,11 +370,11 @@ def gradient_variance(model, images: torch.Tensor,
             raise models.ConfigError(f"sampling={name!r} is not one of "
                                      f"{', '.join(models.axis_values('sampling'))}")
         # a point posterior decodes z = mu under every scheme: the posterior mean's sampler
-        cfg = model.cfg.with_sampling(models.MEAN_SAMPLING if point else name)
-        with evaluating(model, cfg), torch.random.fork_rng(devices=fork_devices):
+        sampling = models.MEAN_SAMPLING if point else name
+        with evaluating(model), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if point:
-                g = encoder_gradient(model, images, params, batch_size).double()
+                g = encoder_gradient(model, images, params, batch_size, sampling).double()
                 out[f"grad_var_{name}"] = 0.0
                 out[f"grad_sqnorm_{name}"] = float(g.pow(2).sum())
                 continue
@@ -382,7 +383,7 @@ def gradient_variance(model, images: torch.Tensor,
             mean = m2 = None
             sqnorm = 0.0
             for k in range(1, draws + 1):
-                g = encoder_gradient(model, images, params, batch_size).double()  # (P,)
+                g = encoder_gradient(model, images, params, batch_size, sampling).double()  # (P,)
                 sqnorm += float(g.pow(2).sum())
                 if mean is None:
                     mean, m2 = g.clone(), torch.zeros_like(g)

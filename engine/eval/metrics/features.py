@@ -23,7 +23,7 @@ a reader; on z the reference set has mean 0 and E||z||^2 = d, KID reads in its u
 range and every FID is the raw one divided by sigma_tot^2 exactly (the map is a translation and
 one common scale, so the ranks of FIDs against one reference are kept exactly; KID's polynomial
 kernel is not translation-invariant, so KID changes more than its scale). The Inception space
-keeps the papers' raw FID too (engine/eval/evaluate.py: eval/fid_<set> raw, eval/fidz_<set>
+keeps the papers' raw FID too (engine/eval/groups/fid.py: eval/fid_<set> raw, eval/fidz_<set>
 standardized), as raw FID = FID(z) * sigma_tot^2.
 """
 from __future__ import annotations
