@@ -125,7 +125,7 @@ def _fitted_densities(state: dict, spec: TrialSpec, data_root: str | None
     so that they draw the same samples (ValueError, one line, where the data set cannot be
     read here)."""
     from engine.data import DataError, apply_options, load_dataset
-    from engine.eval.evaluate import DENSITY_SETS
+    from engine.eval.settings import DENSITY_SETS
     settings = spec.evaluation
     if "fid" not in settings.metrics or not settings.densities:
         return {}

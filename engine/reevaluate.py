@@ -60,7 +60,8 @@ def evaluate_trial(args) -> int:
 
 def changes(args) -> dict:
     """The evaluation settings the flags change (checked: ValueError, one line)."""
-    from engine.eval.evaluate import EvalSettings, parse_groups
+    from engine.eval.groups import parse_groups
+    from engine.eval.settings import EvalSettings
     out = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
     if args.eval:
         out["metrics"] = parse_groups(args.eval)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import models
 from engine.data import DATASETS
-from engine.eval.evaluate import GROUPS, EvalSettings, parse_groups
+from engine.eval.groups import GROUPS, parse_groups
+from engine.eval.settings import EvalSettings
 from engine.run.stopper import CONVERGENCE_TOL, CONVERGENCE_WINDOW, PATIENCE
 from engine.run.types import DEFAULT_PRECISION, BadInput, Resources, Search
 
@@ -230,7 +231,7 @@ def eval_settings(search: Search, flags: Flags) -> EvalSettings:
 def _check_table_densities(search: Search, settings: EvalSettings) -> None:
     """A table column of samples from a density that --eval-set densities= left out would
     only be empty ("—") with no reason given: refused instead."""
-    from engine.eval.evaluate import DENSITY_SETS
+    from engine.eval.settings import DENSITY_SETS
     for metric in search.table_metrics:
         name = next((d for d in DENSITY_SETS if metric.endswith(f"_sample_{d}")), None)
         if name is not None and name not in settings.densities:

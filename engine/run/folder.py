@@ -179,7 +179,7 @@ def _search_json_problem(saved) -> str | None:
     if not (isinstance(min_epochs, int) and min_epochs >= 0):
         return f"'min_epochs' is {min_epochs!r}, not a whole number >= 0"
     if saved.get("evaluation") is not None:
-        from engine.eval.evaluate import EvalSettings
+        from engine.eval.settings import EvalSettings
         try:  # an unknown evaluation group, density or setting: EvalSettings' own message
             EvalSettings.from_dict(saved["evaluation"])
         except (TypeError, ValueError, AttributeError) as e:

@@ -20,7 +20,7 @@ from engine.run.cli import (Flags, check_args, check_tracker, eval_settings,
                             parse_assignments)
 from engine.data import (EMBEDDED_DATASETS, DataError, check_data, check_options,
                          dataset_shape, embedded_arch, load_dataset)
-from engine.eval.evaluate import EvalSettings
+from engine.eval.settings import EvalSettings
 from engine.eval.metrics.features import CLASSIFIER_DIM, INCEPTION_MIN_SIZE, resolve_auto
 from engine.run.folder import ROOT, claim_run_folder, read_search_json, run_folder
 from engine.run.record import environment, own_checkout

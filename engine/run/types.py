@@ -11,7 +11,7 @@ from pathlib import Path
 
 import models
 from engine.convergence import MIN_EPOCHS, PATIENCE
-from engine.eval.evaluate import EvalSettings
+from engine.eval.settings import EvalSettings
 from engine.files import write_json_atomic
 
 
