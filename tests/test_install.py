@@ -84,3 +84,16 @@ def test_a_study_script_runs_from_the_checkout_with_the_installed_engine(fresh):
     assert proc.returncode == 0 and "--dataset" in proc.stdout, proc.stderr[-2000:]
     for path in (ROOT / "searches").glob("*.py"):
         assert "sys.path" not in path.read_text(), path
+
+
+def test_the_wheel_lists_every_package_of_the_checkout():
+    """pyproject.toml names its packages one by one: a package added to the code and not to
+    that list is missing from every installed copy (the editable install hides it)."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for top in ("models", "engine", "searches")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found == listed, f"add to pyproject.toml: {sorted(found - listed)}; " \
+                            f"remove: {sorted(listed - found)}"
