@@ -57,7 +57,7 @@ def child(mode: str, root: str) -> None:
     import torch
     import models
     from engine.data import load_dataset
-    from engine.data.real import files, readers  # noqa: F401  (torchvision's ~90 MB: code, not data)
+X
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # random files are not the official ones: it says so
     before = memory()
