@@ -77,16 +77,13 @@ def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
     those of `row` (matched as --rows matches it), of `seed`, or the trial folder `trial`
     where given, as an exported folder `out` (new, or empty). Returns the trial folder it
     came from."""
-    from engine.report import NotARunFolder, load_search, load_trials  # pandas: export only
+    from engine.report import NotARunFolder, load_trials  # pandas: export only
     run, out = Path(run_dir), Path(out)
+    saved = run_spec(run)
     try:
-        search, trials = load_search(run), load_trials(run)
+        trials = load_trials(run)
     except NotARunFolder as e:
         raise ValueError(str(e)) from None
-    try:
-        saved = RunSpec.from_json(search)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{run / 'search.json'} is not a search's record ({e})") from None
     metric, mode = saved.metric, saved.mode
     done = trials[(trials["status"] == "completed") & trials[metric].map(_finite)] \
         if metric in trials else trials.iloc[0:0]
@@ -115,6 +112,20 @@ def export_best(run_dir, out, row: str | None = None, seed: int | None = None,
         "value": float(best[metric]), "run": str(run.resolve()), "trial": best["trial"],
         "git": saved.git})
     return trial
+
+
+def run_spec(run: Path) -> RunSpec:
+    """A run folder's RunSpec, read from its search.json (ValueError, one line, where the
+    folder is no run's or its search.json no search's record)."""
+    from engine.report import NotARunFolder, load_search  # pandas: a run folder's reader
+    try:
+        search = load_search(run)
+    except NotARunFolder as e:
+        raise ValueError(str(e)) from None
+    try:
+        return RunSpec.from_json(search)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{run / 'search.json'} is not a search's record ({e})") from None
 
 
 def _fitted_densities(state: dict, spec: TrialSpec, data_root: str | None

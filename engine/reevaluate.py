@@ -247,25 +247,17 @@ def _nothing_to_evaluate(run: Path, chosen: list[Path], changes: dict) -> None:
     if "metrics" in changes and not changes["metrics"]:
         raise ValueError("--eval none: name the groups to evaluate (or all)")
     if "metrics" not in changes:
-        if not _run_spec(run).evaluation.metrics:
+        from engine.load import run_spec
+        if not run_spec(run).evaluation.metrics:
             raise ValueError("the search evaluated no group (--eval none); name the groups "
                              "with --eval, e.g. --eval reconstruction, or --eval all")
-
-
-def _run_spec(run: Path):
-    """The run's RunSpec (its search.json; ValueError, one line, where it is no search's)."""
-    from engine.report import load_search
-    from engine.run.types import RunSpec
-    try:
-        return RunSpec.from_json(load_search(run))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{run / 'search.json'} is not a search's record ({e})") from None
 
 
 def _resources(run: Path, args) -> tuple[float, float]:
     """CPUs and GPUs per trial's task: a trial's of the run, unless --gpus-per-trial or
     --device cpu says otherwise."""
-    res = _run_spec(run).resources
+    from engine.load import run_spec
+    res = run_spec(run).resources
     cpu, gpu = float(res.cpu), float(res.gpu)
     if args.gpus_per_trial is not None:
         if args.gpus_per_trial < 0:

@@ -36,8 +36,7 @@ def _spec(trial) -> TrialSpec:
     return TrialSpec.from_params(trial.config)
 
 
-def _run_name(trial) -> str:
-    spec = _spec(trial)
+def _run_name(spec: TrialSpec) -> str:
     return f"{spec.label} seed {spec.seed}"
 
 
@@ -96,7 +95,7 @@ def _mlflow(run_dir: str):
                     "run": os.path.basename(run_dir), "search": str(spec.search),
                     "dataset": spec.dataset, "trial": trial.trial_id, "trial_key": key,
                     "mlflow.parentRunId": self._search_run}
-            run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(trial))
+            run = self.mlflow_util.start_run(tags=tags, run_name=_run_name(spec))
             self._trial_runs[trial] = run.info.run_id
             self.mlflow_util.log_params(run_id=run.info.run_id,
                                         params_to_log=tracked_params(spec))
@@ -108,13 +107,14 @@ def _mlflow(run_dir: str):
 
         def log_trial_end(self, trial, failed=False):
             client, run_id = self.mlflow_util._get_client(), self._trial_runs[trial]
+            spec = _spec(trial)
             client.set_tag(run_id, "status", _end_status(trial, failed))
             try:  # a picture MLflow cannot take must not end the search
                 # trial.path: the trial folder the trial writes (local_path is Tune's staging)
-                mlflow_store.log_pictures(client, run_id, trial.path, _spec(trial).label,
-                                          f"{_run_name(trial)} ({os.path.basename(run_dir)})")
+                mlflow_store.log_pictures(client, run_id, trial.path, spec.label,
+                                          f"{_run_name(spec)} ({os.path.basename(run_dir)})")
             except Exception as e:  # noqa: BLE001
-                print(f"MLflow: {_run_name(trial)}'s pictures not logged: "
+                print(f"MLflow: {_run_name(spec)}'s pictures not logged: "
                       f"{type(e).__name__}: {e}", file=console.err())
             super().log_trial_end(trial, failed)
 
@@ -137,7 +137,7 @@ def _wandb(run_dir: str):
             wandb_id = hashlib.sha1(_trial_key(run_dir, trial).encode()).hexdigest()[:16]
             self._start_logging_actor(
                 trial, [*self._exclude_results, *self.excludes, "config"],
-                id=wandb_id, name=_run_name(trial), resume="allow", reinit=True,
+                id=wandb_id, name=_run_name(spec), resume="allow", reinit=True,
                 allow_val_change=True, project=self.project,
                 group=f"{os.path.basename(run_dir)}/{spec.label}",
                 config=_clean_log(tracked_params(spec)), dir=run_dir,
@@ -170,7 +170,8 @@ def _aim(run_dir: str):
         def log_trial_start(self, trial):
             if trial in self._trial_to_run:  # a retried trial goes on in its run
                 return
-            spec, name = _spec(trial), _run_name(trial)
+            spec = _spec(trial)
+            name = _run_name(spec)
             before = [r.hash for r in Repo.from_path(run_dir, init=True).structured_db.runs()
                       if r.name == name]
             run = Run(run_hash=before[0] if before else None, repo=run_dir,
