@@ -65,6 +65,10 @@ SEARCH = Search(
     seeds=2,
     epochs="auto",  # each trial to its plateau (engine/run/stopper.py), 20 to 150 epochs
     max_epochs=150,
+    # or until val/mse has passed its best: Iso-I's and Diag-I's σ̂² is the training residual
+    # (G.4, G.11), which goes on falling as the decoder fits the injected noise itself, so a
+    # trial whose σ̂² still moves while val/mse rises would only overfit further
+    early_stopping=True,
     metric="val/mse",
     table_metrics=tuple(f"eval/sigma_x2_{c}" for c in CELLS) + ("test/mse",),
     paper={**TAKIDA_TABLE_3, "orders": [

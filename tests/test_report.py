@@ -354,6 +354,33 @@ def test_the_table_counts_and_a_note_names_the_rows_that_had_not_converged(tmp_p
     assert list(shown[("trials", report.NOT_CONVERGED)]) == ["3", "0", "1"]
 
 
+def test_a_study_that_stops_early_counts_a_trial_past_its_best_as_converged(tmp_path):
+    """search.json's early_stopping: a completed trial whose val/mse rose from its best while
+    its decoder variance still moved is converged (the rule that ended it), the note names it
+    with its epoch, and the title says so; the same lines without it are not converged."""
+    run = make_run(tmp_path, finished=True)
+    folder = next(f.parent for f in run.glob("*/params.json")
+                  if (json.loads(f.read_text())["label"], json.loads(f.read_text())["seed"])
+                  == (UT, 0))
+    lines = [json.loads(t) for t in (folder / "result.json").read_text().splitlines()]
+    for line, mse, sigma in zip(lines, (0.02, 0.01, 0.03), (1.0, 0.5, 0.25)):
+        line.update({"val/mse": mse, "train/sigma_x2": sigma})
+    lines[-1]["end_reason"] = "past its best at epoch 3 (val/mse: ...)"
+    (folder / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    saved = json.loads((run / "search.json").read_text())
+    for early in (False, True):
+        (run / "search.json").write_text(json.dumps(
+            {**saved, "budget": "auto", "min_epochs": 2, "early_stopping": early}))
+        trials = report.load_trials(run)
+        mark = trials.loc[(trials.label == UT) & (trials.seed == 0), "converged"].item()
+        assert mark is early
+        table = report.ablation_table(trials, _search(run))
+        [note] = [n for n in table.attrs["notes"] if n.startswith("stopped past their best")]
+        assert f"{UT}, 1 of " in note and "(epoch 3)" in note
+        text = report.write_report(run)
+        assert ("each trial to its plateau or past its best" in text) is early
+
+
 def test_a_note_names_the_rows_that_run_a_preset_of_another_name(tmp_path):
     """A row labelled as the paper's row but running another preset (e.g. its code's reading)
     is named in one note with its preset; rows whose preset is their label are not."""

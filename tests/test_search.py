@@ -708,7 +708,7 @@ def test_search_json_reads_back_as_the_spec_that_wrote_it(tmp_path):
     """RunSpec.from_json is to_json's inverse (for a grid and an auto budget), and the keys
     an older run did not write take the given defaults, else the values runs had then."""
     from engine.run.spec import prepare
-    from engine.run.types import RunSpec
+    from engine.run.types import RunSpec, TrialSpec
     for argv in (["--smoke"], ["--smoke", "--epochs", "auto", "--max-epochs", "5",
                                "--min-epochs", "2", "--set", "lr_schedule=plateau",
                                "--tracker", "mlflow"]):
@@ -719,10 +719,21 @@ def test_search_json_reads_back_as_the_spec_that_wrote_it(tmp_path):
                                  defaults={"samples": spec.samples})  # a grid's holds none
         assert back == spec and back.environment == spec.environment
     old = {k: v for k, v in spec.to_json().items()
-           if k not in ("precision", "checkpoint_every", "scheduler", "trackers")}
+           if k not in ("precision", "checkpoint_every", "scheduler", "trackers",
+                        "early_stopping")}
     back = RunSpec.from_json(old, defaults={"scheduler": "asha"})
-    assert (back.precision, back.checkpoint_every, back.scheduler, back.trackers) == (
-        "fp32", 1, "asha", ())
+    assert (back.precision, back.checkpoint_every, back.scheduler, back.trackers,
+            back.early_stopping) == ("fp32", 1, "asha", (), False)
+    # a study that stops early: kept in search.json and in every trial's params, where its
+    # budget is auto (a fixed budget has no rule to add it to)
+    early = dataclasses.replace(_uae_study(), early_stopping=True)
+    for argv, kept in ((["--smoke", "--epochs", "auto"], True), (["--smoke"], False)):
+        out = tmp_path / f"early{kept}"
+        spec, _ = prepare(early, parse_args(early, [*argv, "--out", str(out)]), argv)
+        assert spec.early_stopping is kept and RunSpec.from_json(
+            spec.to_json(), defaults={"samples": spec.samples}) == spec
+        assert TrialSpec.from_params({**spec.trial_space(), "label": "UAE", "seed": 0,
+                                      "config": "UAE"}).early_stopping is kept
 
 
 def _uae_study():

@@ -10,8 +10,8 @@ import pytest
 
 import engine.report as report
 from engine.run.stopper import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS, PATIENCE,
-                                WATCHED, PlateauStopper, history_from_lines, still_moving,
-                                window)
+                                WATCHED, PlateauStopper, history_from_lines, past_best,
+                                still_moving, window)
 
 
 def feed(stopper: PlateauStopper, values, trial="t", **watched) -> list[bool]:
@@ -105,29 +105,97 @@ def test_a_watched_decoder_variance_that_still_moves_holds_the_trial():
     assert still_moving({"val/mse": [1.0]}, "val/mse") is None  # one epoch: nothing to judge
 
 
+# --- early stopping (Search.early_stopping): the metric past its best ends the trial ---
+
+def test_past_best_compares_the_last_window_with_the_best_window_before_it():
+    # 20 epochs: windows of 2; the last (19-20: 1.05) against the best window ending before
+    # epoch 19 (11-12: 1.0): 4.8 % worse, the best ending at epoch 12
+    values = [2.0] * 10 + [1.0, 1.0] + [1.02] * 6 + [1.05, 1.05]
+    worse, best = past_best(values)
+    assert (best, round(worse, 6)) == (12, round(0.05 / 1.05, 6))
+    # 18 epochs: 17-18 (1.02) against 11-12, relative to the last mean: 0.02 / 1.02
+    worse, best = past_best(values[:18])
+    assert (best, round(worse, 6)) == (12, round(0.02 / 1.02, 6))
+    assert past_best([1.0] * 19 + [1.0099 * 2 - 1.0]) is None  # 19-20's mean 1.0099: 0.98 %
+    assert past_best([1.0] * 19 + [1.0103 * 2 - 1.0])  # 1.0103: 1.02 %
+    assert past_best([3.0, 2.0, 1.0]) is None  # still improving
+    assert past_best([1.0, 2.0, 3.0], "max") is None and past_best([3.0, 2.0], "max")
+    assert past_best([1.0, math.nan, 1.2]) is None  # a non-finite value: nothing judged
+
+
+def test_early_stopping_ends_a_trial_whose_metric_rose_while_its_variance_still_moves():
+    values = [10, 8, 6, 5, 5.2, 5.4, 5.6, 5.8]  # best at epoch 4, then worse every epoch
+    sigma = [0.5 ** e for e in range(8)]  # the training fit's variance, halving: moving
+    plain = PlateauStopper("val/mse", min_epochs=2, max_epochs=8)
+    assert feed(plain, values, train__sigma_x2=sigma) == [False] * 7 + [True]
+    assert plain.reason("t").startswith("max epochs 8 reached, no plateau")
+    early = PlateauStopper("val/mse", min_epochs=2, max_epochs=8, early_stopping=True)
+    # past its best at epochs 5 (3.8 %), 6 (7.4 %) and 7: the third in a row ends it
+    assert feed(early, values, train__sigma_x2=sigma) == [False] * 6 + [True, True]
+    # (its reason at the last result fed: (5.8 - 5) / 5.8)
+    assert early.reason("t") == ("past its best at epoch 8 (val/mse: the mean of epochs 8 "
+                                 "13.8% worse than that of epochs 4, as at the 2 epochs before)")
+
+
+def test_early_stopping_waits_for_a_flat_metric_whose_variance_still_moves():
+    # level within 1 % (no worse than its best by more): the variance still decides
+    values = [10, 8, 6, 5, 5.04, 5.0, 5.04, 5.0, 5.04, 5.0]
+    sigma = [0.5 ** e for e in range(10)]
+    early = PlateauStopper("val/mse", min_epochs=2, early_stopping=True)
+    assert not any(feed(early, values, train__sigma_x2=sigma))
+    flat = [1.0] * 10  # and everything flat is a plateau, so called
+    assert feed(PlateauStopper("val/mse", min_epochs=2, early_stopping=True), flat)[-1]
+    assert still_moving({"val/mse": values, "train/sigma_x2": sigma}, "val/mse",
+                        early_stopping=True) == {"train/sigma_x2": 1.0}
+
+
+def test_an_early_stopped_history_restored_decides_as_the_uninterrupted_one():
+    values = [1 + math.exp(-0.3 * e) + 0.002 * max(0, e - 25) for e in range(60)]  # rises
+    sigma = [0.9 ** e for e in range(60)]
+    whole = PlateauStopper("val/mse", min_epochs=20, early_stopping=True)
+    stop = feed(PlateauStopper("val/mse", min_epochs=20, early_stopping=True), values,
+                train__sigma_x2=sigma).index(True)
+    answers = feed(whole, values[:stop + 1], train__sigma_x2=sigma)
+    assert 25 < stop < 59 and whole.reason("t").startswith(f"past its best at epoch {stop + 1}")
+    for k in (1, 20, stop - 1):
+        half = PlateauStopper("val/mse", min_epochs=20, early_stopping=True)
+        feed(half, values[:k], trial="a", train__sigma_x2=sigma[:k])
+        again = PlateauStopper("val/mse", min_epochs=20, early_stopping=True)
+        again.restore("b", json.loads(json.dumps(half.history("a"))))
+        rest = [again("b", {"epoch": e + 1, "val/mse": values[e], "train/sigma_x2": sigma[e]})
+                for e in range(k, stop + 1)]
+        assert rest == answers[k:stop + 1] and again.reason("b") == whole.reason("t")
+
+
 def test_the_rule_agrees_with_the_reports_mark_on_random_curves():
     """At every epoch of 200 random curves (noisy power laws, some flat, some rising, some
-    with a decoder variance), the rule finds a plateau exactly where the report, reading the
-    same lines, marks the trial converged."""
+    with a decoder variance; half of them searches that stop early), the rule finds a plateau
+    exactly where the report, reading the same lines, marks the trial converged."""
     rng = random.Random(0)
-    search = {"metric": "val/mse", "mode": "min"}
-    checked = 0
-    for _ in range(200):
+    checked = early_only = 0
+    for i in range(200):
+        early = i % 2 == 1
+        search = {"metric": "val/mse", "mode": "min", "early_stopping": early}
         n = rng.randint(2, 60)
         a, b, c = rng.uniform(0, 1), rng.uniform(0, 2), rng.uniform(0.1, 2)
         noise = rng.choice([0, 0.002, 0.02])
-        lines = [{"epoch": e, "val/mse": a + b * e ** -c + rng.gauss(0, noise) + 0.05,
+        rise = rng.choice([0, 0, 0.01])  # overfitting: the curve turns up past its best
+        lines = [{"epoch": e, "val/mse": a + b * e ** -c + rise * e + rng.gauss(0, noise) + 0.05,
                   **({"train/sigma_x2": 1 + 2 * e ** -c} if rng.random() < 0.3 else {})}
                  for e in range(1, n + 1)]
-        stopper = PlateauStopper("val/mse", patience=1, min_epochs=1)
-        patient = PlateauStopper("val/mse", min_epochs=1)
+        stopper = PlateauStopper("val/mse", patience=1, min_epochs=1, early_stopping=early)
+        patient = PlateauStopper("val/mse", min_epochs=1, early_stopping=early)
         for k in range(1, n + 1):
             stops = stopper("t", lines[k - 1])
             converged = report.read.converged(lines[:k], search)["converged"] is True
             assert stops == converged, (k, lines[:k])
             assert not patient("t", lines[k - 1]) or converged  # stricter, never looser
             checked += stops
-    assert checked > 100  # both answers were exercised
+            history = {name: [line.get(name) for line in lines[:k]]
+                       for name in ("val/mse", *WATCHED)}
+            early_only += early and stops and PlateauStopper("val/mse", patience=1, min_epochs=1
+                                                             ).decide(history) is None
+    assert checked > 100 and early_only > 5  # both answers, and early stops, exercised
 
 
 def test_a_restored_history_decides_as_the_uninterrupted_one():

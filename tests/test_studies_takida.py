@@ -208,6 +208,10 @@ def test_noise_study_rows_are_the_mle_presets_with_their_noise():
             preset, options["noise"]["partition"], options["noise"]["variance"])
         check_options(options, "digits")
     assert set(papers.TAKIDA_TABLE_3["numbers"]["mnist"]) <= set(search.rows)
+    # each trial to its plateau or past its best (σ̂² follows the training fit); the other
+    # Takida study keeps the variance rule (its trainable Σx rows must settle)
+    assert (search.epochs, search.early_stopping) == ("auto", True)
+    assert not search_of("variance_parameterization").early_stopping
     # Diag-D's orders (all four patterns) carry why they say little; no other row's do
     flagged = [o for o in search.paper["orders"] if "caveat" in o]
     assert len(flagged) == 4 and all(o["ascending"][0] == "Diag-D clean" for o in flagged)

@@ -665,3 +665,27 @@ def test_every_worker_ends_at_rank_0s_plateau(monkeypatch, tmp_path):
     assert [rec.reports[-1]["status"] for rec in recs] == ["completed", "completed"]
     assert recs[0].reports[-1]["end_reason"] == "plateau at epoch 5 (here)"
     assert "test/mse" in recs[0].reports[-1]  # evaluated by rank 0
+
+
+def test_an_early_stopping_trial_ends_past_its_best_while_its_variance_still_moves(
+        monkeypatch, tmp_path):
+    """Search.early_stopping reaches the trial's rule (params "early_stopping"): an Iso-I trial
+    (its decoder variance, train/sigma_x2, the MLE of the training residual, is watched) whose
+    validation error is made to rise after epoch 4 ends past its best, completed and evaluated,
+    where the same trial without it goes on to its cap."""
+    import engine.run.trial as trial_module
+    cfg = models.PRESETS["Iso-I"].replace(lr=1e-2, latent_dim=2).to_dict()
+    for early in (True, False):
+        values = iter([1.0, 0.8, 0.7, 0.6] + [0.6 + 0.03 * k for k in range(1, 20)])
+        monkeypatch.setattr(trial_module, "reconstruction_mse", lambda model, val: next(values))
+        rec = run(auto_params(config=cfg, epochs=9, early_stopping=early), tmp_path / str(early))
+        reports = rec.reports
+        assert all(r["train/sigma_x2"] for r in reports)
+        if early:  # past its best at epochs 5, 6 and 7 (window 1 up to 9 epochs)
+            assert [r["epoch"] for r in reports] == list(range(1, 8))
+            assert reports[-1]["end_reason"] == (
+                "past its best at epoch 7 (val/mse: the mean of epochs 7 13% worse than that "
+                "of epochs 4, as at the 2 epochs before)")
+            assert reports[-1]["status"] == "completed" and "test/mse" in reports[-1]
+        else:
+            assert len(reports) == 9 and reports[-1]["end_reason"].startswith("max epochs 9")

@@ -130,8 +130,10 @@ def _title(search: dict, finished: bool) -> str:
     whether the search finished."""
     state = "search finished" if finished else "partial: search running or interrupted"
     seeds = ", ".join(str(s) for s in search.get("seeds") or [])
-    budget = (f"each trial to its plateau, {search.get('min_epochs')} to {search.get('epochs')} "
-              "epochs" if search.get("budget") == "auto" else f"{search.get('epochs')} epochs")
+    budget = (f"each trial to its plateau"
+              + (" or past its best" if search.get("early_stopping") else "")
+              + f", {search.get('min_epochs')} to {search.get('epochs')} epochs"
+              if search.get("budget") == "auto" else f"{search.get('epochs')} epochs")
     # a study's title is its docstring's first sentence: its full stop not doubled by ours
     title = (search.get("title") or search.get("name", "search")).rstrip().removesuffix(".")
     return (f"{title} ({search.get('name', '')}): "

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW
+from engine.convergence import CONVERGENCE_TOL, CONVERGENCE_WINDOW, PAST_BEST
 from engine.report import display
 from engine.report.rows import row_groups
 
@@ -23,7 +23,31 @@ PROJECT_MIN_POINTS = 6  # epochs in the second half of a curve, at least, to fit
 
 def convergence_notes(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
     """The rows with completed trials whose curves had not flattened, each with how many of its
-    seeds and by how much each watched value still moved (read.converged's still_moving)."""
+    seeds and by how much each watched value still moved (read.converged's still_moving); and
+    those whose trials an early-stopping search ended past their best, with the epochs."""
+    return _not_converged(trials, groups) + _past_best(trials, groups)
+
+
+def _past_best(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
+    if "end_reason" not in trials:
+        return []
+    parts = []
+    for g in groups:
+        sub = trials.loc[g["index"]]
+        early = sub[sub["end_reason"].fillna("").astype(str).str.startswith(PAST_BEST)]
+        if len(early):
+            epochs = ", ".join(str(int(e)) for e in sorted(early["epochs_done"]))
+            parts.append(f"{g['name']}, {len(early)} of {len(sub)} (epoch {epochs})")
+    if not parts:
+        return []
+    return [f"stopped past their best (the study stops early: the search metric's mean over the "
+            f"last {CONVERGENCE_WINDOW:.0%} of the epochs more than {CONVERGENCE_TOL:.0%} worse "
+            "than its best as many epochs before; what it watches besides "
+            "then follows the training fit alone, and the model evaluated is the last epoch's): "
+            f"{'; '.join(parts)}."]
+
+
+def _not_converged(trials: pd.DataFrame, groups: list[dict]) -> list[str]:
     if "converged" not in trials or not (trials["converged"] == False).any():  # noqa: E712
         return []
     parts = []

@@ -216,13 +216,15 @@ def match_row(label, config: dict, rows: list[dict]) -> tuple[int, bool]:
 def converged(lines: list[dict], search: dict) -> dict:
     """converged (True, False, or None where under 2 epochs report what is watched) and
     still_moving (JSON {name: relative change} of what had not flattened, else None), by the
-    rule --epochs auto stops at (engine/convergence.py)."""
+    rule --epochs auto stops at (engine/convergence.py), a metric past its best counting as
+    converged where the search stops early (search.json's early_stopping)."""
     by_epoch = {_epoch(line): line for line in lines}  # a restored epoch: its later line
     epochs = sorted(e for e in by_epoch if e > 0)
     metric = search.get("metric")
     history = {name: [by_epoch[e].get(name) for e in epochs]
                for name in dict.fromkeys((metric, *WATCHED))}
-    moving = still_moving(history, metric, search.get("mode") or "min")
+    moving = still_moving(history, metric, search.get("mode") or "min",
+                          early_stopping=bool(search.get("early_stopping")))
     if moving is None:
         return {"converged": None, "still_moving": None}
     moving = {name: round(change, 4) for name, change in moving.items()}

@@ -55,6 +55,7 @@ def prepare(search: Search, flags: Flags, argv: list[str] | None
     spec = RunSpec(
         name=search.name, title=search.title, dataset=flags.dataset, data_root=data_root,
         epochs=flags.epochs, budget=flags.budget, min_epochs=flags.min_epochs,
+        early_stopping=search.early_stopping and flags.budget == "auto",
         seeds=tuple(range(flags.seeds)), metric=search.metric,
         mode=search.mode, scheduler=flags.scheduler, algorithm=flags.algorithm, rows=rows,
         table_metrics=tuple(search.table_metrics), paper=search.paper, samples=flags.samples,
@@ -73,8 +74,9 @@ def budget_text(spec) -> str:
     """"30 epochs", or an auto budget's "epochs auto: each trial to its plateau of val/mse,
     20 to 200 epochs"."""
     if spec.budget == "auto":
-        return (f"epochs auto: each trial to its plateau of {spec.metric}, {spec.min_epochs} "
-                f"to {spec.epochs} epochs")
+        return (f"epochs auto: each trial to its plateau of {spec.metric}"
+                + (" or past its best" if spec.early_stopping else "")
+                + f", {spec.min_epochs} to {spec.epochs} epochs")
     return f"{spec.epochs} epochs"
 
 

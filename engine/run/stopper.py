@@ -16,6 +16,13 @@ from epoch 58 on). A trial that meets the rule has converged by the report's own
 holds at the last epoch), so a run with --epochs auto reports no row "not converged" except
 those that reached the cap.
 
+With `early_stopping` (a study's `Search.early_stopping`), the rule also holds once the metric
+has passed its best (engine/convergence.py `past_best`: its last window more than 1% worse than
+its best window before), whatever the watched values do: the trial ends "past its best" at the
+third such epoch in a row, and the report counts it converged. The model evaluated is the last
+epoch's, not the best's (as Keras' EarlyStopping without restore_best_weights): within 1% of
+the best window's metric, and a resume needs no second set of weights.
+
 `PlateauStopper` holds the rule with Ray Tune's `Stopper` interface (`__call__(trial_id,
 result) -> bool`, `stop_all()`; engine/run/ray_backend registers it as a
 `ray.tune.stopper.Stopper`, so that Tune takes it as one). The trial asks it itself, after each
@@ -36,7 +43,8 @@ from typing import Mapping, Sequence
 
 # the rule itself is the report's convergence mark, one piece of code for both
 from engine.convergence import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS,  # noqa: F401
-                                PATIENCE, WATCHED, _num, still_moving, window)
+                                PAST_BEST, PATIENCE, WATCHED, _num, past_best, still_moving,
+                                window)
 
 
 class PlateauStopper:
@@ -51,7 +59,7 @@ class PlateauStopper:
 
     def __init__(self, metric: str, mode: str = "min", min_epochs: int = MIN_EPOCHS,
                  max_epochs: int | None = None, watched: Sequence[str] = WATCHED,
-                 patience: int = PATIENCE):
+                 patience: int = PATIENCE, early_stopping: bool = False):
         if mode not in ("min", "max"):
             raise ValueError(f"mode {mode!r}: min or max")
         if min(min_epochs, patience, max_epochs or 1) < 1:
@@ -59,7 +67,7 @@ class PlateauStopper:
                              f"{patience}: each >= 1")
         self.metric, self.mode, self.min_epochs, self.max_epochs = (metric, mode, min_epochs,
                                                                     max_epochs)
-        self.patience = patience
+        self.patience, self.early_stopping = patience, early_stopping
         self.watched = tuple(watched)
         self._history: dict[str, dict[str, list[float]]] = {}  # trial -> name -> values
         self._reason: dict[str, str] = {}
@@ -102,12 +110,23 @@ class PlateauStopper:
         """Why the trial ends after the epochs of `history`: "plateau at epoch k (...)" or
         "max epochs N reached, no plateau (...)"; None where it goes on."""
         n = len(history.get(self.metric, ()))
-        moving = still_moving(history, self.metric, self.mode, self.watched)
+        moving = still_moving(history, self.metric, self.mode, self.watched,
+                              self.early_stopping)
         if n >= self.min_epochs and moving == {} and all(
                 still_moving({k: v[:m] for k, v in history.items()}, self.metric, self.mode,
-                             self.watched) == {}
+                             self.watched, self.early_stopping) == {}
                 for m in range(n - self.patience + 1, n)):
             w = window(n)
+            past = past_best(history[self.metric], self.mode) if self.early_stopping else None
+            if past is not None and still_moving(history, self.metric, self.mode,
+                                                 self.watched):
+                # ended by the early stop, not by a plateau of everything watched
+                worse, best = past
+                return (f"{PAST_BEST} at epoch {n} ({self.metric}: the mean of epochs "
+                        f"{_span(n - w + 1, n)} {100 * worse:.3g}% worse than that of epochs "
+                        f"{_span(best - w + 1, best)}"
+                        + (f", as at the {self.patience - 1} epochs before"
+                           if self.patience > 1 else "") + ")")
             return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
                     f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of epochs "
                     f"{_span(n - 2 * w + 1, n - w)}"

@@ -225,7 +225,8 @@ def run_trial(spec: TrialSpec, session: Session) -> None:
     # --epochs auto: the rule that ends the trial at its plateau, its state the history of
     # what it reads, which every checkpoint holds (a resume decides as if never stopped)
     plateau = (PlateauStopper(spec.metric, spec.mode, spec.min_epochs, epochs,
-                              patience=spec.plateau_patience)
+                              patience=spec.plateau_patience,
+                              early_stopping=spec.early_stopping)
                if spec.budget == "auto" else None)
     if session.resume is not None:  # restart after a failure or an interrupted search
         model.load_state_dict(session.resume["model"])

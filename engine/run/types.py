@@ -39,6 +39,9 @@ class Search:
     epochs: int | str = 30
     max_epochs: int | None = None  # the cap of "auto" (--max-epochs)
     min_epochs: int = MIN_EPOCHS  # (--min-epochs)
+    # "auto" only: also end a trial once its metric has passed its best (engine/convergence.py
+    # past_best), where what the study reads follows the training fit past that point
+    early_stopping: bool = False
     metric: str = "val/mse"  # reported every epoch; ASHA and Optuna act on it
     mode: str = "min"
     table_metrics: tuple[str, ...] = ("test/mse", "test/psnr")
@@ -146,6 +149,7 @@ class RunSpec:
     budget: str = "fixed"
     min_epochs: int = 0  # "auto" only
     plateau_patience: int = PATIENCE  # "auto" only: engine/run/stopper.py
+    early_stopping: bool = False  # "auto" only: Search.early_stopping
     # engine/run/record.py: versions, Python, host, GPUs, start time, uncommitted changes; a
     # resumed run's keeps the first start's, each resume's own under "resumes"
     environment: dict = field(default_factory=dict, compare=False)
@@ -170,7 +174,8 @@ class RunSpec:
             # "epochs" stays the budget's number (the cap of an auto one), as every reader of
             # a run folder takes it; a folder from before "budget" is a fixed budget
             "budget": self.budget,
-            **({"min_epochs": self.min_epochs, "plateau_patience": self.plateau_patience}
+            **({"min_epochs": self.min_epochs, "plateau_patience": self.plateau_patience,
+                "early_stopping": self.early_stopping}
                if self.budget == "auto" else {}),
             "seeds": list(self.seeds),
             "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
@@ -202,6 +207,7 @@ class RunSpec:
             data_root=d.get("data_root"), epochs=d["epochs"], seeds=tuple(d["seeds"]),
             budget=budget, min_epochs=d.get("min_epochs", 0),
             plateau_patience=d.get("plateau_patience", PATIENCE),
+            early_stopping=bool(d.get("early_stopping", False)),
             metric=d.get("metric", "val/mse"), mode=d.get("mode", "min"),
             scheduler=d.get("scheduler", "fifo"), algorithm=d.get("search", "grid"),
             rows=tuple(RunRow(r["label"], models.Config.from_dict(r["config"]),
@@ -233,7 +239,8 @@ class RunSpec:
                 # only an auto budget's trials hold these (from_params reads their absence
                 # as a fixed budget)
                 **({"budget": "auto", "min_epochs": self.min_epochs,
-                    "plateau_patience": self.plateau_patience}
+                    "plateau_patience": self.plateau_patience,
+                    **({"early_stopping": True} if self.early_stopping else {})}
                    if self.budget == "auto" else {})}
 
 
@@ -261,6 +268,7 @@ class TrialSpec:
     budget: str = "fixed"  # "auto": `epochs` is the cap of a trial that ends at its plateau
     min_epochs: int = 0
     plateau_patience: int = PATIENCE
+    early_stopping: bool = False  # "auto" only: RunSpec.early_stopping
     sampled: bool = False  # a trial of a sampled (Optuna) search: many share a row and seed
 
     @classmethod
@@ -281,7 +289,8 @@ class TrialSpec:
             data=params.get("data"), precision=params.get("precision", DEFAULT_PRECISION),
             search=params.get("search"), params=params, sampled=bool(params.get("sampled")),
             budget=params.get("budget", "fixed"), min_epochs=params.get("min_epochs", 0),
-            plateau_patience=params.get("plateau_patience", PATIENCE))
+            plateau_patience=params.get("plateau_patience", PATIENCE),
+            early_stopping=bool(params.get("early_stopping", False)))
 
     def __post_init__(self):
         if self.budget not in ("fixed", "auto"):
