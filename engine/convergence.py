@@ -33,7 +33,8 @@ def window(n: int) -> int:
     return min(max(1, round(CONVERGENCE_WINDOW * n)), n // 2)
 
 
-def _num(value) -> float:
+def as_float(value) -> float:
+    """A value as a float, NaN where it is none or not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -45,7 +46,7 @@ def past_best(values: Sequence[float], mode: str = "min") -> tuple[float, int] |
     than the best mean of as many consecutive values ending before the last window begins,
     and the epoch that best window ends at), where that is more than CONVERGENCE_TOL; else
     None (also under two epochs, or with a non-finite value)."""
-    v = [_num(x) for x in values]
+    v = [as_float(x) for x in values]
     n, w = len(v), window(len(v))
     if not w or not all(map(math.isfinite, v)):
         return None
@@ -72,7 +73,7 @@ def still_moving(history: Mapping[str, Sequence[float]], metric: str, mode: str 
     sign = -1 if mode == "max" else 1
     checked, moving = False, {}
     for name in dict.fromkeys((metric, *watched)):
-        values = [_num(v) for v in history.get(name, ())]
+        values = [as_float(v) for v in history.get(name, ())]
         w = window(len(values))
         last, before = values[len(values) - w:], values[len(values) - 2 * w:len(values) - w]
         if not w or not all(map(math.isfinite, last + before)):

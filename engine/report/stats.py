@@ -35,7 +35,7 @@ import scipy.stats
 from scipy.stats import t as student_t
 from scipy.stats import ttest_ind_from_stats
 
-from engine.convergence import _num  # a value as a float, NaN where it is none
+from engine.convergence import as_float  # a value as a float, NaN where it is none
 
 LEVEL = 0.05  # family-wise error rate of a column's pairwise tests; 1 - LEVEL: the intervals
 POWER = 0.8  # of the seeds-needed estimate
@@ -110,8 +110,8 @@ def resolve_claim(pairs: list[tuple], mean: pd.Series, std: pd.Series, n: pd.Ser
     pair of the column (which grows with the rows a study adds beside it: noise_variance's 36
     rows make 630). A pair it cannot test is not resolved."""
     tested = [(a, b) for a, b in pairs
-              if all(n.get(r, 0) >= 2 and math.isfinite(_num(std.get(r)))
-                     and math.isfinite(_num(mean.get(r))) for r in (a, b))]
+              if all(n.get(r, 0) >= 2 and math.isfinite(as_float(std.get(r)))
+                     and math.isfinite(as_float(mean.get(r))) for r in (a, b))]
     if not tested:
         return {}
     from statsmodels.stats.multitest import multipletests

@@ -43,8 +43,8 @@ from typing import Mapping, Sequence
 
 # the rule itself is the report's convergence mark, one piece of code for both
 from engine.convergence import (CONVERGENCE_TOL, CONVERGENCE_WINDOW, MIN_EPOCHS,  # noqa: F401
-                                PAST_BEST, PATIENCE, WATCHED, _num, past_best, still_moving,
-                                window)
+                                PAST_BEST, PATIENCE, WATCHED, as_float, past_best,
+                                still_moving, window)
 
 
 class PlateauStopper:
@@ -86,7 +86,7 @@ class PlateauStopper:
         lengths = {len(history.get(name, ())) for name in self.names}
         if len(lengths) != 1:
             raise ValueError(f"a plateau history of unequal lengths: {sorted(lengths)}")
-        self._history[trial_id] = {name: [_num(v) for v in history.get(name, ())]
+        self._history[trial_id] = {name: [as_float(v) for v in history.get(name, ())]
                                    for name in self.names}
         self._reason.pop(trial_id, None)
 
@@ -98,7 +98,7 @@ class PlateauStopper:
             raise ValueError(f"epoch {epoch} after a history of {n} epochs")
         for name in self.names:
             del history[name][epoch - 1:]  # a repeated epoch: its later result wins
-            history[name].append(_num(result.get(name)))
+            history[name].append(as_float(result.get(name)))
         reason = self.decide(history)
         if reason is None:
             self._reason.pop(trial_id, None)
@@ -160,4 +160,5 @@ def history_from_lines(lines: Sequence[dict], names: Sequence[str], upto: int
             by_epoch[line["epoch"]] = line
     if any(e not in by_epoch for e in range(1, upto + 1)):
         return None
-    return {name: [_num(by_epoch[e].get(name)) for e in range(1, upto + 1)] for name in names}
+    return {name: [as_float(by_epoch[e].get(name)) for e in range(1, upto + 1)]
+            for name in names}
