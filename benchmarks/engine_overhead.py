@@ -2,6 +2,7 @@
 
     python benchmarks/engine_overhead.py            # ~4 min on 2 cores
     python benchmarks/engine_overhead.py --quick    # smaller budget, for a look
+    python benchmarks/engine_overhead.py --step     # part 5 alone, ~1 min
 
 Prints four ratios against the baselines they name (issue 3's goals in brackets):
 1. start-up of a one-worker trial under Tune: from Tune starting the trial to its first
@@ -15,11 +16,20 @@ Prints four ratios against the baselines they name (issue 3's goals in brackets)
    printed 0.755: the engine "faster" than the loop);
 3. epochs ASHA spends on the ablation_uae grid over the full grid's, and whether ASHA keeps
    the full grid's best row (lowest mean final val/mse over seeds) [<= 1/3, kept];
-4. wall time of the default `python searches/ablation_uae.py` [< 600 s].
+4. wall time of the default `python searches/ablation_uae.py` [< 600 s];
+5. a training step's arithmetic rate over the same process's fp32 GEMM rate (issue 29, goal 3:
+   >= 0.5 at batch 64 for the default MLP): each ablation_uae row on MNIST-5k at its batch
+   size, one thread, train_epoch's steps (batch conversion, forward, backward, fused Adam) timed
+   over whole epochs, their FLOPs counted by torch.utils.flop_counter (the matmuls' 2mnk, as
+   a GEMM's rate counts them), against a 256x1024x1024 matmul timed in the same process,
+   interleaved (G S G S ...), the median of the pairwise ratios; beside it the share of the
+   step that its matrix products take (torch.profiler's self CPU time of aten::mm, addmm, bmm
+   over one more epoch), so ratio / share bounds what removing every other cost could reach.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -35,9 +45,11 @@ from ray import tune  # noqa: E402
 
 import models  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
+from engine.data.registry import embedded_arch  # noqa: E402
 from engine.eval.evaluate import reconstruction_mse  # noqa: E402
 from engine.report import load_trials  # noqa: E402
 from engine.run import run  # noqa: E402
+from engine.run.types import Row  # noqa: E402
 from engine.run.trial import train_epoch  # noqa: E402
 from searches.ablation_uae import SEARCH  # noqa: E402
 
@@ -87,6 +99,71 @@ def plain_loop_epoch(preset: str, dataset: str, epochs: int) -> float:
     return statistics.median(times)
 
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def step_rates(epochs: int = 3, rows=None) -> dict[str, tuple[float, float, float, float]]:
+    """Part 5: row -> (ms per step, step GFLOP/s, the ratio to the GEMM rate, the matrix
+    products' share of the step's time)."""
+    from torch.profiler import profile
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.set_num_threads(1)  # as a trial (1 CPU per trial)
+    data = load_dataset("mnist5k")
+    a, b = torch.randn(256, 1024), torch.randn(1024, 1024)
+
+    def gemm_rate() -> float:  # GFLOP/s of a 256x1024x1024 fp32 matmul, best of 20
+        best = math.inf
+        for _ in range(20):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        return 2 * 256 * 1024 * 1024 / best / 1e9
+
+    out = {}
+    for label in rows or list(SEARCH.rows):
+        cfg = _config(label)
+        torch.manual_seed(0)
+        model = models.build(cfg, data.image_shape)
+        opt, gen = model.make_optimizer(), torch.Generator().manual_seed(0)
+        x = models.float_images(data.train.images[:cfg.batch_size], torch.device("cpu"))
+        with FlopCounterMode(display=False) as counter:  # one step's forward and backward
+            model.loss(x)["loss"].backward()
+        opt.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops()
+        steps = len(data.train.images) // cfg.batch_size
+        train_epoch(model, opt, data.train.images, cfg.batch_size, gen)  # warm-up
+        ratios, times = [], []
+        for _ in range(epochs):
+            g = gemm_rate()
+            t0 = time.perf_counter()
+            train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
+            t = (time.perf_counter() - t0) / steps
+            times.append(t)
+            ratios.append(flops / t / 1e9 / g)
+        t = statistics.median(times)
+        with profile() as prof:
+            train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
+        events = prof.key_averages()
+        share = (sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
+                 / sum(e.self_cpu_time_total for e in events))
+        out[label] = (t * 1e3, flops / t / 1e9, statistics.median(ratios), share)
+    return out
+
+
+def print_step_rates(rates) -> None:
+    for label, (ms, gflops, ratio, share) in rates.items():
+        print(f"5. step of {label} (batch {_config(label).batch_size}, MNIST-5k, one thread): "
+              f"{ms:.2f} ms, {gflops:.1f} GFLOP/s -> {ratio:.2f} of the GEMM rate (goal >= "
+              f"0.5); its matrix products {share:.0%} of the step (so at most {ratio / share:.2f} "
+              "without any other cost)")
+
+
+def _config(label: str) -> models.Config:
+    """The study's row as its trials train it on MNIST-5k (arch "auto": the MLP)."""
+    row = Row.of(SEARCH.rows[label])
+    return embedded_arch(models.resolve(row.preset, **row.fields), "mnist5k")
+
+
 def best_row(trials) -> str:
     done = trials[trials["status"] == "completed"]
     return done.groupby("label")["val/mse"].mean().idxmin()
@@ -95,7 +172,11 @@ def best_row(trials) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10 epochs, 2 seeds, one pair")
+    p.add_argument("--step", action="store_true", help="part 5 alone")
     args = p.parse_args()
+    if args.step:
+        print_step_rates(step_rates())
+        return
     epochs, seeds = (10, 2) if args.quick else (30, 3)
     pairs = 1 if args.quick else 3
     work = Path(tempfile.mkdtemp(prefix="engine-bench-"))
@@ -144,6 +225,7 @@ def main() -> None:
           f"they differ by {gap:.2g} in mean final val/mse, against a seed std of {spread:.2g}")
     print(f"4. default search wall time: {full_wall:.0f} s -> {full_wall / 600:.2f} x the "
           f"10 min goal")
+    print_step_rates(step_rates())
 
 
 if __name__ == "__main__":
