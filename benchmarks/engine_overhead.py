@@ -50,6 +50,7 @@ from engine.eval.evaluate import reconstruction_mse  # noqa: E402
 from engine.report import load_trials  # noqa: E402
 from engine.run import run  # noqa: E402
 from engine.run.types import Row  # noqa: E402
+from models.decoder_regs import POWER_WARMUP_STEPS  # noqa: E402
 from engine.run.trial import train_epoch  # noqa: E402
 from searches.ablation_uae import SEARCH  # noqa: E402
 
@@ -131,7 +132,9 @@ def step_rates(epochs: int = 3, rows=None) -> dict[str, tuple[float, float, floa
         opt.zero_grad(set_to_none=True)
         flops = counter.get_total_flops()
         steps = len(data.train.images) // cfg.batch_size
-        train_epoch(model, opt, data.train.images, cfg.batch_size, gen)  # warm-up
+        # warm-up, past the steps whose power-iteration vector is still the SVD's (RAE-L2)
+        for _ in range(math.ceil(POWER_WARMUP_STEPS / steps) + 1):
+            train_epoch(model, opt, data.train.images, cfg.batch_size, gen)
         ratios, times = [], []
         for _ in range(epochs):
             g = gemm_rate()
