@@ -21,7 +21,7 @@ Takida's 0.007 on MNIST), the ratio of the two, and whether the parameterization
 pattern in theory (Table 3's underlined cases, SUFFICIENT below). The report sets our order of
 clean < s_x² = 0.01 < s_x² = 0.1 in the SU cell (noisy in every pattern) beside that claim.
 
-    python searches/noise_variance.py                    # embedded MNIST-5k, to the plateau, ~20 min
+    python searches/noise_variance.py                    # embedded MNIST-5k, to the plateau or past its best, ~15 min
     python searches/noise_variance.py --dataset mnist --epochs 100
 """
 import sys

@@ -137,6 +137,18 @@ def test_early_stopping_ends_a_trial_whose_metric_rose_while_its_variance_still_
                                  "13.8% worse than that of epochs 4, as at the 2 epochs before)")
 
 
+def test_a_stop_where_both_rules_held_says_so():
+    # past its best at epoch 5 (the variance still moving), a plateau of everything at 6, 7
+    values, sigma = [10, 8, 6, 5, 5.2, 5.2, 5.2, 5.2], [1, .5, .25, .12, .06, .06, .06, .06]
+    early = PlateauStopper("val/mse", min_epochs=2, early_stopping=True)
+    assert feed(early, values[:7], train__sigma_x2=sigma).index(True) == 6
+    assert early.reason("t") == ("plateau at epoch 7 (val/mse: the mean of epochs 7 within 1% "
+                                 "of that of epochs 6, a plateau or past its best at the 2 "
+                                 "epochs before)")
+    plain = PlateauStopper("val/mse", min_epochs=2)  # a plateau at 6, 7 and 8
+    assert feed(plain, values, train__sigma_x2=sigma).index(True) == 7
+
+
 def test_early_stopping_waits_for_a_flat_metric_whose_variance_still_moves():
     # level within 1 % (no worse than its best by more): the variance still decides
     values = [10, 8, 6, 5, 5.04, 5.0, 5.04, 5.0, 5.04, 5.0]

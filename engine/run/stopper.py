@@ -117,21 +117,23 @@ class PlateauStopper:
                              self.watched, self.early_stopping) == {}
                 for m in range(n - self.patience + 1, n)):
             w = window(n)
-            past = past_best(history[self.metric], self.mode) if self.early_stopping else None
-            if past is not None and still_moving(history, self.metric, self.mode,
-                                                 self.watched):
-                # ended by the early stop, not by a plateau of everything watched
-                worse, best = past
+            # which rule held at each of the patience epochs: the plateau of everything
+            # watched, or (early stopping) the metric past its best
+            plateaus = [still_moving({k: v[:m] for k, v in history.items()}, self.metric,
+                                     self.mode, self.watched) == {}
+                        for m in range(n - self.patience + 1, n + 1)]
+            before = ("" if self.patience == 1 else
+                      f", as at the {self.patience - 1} epochs before" if len(set(plateaus)) == 1
+                      else f", a plateau or past its best at the {self.patience - 1} epochs "
+                           "before")
+            if not plateaus[-1]:  # ended by the early stop, not by a plateau
+                worse, best = past_best(history[self.metric], self.mode)
                 return (f"{PAST_BEST} at epoch {n} ({self.metric}: the mean of epochs "
                         f"{_span(n - w + 1, n)} {100 * worse:.3g}% worse than that of epochs "
-                        f"{_span(best - w + 1, best)}"
-                        + (f", as at the {self.patience - 1} epochs before"
-                           if self.patience > 1 else "") + ")")
+                        f"{_span(best - w + 1, best)}{before})")
             return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
                     f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of epochs "
-                    f"{_span(n - 2 * w + 1, n - w)}"
-                    + (f", as at the {self.patience - 1} epochs before"
-                       if self.patience > 1 else "") + ")")
+                    f"{_span(n - 2 * w + 1, n - w)}{before})")
         if self.max_epochs is not None and n >= self.max_epochs:
             still = ", ".join(f"{k} by {100 * v:.2g}%" for k, v in (moving or {}).items())
             return (f"max epochs {self.max_epochs} reached, no plateau"
