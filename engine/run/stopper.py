@@ -20,7 +20,7 @@ With `early_stopping` (a study's `Search.early_stopping`), the rule also holds o
 has passed its best (engine/convergence.py `past_best`: its last window more than 1% worse than
 its best window before), whatever the watched values do: the trial ends "past its best" at the
 third such epoch in a row, and the report counts it converged. The model evaluated is the last
-epoch's, not the best's (as Keras' EarlyStopping without restore_best_weights): within 1% of
+epoch's, not the best's (as Keras' EarlyStopping without restore_best_weights): a little past
 the best window's metric, and a resume needs no second set of weights.
 
 `PlateauStopper` holds the rule with Ray Tune's `Stopper` interface (`__call__(trial_id,
@@ -107,26 +107,21 @@ class PlateauStopper:
         return True
 
     def decide(self, history: Mapping[str, Sequence[float]]) -> str | None:
-        """Why the trial ends after the epochs of `history`: "plateau at epoch k (...)" or
-        "max epochs N reached, no plateau (...)"; None where it goes on."""
+        """Why the trial ends after the epochs of `history`: "plateau at epoch k (...)", "past
+        its best at epoch k (...)" (early stopping) or "max epochs N reached, no plateau
+        (...)"; None where it goes on."""
         n = len(history.get(self.metric, ()))
-        moving = still_moving(history, self.metric, self.mode, self.watched,
-                              self.early_stopping)
-        if n >= self.min_epochs and moving == {} and all(
-                still_moving({k: v[:m] for k, v in history.items()}, self.metric, self.mode,
-                             self.watched, self.early_stopping) == {}
-                for m in range(n - self.patience + 1, n)):
+        # which rule held after each of the last `patience` epochs: "plateau" (nothing
+        # watched moves), "past" (early stopping: the metric has passed its best) or None
+        held = [self._held({k: v[:m] for k, v in history.items()})
+                for m in range(n - self.patience + 1, n + 1)]
+        if n >= self.min_epochs and all(held):
             w = window(n)
-            # which rule held at each of the patience epochs: the plateau of everything
-            # watched, or (early stopping) the metric past its best
-            plateaus = [still_moving({k: v[:m] for k, v in history.items()}, self.metric,
-                                     self.mode, self.watched) == {}
-                        for m in range(n - self.patience + 1, n + 1)]
             before = ("" if self.patience == 1 else
-                      f", as at the {self.patience - 1} epochs before" if len(set(plateaus)) == 1
+                      f", as at the {self.patience - 1} epochs before" if len(set(held)) == 1
                       else f", a plateau or past its best at the {self.patience - 1} epochs "
                            "before")
-            if not plateaus[-1]:  # ended by the early stop, not by a plateau
+            if held[-1] == "past":  # ended by the early stop, not by a plateau
                 worse, best = past_best(history[self.metric], self.mode)
                 return (f"{PAST_BEST} at epoch {n} ({self.metric}: the mean of epochs "
                         f"{_span(n - w + 1, n)} {100 * worse:.3g}% worse than that of epochs "
@@ -134,10 +129,19 @@ class PlateauStopper:
             return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
                     f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of epochs "
                     f"{_span(n - 2 * w + 1, n - w)}{before})")
+        moving = still_moving(history, self.metric, self.mode, self.watched,
+                              self.early_stopping)
         if self.max_epochs is not None and n >= self.max_epochs:
             still = ", ".join(f"{k} by {100 * v:.2g}%" for k, v in (moving or {}).items())
             return (f"max epochs {self.max_epochs} reached, no plateau"
                     + (f" ({still} over the last {window(n)} epochs)" if still else ""))
+        return None
+
+    def _held(self, history: Mapping[str, Sequence[float]]) -> str | None:
+        if still_moving(history, self.metric, self.mode, self.watched) == {}:
+            return "plateau"
+        if self.early_stopping and past_best(history.get(self.metric, ()), self.mode):
+            return "past"
         return None
 
     def reason(self, trial_id: str) -> str | None:
