@@ -16,7 +16,8 @@ name, so the same hooks time any checkout):
                     time_total_s;
   experiment end    from that last result to the experiment's end (Tune's clean-up);
   report            the report's tables and plots;
-  exit              from the report's end to the process's (Ray's shutdown at exit).
+  exit              from the report's end to the process's, as the study script ends it
+                    (engine.run.exit_with where the checkout has it, else sys.exit).
 
 The baseline is `--baseline-repo PATH`, a checkout of the engine before these changes (e.g.
 `git worktree add /tmp/main main`), timed interleaved with this checkout (A B A B ...), and
@@ -119,7 +120,9 @@ def show(name: str, runs: list[dict[str, float]]) -> None:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        sys.exit(child(sys.argv[2], sys.argv[4:]))
+        code = child(sys.argv[2], sys.argv[4:])
+        from engine.run import console  # the study script's own end, where the checkout has it
+        getattr(console, "exit_with", sys.exit)(code)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline-repo", type=Path, help="a checkout of the engine to compare with")
     p.add_argument("--runs", type=int, default=3, help="searches per checkout (3)")

@@ -161,5 +161,12 @@ def _log_export(run_dir: str, trial: Path, out: str) -> int:
     return 0
 
 
+def cli() -> None:
+    """The console script's entry (pyproject.toml): main's code, the interpreter's teardown
+    skipped (engine/run/console.py exit_with)."""
+    from engine.run.console import exit_with
+    exit_with(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -28,10 +28,9 @@ latent_dim=64 --epochs 100` is the code's optimisation).
     python searches/ablation_uae.py --rows VAE*,UAE --set arch=conv28 --epochs 100
     python searches/ablation_uae.py --dataset patches --seeds 5 --epochs 100
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED  # the UAE code's ReduceLROnPlateau(0.5, patience 5)
 from searches.papers import UAE_TABLE_2
 
@@ -64,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

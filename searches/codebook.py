@@ -19,10 +19,9 @@ data sets (its VQGAN as our VQ-VAE) and says where it differs.
     python searches/codebook.py                         # embedded MNIST-5k, to the plateau, ~9 min
     python searches/codebook.py --dataset celebahq --seeds 3 --epochs 80
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 from searches.papers import MVU_AE_TABLES_1_4
 
@@ -81,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -24,11 +24,10 @@ clean < s_x² = 0.01 < s_x² = 0.1 in the SU cell (noisy in every pattern) besid
     python searches/noise_variance.py                    # embedded MNIST-5k, to the plateau or past its best, ~15 min
     python searches/noise_variance.py --dataset mnist --epochs 100
 """
-import sys
 
 from engine.data import CELLS, NOISE_PARTITIONS
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,
                              TAKIDA_TABLE_3, takida_noise_row)
@@ -156,4 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -19,10 +19,9 @@ order of the UAE rows beside that claim (searches/papers.py, UAE_APPENDIX_D).
     python searches/sigma_points.py                     # embedded MNIST-5k, to the plateau
     python searches/sigma_points.py --dataset fashion --seeds 5 --epochs 100
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 from searches.papers import UAE_APPENDIX_D
 
@@ -51,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

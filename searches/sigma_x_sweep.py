@@ -22,10 +22,9 @@ when deterministic) beside ours.
     python searches/sigma_x_sweep.py                    # embedded MNIST-5k, to the plateau, ~16 min
     python searches/sigma_x_sweep.py --dataset mnist --epochs 200 --seeds 1
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row
 
@@ -97,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -24,12 +24,11 @@ report/importances.csv, .md), beside the table of every trial (engine/report/tun
     python searches/tune_uae.py                          # embedded MNIST-5k, 30 samples, to the plateau
     python searches/tune_uae.py --samples 100 --epochs 81 --dataset fashion
 """
-import sys
 
 from ray import tune
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 
 SEARCH = Search(
@@ -60,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

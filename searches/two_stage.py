@@ -35,10 +35,9 @@ setting:
     python searches/two_stage.py --dataset mnist --seeds 10 --epochs 400 \\
         --set latent_dim=64 second_stage_hidden=1024 second_stage_epochs=800
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches.papers import DAI_WIPF_TABLE_1
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # sized for 2 CPU cores; the paper's is 1024
@@ -107,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -29,9 +29,8 @@ full-Σ behind UT-VAE* and UAE behind RAE-GP: the direction to check, not "UAE b
     python searches/uae_paper_vs_code.py --set lr=5e-3 lr_schedule=plateau --epochs 100
 """
 import dataclasses
-import sys
 
-from engine.run import run
+from engine.run import run, exit_with
 from searches import ANNEALED
 from searches.ablation_uae import SEARCH as ABLATION_UAE
 
@@ -57,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -35,10 +35,9 @@ Takida's G.17 taken literally does not give its Table 4 row, and the ε decides 
     python searches/variance_parameterization.py --dataset mnist --seeds 3 --epochs 100 \\
         --set second_stage_hidden=1024
 """
-import sys
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run
+from engine.run import Search, run, exit_with
 from searches import ANNEALED
 from searches.papers import TAKIDA_TABLE_4_ROWS, TAKIDA_TABLES_4_5
 
@@ -74,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -740,3 +740,53 @@ def _uae_study():
     sys.path.insert(0, str(ROOT))
     from searches.ablation_uae import SEARCH
     return SEARCH
+
+
+def test_tunes_callback_count_is_rays_own_without_importing_the_integrations():
+    """Tune's telemetry counts an experiment's callbacks by importing MLflow, W&B, Comet and
+    Aim for their class names (~1 s of each search's start); the engine's count is the same
+    dict without those imports."""
+    code = """if True:
+        import sys
+        from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+        from engine.run.ray_backend import experiment
+        from engine.run.ray_backend.progress import _Progress
+        from ray.air._internal import usage
+        experiment._light_telemetry()
+        assert usage._count_callbacks is experiment._count_callbacks
+        callbacks = [JsonLoggerCallback(), experiment._CSVLogger(), CSVLoggerCallback(),
+                     _Progress("val/mse", 3, 1), tune.Callback(), "not a callback"]
+        ours = experiment._count_callbacks(callbacks)
+        print(sorted(ours.items()), "mlflow" in sys.modules, "wandb" in sys.modules)
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        callbacks.append(MLflowLoggerCallback(tracking_uri="file:/nonexistent"))
+        print(experiment._count_callbacks(callbacks) == dict(experiment._RAYS_COUNT(callbacks)))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stdout.strip().splitlines()[-2:]
+    assert first == ("[('CSVLoggerCallback', 1), ('CustomCallback', 2), "
+                     "('CustomLoggerCallback', 1), ('JsonLoggerCallback', 1)] False False")
+    assert second == "True"  # the same dict as Ray's, which imports them
+
+
+def test_exit_with_runs_the_atexit_handlers_and_flushes_before_the_code(tmp_path):
+    """A study script's end skips the interpreter's teardown, not what a normal exit does
+    first: atexit handlers (logging's, a tracker's end of run) and the buffered output."""
+    code = f"""if True:
+        import atexit, sys
+        from engine.run import exit_with
+        atexit.register(lambda: open({str(tmp_path / 'ended')!r}, 'w').write('atexit ran'))
+        sys.stdout.write('the report, buffered, no newline')
+        sys.stderr.write('a last line')
+        exit_with(3)
+        print('never')
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 3
+    assert proc.stdout == "the report, buffered, no newline"
+    assert proc.stderr == "a last line"
+    assert (tmp_path / "ended").read_text() == "atexit ran"

@@ -80,6 +80,48 @@ def _reuse_actors(trials: int, res, max_concurrent: int) -> bool:
     return trials > min(slots)
 
 
+# Ray's own integrations' callbacks, which Tune's telemetry counts by class name
+# (ray.air._internal.usage._count_callbacks)
+_RAY_CALLBACKS = ("WandbLoggerCallback", "MLflowLoggerCallback", "CometLoggerCallback",
+                  "AimLoggerCallback", "CSVLoggerCallback", "JsonLoggerCallback",
+                  "TBXLoggerCallback")
+
+
+def _count_callbacks(callbacks) -> dict[str, int]:
+    """Tune's telemetry count of an experiment's callbacks ({class name or "CustomCallback" /
+    "CustomLoggerCallback": count}), as Ray's `_count_callbacks` makes it, by the same class
+    names, without importing the integrations (MLflow, W&B, Comet, Aim) that it imports only
+    to read those names: ~1 s of every search's start on 2 cores where no tracker is used
+    (benchmarks/search_fixed_cost.py)."""
+    from ray.tune.logger import LoggerCallback
+    counts: dict[str, int] = {}
+    for callback in callbacks or []:
+        if not isinstance(callback, tune.Callback):
+            continue  # Tune refuses it later; Ray does not count it either
+        name = type(callback).__name__
+        if name not in _RAY_CALLBACKS:
+            name = ("CustomLoggerCallback" if isinstance(callback, LoggerCallback)
+                    else "CustomCallback")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+_RAYS_COUNT = None  # Ray's own _count_callbacks, once _light_telemetry has replaced it
+
+
+def _light_telemetry() -> None:
+    """Tune's callback count without its imports (_count_callbacks), where Ray's private
+    module still has the function it replaces; else Ray's own, imports and all."""
+    global _RAYS_COUNT
+    try:
+        from ray.air._internal import usage
+    except ImportError:
+        return
+    own = getattr(usage, "_count_callbacks", None)
+    if callable(own) and own is not _count_callbacks:
+        _RAYS_COUNT, usage._count_callbacks = own, _count_callbacks
+
+
 def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
                    search_alg: str | None = None, num_samples: int | None = None,
                    pairs: list[list] | None = None,
@@ -135,6 +177,7 @@ def run_experiment(spec: RunSpec, out: Path, *, callbacks: list | None = None,
     logs = [logging.getLogger(name) for name in DISK_LOGGERS]
     for log in logs:
         log.addFilter(interrupt.disk_filter)
+    _light_telemetry()
     try:
         with interrupt:
             tune.Tuner(trainable, param_space=space, tune_config=tune_config,
