@@ -8,13 +8,17 @@
    GMM-10 samples and interpolations, 10,000 samples, on digits) with the data set's reference
    statistics cached against recomputing them (the classifier itself cached in both).
 3. One trial's FID group on MNIST-5k (issue 29, goal 1), one thread as a trial on one CPU:
-   features from the classifier as trained (before) against its inference copy (batch norms
-   folded, channels-last: engine/eval/metrics/features.py for_inference), interleaved
-   A B A B; the ratio of the medians and the FIDs' largest relative difference.
+   before, features from the classifier as trained, in batches of 500 images, and KID as
+   torchmetrics' poly_mmd of each subset (kid_per_subset); after, the classifier's inference
+   copy (batch norms folded, channels-last: engine/eval/metrics/features.py for_inference)
+   in batches of at most features.CPU_BATCH, and KID with a whole set's terms summed once
+   (engine/eval/metrics/sample_quality.py kid); interleaved A B A B; the ratio of the
+   medians and the FIDs' and KIDs' largest relative differences.
 
     python benchmarks/evaluation.py [--quick]   # --quick: 2,000 FID samples, digits in 3
 """
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -84,12 +88,30 @@ def one_trial(samples: int) -> None:
             os.environ["VAE_ABLATIONS_CACHE"] = before
 
 
+def kid_per_subset(real, fake, subsets=100, subset_size=1000, seed=0, device=None):
+    """KID as the evaluation computed it before: torchmetrics' poly_mmd of every pair of
+    subsets, the same subsets as engine's kid (the same generator, real then fake)."""
+    from torchmetrics.image.kid import poly_mmd
+    from engine.eval.metrics.sample_quality import subsets_differ
+    n = min(subset_size, len(real), len(fake))
+    r = torch.from_numpy(np.ascontiguousarray(real, dtype=np.float64)).to(device)
+    f = torch.from_numpy(np.ascontiguousarray(fake, dtype=np.float64)).to(device)
+    if not subsets_differ(len(real), len(fake), subset_size):
+        return float(poly_mmd(r, f)), math.nan
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.stack([poly_mmd(r[torch.randperm(len(r), generator=gen)[:n].to(r.device)],
+                                   f[torch.randperm(len(f), generator=gen)[:n].to(f.device)])
+                          for _ in range(subsets)])
+    return float(values.mean()), float(values.std(unbiased=False))
+
+
 def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:
     import statistics as st
     from unittest import mock
     import models
     from engine.data import load_dataset
     from engine.eval.evaluate import evaluate
+    from engine.eval.groups import fid as fid_group
     from engine.eval.metrics import features
     from engine.run.trial import train_epoch
     from searches.ablation_uae import SEARCH
@@ -109,17 +131,24 @@ def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:
         for name in ("before", "after"):
             with mock.patch.object(features, "for_inference",
                                    (lambda net: net) if name == "before"
-                                   else features.for_inference):
+                                   else features.for_inference), \
+                    mock.patch.object(fid_group, "kid", kid_per_subset if name == "before"
+                                      else fid_group.kid), \
+                    mock.patch.object(features, "CPU_BATCH", settings.batch_size
+                                      if name == "before" else features.CPU_BATCH):
                 t = time.perf_counter()
                 fids[name] = evaluate(model, data, torch.device("cpu"), settings)
                 times[name].append(time.perf_counter() - t)
+    def worst(prefix: str) -> float:  # over the keys with a number (not NaN, not a reason)
+        a, b = fids["after"], fids["before"]
+        return max(abs(a[k] - b[k]) / abs(b[k]) for k in b
+                   if k.startswith(prefix) and isinstance(b[k], float) and not math.isnan(b[k]))
     keys = [k for k in fids["before"] if k.startswith("eval/fid")]
-    worst = max(abs(fids["after"][k] - fids["before"][k]) / abs(fids["before"][k])
-                for k in keys)
     before, after = st.median(times["before"]), st.median(times["after"])
     print(f"one trial's FID group ({len(keys)} FIDs, {samples} samples, {dataset}, 1 thread): "
           f"before {before:.2f} s, after {after:.2f} s, ratio after/before {after / before:.3f}"
-          f"; largest relative FID difference {worst:.1e}")
+          f"; largest relative difference: FID {worst('eval/fid'):.1e}, "
+          f"KID {worst('eval/kid'):.1e}")
 
 
 if __name__ == "__main__":

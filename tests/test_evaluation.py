@@ -3,6 +3,7 @@ feature space and its cached reference statistics, and evaluate()'s notes."""
 from __future__ import annotations
 
 import functools
+import dataclasses
 import math
 from pathlib import Path
 
@@ -109,6 +110,30 @@ def test_kid_is_the_unbiased_polynomial_mmd_and_unbiased_where_fid_is_not():
     sem = np.std(kids) / np.sqrt(len(kids))
     assert abs(np.mean(kids)) < 3 * sem
     assert np.mean(fids) > 10 * np.std(fids) / np.sqrt(len(fids))  # clearly above 0
+
+
+def test_kid_from_whole_set_sums_is_torchmetrics_estimate_on_the_same_subsets():
+    """Where a subset always holds one whole set (its size at most the subset size), KID
+    takes that set's terms from sums computed once; each subset's estimate, and so the mean
+    and std, is still torchmetrics' poly_mmd of the same two subsets (drawn as before: real,
+    then fake, from one generator)."""
+    from torchmetrics.image.kid import poly_mmd
+    rng = np.random.default_rng(3)
+
+    def per_subset(real, fake, subsets, size, seed):
+        n = min(size, len(real), len(fake))
+        r, f = torch.from_numpy(real), torch.from_numpy(fake)
+        gen = torch.Generator().manual_seed(seed)
+        return torch.stack([poly_mmd(r[torch.randperm(len(r), generator=gen)[:n]],
+                                     f[torch.randperm(len(f), generator=gen)[:n]])
+                            for _ in range(subsets)])
+    for n_real, n_fake, size in ((30, 500, 40), (500, 30, 40), (30, 500, 30), (200, 300, 50)):
+        real, fake = rng.normal(size=(n_real, 5)), rng.normal(0.3, 1.1, size=(n_fake, 5))
+        expected = per_subset(real, fake, 20, size, seed=7)
+        value, spread = kid(real, fake, subsets=20, subset_size=size, seed=7)
+        assert value == pytest.approx(float(expected.mean()), rel=1e-12)
+        assert spread == pytest.approx(float(expected.std(unbiased=False)), rel=1e-9)
+        assert spread > 0
 
 
 def test_inception_score_known_answers():
@@ -249,6 +274,26 @@ def test_the_inference_classifier_gives_the_same_features_and_fids_as_the_traine
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
     fid = {name: frechet_distance(statistics(r), statistics(f)) for name, (r, f) in feats.items()}
     assert fid["fast"] == pytest.approx(fid["trained"], rel=1e-6) and fid["trained"] > 0
+
+
+def test_features_on_a_cpu_in_batches_of_cpu_batch_are_those_of_one_large_batch(monkeypatch):
+    """Issue 29: on a CPU, extract sends at most CPU_BATCH images at a time through the
+    network (a larger batch's maps are each mapped afresh by malloc: ~1.5x slower), and the
+    features are those of the batches the caller asked for, to float rounding."""
+    torch.manual_seed(0)
+    fast = F.for_inference(F.Classifier(1, 10, 28).eval())
+    space = F.FeatureSpace("classifier-test", F.CLASSIFIER_DIM, fast, False, "test", "test")
+    images = torch.rand(450, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    seen = []
+
+    def counted(x):
+        seen.append(len(x))
+        return fast(x)
+    chunked, _ = F.extract(dataclasses.replace(space, net=counted), images, "cpu", 500)
+    assert seen == [F.CPU_BATCH] * 4 + [50]
+    monkeypatch.setattr(F, "CPU_BATCH", 10 ** 6)
+    whole, _ = F.extract(space, images, torch.device("cpu"), 500)
+    assert np.abs(chunked - whole).max() <= 1e-6 * np.abs(whole).max()
 
 
 def test_asking_for_inception_without_weights_never_falls_back(digits, tmp_path, monkeypatch):

@@ -137,12 +137,22 @@ class FeatureSpace:
         return f"{self.name}: {self.description}" + ("" if z is None else f"; {z.describe()}")
 
 
+# At most this many images at a time through a feature network on a CPU. The activations of
+# a larger batch (500 through the classifier: 50 MB a map) are each above glibc malloc's
+# mmap threshold (at most 32 MB), so every batch maps fresh memory and faults its pages in,
+# one by one: measured on MNIST-5k, one thread, a trial's FID group took 11.05 s at 500 and
+# 7.6 s at 100, with every feature bit for bit the same (benchmarks/evaluation.py).
+CPU_BATCH = 100
+
+
 @torch.no_grad()
 def extract(space: FeatureSpace, images: torch.Tensor, device, batch_size: int = 500,
             raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(n, d) float64 features and (n, classes) logits (None without them) of images in
-    [0, 1], computed in batches on `device`; standardized where the space is (see the module
-    docstring), unless `raw`."""
+    [0, 1], computed in batches on `device` (of at most CPU_BATCH on a CPU); standardized
+    where the space is (see the module docstring), unless `raw`."""
+    if torch.device(device).type == "cpu":
+        batch_size = min(batch_size, CPU_BATCH)
     feats, logits = [], []
     for i in range(0, len(images), batch_size):
         f, lg = space.net(float_images(images[i:i + batch_size], device).clamp(0, 1))
