@@ -790,3 +790,25 @@ def test_exit_with_runs_the_atexit_handlers_and_flushes_before_the_code(tmp_path
     assert proc.stdout == "the report, buffered, no newline"
     assert proc.stderr == "a last line"
     assert (tmp_path / "ended").read_text() == "atexit ran"
+
+
+def test_on_first_trial_runs_its_function_once_outside_the_main_thread():
+    """The report's imports start when the first trial does (not before Tune, its searcher
+    and the trackers have imported theirs), once per experiment, in a daemon thread; the
+    callback pickles as Tune's experiment state needs."""
+    import pickle
+    import threading
+    from engine.run import search
+    from engine.run.ray_backend import OnFirstTrial
+    ran = []
+    callback = OnFirstTrial(lambda: ran.append(threading.current_thread().daemon and
+                                               threading.current_thread() is not
+                                               threading.main_thread()))
+    for i in range(3):
+        callback.on_trial_start(i, [], None)
+    for thread in threading.enumerate():
+        if thread.name == "on first trial":
+            thread.join(60)
+    assert ran == [True]
+    assert pickle.loads(pickle.dumps(OnFirstTrial(search._import_report))).fn \
+        is search._import_report

@@ -19,7 +19,6 @@ import errno
 import importlib
 import os
 import sys
-import threading
 from pathlib import Path
 
 from engine.run.cli import Flags, parse_args
@@ -130,7 +129,8 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
           f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True,
           file=console.out())
     _train_feature_classifier(spec)
-    _import_report_meanwhile()
+    # the report's imports while the trials run, when this process only waits on them
+    callbacks = [*callbacks, ray_backend.OnFirstTrial(_import_report)]
 
     def experiment(**kw) -> str:  # kw: what a resume changes (the trials, the samples)
         return ray_backend.run_experiment(spec, out, callbacks=callbacks, **kw)
@@ -148,16 +148,14 @@ def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: l
     return outcome
 
 
-def _import_report_meanwhile() -> None:
-    """The report's imports (pandas, scipy.stats, matplotlib and its PDF writer: ~1 s on 2
-    cores) in a thread while the trials run, when this process only waits on them, so that the
-    report starts at once after the last trial (benchmarks/search_fixed_cost.py). An import
-    that fails here fails again where _finish imports the report, and says why there."""
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            for name in ("engine.report", "matplotlib.backends.backend_pdf"):
-                importlib.import_module(name)
-    threading.Thread(target=load, name="report imports", daemon=True).start()
+def _import_report() -> None:
+    """The report's imports (scipy.stats, matplotlib and its PDF writer: ~1 s on 2 cores),
+    made while the trials run (ray_backend.OnFirstTrial), so that the report starts at once
+    after the last trial (benchmarks/search_fixed_cost.py). An import that fails here fails
+    again where _finish imports the report, and says why there."""
+    with contextlib.suppress(Exception):
+        for name in ("engine.report", "matplotlib.backends.backend_pdf"):
+            importlib.import_module(name)
 
 
 def _train_feature_classifier(spec: RunSpec) -> None:

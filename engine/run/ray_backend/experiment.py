@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 from ray import tune
@@ -78,6 +79,22 @@ def _reuse_actors(trials: int, res, max_concurrent: int) -> bool:
         if res.gpu:
             slots.append(have.get("GPU", 0) // res.gpu)
     return trials > min(slots)
+
+
+class OnFirstTrial(tune.Callback):
+    """`fn()` once, in a daemon thread, when the experiment's first trial starts. The driver
+    then only waits on its trials, and Tune, its searcher and the trackers have made their own
+    imports: a thread that imported a package while the main thread imported another that
+    shares modules with it could meet it in a circular wait (importlib then hands one of them
+    a partly initialized module)."""
+
+    def __init__(self, fn):
+        self.fn, self.started = fn, False
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self.fn, name="on first trial", daemon=True).start()
 
 
 # Ray's own integrations' callbacks, which Tune's telemetry counts by class name
