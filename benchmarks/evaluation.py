@@ -139,10 +139,12 @@ def inference_classifier(samples: int, dataset: str, rounds: int = 2) -> None:
                 t = time.perf_counter()
                 fids[name] = evaluate(model, data, torch.device("cpu"), settings)
                 times[name].append(time.perf_counter() - t)
+
     def worst(prefix: str) -> float:  # over the keys with a number (not NaN, not a reason)
         a, b = fids["after"], fids["before"]
-        return max(abs(a[k] - b[k]) / abs(b[k]) for k in b
-                   if k.startswith(prefix) and isinstance(b[k], float) and not math.isnan(b[k]))
+        return max((abs(a[k] - b[k]) / abs(b[k]) for k in b if k.startswith(prefix)
+                    and isinstance(b[k], float) and not math.isnan(b[k])), default=math.nan)
+
     keys = [k for k in fids["before"] if k.startswith("eval/fid")]
     before, after = st.median(times["before"]), st.median(times["after"])
     print(f"one trial's FID group ({len(keys)} FIDs, {samples} samples, {dataset}, 1 thread): "

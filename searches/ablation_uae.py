@@ -30,7 +30,7 @@ latent_dim=64 --epochs 100` is the code's optimisation).
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED  # the UAE code's ReduceLROnPlateau(0.5, patience 5)
 from searches.papers import UAE_TABLE_2
 

@@ -21,7 +21,7 @@ data sets (its VQGAN as our VQ-VAE) and says where it differs.
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 from searches.papers import MVU_AE_TABLES_1_4
 

@@ -27,7 +27,7 @@ clean < s_x² = 0.01 < s_x² = 0.1 in the SU cell (noisy in every pattern) besid
 
 from engine.data import CELLS, NOISE_PARTITIONS
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 from searches.papers import (TAKIDA_NOISE_PATTERNS, TAKIDA_NOISE_VARIANCES,
                              TAKIDA_TABLE_3, takida_noise_row)

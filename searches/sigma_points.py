@@ -21,7 +21,7 @@ order of the UAE rows beside that claim (searches/papers.py, UAE_APPENDIX_D).
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 from searches.papers import UAE_APPENDIX_D
 

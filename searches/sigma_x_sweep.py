@@ -24,7 +24,7 @@ when deterministic) beside ours.
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 from searches.papers import TAKIDA_LOG_SIGMA_X2, TAKIDA_TABLE_1, takida_row
 

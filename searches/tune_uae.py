@@ -28,7 +28,7 @@ report/importances.csv, .md), beside the table of every trial (engine/report/tun
 from ray import tune
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 
 SEARCH = Search(

@@ -37,7 +37,7 @@ setting:
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches.papers import DAI_WIPF_TABLE_1
 
 SECOND_STAGE = {"second_stage_hidden": 128}  # sized for 2 CPU cores; the paper's is 1024

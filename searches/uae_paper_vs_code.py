@@ -30,7 +30,7 @@ full-Σ behind UT-VAE* and UAE behind RAE-GP: the direction to check, not "UAE b
 """
 import dataclasses
 
-from engine.run import run, exit_with
+from engine.run import exit_with, run
 from searches import ANNEALED
 from searches.ablation_uae import SEARCH as ABLATION_UAE
 

@@ -37,7 +37,7 @@ Takida's G.17 taken literally does not give its Table 4 row, and the ε decides 
 """
 
 from engine.eval.evaluate import EvalSettings
-from engine.run import Search, run, exit_with
+from engine.run import Search, exit_with, run
 from searches import ANNEALED
 from searches.papers import TAKIDA_TABLE_4_ROWS, TAKIDA_TABLES_4_5
 

@@ -2,8 +2,8 @@
 feature space and its cached reference statistics, and evaluate()'s notes."""
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 import math
 from pathlib import Path
 

@@ -774,10 +774,16 @@ def test_tunes_callback_count_is_rays_own_without_importing_the_integrations():
 
 def test_exit_with_runs_the_atexit_handlers_and_flushes_before_the_code(tmp_path):
     """A study script's end skips the interpreter's teardown, not what a normal exit does
-    first: atexit handlers (logging's, a tracker's end of run) and the buffered output."""
+    first: waiting for non-daemon threads, atexit handlers (logging's, a tracker's end of
+    run) and the buffered output."""
     code = f"""if True:
         import atexit, sys
         from engine.run import exit_with
+        import threading, time
+        def late():  # a non-daemon thread still writing: a normal exit waits for it
+            time.sleep(0.5)
+            open({str(tmp_path / 'thread')!r}, 'w').write('thread done')
+        threading.Thread(target=late).start()
         atexit.register(lambda: open({str(tmp_path / 'ended')!r}, 'w').write('atexit ran'))
         sys.stdout.write('the report, buffered, no newline')
         sys.stderr.write('a last line')
@@ -790,6 +796,7 @@ def test_exit_with_runs_the_atexit_handlers_and_flushes_before_the_code(tmp_path
     assert proc.stdout == "the report, buffered, no newline"
     assert proc.stderr == "a last line"
     assert (tmp_path / "ended").read_text() == "atexit ran"
+    assert (tmp_path / "thread").read_text() == "thread done"
 
 
 def test_on_first_trial_runs_its_function_once_outside_the_main_thread():

@@ -126,17 +126,24 @@ def quiet(run_dir: Path, verbose: bool = False):
 
 
 def exit_with(code: int) -> None:
-    """End a command-line process with `code` once everything is out: its atexit handlers
-    run (logging's flush, a tracker's end of run) and the standard streams are flushed, as
-    at a normal exit, and then the interpreter's own teardown is skipped. That teardown frees
+    """End a command-line process with `code` once everything is out: as at a normal exit, its
+    non-daemon threads are waited for, its atexit handlers run (logging's flush, a tracker's
+    end of run) and the standard streams are flushed; then the interpreter's own teardown
+    (objects' finalizers, C libraries' buffers) is skipped. That teardown frees
     the objects of torch, Ray Tune and every other imported module one by one, ~1.8 s after a
     1-trial search's report on 2 cores (benchmarks/search_fixed_cost.py), and leaves nothing
     behind: the run's files are written atomically and closed, Ray is stopped before the
     report. For a script's `__main__` (and the console script) only: a caller in the same
     process (a test, a notebook) calls `main()` and gets the code back."""
-    run_exitfuncs = getattr(__import__("atexit"), "_run_exitfuncs", None)  # CPython's
-    if run_exitfuncs is None:  # another interpreter: its own exit, teardown and all
+    import atexit
+    import threading
+    # CPython's own first steps of an exit: wait for the non-daemon threads (and the work queued
+    # to thread pools), then the atexit handlers
+    wait_for_threads = getattr(threading, "_shutdown", None)
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if wait_for_threads is None or run_exitfuncs is None:  # another interpreter: its own exit
         sys.exit(code)
+    wait_for_threads()
     run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more to say

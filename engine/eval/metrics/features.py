@@ -151,7 +151,7 @@ def extract(space: FeatureSpace, images: torch.Tensor, device, batch_size: int =
     """(n, d) float64 features and (n, classes) logits (None without them) of images in
     [0, 1], computed in batches on `device` (of at most CPU_BATCH on a CPU); standardized
     where the space is (see the module docstring), unless `raw`."""
-    if torch.device(device).type == "cpu":
+    if (images.device if device is None else torch.device(device)).type == "cpu":
         batch_size = min(batch_size, CPU_BATCH)
     feats, logits = [], []
     for i in range(0, len(images), batch_size):

@@ -19,8 +19,8 @@ from engine.run.ray_backend.cluster import (  # noqa: F401
     JOIN_TIMEOUT_S, TOKEN_FILE, cluster_resources, init, map_tasks, max_cluster_resources,
     node_id, private_token_file, shutdown)
 from engine.run.ray_backend.experiment import (  # noqa: F401
-    OnFirstTrial, _Interrupt, describe_space, disk_full, grid, param_space, read_only, run_experiment,
-    space_corners)
+    OnFirstTrial, _Interrupt, describe_space, disk_full, grid, param_space, read_only,
+    run_experiment, space_corners)
 from engine.run.ray_backend.progress import PROGRESS_EVERY_S, _Progress, _trial_count  # noqa: F401
 from engine.run.ray_backend.trackers import (  # noqa: F401
     _aim, _mlflow, _trial_key, _wandb, tracked_metrics, tracked_params, tracker_callbacks)

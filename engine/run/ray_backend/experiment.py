@@ -97,30 +97,39 @@ class OnFirstTrial(tune.Callback):
             threading.Thread(target=self.fn, name="on first trial", daemon=True).start()
 
 
-# Ray's own integrations' callbacks, which Tune's telemetry counts by class name
-# (ray.air._internal.usage._count_callbacks)
-_RAY_CALLBACKS = ("WandbLoggerCallback", "MLflowLoggerCallback", "CometLoggerCallback",
-                  "AimLoggerCallback", "CSVLoggerCallback", "JsonLoggerCallback",
-                  "TBXLoggerCallback")
+# Ray's own integrations' callbacks, which Tune's telemetry counts by class name beside its
+# default loggers (ray.air._internal.usage._count_callbacks)
+_RAY_INTEGRATIONS = ("WandbLoggerCallback", "MLflowLoggerCallback", "CometLoggerCallback",
+                     "AimLoggerCallback")
 
 
-def _count_callbacks(callbacks) -> dict[str, int]:
+def _count_callbacks(callbacks=None, *args, **kwargs) -> dict[str, int]:
     """Tune's telemetry count of an experiment's callbacks ({class name or "CustomCallback" /
     "CustomLoggerCallback": count}), as Ray's `_count_callbacks` makes it, by the same class
     names, without importing the integrations (MLflow, W&B, Comet, Aim) that it imports only
     to read those names: ~1 s of every search's start on 2 cores where no tracker is used
-    (benchmarks/search_fixed_cost.py)."""
-    from ray.tune.logger import LoggerCallback
-    counts: dict[str, int] = {}
-    for callback in callbacks or []:
-        if not isinstance(callback, tune.Callback):
-            continue  # Tune refuses it later; Ray does not count it either
-        name = type(callback).__name__
-        if name not in _RAY_CALLBACKS:
-            name = ("CustomLoggerCallback" if isinstance(callback, LoggerCallback)
-                    else "CustomCallback")
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    (benchmarks/search_fixed_cost.py). Called in another way than today's Ray calls it, or
+    failing, it is Ray's own: telemetry never stops a search."""
+    try:
+        if args or kwargs:
+            raise TypeError("not the call this count was written for")
+        from ray.tune.logger import LoggerCallback
+        from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
+        ours = set(_RAY_INTEGRATIONS) | {c.__name__ for c in DEFAULT_CALLBACK_CLASSES}
+        counts: dict[str, int] = {}
+        for callback in callbacks or []:
+            if not isinstance(callback, tune.Callback):
+                continue  # Tune refuses it later; Ray does not count it either
+            name = type(callback).__name__
+            if name not in ours:
+                name = ("CustomLoggerCallback" if isinstance(callback, LoggerCallback)
+                        else "CustomCallback")
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+    except Exception:  # noqa: BLE001
+        if _RAYS_COUNT is None:  # not installed by _light_telemetry: nothing to fall back on
+            raise
+        return _RAYS_COUNT(callbacks, *args, **kwargs)
 
 
 _RAYS_COUNT = None  # Ray's own _count_callbacks, once _light_telemetry has replaced it
