@@ -3,10 +3,9 @@
 trial's loop (trial), and the finished run a study's `after` step receives (finished).
 
 A study script needs only what this package exports: `Search`, `Row`, `grid`, `run`,
-`exit_with` (its `__main__`'s end). They are
-looked up when first used (PEP 562), so that a trial worker, which imports
-engine.run.ray_backend and so this package, does not import the command line, the run folder
-and the pipeline with it."""
+`exit_with` (its `__main__`'s end). They are looked up when first used (PEP 562), so that a
+trial worker, which imports engine.run.ray_backend and so this package, does not import the
+command line, the run folder and the pipeline with it."""
 from __future__ import annotations
 
 import importlib

@@ -111,27 +111,33 @@ class PlateauStopper:
         its best at epoch k (...)" (early stopping) or "max epochs N reached, no plateau
         (...)"; None where it goes on."""
         n = len(history.get(self.metric, ()))
-        # which rule held after each of the last `patience` epochs: "plateau" (nothing
-        # watched moves), "past" (early stopping: the metric has passed its best) or None
-        held = [self._held({k: v[:m] for k, v in history.items()})
-                for m in range(n - self.patience + 1, n + 1)]
-        if n >= self.min_epochs and all(held):
-            w = window(n)
-            before = ("" if self.patience == 1 else
-                      f", as at the {self.patience - 1} epochs before" if len(set(held)) == 1
-                      else f", a plateau or past its best at the {self.patience - 1} epochs "
-                           "before")
-            if held[-1] == "past":  # ended by the early stop, not by a plateau
-                worse, best = past_best(history[self.metric], self.mode)
-                return (f"{PAST_BEST} at epoch {n} ({self.metric}: the mean of epochs "
-                        f"{_span(n - w + 1, n)} {100 * worse:.3g}% worse than that of epochs "
-                        f"{_span(best - w + 1, best)}{before})")
-            return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
-                    f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of epochs "
-                    f"{_span(n - 2 * w + 1, n - w)}{before})")
-        moving = still_moving(history, self.metric, self.mode, self.watched,
-                              self.early_stopping)
+        if n >= self.min_epochs:
+            # which rule held after each of the last `patience` epochs, the newest first (most
+            # epochs end the check there): "plateau" (nothing watched moves), "past" (early
+            # stopping: the metric has passed its best) or None
+            held: list[str | None] = []
+            for m in range(n, n - self.patience, -1):
+                held.append(self._held({k: v[:m] for k, v in history.items()}))
+                if held[-1] is None:
+                    break
+            if all(held):
+                w = window(n)
+                before = ("" if self.patience == 1 else
+                          f", as at the {self.patience - 1} epochs before"
+                          if len(set(held)) == 1 else
+                          f", a plateau or past its best at the {self.patience - 1} epochs "
+                          "before")
+                if held[0] == "past":  # ended by the early stop, not by a plateau
+                    worse, best = past_best(history[self.metric], self.mode)
+                    return (f"{PAST_BEST} at epoch {n} ({self.metric}: the mean of epochs "
+                            f"{_span(n - w + 1, n)} {100 * worse:.3g}% worse than that of "
+                            f"epochs {_span(best - w + 1, best)}{before})")
+                return (f"plateau at epoch {n} ({self.metric}: the mean of epochs "
+                        f"{_span(n - w + 1, n)} within {CONVERGENCE_TOL:.0%} of that of "
+                        f"epochs {_span(n - 2 * w + 1, n - w)}{before})")
         if self.max_epochs is not None and n >= self.max_epochs:
+            moving = still_moving(history, self.metric, self.mode, self.watched,
+                                  self.early_stopping)
             still = ", ".join(f"{k} by {100 * v:.2g}%" for k, v in (moving or {}).items())
             return (f"max epochs {self.max_epochs} reached, no plateau"
                     + (f" ({still} over the last {window(n)} epochs)" if still else ""))

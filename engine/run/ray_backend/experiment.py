@@ -110,9 +110,9 @@ def _count_callbacks(callbacks=None, *args, **kwargs) -> dict[str, int]:
     to read those names: ~1 s of every search's start on 2 cores where no tracker is used
     (benchmarks/search_fixed_cost.py). Called in another way than today's Ray calls it, or
     failing, it is Ray's own: telemetry never stops a search."""
+    if args or kwargs:  # not the call this count was written for
+        return _RAYS_COUNT(callbacks, *args, **kwargs)
     try:
-        if args or kwargs:
-            raise TypeError("not the call this count was written for")
         from ray.tune.logger import LoggerCallback
         from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
         ours = set(_RAY_INTEGRATIONS) | {c.__name__ for c in DEFAULT_CALLBACK_CLASSES}
@@ -129,7 +129,7 @@ def _count_callbacks(callbacks=None, *args, **kwargs) -> dict[str, int]:
     except Exception:  # noqa: BLE001
         if _RAYS_COUNT is None:  # not installed by _light_telemetry: nothing to fall back on
             raise
-        return _RAYS_COUNT(callbacks, *args, **kwargs)
+        return _RAYS_COUNT(callbacks)
 
 
 _RAYS_COUNT = None  # Ray's own _count_callbacks, once _light_telemetry has replaced it
