@@ -105,8 +105,15 @@ def test_hparams_groups_seeds_by_row_and_keeps_two_studies_apart(tmp_path, digit
     assert only(f"{a}/VAE")["metrics"]["val/mse"] == (2, pytest.approx(0.5))
 
 
-def test_a_resumed_trial_is_one_session_with_its_first_start_and_its_final_status(tmp_path,
-                                                                                  digits):
+@pytest.mark.parametrize("files_before", [0, 9, 99])
+def test_a_resumed_trial_is_one_session_with_its_first_start_and_its_final_status(
+        tmp_path, digits, monkeypatch, files_before):
+    # files_before: event files this process opened before; at 9 (or 99) the resumed trial's
+    # file, opened within the same second, was named "...<pid>.10" and sorted before the
+    # first's "...<pid>.9", so TensorBoard read the resumed epochs first (a CI failure)
+    from tensorboard.summary.writer import event_file_writer
+    monkeypatch.setattr(event_file_writer, "_global_uid",
+                        event_file_writer.AtomicCounter(files_before))
     p = params(label="UAE", seed=0, search="s")
     model = models.build(models.resolve(p["config"]), digits.image_shape).eval()
     trial_dir = tmp_path / "s-digits-1" / "UAE_seed0_00000"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 import time
 import unicodedata
@@ -161,13 +162,33 @@ def forget_driver_end(board: str) -> None:
         os.unlink(path)
 
 
+_EVENT_SECOND = re.compile(r"events\.out\.tfevents\.(\d{10})\.")
+
+
+def wait_to_sort_last(board: str) -> None:
+    """Return once an event file opened now in `board` sorts after every one already there.
+
+    TensorBoard reads a folder's event files in the order of their names,
+    "events.out.tfevents.<10-digit second>.<host>.<pid>.<counter>", and a resumed trial's
+    purge_step only drops the epochs it will write again if its file is read after the first
+    run's. Within one second the host, pid and counter decide, as text: ".10" sorts before
+    ".9", so the first run's epochs were read last and their stale values won. A later second
+    always sorts later, so wait for it (at most a second, and only when a trial is resumed
+    within the second its events folder was written)."""
+    seconds = [int(m.group(1)) for name in (os.listdir(board) if os.path.isdir(board) else ())
+               if (m := _EVENT_SECOND.match(name))]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(max(seconds) + 1 - time.time())
+
+
 class TrialBoard:
     def __init__(self, trial_dir: str, spec, data, start_epoch: int, board: str | None = None):
         """`spec`: the trial's engine.run.spec.TrialSpec; `board`: its events folder
         (board_dir in a search), else <trial_dir>/tensorboard."""
+        board = board or os.path.join(trial_dir, "tensorboard")
+        wait_to_sort_last(board)
         # purge_step drops what a crashed run logged after its last checkpoint
-        self.writer = SummaryWriter(board or os.path.join(trial_dir, "tensorboard"),
-                                    purge_step=start_epoch)
+        self.writer = SummaryWriter(board, purge_step=start_epoch)
         self.spec, self.data = spec, data
         run = os.path.basename(os.path.dirname(os.path.abspath(trial_dir)))
         # at every start (a resumed trial's too: the plugin keeps the first, the same values)
