@@ -20,8 +20,9 @@ import torch
 import models
 from engine.data import dataset_shape
 from engine.files import write_atomic, write_json_atomic
-from engine.run.trial import STATE_FILE, load_state
+from engine.run.trial import LINES_FILE, STATE_FILE, load_state
 from engine.run.types import RunSpec, TrialSpec
+from engine.trial_files import read_lines
 
 EXPORT_CONFIG, EXPORT_WEIGHTS, EXPORT_DENSITIES = "model.json", "weights.pt", "densities.pt"
 
@@ -204,6 +205,18 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _checkpoint_epoch(path: Path) -> tuple[int, str]:
+    """A checkpoint's place among its trial's: the last epoch of its result lines (LINES_FILE),
+    then its name. Not the name alone: a --resume runs the continued trial as a new Tune trial
+    in its folder, which numbers its checkpoints from checkpoint_000000 again and keeps only
+    its own newest, so the first run's checkpoint_000002 (epoch 2) outlives a continued
+    checkpoint_000000 (epoch 3). A checkpoint from before the lines were kept counts as
+    epoch -1 (among its own kind, Tune's zero-padded numbers order them)."""
+    epochs = [line.get("epoch") for line in read_lines(path.parent / LINES_FILE)]
+    epochs = [e for e in epochs if isinstance(e, int) and not isinstance(e, bool)]
+    return max(epochs, default=-1), str(path)
+
+
 def newest_checkpoint(folder, runs_too: bool = False) -> dict:
     """The state of the newest checkpoint of a trial folder (or of a checkpoint folder).
 
@@ -225,7 +238,7 @@ def newest_checkpoint(folder, runs_too: bool = False) -> dict:
                          + ("" if not runs_too else " and is no run folder (no search.json)")
                          + "; pass " + ("a run folder or " if runs_too else "")
                          + "a trial folder of a run")
-    # checkpoint_000009 after checkpoint_000002: Tune numbers them with leading zeros
+    files.sort(key=_checkpoint_epoch)
     newest, older = files[-1], files[-2::-1]
     try:
         state = load_state(str(newest.parent))

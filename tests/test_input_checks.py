@@ -211,6 +211,18 @@ def test_evaluate_names_a_truncated_checkpoint_when_none_loads(trial, capsys, no
     assert "truncated" in one_error_line(capsys)
 
 
+def test_evaluate_takes_the_latest_epoch_not_the_last_name(trial, capsys):
+    """A --resume continues a trial as a new Tune trial in its folder, numbering its
+    checkpoints from 0 again: the first run's checkpoint_000005 (here epoch 1) outlives the
+    continued run's checkpoint_000001 (epoch 2), and the newest is the latest epoch."""
+    from engine.load import newest_checkpoint
+    (trial / "checkpoint_000000").rename(trial / "checkpoint_000005")
+    assert newest_checkpoint(trial)["epoch"] == 2  # by name: 1
+    out = trial / "again.json"
+    assert engine_main(["evaluate", str(trial), "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["epoch"] == 2
+
+
 def test_evaluate_still_says_a_folder_holds_no_checkpoint(tmp_path, capsys, no_evaluation):
     assert engine_main(["evaluate", str(tmp_path), "--device", "cpu"]) == 2
     assert "holds no checkpoint" in one_error_line(capsys)
