@@ -207,6 +207,33 @@ def test_rays_token_file_is_made_private(tmp_path):
     private_token_file(tmp_path / "absent")  # no token yet: nothing to do, no error
 
 
+
+def test_rays_token_file_is_made_whole_and_private_once_by_searches_starting_together(tmp_path):
+    """Ray writes a missing token with open("w") then write: two starts together could each
+    make one. make_token_file links a whole, private file into place: whatever the order of
+    16 threads starting at once, one token, 64 hex digits, 0600, nothing left aside."""
+    import re
+    import threading
+
+    from engine.run.ray_backend import make_token_file
+    token = tmp_path / ".ray" / "auth_token"
+    gate = threading.Barrier(16)
+
+    def start():
+        gate.wait()
+        make_token_file(token)
+    threads = [threading.Thread(target=start) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = token.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert [p.name for p in token.parent.iterdir()] == ["auth_token"]
+    make_token_file(token)  # there already: kept
+    assert token.read_text() == first
+
 NICENESS = """
 import os, sys
 sys.path.insert(0, sys.argv[1])

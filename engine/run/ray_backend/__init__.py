@@ -17,7 +17,7 @@ from ray import tune
 
 from engine.run.ray_backend.cluster import (  # noqa: F401
     JOIN_TIMEOUT_S, TOKEN_FILE, cluster_resources, init, map_tasks, max_cluster_resources,
-    node_id, private_token_file, shutdown)
+    make_token_file, node_id, private_token_file, shutdown)
 from engine.run.ray_backend.experiment import (  # noqa: F401
     OnFirstTrial, _Interrupt, describe_space, disk_full, grid, param_space, read_only,
     run_experiment, space_corners)
@@ -34,5 +34,6 @@ tune.Stopper.register(PlateauStopper)
 
 __all__ = ["init", "shutdown", "node_id", "cluster_resources", "max_cluster_resources",
            "map_tasks", "run_experiment", "param_space", "describe_space", "space_corners",
-           "one_worker_trial", "ddp_trial", "private_token_file", "tracker_callbacks",
+           "one_worker_trial", "ddp_trial", "private_token_file", "make_token_file",
+           "tracker_callbacks",
            "OnFirstTrial"]

@@ -65,6 +65,9 @@ def init(address: str | None, give_up=None) -> None:
               file=console.err(), flush=True)
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
     # job API's tunnel that docs/cluster.md exports for `ray job submit`)
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token" and not (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        make_token_file()
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
     global _STARTED_HERE
     _STARTED_HERE = True
@@ -96,6 +99,32 @@ def shutdown() -> None:
 
 
 TOKEN_FILE = Path("~/.ray/auth_token")
+
+
+def make_token_file(path: Path = TOKEN_FILE) -> None:
+    """The token file where there is none, whole and the owner's alone from its first byte.
+
+    Ray makes a missing one with open("w") then write: two searches (or two test workers)
+    that start Ray together on a machine without one could each make a token, and a cluster
+    whose driver read one while its raylet read the other would not let its own workers in.
+    Here it is written aside and linked into place, so the first link wins and everyone reads
+    that one. Any failure leaves it to Ray, as before."""
+    path = path.expanduser()
+    if path.exists():
+        return
+    import secrets  # the token as Ray makes one: 256 random bits in hex
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            os.link(aside, path)
+        finally:
+            aside.unlink(missing_ok=True)
+    except OSError:  # FileExistsError: another made it first, which is the point
+        pass
 
 
 def private_token_file(path: Path = TOKEN_FILE) -> None:
