@@ -146,8 +146,11 @@ def test_inception_score_known_answers():
 
 
 def test_psnr_of_a_known_noise_level():
-    x = torch.rand(2000, 1, 8, 8)
-    noisy = x + 0.1 * torch.randn_like(x)
+    # its own generator: the global one's state depends on the tests run before it, and
+    # about 1 draw in 250 lands 0.05 dB off (sd 0.017 dB)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2000, 1, 8, 8, generator=g)
+    noisy = x + 0.1 * torch.randn(x.shape, generator=g)
     mse = float((noisy - x).pow(2).mean())
     assert psnr(mse) == pytest.approx(20.0, abs=0.05)  # 10 log10(1 / 0.01)
 

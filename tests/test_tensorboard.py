@@ -190,3 +190,23 @@ def test_a_trials_board_is_its_row_and_seed_under_the_runs_tensorboard(
     trial_dir = tmp_path / "run" / folder
     got = board_dir(str(trial_dir), SimpleNamespace(label=label, seed=seed, sampled=sampled))
     assert Path(got) == tmp_path.joinpath("run", "tensorboard", *names)
+
+
+def test_a_resumed_board_waits_for_the_next_second_but_not_for_a_clock_far_ahead(
+        tmp_path, monkeypatch, capsys):
+    from engine.eval import tensorboard as tb
+    clock = {"now": 1_800_000_000.25}
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        clock["now"] += s
+    monkeypatch.setattr(tb.time, "time", lambda: clock["now"])
+    monkeypatch.setattr(tb.time, "sleep", sleep)
+    tb.wait_to_sort_last(str(tmp_path / "none"))  # no folder yet: nothing to sort after
+    (tmp_path / "events.out.tfevents.1800000000.host.7.9").write_bytes(b"")
+    tb.wait_to_sort_last(str(tmp_path))  # the same second: on to the next
+    assert slept == [pytest.approx(0.75)] and clock["now"] >= 1_800_000_001
+    (tmp_path / "events.out.tfevents.1800003600.host.8.0").write_bytes(b"")  # an hour ahead
+    tb.wait_to_sort_last(str(tmp_path))
+    assert len(slept) == 1 and "ahead of this node's clock" in capsys.readouterr().err

@@ -173,12 +173,25 @@ def wait_to_sort_last(board: str) -> None:
     purge_step only drops the epochs it will write again if its file is read after the first
     run's. Within one second the host, pid and counter decide, as text: ".10" sorts before
     ".9", so the first run's epochs were read last and their stale values won. A later second
-    always sorts later, so wait for it (at most a second, and only when a trial is resumed
-    within the second its events folder was written)."""
+    always sorts later, so wait for it: at most a second where a trial is resumed within the
+    second its events folder was written. An event file from a node whose clock runs ahead
+    (shared storage) could ask for longer: past MAX_WAIT_S the board is written unordered and
+    says so, rather than hold the trial."""
     seconds = [int(m.group(1)) for name in (os.listdir(board) if os.path.isdir(board) else ())
                if (m := _EVENT_SECOND.match(name))]
-    while seconds and time.time() < max(seconds) + 1:
+    if not seconds:
+        return
+    wait = max(seconds) + 1 - time.time()
+    if wait > MAX_WAIT_S:
+        print(f"tensorboard: {board} holds an event file from {wait:.0f} s ahead of this "
+              "node's clock; the resumed epochs may show the earlier run's values there",
+              file=sys.stderr)
+        return
+    while time.time() < max(seconds) + 1:
         time.sleep(max(seconds) + 1 - time.time())
+
+
+MAX_WAIT_S = 2.0
 
 
 class TrialBoard:
