@@ -608,6 +608,58 @@ def test_resume_takes_the_runs_own_search_scheduler_and_resources(tmp_path):
             spec.resources.cpu) == ("optuna", 7, "asha", 3, 2.0)
 
 
+def test_more_seeds_starts_only_the_seeds_the_rows_given_lack(smoke_run, tmp_path):
+    """--resume --more-seeds K --rows R (on a copy of the smoke run, 8 rows x 2 seeds): R's
+    seeds 0..K-1 beside its trials, its seeds 0 and 1 not run again, the other rows
+    untouched; search.json, the progress line, the status and the report's notes say which
+    rows have more (and that their tests took a second look)."""
+    from engine.report.status import status_text
+    out = Path(shutil.copytree(smoke_run[0], tmp_path / "run"))
+    before = {f.parent.name: f.read_text() for f in out.glob("*/result.json")}
+    more = search(["--resume", "--out", str(out), "--more-seeds", "3", "--rows", "rae"])
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "more seeds: RAE to 3" in more.stdout
+    assert "resume: 1 trial(s) to finish: RAE seed 2" in more.stdout
+    assert "8 rows x 2 seeds (RAE: 3)" in more.stdout
+    trials = load_trials(out)
+    assert sorted(zip(trials["label"], trials["seed"])) == sorted(
+        [(label, seed) for label in UAE_ROWS for seed in (0, 1)] + [("RAE", 2)])
+    assert set(trials["status"]) == {"completed"}
+    assert {name: (out / name / "result.json").read_text() for name in before} == before
+    saved = json.loads((out / "search.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["row_seeds"] == {"RAE": [0, 1, 2]}
+    assert "not started" not in status_text(out)
+    notes = (out / "report" / "table.md").read_text()
+    assert "seeds 0, 1 (more for some rows: see the notes)" in notes
+    assert "more seeds (--resume --more-seeds): RAE: seeds 0-2" in notes and "second look" in notes
+
+
+@pytest.mark.parametrize("saved, argv, message", [
+    ({}, ["--more-seeds", "3"], "--more-seeds 3 adds seeds to an existing run: give --resume"),
+    ({}, ["--resume", "--more-seeds", "0"], "--more-seeds 0 must be >= 1"),
+    ({}, ["--resume", "--more-seeds", "2"], "every row has seeds 0..1 already; give a number "
+                                            "above 2"),
+    ({"row_seeds": {"UAE": [0, 1, 2]}}, ["--resume", "--more-seeds", "3", "--rows", "UAE"],
+     "these rows have seeds 0..2 already"),
+    ({}, ["--resume", "--more-seeds", "3", "--rows", "VAE"], "--rows: unknown row 'VAE'; "
+                                                             "rows of this run: UAE"),
+    ({"search": "optuna", "samples": 4}, ["--resume", "--more-seeds", "3"],
+     "this run samples its trials (--search optuna)"),
+])
+def test_more_seeds_refuses_in_one_line_what_it_cannot_add(saved, argv, message, tmp_path,
+                                                           capsys):
+    sys.path.insert(0, str(ROOT))
+    from searches.ablation_uae import SEARCH
+    run_json = {"name": "ablation_uae", "dataset": "digits", "epochs": 2, "seeds": [0, 1],
+                "rows": [{"label": "UAE", "config": models.PRESETS["UAE"].to_dict()}],
+                **saved}
+    (tmp_path / "search.json").write_text(json.dumps(run_json))
+    assert run(SEARCH, [*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
+    assert json.loads((tmp_path / "search.json").read_text()) == run_json  # untouched
+
+
 def test_an_unreadable_search_json_on_resume_is_one_line_and_exit_2(tmp_path, capsys):
     sys.path.insert(0, str(ROOT))
     from searches.ablation_uae import SEARCH
@@ -718,6 +770,10 @@ def test_search_json_reads_back_as_the_spec_that_wrote_it(tmp_path):
         back = RunSpec.from_json(json.loads(json.dumps(spec.to_json())),
                                  defaults={"samples": spec.samples})  # a grid's holds none
         assert back == spec and back.environment == spec.environment
+        more = dataclasses.replace(spec, row_seeds={"UAE": (0, 1, 2)})  # --more-seeds
+        assert RunSpec.from_json(json.loads(json.dumps(more.to_json())),
+                                 defaults={"samples": spec.samples}) == more
+        assert more.seeds_of("UAE") == (0, 1, 2) and more.seeds_of("VAE") == spec.seeds
     old = {k: v for k, v in spec.to_json().items()
            if k not in ("precision", "checkpoint_every", "scheduler", "trackers",
                         "early_stopping")}

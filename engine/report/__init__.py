@@ -71,7 +71,9 @@ def write_report(run_dir) -> str:
     left_out = [f"left out of every table and figure, damaged (mend the file, or move the "
                 f"trial's folder away and --resume to train it again): {x}"
                 for x in trials.attrs.get("left_out", [])]
-    notes = (left_out + table.attrs["notes"] + stability_notes(curves, trials, search)
+    more = _more_seeds_text(search)
+    notes = (left_out + ([more] if more else []) + table.attrs["notes"]
+             + stability_notes(curves, trials, search)
              + projection_notes(curves, trials, search))
     title = _title(search, (run / "finished.json").is_file())
     markdown = formats.markdown(shown)
@@ -137,8 +139,34 @@ def _title(search: dict, finished: bool) -> str:
     # a study's title is its docstring's first sentence: its full stop not doubled by ours
     title = (search.get("title") or search.get("name", "search")).rstrip().removesuffix(".")
     return (f"{title} ({search.get('name', '')}): "
-            f"{search.get('dataset')}, {budget}, seeds {seeds}, "
-            f"{search.get('metric')} ({search.get('mode')}); {state}")
+            f"{search.get('dataset')}, {budget}, seeds {seeds}"
+            + (" (more for some rows: see the notes)" if search.get("row_seeds") else "")
+            + f", {search.get('metric')} ({search.get('mode')}); {state}")
+
+
+def _more_seeds_text(search: dict) -> str:
+    """The rows that --resume --more-seeds gave more seeds than the run's, and what that
+    means for their tests; "" where none."""
+    more = search.get("row_seeds") or {}
+    if not more:
+        return ""
+    by_seeds: dict[tuple, list[str]] = {}
+    for label, seeds in more.items():
+        by_seeds.setdefault(tuple(seeds), []).append(label)
+    rows = "; ".join(f"{', '.join(labels)}: seeds {_span(seeds)}"
+                     for seeds, labels in by_seeds.items())
+    return (f"more seeds (--resume --more-seeds): {rows}. A pair chosen for more seeds because "
+            "its first seeds left it unresolved is tested again on all of them: a second look, "
+            "which the tests' 5% does not account for; a confirmatory claim wants a fresh run "
+            "at the larger count.")
+
+
+def _span(seeds) -> str:
+    """"0-5" for consecutive seeds, else "0, 1, 4"."""
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def _status_text(trials: pd.DataFrame) -> str:

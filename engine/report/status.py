@@ -62,8 +62,10 @@ def status_text(run_dir) -> str:
                              na_rep="—") if len(table) else "no trial has started yet"]
     lines += [f"damaged, left out: {x}" for x in trials.attrs.get("left_out", [])]
     started = {(t["row"], t["seed"]) for t in rows}
+    more = search.get("row_seeds") or {}  # --more-seeds
     grid = [(r.get("label"), s) for r in search.get("rows") or [] for s in
-            search.get("seeds") or []] if search.get("search", "grid") == "grid" else []
+            more.get(r.get("label"), search.get("seeds") or [])
+            ] if search.get("search", "grid") == "grid" else []
     waiting = [f"{label} seed {seed}" for label, seed in grid if (label, seed) not in started]
     if waiting:
         lines.append(f"not started: {len(waiting)} ({', '.join(waiting)})")

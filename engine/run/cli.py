@@ -80,6 +80,9 @@ def parse_args(search: Search, argv: list[str] | None) -> "Flags":
                    "they go to <run>/search.log and the terminal shows the search's lines only)")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run (the latest one, or --out)")
+    p.add_argument("--more-seeds", type=int, metavar="K",
+                   help="with --resume: give the rows of --rows (every row without it) seeds "
+                   "0..K-1, training only the seeds they lack")
     p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '
                    '(6379 by default), or "auto" on one of its nodes; default: start Ray on this '
                    "machine")
@@ -147,7 +150,7 @@ def parse_args(search: Search, argv: list[str] | None) -> "Flags":
         data_root=ns.data_root, budget=kind, epochs=epochs, min_epochs=min_epochs,
         seeds=budget.get("seeds", search.seeds) if ns.seeds is None else ns.seeds,
         smoke=ns.smoke, out=ns.out, storage=storage, storage_from=storage_from,
-        verbose=ns.verbose, resume=ns.resume, address=ns.address,
+        verbose=ns.verbose, resume=ns.resume, more_seeds=ns.more_seeds, address=ns.address,
         cpus_per_trial=ns.cpus_per_trial, gpus_per_trial=ns.gpus_per_trial,
         workers_per_trial=ns.workers_per_trial, scheduler=ns.scheduler, algorithm=ns.search,
         samples=budget.get("samples", search.samples) if ns.samples is None else ns.samples,
@@ -175,6 +178,7 @@ class Flags:
     storage_from: str  # "--storage" or "$VAE_ABLATIONS_STORAGE": named in its errors
     verbose: bool
     resume: bool
+    more_seeds: int | None  # --more-seeds K: with --resume, seeds 0..K-1 for --rows
     address: str | None
     cpus_per_trial: float
     gpus_per_trial: float
@@ -305,7 +309,12 @@ def check_args(search: Search, flags: Flags) -> None:
     """The flags that parse_args could not check alone (BadInput, one line)."""
     if flags.dataset not in DATASETS:
         raise BadInput(f"--dataset {flags.dataset!r} is unknown; known: {', '.join(DATASETS)}")
+    if flags.more_seeds is not None and not flags.resume:
+        raise BadInput(f"--more-seeds {flags.more_seeds} adds seeds to an existing run: give "
+                       "--resume (and --out RUN), or --seeds K for a new run")
     for name, value, low in (("--seeds", flags.seeds, 1),
+                             ("--more-seeds", 1 if flags.more_seeds is None else flags.more_seeds,
+                              1),
                              ("--workers-per-trial", flags.workers_per_trial, 1),
                              ("--samples", flags.samples, 1),
                              ("--image-every", flags.image_every, 1),

@@ -171,6 +171,11 @@ def _search_json_problem(saved) -> str | None:
         return "a row is not {\"label\": ..., \"config\": {...}}"
     if not saved["seeds"] or not all(isinstance(x, int) for x in saved["seeds"]):
         return "'seeds' is not a list of integers"
+    row_seeds = saved.get("row_seeds", {})
+    if not (isinstance(row_seeds, dict) and all(
+            isinstance(v, list) and v and all(isinstance(x, int) for x in v)
+            for v in row_seeds.values())):
+        return "'row_seeds' is not an object of rows' lists of integers"
     if not isinstance(saved.get("resources", {}), dict):
         return "'resources' is not an object"
     if saved["epochs"] < 1:  # the command line's own check of --epochs / --max-epochs

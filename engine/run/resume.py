@@ -24,7 +24,7 @@ def resume(out: Path, spec, experiment) -> str:
     drawn by a searcher told the finished trials. Tune's own saved state (pickles, which would
     run their writer's code) is never read. Returns "complete", "interrupted" or "terminated"."""
     if spec.algorithm == "grid":
-        todo = _trials_to_repair(out, spec.configs, spec.seeds)
+        todo = _trials_to_repair(out, {label: spec.seeds_of(label) for label in spec.configs})
         owed = 0
     else:
         todo, told, owed = _sampled_to_continue(out, spec.samples, spec.metric)
@@ -78,16 +78,16 @@ def _sampled_to_continue(out: Path, samples: int, metric: str):
 BEFORE_RESUME = "result-before-resume.json"
 
 
-def _trials_to_repair(out: Path, rows: dict, seeds: list[int]
-                      ) -> list[list]:
-    """[label, seed, trial folder or None, None] of the grid's trials a resume must finish:
+def _trials_to_repair(out: Path, rows: dict[str, tuple[int, ...]]) -> list[list]:
+    """[label, seed, trial folder or None, None] of the grid's trials (`rows`: label -> its
+    seeds) a resume must finish:
     those without a folder, and those neither completed, diverged nor stopped by the
     scheduler (unfinished or errored), each from its folder with the most epochs. A (row,
     seed) with any ended folder is left alone."""
     from engine.report import load_trials
     trials = load_trials(out)
     repair = []
-    for label in rows:
+    for label, seeds in rows.items():
         for seed in seeds:
             mine = trials[(trials["label"] == label) & (trials["seed"] == seed)]
             if mine["status"].isin(["completed", "diverged", "stopped early"]).any():

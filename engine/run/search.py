@@ -27,7 +27,7 @@ from engine.run import console
 from engine.run.folder import lock_run_folder, release_run_folder
 from engine.run.record import now
 from engine.run.resume import BEFORE_RESUME, merge_results, resume
-from engine.run.spec import budget_text, prepare
+from engine.run.spec import budget_text, prepare, seeds_text
 from engine.run.types import BadInput, Resources, Row, RunSpec, Search, grid  # noqa: F401
 
 
@@ -125,7 +125,7 @@ def connect(address: str | None, res: Resources, ray_backend, give_up=None) -> i
 def _execute(spec: RunSpec, out: Path, resuming: bool, ray_backend, callbacks: list) -> str:
     """Run the experiment (or finish it from the run's own files, engine/run/resume.py):
     "complete", "interrupted", "terminated", "disk full" or "read-only"."""
-    print(f"{spec.title}: {len(spec.rows)} rows x {len(spec.seeds)} seeds on {spec.dataset}, "
+    print(f"{spec.title}: {len(spec.rows)} rows x {seeds_text(spec)} on {spec.dataset}, "
           f"{budget_text(spec)}, scheduler {spec.scheduler} -> {out}", flush=True,
           file=console.out())
     _train_feature_classifier(spec)

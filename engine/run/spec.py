@@ -134,13 +134,54 @@ def load(out: Path, search: Search, flags: Flags) -> RunSpec:
         trackers=tuple(dict.fromkeys([*spec.trackers, *flags.trackers])))
     for tracker in spec.trackers:  # installed and able to log here too
         check_tracker(tracker)
+    if flags.more_seeds is not None:
+        spec = more_seeds(spec, flags)
     print(f"resume: with the run's own settings (search.json): {len(spec.rows)} rows x "
-          f"{len(spec.seeds)} seeds on {spec.dataset}, {budget_text(spec)}, "
+          f"{seeds_text(spec)} on {spec.dataset}, {budget_text(spec)}, "
           f"--search {spec.algorithm}, --scheduler {spec.scheduler}, evaluation "
           f"{','.join(spec.evaluation.metrics) or 'none'}"
           f"{', trackers ' + ','.join(spec.trackers) if spec.trackers else ''}; flags given "
-          "now other than --address, --data-root and --tracker are ignored", flush=True)
+          "now other than --address, --data-root, --tracker and --more-seeds (with --rows) "
+          "are ignored", flush=True)
     return spec
+
+
+def more_seeds(spec: RunSpec, flags: Flags) -> RunSpec:
+    """--resume --more-seeds K [--rows ...]: the run's spec with seeds 0..K-1 for the rows
+    given (every row without --rows), so that the resume starts the seeds they lack beside
+    the trials they have. For the rows whose pairs the report leaves unresolved ("≈ n seeds
+    per row would resolve"), without training the others again (BadInput, one line, where
+    there is nothing to add)."""
+    k = flags.more_seeds
+    if spec.algorithm != "grid":
+        raise BadInput(f"--more-seeds: this run samples its trials (--search {spec.algorithm}); "
+                       "seeds are added to a grid's rows only")
+    labels = [r.label for r in spec.rows]
+    if flags.rows is not None:
+        given = [w.strip() for w in flags.rows.split(",") if w.strip()]
+        if not given:
+            raise BadInput(f"--rows {flags.rows!r} names no row; give comma-separated labels "
+                           f"(rows of this run: {', '.join(labels)})")
+        labels = list(dict.fromkeys(_match_row(w, labels, "this run") for w in given))
+    grown = {label: tuple(sorted(set(spec.seeds_of(label)) | set(range(k))))
+             for label in labels}
+    grown = {label: seeds for label, seeds in grown.items() if seeds != spec.seeds_of(label)}
+    if not grown:
+        have = max(len(spec.seeds_of(label)) for label in labels)
+        raise BadInput(f"--more-seeds {k}: {'these rows have' if flags.rows else 'every row has'}"
+                       f" seeds 0..{have - 1} already; give a number above {have}")
+    print(f"more seeds: {', '.join(f'{label} to {len(s)}' for label, s in grown.items())}",
+          flush=True)
+    return dataclasses.replace(spec, row_seeds={**spec.row_seeds, **grown})
+
+
+def seeds_text(spec: RunSpec) -> str:
+    """"3 seeds", or "3 seeds (UAE, RAE-GP: 6)" where --more-seeds gave rows more."""
+    by_count: dict[int, list[str]] = {}
+    for label, seeds in spec.row_seeds.items():
+        by_count.setdefault(len(seeds), []).append(label)
+    more = "; ".join(f"{', '.join(labels)}: {n}" for n, labels in sorted(by_count.items()))
+    return f"{len(spec.seeds)} seeds" + (f" ({more})" if more else "")
 
 
 def resolve_rows(search: Search, flags: Flags, shape: tuple[int, ...]

@@ -156,6 +156,12 @@ class RunSpec:
     # config field -> ray.tune domain: the Search's space that Optuna samples (the study's
     # live objects, not saved: search.json keeps `space`, their description)
     sampled: dict | None = field(default=None, compare=False)
+    # --resume --more-seeds: label -> its seeds, for the rows given more than `seeds`
+    row_seeds: dict = field(default_factory=dict)
+
+    def seeds_of(self, label: str) -> tuple[int, ...]:
+        """The seeds of row `label`: `seeds`, or more where --more-seeds added some."""
+        return tuple(self.row_seeds.get(label, self.seeds))
 
     @property
     def configs(self) -> dict[str, models.Config]:
@@ -178,6 +184,8 @@ class RunSpec:
                 "early_stopping": self.early_stopping}
                if self.budget == "auto" else {}),
             "seeds": list(self.seeds),
+            **({"row_seeds": {k: list(v) for k, v in self.row_seeds.items()}}
+               if self.row_seeds else {}),
             "metric": self.metric, "mode": self.mode, "scheduler": self.scheduler,
             "search": self.algorithm, "rows": [r.to_json() for r in self.rows],
             "table_metrics": list(self.table_metrics), "paper": self.paper,
@@ -223,7 +231,8 @@ class RunSpec:
             resources=Resources(res.get("cpu", 1.0), res.get("gpu", 0.0),
                                 res.get("workers", 1)),
             git=d.get("git", "unknown"), argv=tuple(d.get("argv", ())),
-            trackers=tuple(d.get("trackers", ())), environment=d.get("environment") or {})
+            trackers=tuple(d.get("trackers", ())), environment=d.get("environment") or {},
+            row_seeds={k: tuple(v) for k, v in (d.get("row_seeds") or {}).items()})
 
     def trial_space(self) -> dict:
         """What every trial's params hold besides its label, seed, config and data."""
