@@ -207,7 +207,6 @@ def test_rays_token_file_is_made_private(tmp_path):
     private_token_file(tmp_path / "absent")  # no token yet: nothing to do, no error
 
 
-
 def test_rays_token_file_is_made_whole_and_private_once_by_searches_starting_together(tmp_path):
     """Ray writes a missing token with open("w") then write: two starts together could each
     make one. make_token_file links a whole, private file into place: whatever the order of
@@ -233,6 +232,7 @@ def test_rays_token_file_is_made_whole_and_private_once_by_searches_starting_tog
     assert [p.name for p in token.parent.iterdir()] == ["auth_token"]
     make_token_file(token)  # there already: kept
     assert token.read_text() == first
+
 
 NICENESS = """
 import os, sys

@@ -201,8 +201,9 @@ def test_a_resumed_board_waits_for_the_next_second_but_not_for_a_clock_far_ahead
     def sleep(s):
         slept.append(s)
         clock["now"] += s
-    monkeypatch.setattr(tb.time, "time", lambda: clock["now"])
-    monkeypatch.setattr(tb.time, "sleep", sleep)
+    # the module's clock alone (patching time.time itself would move any other thread's)
+    monkeypatch.setattr(tb, "time", SimpleNamespace(time=lambda: clock["now"],
+                                                          sleep=sleep))
     tb.wait_to_sort_last(str(tmp_path / "none"))  # no folder yet: nothing to sort after
     (tmp_path / "events.out.tfevents.1800000000.host.7.9").write_bytes(b"")
     tb.wait_to_sort_last(str(tmp_path))  # the same second: on to the next

@@ -163,6 +163,7 @@ def forget_driver_end(board: str) -> None:
 
 
 _EVENT_SECOND = re.compile(r"events\.out\.tfevents\.(\d{10})\.")
+MAX_WAIT_S = 2.0  # wait_to_sort_last's longest wait
 
 
 def wait_to_sort_last(board: str) -> None:
@@ -181,17 +182,14 @@ def wait_to_sort_last(board: str) -> None:
                if (m := _EVENT_SECOND.match(name))]
     if not seconds:
         return
-    wait = max(seconds) + 1 - time.time()
-    if wait > MAX_WAIT_S:
-        print(f"tensorboard: {board} holds an event file from {wait:.0f} s ahead of this "
-              "node's clock; the resumed epochs may show the earlier run's values there",
-              file=sys.stderr)
+    after = max(seconds) + 1  # the first second whose files sort after all of these
+    if after - time.time() > MAX_WAIT_S:
+        print(f"tensorboard: {board} holds an event file {max(seconds) - time.time():.0f} s "
+              "ahead of this node's clock; the resumed epochs may show the earlier run's "
+              "values there", file=sys.stderr)
         return
-    while time.time() < max(seconds) + 1:
-        time.sleep(max(seconds) + 1 - time.time())
-
-
-MAX_WAIT_S = 2.0
+    while time.time() < after:
+        time.sleep(after - time.time())
 
 
 class TrialBoard:
