@@ -137,9 +137,9 @@ def recovery(run) -> None:
                            f"{ratios.median():.2f}, {len(ratios)} cells"
                            + ("; the paper: within 5 % of s_x² + 0.007 on MNIST)." if noisy
                               else ")."))
-    from engine.run.spec import budget_text  # "epochs auto: ...", not the cap as the budget
+    from engine.run.spec import budget_text, seeds_text  # "epochs auto: ...", not the cap
     text = (f"# Recovery of the injected noise ({spec.dataset}, {budget_text(spec)}, "
-            f"mean over seeds {', '.join(map(str, spec.seeds))})\n\n"
+            f"mean over {seeds_text(spec)})\n\n"
             "Each cell: the mean estimated variance in the cell, **bold** where noise was "
             "injected, then (expected = injected s_x² + the same parameterization's estimate "
             "on the clean data, ×estimate / expected). Clean rows: the estimate alone. "

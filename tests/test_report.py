@@ -750,6 +750,30 @@ def test_the_title_does_not_double_a_studys_full_stop():
         "UAE Table 2: the ablation (Janjoš et al.) (ablation_uae): mnist5k, 150 epochs")
 
 
+def test_the_title_and_first_note_say_which_rows_more_seeds_grew_and_from_which_code():
+    search = {"title": "T", "name": "s", "dataset": "digits", "epochs": 5, "seeds": [0, 1],
+              "metric": "val/mse", "mode": "min", "git": "aaa",
+              "rows": [{"label": "UAE"}, {"label": "RAE"}, {"label": "VAE"}],
+              "row_seeds": {"UAE": [0, 1, 2, 3], "RAE": [0, 1, 2, 3]},
+              "environment": {"resumes": [{"git": "aaa"}]}}
+    assert "seeds 0, 1 (more for some rows: see the notes), val/mse" in report._title(search,
+                                                                                      True)
+    note = report._more_seeds_text(search)
+    assert note.startswith("more seeds (--resume --more-seeds): UAE, RAE: seeds 0-3.")
+    assert "second look" in note and "another commit" not in note
+    search["row_seeds"]["VAE"] = [0, 1, 4]
+    search["environment"]["resumes"].append({"git": "bbb+uncommitted"})
+    assert "(more for every row: see the notes)" in report._title(search, True)
+    note = report._more_seeds_text(search)
+    assert "UAE, RAE: seeds 0-3; VAE: seeds 0, 1, 4." in note
+    assert "another commit than its start (aaa; then bbb+uncommitted)" in note
+    # without any, or with a hand-edited list instead of an object: no note, no error
+    for row_seeds in ({}, [["UAE", [0, 1, 2]]]):
+        search["row_seeds"] = row_seeds
+        assert report._more_seeds_text(search) == ""
+        assert "more for" not in report._title(search, True)
+
+
 def test_status_lists_every_trial_with_its_state_and_the_search_s(tmp_path):
     """Issue 31: `vae-ablations status RUN`, readable from another terminal: the search's
     state (from finished.json and the run lock's holder, never by taking the lock), a line

@@ -637,10 +637,16 @@ def test_more_seeds_starts_only_the_seeds_the_rows_given_lack(smoke_run, tmp_pat
 @pytest.mark.parametrize("saved, argv, message", [
     ({}, ["--more-seeds", "3"], "--more-seeds 3 adds seeds to an existing run: give --resume"),
     ({}, ["--resume", "--more-seeds", "0"], "--more-seeds 0 must be >= 1"),
-    ({}, ["--resume", "--more-seeds", "2"], "every row has seeds 0..1 already; give a number "
-                                            "above 2"),
+    ({}, ["--resume", "--more-seeds", "2"], "every row has seeds 0..1 already (the fewest: 2); "
+                                            "give a number above 2"),
     ({"row_seeds": {"UAE": [0, 1, 2]}}, ["--resume", "--more-seeds", "3", "--rows", "UAE"],
-     "these rows have seeds 0..2 already"),
+     "each row given has seeds 0..2 already (the fewest: 3)"),
+    ({"scheduler": "asha"}, ["--resume", "--more-seeds", "3"], "ASHA stopped this run's weak "
+                                                               "trials"),
+    ({"row_seeds": {"VAE": [0, 1, 2]}}, ["--resume", "--more-seeds", "3"],
+     "'row_seeds' names 'VAE', which is not one of its rows"),
+    ({"row_seeds": {"UAE": [0, True]}}, ["--resume", "--more-seeds", "3"],
+     "'row_seeds' is not an object of rows' lists of integers"),
     ({}, ["--resume", "--more-seeds", "3", "--rows", "VAE"], "--rows: unknown row 'VAE'; "
                                                              "rows of this run: UAE"),
     ({"search": "optuna", "samples": 4}, ["--resume", "--more-seeds", "3"],

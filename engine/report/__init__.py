@@ -140,14 +140,30 @@ def _title(search: dict, finished: bool) -> str:
     title = (search.get("title") or search.get("name", "search")).rstrip().removesuffix(".")
     return (f"{title} ({search.get('name', '')}): "
             f"{search.get('dataset')}, {budget}, seeds {seeds}"
-            + (" (more for some rows: see the notes)" if search.get("row_seeds") else "")
+            + (f" (more for {_more_seeds_whom(search)}: see the notes)"
+               if _more_seeds_whom(search) else "")
             + f", {search.get('metric')} ({search.get('mode')}); {state}")
+
+
+def _row_seeds(search: dict) -> dict:
+    """search.json's "row_seeds" (--more-seeds), {} where it has none or none readable."""
+    more = search.get("row_seeds")
+    return more if isinstance(more, dict) else {}
+
+
+def _more_seeds_whom(search: dict) -> str:
+    """"every row" or "some rows" that --more-seeds gave more seeds; "" where none."""
+    more = _row_seeds(search)
+    if not more:
+        return ""
+    return ("every row" if {r.get("label") for r in search.get("rows") or []} <= set(more)
+            else "some rows")
 
 
 def _more_seeds_text(search: dict) -> str:
     """The rows that --resume --more-seeds gave more seeds than the run's, and what that
     means for their tests; "" where none."""
-    more = search.get("row_seeds") or {}
+    more = _row_seeds(search)
     if not more:
         return ""
     by_seeds: dict[tuple, list[str]] = {}
@@ -155,10 +171,16 @@ def _more_seeds_text(search: dict) -> str:
         by_seeds.setdefault(tuple(seeds), []).append(label)
     rows = "; ".join(f"{', '.join(labels)}: seeds {_span(seeds)}"
                      for seeds, labels in by_seeds.items())
+    first = search.get("git")
+    commits = {r.get("git") for r in (search.get("environment") or {}).get("resumes", [])}
+    other = sorted(c for c in commits - {first, None})
     return (f"more seeds (--resume --more-seeds): {rows}. A pair chosen for more seeds because "
             "its first seeds left it unresolved is tested again on all of them: a second look, "
             "which the tests' 5% does not account for; a confirmatory claim wants a fresh run "
-            "at the larger count.")
+            "at the larger count."
+            + (f" The run was resumed at another commit than its start ({first}; then "
+               f"{', '.join(other)}): a row's seeds may come from different code "
+               "(search.json's \"environment\" has each start's)." if other else ""))
 
 
 def _span(seeds) -> str:

@@ -82,7 +82,7 @@ def parse_args(search: Search, argv: list[str] | None) -> "Flags":
                    help="finish an interrupted run (the latest one, or --out)")
     p.add_argument("--more-seeds", type=int, metavar="K",
                    help="with --resume: give the rows of --rows (every row without it) seeds "
-                   "0..K-1, training only the seeds they lack")
+                   "0..K-1; the seeds they lack start, their trials stay")
     p.add_argument("--address", help='a running Ray cluster: its head node\'s HOST:PORT '
                    '(6379 by default), or "auto" on one of its nodes; default: start Ray on this '
                    "machine")

@@ -173,9 +173,12 @@ def _search_json_problem(saved) -> str | None:
         return "'seeds' is not a list of integers"
     row_seeds = saved.get("row_seeds", {})
     if not (isinstance(row_seeds, dict) and all(
-            isinstance(v, list) and v and all(isinstance(x, int) for x in v)
+            isinstance(v, list) and v and all(type(x) is int for x in v)
             for v in row_seeds.values())):
         return "'row_seeds' is not an object of rows' lists of integers"
+    stray = set(row_seeds) - {r["label"] for r in saved["rows"]}
+    if stray:
+        return f"'row_seeds' names {sorted(stray)[0]!r}, which is not one of its rows"
     if not isinstance(saved.get("resources", {}), dict):
         return "'resources' is not an object"
     if saved["epochs"] < 1:  # the command line's own check of --epochs / --max-epochs

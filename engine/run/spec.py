@@ -156,6 +156,10 @@ def more_seeds(spec: RunSpec, flags: Flags) -> RunSpec:
     if spec.algorithm != "grid":
         raise BadInput(f"--more-seeds: this run samples its trials (--search {spec.algorithm}); "
                        "seeds are added to a grid's rows only")
+    if spec.scheduler == "asha":  # a lone new trial is never stopped: two rules in one row
+        raise BadInput("--more-seeds: ASHA stopped this run's weak trials against their whole "
+                       "cohort, and seeds added now would be judged only against each other; "
+                       "give a fresh run (--scheduler fifo) the seeds instead")
     labels = [r.label for r in spec.rows]
     if flags.rows is not None:
         given = [w.strip() for w in flags.rows.split(",") if w.strip()]
@@ -167,16 +171,19 @@ def more_seeds(spec: RunSpec, flags: Flags) -> RunSpec:
              for label in labels}
     grown = {label: seeds for label, seeds in grown.items() if seeds != spec.seeds_of(label)}
     if not grown:
-        have = max(len(spec.seeds_of(label)) for label in labels)
-        raise BadInput(f"--more-seeds {k}: {'these rows have' if flags.rows else 'every row has'}"
-                       f" seeds 0..{have - 1} already; give a number above {have}")
-    print(f"more seeds: {', '.join(f'{label} to {len(s)}' for label, s in grown.items())}",
-          flush=True)
+        fewest = min(len(spec.seeds_of(label)) for label in labels)
+        raise BadInput(f"--more-seeds {k}: {'each row given' if flags.rows else 'every row'} "
+                       f"has seeds 0..{k - 1} already (the fewest: {fewest}); give a number "
+                       f"above {fewest}")
+    kept = [label for label in labels if label not in grown]
+    print(f"more seeds: {', '.join(f'{label} to {len(s)}' for label, s in grown.items())}"
+          + (f" ({', '.join(kept)}: {k} or more already)" if kept else ""), flush=True)
     return dataclasses.replace(spec, row_seeds={**spec.row_seeds, **grown})
 
 
 def seeds_text(spec: RunSpec) -> str:
-    """"3 seeds", or "3 seeds (UAE, RAE-GP: 6)" where --more-seeds gave rows more."""
+    """"3 seeds", or "3 seeds (UAE, RAE-GP: 6)" where --more-seeds gave rows more (the run's
+    own count stays first: the rows' first seeds)."""
     by_count: dict[int, list[str]] = {}
     for label, seeds in spec.row_seeds.items():
         by_count.setdefault(len(seeds), []).append(label)
