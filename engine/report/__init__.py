@@ -37,7 +37,7 @@ from engine.report.convergence import project, projection_notes, stability_notes
 from engine.report.figures import save_figure
 from engine.report.notes import status_counts
 from engine.report.read import (CURVE_COLUMNS, NotARunFolder, damaged_trials, load_curves,
-                                load_search, load_trials)
+                                load_search, load_trials, row_seeds)
 from engine.report.rows import COUNTS, FLOOR_ROW, NOT_CONVERGED, row_groups, short
 from engine.report.table import ablation_table, format_table
 
@@ -138,22 +138,16 @@ def _title(search: dict, finished: bool) -> str:
               if search.get("budget") == "auto" else f"{search.get('epochs')} epochs")
     # a study's title is its docstring's first sentence: its full stop not doubled by ours
     title = (search.get("title") or search.get("name", "search")).rstrip().removesuffix(".")
+    whom = _more_seeds_whom(search)
     return (f"{title} ({search.get('name', '')}): "
             f"{search.get('dataset')}, {budget}, seeds {seeds}"
-            + (f" (more for {_more_seeds_whom(search)}: see the notes)"
-               if _more_seeds_whom(search) else "")
+            + (f" (more for {whom}: see the notes)" if whom else "")
             + f", {search.get('metric')} ({search.get('mode')}); {state}")
-
-
-def _row_seeds(search: dict) -> dict:
-    """search.json's "row_seeds" (--more-seeds), {} where it has none or none readable."""
-    more = search.get("row_seeds")
-    return more if isinstance(more, dict) else {}
 
 
 def _more_seeds_whom(search: dict) -> str:
     """"every row" or "some rows" that --more-seeds gave more seeds; "" where none."""
-    more = _row_seeds(search)
+    more = row_seeds(search)
     if not more:
         return ""
     return ("every row" if {r.get("label") for r in search.get("rows") or []} <= set(more)
@@ -163,7 +157,7 @@ def _more_seeds_whom(search: dict) -> str:
 def _more_seeds_text(search: dict) -> str:
     """The rows that --resume --more-seeds gave more seeds than the run's, and what that
     means for their tests; "" where none."""
-    more = _row_seeds(search)
+    more = row_seeds(search)
     if not more:
         return ""
     by_seeds: dict[tuple, list[str]] = {}

@@ -39,6 +39,13 @@ def load_search(run_dir) -> dict:
         raise NotARunFolder(f"{path} cannot be read as JSON ({e})") from None
 
 
+def row_seeds(search: dict) -> dict:
+    """search.json's "row_seeds" (--resume --more-seeds: label -> its seeds, for the rows
+    given more than "seeds"), {} where it has none or none readable."""
+    more = search.get("row_seeds")
+    return more if isinstance(more, dict) else {}
+
+
 def load_trials(run_dir) -> pd.DataFrame:
     """One row per trial: trial, trial_id, label, seed, config/<field>..., status, epochs_done,
     error, the metrics of its last reported line (val/mse, test/psnr, ...), time_total_s.

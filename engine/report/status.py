@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.report.read import load_search, load_trials
+from engine.report.read import load_search, load_trials, row_seeds
 from engine.files import LOCK_FILE, parse_lock_holder
 
 
@@ -62,7 +62,7 @@ def status_text(run_dir) -> str:
                              na_rep="—") if len(table) else "no trial has started yet"]
     lines += [f"damaged, left out: {x}" for x in trials.attrs.get("left_out", [])]
     started = {(t["row"], t["seed"]) for t in rows}
-    more = search.get("row_seeds") or {}  # --more-seeds
+    more = row_seeds(search)  # --more-seeds
     grid = [(r.get("label"), s) for r in search.get("rows") or [] for s in
             more.get(r.get("label"), search.get("seeds") or [])
             ] if search.get("search", "grid") == "grid" else []

@@ -162,11 +162,7 @@ def more_seeds(spec: RunSpec, flags: Flags) -> RunSpec:
                        "give a fresh run (--scheduler fifo) the seeds instead")
     labels = [r.label for r in spec.rows]
     if flags.rows is not None:
-        given = [w.strip() for w in flags.rows.split(",") if w.strip()]
-        if not given:
-            raise BadInput(f"--rows {flags.rows!r} names no row; give comma-separated labels "
-                           f"(rows of this run: {', '.join(labels)})")
-        labels = list(dict.fromkeys(_match_row(w, labels, "this run") for w in given))
+        labels = list(dict.fromkeys(rows_given(flags.rows, labels, "this run")))
     grown = {label: tuple(sorted(set(spec.seeds_of(label)) | set(range(k))))
              for label in labels}
     grown = {label: seeds for label, seeds in grown.items() if seeds != spec.seeds_of(label)}
@@ -201,12 +197,7 @@ def resolve_rows(search: Search, flags: Flags, shape: tuple[int, ...]
         raise BadInput(str(e)) from None
     labels = list(search.rows)
     if flags.rows is not None:
-        wanted = [s.strip() for s in flags.rows.split(",") if s.strip()]
-        if not wanted:
-            raise BadInput(f"--rows {flags.rows!r} names no row; give comma-separated labels "
-                           f"(rows of {search.name}: {', '.join(labels)}) or leave it out for "
-                           "every row")
-        wanted = [_match_row(w, labels, search.name) for w in wanted]
+        wanted = rows_given(flags.rows, labels, search.name)
         twice = next((w for i, w in enumerate(wanted) if w in wanted[:i]), None)
         if twice is not None:  # it trained seed 0 twice into one row and left an empty one
             raise BadInput(f"--rows: {twice!r} given twice; give each row once (more seeds: "
@@ -255,6 +246,16 @@ def rows_named(given: str, labels) -> list[str]:
     whose row_key is its row_key (one: the row; several: ambiguous; none: unknown)."""
     labels = list(labels)
     return [given] if given in labels else [x for x in labels if row_key(x) == row_key(given)]
+
+
+def rows_given(text: str, labels: list[str], of: str) -> list[str]:
+    """The labels among `labels` (the rows of `of`, a study or "this run") that --rows `text`
+    names, in its order (BadInput where it names none, or a row that is not one of them)."""
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+    if not wanted:
+        raise BadInput(f"--rows {text!r} names no row; give comma-separated labels (rows of "
+                       f"{of}: {', '.join(labels)}) or leave it out for every row")
+    return [_match_row(w, labels, of) for w in wanted]
 
 
 def _match_row(given: str, labels: list[str], search: str) -> str:

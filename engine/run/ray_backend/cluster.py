@@ -63,11 +63,10 @@ def init(address: str | None, give_up=None) -> None:
         print(f"warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: Ray's ports on this "
               "machine accept anyone who reaches them; unset it to keep token authentication",
               file=console.err(), flush=True)
+    elif not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        make_token_file()  # the token Ray would read from ~/.ray/auth_token
     # "local": a new Ray on this machine, even where $RAY_ADDRESS names a cluster (e.g. the
     # job API's tunnel that docs/cluster.md exports for `ray job submit`)
-    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token" and not (
-            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        make_token_file()
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
     global _STARTED_HERE
     _STARTED_HERE = True
